@@ -1,0 +1,5 @@
+import sys
+
+from discmaker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Errors, grouped by who must act.
+
+::
+
+    DiscmakerError
+    ├── InputError            the operator must fix what they passed in
+    │   ├── UsageError        a flag or argument is wrong (bad label, output inside input)
+    │   ├── NoImagesError     nothing usable to put on a disc (empty folder, no DICOM files)
+    │   ├── StudyError        the DICOM files are unusable as given (truncated, mixed patients,
+    │   │                     duplicate instances, a required element missing)
+    │   ├── KeyFileError      the signing key or certificate cannot be used (wrong passphrase, unreadable)
+    │   ├── OutputError       the output cannot be written where asked
+    │   └── TooLargeError     the disc does not fit the chosen medium
+    ├── DiscError             the received disc, ISO or folder cannot be read safely
+    ├── VerificationError     the disc was read but failed verification (the checker's findings)
+    │   └── UntrustedSignerError  signed, but not by a sender in the trust store
+    └── InternalError         our bug: please report it
+
+Each class carries the process exit code the CLI uses, so "the disc failed" never looks like
+"the tool could not run". Messages name the DICOM element or file concerned and say what to do;
+they never contain patient data.
+"""
+
+from __future__ import annotations
+
+# sysexits(3) codes for authoring and the other commands; `check` has its own contract (0-3).
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_NOPERM = 77
+
+# `discmaker check` exit codes (the contract in the README).
+CHECK_OK = 0
+CHECK_TAMPERED = 1
+CHECK_NOT_VERIFIABLE = 2
+CHECK_UNREADABLE = 3
+
+
+class DiscmakerError(Exception):
+    """Base of every error discmaker raises on purpose."""
+
+    exit_code: int = EX_SOFTWARE
+
+
+class InputError(DiscmakerError):
+    """The operator must fix the input, the arguments or the environment."""
+
+    exit_code = EX_DATAERR
+
+
+class UsageError(InputError):
+    exit_code = EX_USAGE
+
+
+class NoImagesError(InputError):
+    exit_code = EX_NOINPUT
+
+
+class StudyError(InputError):
+    exit_code = EX_DATAERR
+
+
+class KeyFileError(InputError):
+    exit_code = EX_NOPERM
+
+
+class OutputError(InputError):
+    exit_code = EX_CANTCREAT
+
+
+class TooLargeError(InputError):
+    exit_code = EX_DATAERR
+
+
+class DiscError(DiscmakerError):
+    """The received disc, ISO image or folder cannot be read safely."""
+
+    exit_code = CHECK_UNREADABLE
+
+
+class VerificationError(DiscmakerError):
+    """The disc was read, and what it holds does not verify."""
+
+    exit_code = CHECK_TAMPERED
+
+
+class UntrustedSignerError(VerificationError):
+    exit_code = CHECK_NOT_VERIFIABLE
+
+
+class InternalError(DiscmakerError):
+    """Our bug. The message asks the operator to report it."""
+
+    exit_code = EX_SOFTWARE
+
+
+__all__ = [
+    "CHECK_NOT_VERIFIABLE",
+    "CHECK_OK",
+    "CHECK_TAMPERED",
+    "CHECK_UNREADABLE",
+    "EX_CANTCREAT",
+    "EX_DATAERR",
+    "EX_NOINPUT",
+    "EX_NOPERM",
+    "EX_SOFTWARE",
+    "EX_USAGE",
+    "DiscError",
+    "DiscmakerError",
+    "InputError",
+    "InternalError",
+    "KeyFileError",
+    "NoImagesError",
+    "OutputError",
+    "StudyError",
+    "TooLargeError",
+    "UntrustedSignerError",
+    "UsageError",
+    "VerificationError",
+]
