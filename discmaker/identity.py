@@ -1,0 +1,119 @@
+"""The canonical identity of an image, and its digest.
+
+The identity is the set of header attributes that say *whose* image this is and *what* it is.
+It is what the published CD attack edited with a tag editor. The watermark carries a digest of
+it inside the pixels, and the manifest lists it in the clear, so a checker can both detect a
+change and name the attribute that changed.
+
+Canonical form (format ``discmaker-identity-v1``), one line per attribute in the fixed order
+of :data:`IDENTITY_KEYWORDS`::
+
+    discmaker-identity-v1
+    PatientName=<value>
+    PatientID=<value>
+    ...
+
+Each value is the element's value as text with DICOM padding (trailing spaces and NULs,
+leading spaces for numbers) removed; multiple values are joined with a backslash; integers
+are written in decimal; an absent or empty element is the empty string. The text is UTF-8
+(pydicom has already decoded the Specific Character Set). The digest is SHA-256 of that text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+FORMAT = "discmaker-identity-v1"
+
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
+SERIES_KEYWORDS = ("SeriesInstanceUID", "SeriesNumber", "Modality")
+INSTANCE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "InstanceNumber")
+IMAGE_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+)
+
+IDENTITY_KEYWORDS: tuple[str, ...] = (
+    PATIENT_KEYWORDS + STUDY_KEYWORDS + SERIES_KEYWORDS + INSTANCE_KEYWORDS + IMAGE_KEYWORDS
+)
+
+# The watermark carries a truncated digest: 128 bits keep second preimages out of reach while
+# leaving room in small frames. The manifest stores the full hex digest.
+WATERMARK_DIGEST_BYTES = 16
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    if isinstance(value, int):
+        return str(value)
+    return str(value).rstrip(" \x00").lstrip(" ")
+
+
+def identity_attributes(ds: Dataset) -> dict[str, str]:
+    """The identity attributes of ``ds`` as canonical text, in canonical order."""
+    attrs: dict[str, str] = {}
+    for keyword in IDENTITY_KEYWORDS:
+        value = ds.get(keyword)
+        text = _text(value)
+        if keyword == "NumberOfFrames" and text == "":
+            text = "1"  # absent means one frame (PS3.3 C.7.6.6)
+        attrs[keyword] = text
+    return attrs
+
+
+def canonical_text(attrs: Mapping[str, str]) -> bytes:
+    lines = [FORMAT]
+    for keyword in IDENTITY_KEYWORDS:
+        value = attrs.get(keyword, "")
+        if "\n" in value:
+            value = value.replace("\n", "\\n")
+        lines.append(f"{keyword}={value}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def identity_digest(attrs: Mapping[str, str]) -> bytes:
+    """Full SHA-256 digest of the canonical identity text."""
+    return hashlib.sha256(canonical_text(attrs)).digest()
+
+
+def watermark_digest(attrs: Mapping[str, str]) -> bytes:
+    """The truncated digest carried inside the watermark."""
+    return identity_digest(attrs)[:WATERMARK_DIGEST_BYTES]
+
+
+def differing_keywords(expected: Mapping[str, str], found: Mapping[str, str]) -> list[str]:
+    """Keywords whose canonical values differ, in canonical order (never the values)."""
+    return [k for k in IDENTITY_KEYWORDS if expected.get(k, "") != found.get(k, "")]
+
+
+__all__ = [
+    "FORMAT",
+    "IDENTITY_KEYWORDS",
+    "IMAGE_KEYWORDS",
+    "INSTANCE_KEYWORDS",
+    "PATIENT_KEYWORDS",
+    "SERIES_KEYWORDS",
+    "STUDY_KEYWORDS",
+    "WATERMARK_DIGEST_BYTES",
+    "canonical_text",
+    "differing_keywords",
+    "identity_attributes",
+    "identity_digest",
+    "watermark_digest",
+]

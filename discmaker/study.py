@@ -1,0 +1,266 @@
+"""Intake: find the DICOM files of a study, read their headers, group and validate them.
+
+Nothing here writes anywhere: input folders are only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from discmaker.errors import NoImagesError, StudyError
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+# Elements every DICOMDIR record needs and that we will not invent: without them the disc
+# cannot be indexed. (tag, keyword)
+REQUIRED = (
+    ("(0008,0016)", "SOPClassUID"),
+    ("(0008,0018)", "SOPInstanceUID"),
+    ("(0010,0020)", "PatientID"),
+    ("(0020,000D)", "StudyInstanceUID"),
+    ("(0020,000E)", "SeriesInstanceUID"),
+    ("(0008,0060)", "Modality"),
+)
+
+# Type 1 in DICOMDIR records but type 2 (may be empty) in images. When an image leaves them
+# empty, the DICOMDIR record alone gets a documented placeholder (as `dcmmkdir +I` does); the
+# image itself is never changed, and the manifest lists what was invented. See README.
+INVENTED_DEFAULTS = {
+    "StudyDate": "19000101",
+    "StudyTime": "000000",
+    "StudyID": "0",
+    "SeriesNumber": "0",
+    "InstanceNumber": "0",
+}
+
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "PatientName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "StudyDescription",
+    "SeriesDescription",
+    "NumberOfFrames",
+]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class InputInstance:
+    """One DICOM instance found in the input (header facts only, no pixel data)."""
+
+    path: Path
+    size: int
+    sha256: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    patient_key: str  # PatientID, used for grouping only; never printed
+    study_uid: str
+    series_uid: str
+    modality: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What was found: DICOM instances to put on the disc and everything that was left out."""
+
+    instances: tuple[InputInstance, ...]
+    non_dicom: tuple[Path, ...]
+    existing_dicomdirs: tuple[Path, ...]
+    identical_duplicates: int
+    patient_count: int
+    study_uids: tuple[str, ...]
+    series_uids: tuple[str, ...]
+    total_bytes: int = field(default=0)
+
+
+def _walk(roots: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for root in roots:
+        if root.is_file():
+            files.append(root)
+            continue
+        if not root.is_dir():
+            raise NoImagesError(f"{root} does not exist or is not a folder. Check the path.")
+        # Directory symlinks are not followed: a study folder that links to "/" must not make
+        # us read the whole machine, and loops are impossible this way.
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                if p.is_file():
+                    files.append(p)
+    return files
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(132)
+    except OSError as exc:
+        raise StudyError(f"{path} cannot be read ({exc.strerror}). Check its permissions.") from exc
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    # Files without the Part 10 preamble (older exports): a group 0008 tag at offset 0 in
+    # either byte order is a strong enough sign to try parsing.
+    return len(head) >= 8 and head[:2] in (b"\x08\x00", b"\x00\x08")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_header(path: Path) -> Dataset:
+    """The header of one file (no pixel data), or StudyError naming the file."""
+    try:
+        return dcmread(path, stop_before_pixels=True, force=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise StudyError(
+            f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
+            f"({type(exc).__name__}). Remove it or export it again from the PACS."
+        ) from exc
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def scan(
+    roots: Sequence[Path],
+    *,
+    allow_mixed_patients: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Intake:
+    """Find and validate the DICOM instances under ``roots`` (folders or files)."""
+    candidates = _walk(roots)
+    if not candidates:
+        where = ", ".join(str(r) for r in roots)
+        raise NoImagesError(f"No files found in {where}. Choose the folder that holds the study.")
+
+    instances: dict[str, InputInstance] = {}
+    non_dicom: list[Path] = []
+    dicomdirs: list[Path] = []
+    duplicates = 0
+    for done, path in enumerate(candidates, 1):
+        if progress:
+            progress(done, len(candidates))
+        if not _looks_like_dicom(path):
+            non_dicom.append(path)
+            continue
+        ds = read_header(path)
+        meta = getattr(ds, "file_meta", None)
+        sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
+        if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+            dicomdirs.append(path)
+            continue
+        if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
+            non_dicom.append(path)
+            continue
+        for tag, keyword in REQUIRED:
+            if not _text(ds, keyword):
+                raise StudyError(
+                    f"{path}: {tag} {keyword} is missing or empty, and the DICOMDIR needs it. "
+                    "Fix the file in the source system or leave it out."
+                )
+        ts = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+        inst = InputInstance(
+            path=path,
+            size=path.stat().st_size,
+            sha256=_sha256(path),
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            patient_key=_text(ds, "PatientID"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            modality=_text(ds, "Modality"),
+            transfer_syntax=ts,
+        )
+        seen = instances.get(inst.sop_instance_uid)
+        if seen is not None:
+            if seen.sha256 == inst.sha256:
+                duplicates += 1
+                continue
+            raise StudyError(
+                f"{seen.path} and {path} have the same (0008,0018) SOP Instance UID but "
+                "different content. Only one of them can go on the disc: remove the wrong one."
+            )
+        instances[inst.sop_instance_uid] = inst
+
+    if not instances:
+        raise NoImagesError(
+            f"None of the {len(candidates)} files found is a DICOM image "
+            f"({len(dicomdirs)} DICOMDIR, {len(non_dicom)} other). "
+            "Choose the folder that holds the exported study."
+        )
+
+    ordered = tuple(instances.values())
+    patients = {i.patient_key for i in ordered}
+    if len(patients) > 1 and not allow_mixed_patients:
+        raise StudyError(
+            f"The input holds images of {len(patients)} different patients "
+            "((0010,0020) Patient ID differs). A patient disc should hold one patient: "
+            "author one disc per patient, or pass --allow-mixed-patients if this is intended."
+        )
+    _check_hierarchy(ordered)
+    return Intake(
+        instances=ordered,
+        non_dicom=tuple(non_dicom),
+        existing_dicomdirs=tuple(dicomdirs),
+        identical_duplicates=duplicates,
+        patient_count=len(patients),
+        study_uids=tuple(dict.fromkeys(i.study_uid for i in ordered)),
+        series_uids=tuple(dict.fromkeys(i.series_uid for i in ordered)),
+        total_bytes=sum(i.size for i in ordered),
+    )
+
+
+def _check_hierarchy(instances: Iterable[InputInstance]) -> None:
+    """One study belongs to one patient, one series to one study (else the DICOMDIR lies)."""
+    study_patient: dict[str, InputInstance] = {}
+    series_study: dict[str, InputInstance] = {}
+    for inst in instances:
+        first = study_patient.setdefault(inst.study_uid, inst)
+        if first.patient_key != inst.patient_key:
+            raise StudyError(
+                f"{first.path} and {inst.path} share a (0020,000D) Study Instance UID but have "
+                "different (0010,0020) Patient IDs. Correct the study in the source system."
+            )
+        first = series_study.setdefault(inst.series_uid, inst)
+        if first.study_uid != inst.study_uid:
+            raise StudyError(
+                f"{first.path} and {inst.path} share a (0020,000E) Series Instance UID but "
+                "belong to different studies. Correct the series in the source system."
+            )
+
+
+__all__ = [
+    "INVENTED_DEFAULTS",
+    "REQUIRED",
+    "InputInstance",
+    "Intake",
+    "read_header",
+    "scan",
+]
