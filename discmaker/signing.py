@@ -104,8 +104,8 @@ def generate_identity(org: str, *, now: dt.datetime | None = None) -> Identity:
 
     ``now`` (default: the current time; a naive value is taken as UTC) sets the validity:
     notBefore is ``now`` minus one hour, notAfter ``now`` plus ten years. The common name is
-    ``<org> discmaker signing``, with ``org`` shortened there if the whole exceeds 64
-    characters; the organisation attribute always holds ``org`` in full.
+    ``<org> discmaker signing``, with ``org`` shortened there if the whole exceeds 64 bytes
+    of UTF-8; the organisation attribute always holds ``org`` (at most 64 characters) in full.
     """
     org = _check_org(org)
     if now is None:
@@ -114,7 +114,7 @@ def generate_identity(org: str, *, now: dt.datetime | None = None) -> Identity:
         now = now.replace(tzinfo=dt.UTC)
     now = now.astimezone(dt.UTC).replace(microsecond=0)
 
-    common_name = org[: MAX_ORG_LENGTH - len(_CN_SUFFIX)].rstrip() + _CN_SUFFIX
+    common_name = _common_name(org)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
@@ -344,6 +344,15 @@ def _check_org(org: str) -> str:
     if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in org):
         raise UsageError("the organisation name contains control characters")
     return org
+
+
+def _common_name(org: str) -> str:
+    """``<org> discmaker signing``, shortening ``org`` to fit 64 UTF-8 bytes (cryptography's
+    commonName limit)."""
+    part = org
+    while len((part + _CN_SUFFIX).encode("utf-8")) > MAX_ORG_LENGTH:
+        part = part[:-1]
+    return part.rstrip() + _CN_SUFFIX
 
 
 def _write_new_file(path: Path, data: bytes, *, mode: int) -> None:

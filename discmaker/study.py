@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from discmaker.errors import NoImagesError, StudyError
+from discmaker.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -76,6 +77,21 @@ class InputInstance:
     series_uid: str
     modality: str
     transfer_syntax: str
+    series_number: int = 0
+    instance_number: int = 0
+    estimated_output_size: int = 0  # bytes once normalised (decompressed when lossless)
+
+    @property
+    def sort_key(self) -> tuple[str, str, int, str, int, str]:
+        """Disc order: patient, study, series number, series, instance number, instance."""
+        return (
+            self.patient_key,
+            self.study_uid,
+            self.series_number,
+            self.series_uid,
+            self.instance_number,
+            self.sop_instance_uid,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,24 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _int(ds: Dataset, keyword: str) -> int:
+    try:
+        return int(str(ds.get(keyword, "") or "0").strip() or 0)
+    except ValueError:
+        return 0
+
+
+def _estimated_size(ds: Dataset, file_size: int, syntax: str) -> int:
+    """Bytes on the disc: lossless inputs are stored decompressed, so count their raw size."""
+    if syntax in LOSSLESS_SYNTAXES and "Rows" in ds and "BitsAllocated" in ds:
+        try:
+            return file_size + expected_pixel_bytes(ds)
+        except (TypeError, ValueError):
+            return file_size
+    # Meta header rewrite and the watermark bookkeeping elements add a little.
+    return file_size + 512
+
+
 def scan(
     roots: Sequence[Path],
     *,
@@ -197,6 +231,9 @@ def scan(
             series_uid=_text(ds, "SeriesInstanceUID"),
             modality=_text(ds, "Modality"),
             transfer_syntax=ts,
+            series_number=_int(ds, "SeriesNumber"),
+            instance_number=_int(ds, "InstanceNumber"),
+            estimated_output_size=_estimated_size(ds, path.stat().st_size, ts),
         )
         seen = instances.get(inst.sop_instance_uid)
         if seen is not None:
@@ -216,7 +253,7 @@ def scan(
             "Choose the folder that holds the exported study."
         )
 
-    ordered = tuple(instances.values())
+    ordered = tuple(sorted(instances.values(), key=lambda i: i.sort_key))
     patients = {i.patient_key for i in ordered}
     if len(patients) > 1 and not allow_mixed_patients:
         raise StudyError(

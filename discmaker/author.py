@@ -1,0 +1,460 @@
+"""Study -> signed patient disc. Orchestration only; each step lives in its own module.
+
+1. intake        find, read and validate the inputs (study.scan); refuse what cannot go on a disc
+2. fit           refuse, before any work, a disc that will not fit the chosen medium
+3. prepare       per instance, in worker processes: normalise, identity digest, watermark, write
+4. DICOMDIR      pydicom FileSet over header-only copies; the real files then take their place
+5. PDI files     README.TXT and INDEX.HTM from templates/
+6. manifest      every file's size and SHA-256, the hierarchy, the watermark status; signed
+7. output        ISO 9660 image (atomic rename) or a folder for a USB stick
+
+SOP Instance UIDs are kept. The watermark is reversible and ``discmaker restore`` gives back
+the original pixels bit for bit under the original identity, so a receiving PACS reconciles the
+images with the ones it may already hold instead of filing duplicates. The watermarked files
+say what they carry in a private block (``DISCMAKER 1``), which restore removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+from pydicom.dataset import Dataset
+
+from discmaker import APP_NAME, __version__, manifest, signing
+from discmaker.dicomdir import header_for_record, validate_fileset_id, write_fileset
+from discmaker.errors import OutputError, UsageError
+from discmaker.identity import identity_attributes, identity_digest, watermark_digest
+from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
+from discmaker.media import Medium, check_fits, estimate_iso_size
+from discmaker.normalise import normalise
+from discmaker.seal import seal_dataset
+from discmaker.study import Intake, InputInstance, scan
+from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
+from discmaker.watermark import UnsupportedPixelsError, WatermarkCapacityError
+
+PRIVATE_GROUP = 0x0009
+PRIVATE_CREATOR = "DISCMAKER 1"
+WATERMARK_FORMAT = "DMWM1"
+
+Stage = Literal["scan", "prepare", "write"]
+Progress = Callable[[Stage, int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthorRequest:
+    inputs: tuple[Path, ...]
+    out: Path
+    key: Ed25519PrivateKey
+    cert: x509.Certificate
+    format: Literal["iso", "folder"] = "iso"
+    label: str | None = None
+    medium: Medium = Medium.CD
+    institution: str | None = None
+    timestamp: datetime | None = None
+    allow_mixed_patients: bool = False
+    workers: int | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class AuthorResult:
+    out: Path
+    format: str
+    label: str
+    medium: Medium
+    images: int
+    watermarked: int
+    manifest_only: tuple[tuple[str, str], ...]  # (file ID, reason)
+    bytes_written: int
+    patients: int
+    studies: int
+    series: int
+    non_dicom_skipped: int
+    duplicates_skipped: int
+    dicomdirs_skipped: int
+    fingerprint: str
+    seconds: float
+    summary: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    work_path: str
+    header: Dataset
+    invented: tuple[str, ...]
+    identity: dict[str, str]
+    identity_sha256: str
+    watermark: str
+    watermark_reason: str
+    frames: int
+    encoding: str
+    source_syntax: str
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    size: int
+    sha256: str
+    study_description: str
+    series_description: str
+
+
+# -- step 3: per-instance work (runs in worker processes) ----------------------------------
+
+_worker_key: Ed25519PrivateKey | None = None
+_worker_key_id: bytes = b""
+
+
+def _init_worker(raw_key: bytes) -> None:
+    global _worker_key, _worker_key_id
+    _worker_key = Ed25519PrivateKey.from_private_bytes(raw_key)
+    _worker_key_id = signing.key_id(_worker_key.public_key())
+
+
+def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(0x01, "CS", WATERMARK_FORMAT)
+    block.add_new(0x02, "LO", key_id.hex().upper())
+
+
+def _prepare(job: tuple[str, str]) -> _Prepared:
+    source, work_path = job
+    assert _worker_key is not None, "worker not initialised"
+    norm = normalise(Path(source))
+    ds = norm.dataset
+    attrs = identity_attributes(ds)
+    status, reason = "none", ""
+    if norm.encoding == "lossy-carried":
+        reason = "lossy compressed image carried unchanged; watermarking would alter it"
+    elif "PixelData" not in ds:
+        reason = "no pixel data (not an image)"
+    else:
+        try:
+            seal_dataset(
+                ds,
+                identity_digest=watermark_digest(attrs),
+                signer=_worker_key,
+                key_id=_worker_key_id,
+            )
+            _mark_watermarked(ds, _worker_key_id)
+            status = "embedded"
+        except (WatermarkCapacityError, UnsupportedPixelsError) as exc:
+            reason = str(exc)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    with open(work_path, "wb") as fp:
+        fp.write(data)
+    header, invented = header_for_record(ds)
+    return _Prepared(
+        work_path=work_path,
+        header=header,
+        invented=invented,
+        identity=attrs,
+        identity_sha256=identity_digest(attrs).hex(),
+        watermark=status,
+        watermark_reason=reason,
+        frames=int(attrs["NumberOfFrames"] or 1),
+        encoding=norm.encoding,
+        source_syntax=norm.source_syntax,
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        study_description=str(ds.get("StudyDescription", "") or ""),
+        series_description=str(ds.get("SeriesDescription", "") or ""),
+    )
+
+
+def _prepare_all(
+    instances: Sequence[InputInstance],
+    work: Path,
+    key: Ed25519PrivateKey,
+    workers: int,
+    progress: Progress | None,
+) -> list[_Prepared]:
+    jobs = [(str(inst.path), str(work / f"{n:06d}.dcm")) for n, inst in enumerate(instances)]
+    raw = key.private_bytes_raw()
+    results: list[_Prepared] = []
+    if workers <= 1 or len(jobs) < 8:
+        _init_worker(raw)
+        for n, job in enumerate(jobs, 1):
+            results.append(_prepare(job))
+            if progress:
+                progress("prepare", n, len(jobs))
+        return results
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(raw,)
+    ) as pool:
+        try:
+            for n, result in enumerate(pool.map(_prepare, jobs, chunksize=4), 1):
+                results.append(result)
+                if progress:
+                    progress("prepare", n, len(jobs))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_output(req: AuthorRequest) -> None:
+    out = req.out.resolve()
+    for root in req.inputs:
+        root = root.resolve()
+        if root.is_dir() and (out == root or root in out.parents):
+            raise UsageError(
+                f"The output {req.out} is inside the input folder {root}. discmaker never "
+                "writes into an input folder: choose an output outside it."
+            )
+    if out.exists() and not req.overwrite:
+        raise OutputError(f"{req.out} already exists. Choose another name or remove it first.")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputError(f"The folder {parent} does not exist. Create it or choose another output.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"The folder {parent} cannot be written by this user. Choose an output folder you "
+            "can write to, or ask IT for write access."
+        )
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _organisation(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(names[0].value) if names else signing.subject_text(cert)
+
+
+def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
+    patients: dict[str, PatientSummary] = {}
+    for p in prepared:
+        ident = p.identity
+        patient = patients.setdefault(
+            ident["PatientID"],
+            PatientSummary(
+                name=ident["PatientName"],
+                id=ident["PatientID"],
+                birth_date=ident["PatientBirthDate"],
+                sex=ident["PatientSex"],
+            ),
+        )
+        study = patient.studies.setdefault(
+            ident["StudyInstanceUID"],
+            StudySummary(
+                date=ident["StudyDate"],
+                description=p.study_description,
+                accession=ident["AccessionNumber"],
+            ),
+        )
+        series = study.series.setdefault(
+            ident["SeriesInstanceUID"],
+            SeriesSummary(
+                number=ident["SeriesNumber"],
+                modality=ident["Modality"],
+                description=p.series_description,
+            ),
+        )
+        series.images += 1
+    return patients
+
+
+def default_label(timestamp: datetime) -> str:
+    return f"DM{timestamp:%Y%m%d%H%M}"
+
+
+# -- the whole job ---------------------------------------------------------------------------
+
+
+def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorResult:
+    """Author a signed, conforming patient disc. Raises discmaker errors on bad input."""
+    started = time.monotonic()
+    timestamp = (req.timestamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    label = validate_fileset_id(req.label or default_label(timestamp))
+    signing.check_pair(req.key, req.cert)
+    _check_output(req)
+
+    # 1. intake
+    intake: Intake = scan(
+        req.inputs,
+        allow_mixed_patients=req.allow_mixed_patients,
+        progress=(lambda d, t: progress("scan", d, t)) if progress else None,
+    )
+    # 2. fit, before any work: images, DICOMDIR, PDI and security files, directories
+    estimated = estimate_iso_size(
+        [i.estimated_output_size for i in intake.instances]
+        + [256 * (len(intake.instances) + 16), 64 * 1024, 64 * 1024, 4096, 1024],
+        n_dirs=2 + len(intake.study_uids) * 2 + len(intake.series_uids) + 1,
+    )
+    check_fits(estimated, req.medium)
+
+    fingerprint = signing.fingerprint(req.cert)
+    institution = req.institution or _organisation(req.cert)
+    workers = req.workers or min(os.cpu_count() or 1, 8)
+    stage = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.", suffix=".work", dir=req.out.parent))
+    try:
+        work = stage / "work"
+        root = stage / "disc"
+        work.mkdir()
+        root.mkdir()
+        # 3. prepare every instance
+        prepared = _prepare_all(intake.instances, work, req.key, workers, progress)
+        # 4. DICOMDIR, then the real files over the stand-ins
+        file_ids = write_fileset([p.header for p in prepared], root, fileset_id=label)
+        for p in prepared:
+            os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
+        dicomdir_entry = manifest.FileEntry(
+            path="DICOMDIR",
+            size=(root / "DICOMDIR").stat().st_size,
+            sha256=_file_sha256(root / "DICOMDIR"),
+        )
+        # 5. PDI root files
+        summaries = _summaries(prepared)
+        watermarked = sum(1 for p in prepared if p.watermark == "embedded")
+        context = {
+            "institution": institution,
+            "created": timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "software": APP_NAME,
+            "version": __version__,
+            "label": label,
+            "disc_number": 1,
+            "disc_count": 1,
+            "patients": as_context(summaries),
+            "image_count": len(prepared),
+            "watermarked": watermarked,
+            "fingerprint": fingerprint,
+            "openssl_fingerprint": signing.OPENSSL_FINGERPRINT_COMMAND,
+            "openssl_verify": signing.OPENSSL_VERIFY_COMMAND_ONE_STEP,
+            "openssl_ok": signing.OPENSSL_VERIFY_OK,
+        }
+        pdi = {
+            "README.TXT": render("README.TXT.j2", **context).replace("\n", "\r\n"),
+            "INDEX.HTM": render("INDEX.HTM.j2", **context),
+        }
+        for name, text in pdi.items():
+            (root / name).write_bytes(text.encode("utf-8"))
+        sigdir = root / manifest.SECURITY_DIR
+        sigdir.mkdir()
+        signer_pem = req.cert.public_bytes(serialization.Encoding.PEM)
+        (root / manifest.SIGNER_PATH).write_bytes(signer_pem)
+        # 6. manifest over every file but itself and its signature, then the signature
+        files = [
+            manifest.FileEntry(path="DICOMDIR", size=dicomdir_entry.size, sha256=dicomdir_entry.sha256)
+        ]
+        files += [
+            manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
+            for p in prepared
+        ]
+        for name in (*pdi, manifest.SIGNER_PATH):
+            path = root / name
+            files.append(
+                manifest.FileEntry(path=name, size=path.stat().st_size, sha256=_file_sha256(path))
+            )
+        images = [
+            manifest.ImageEntry(
+                file_id=file_ids[p.sop_instance_uid],
+                sop_class_uid=p.sop_class_uid,
+                sop_instance_uid=p.sop_instance_uid,
+                transfer_syntax=p.transfer_syntax,
+                identity=p.identity,
+                identity_sha256=p.identity_sha256,
+                watermark=p.watermark,
+                watermark_reason=p.watermark_reason,
+                frames=p.frames,
+                encoding=p.encoding,
+                source_syntax=p.source_syntax,
+                invented=p.invented,
+            )
+            for p in prepared
+        ]
+        manifest_bytes = manifest.build(
+            created=timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            institution=institution,
+            signer_subject=signing.subject_text(req.cert),
+            signer_fingerprint=fingerprint,
+            disc=manifest.DiscInfo(fileset_id=label, medium=req.medium.name.lower()),
+            dicomdir=dicomdir_entry,
+            files=files,
+            images=images,
+        )
+        (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
+        (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
+
+        # 7. output
+        disc_paths = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+        )
+        disc_files = [DiscFile(path=p, source=root / p) for p in disc_paths]
+
+        def write_progress(done: int, total: int) -> None:
+            if progress:
+                progress("write", done, total)
+
+        if req.format == "iso":
+            write_iso(
+                disc_files,
+                req.out,
+                VolumeInfo(
+                    volume_id=label,
+                    application_id=f"{APP_NAME} {__version__}",
+                    publisher=institution[:128],
+                    timestamp=timestamp,
+                ),
+                progress=write_progress,
+                overwrite=req.overwrite,
+            )
+        else:
+            write_folder(disc_files, req.out, progress=write_progress, overwrite=req.overwrite)
+        written = sum((root / p).stat().st_size for p in disc_paths)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    return AuthorResult(
+        out=req.out,
+        format=req.format,
+        label=label,
+        medium=req.medium,
+        images=len(prepared),
+        watermarked=watermarked,
+        manifest_only=tuple(
+            (file_ids[p.sop_instance_uid], p.watermark_reason)
+            for p in prepared
+            if p.watermark != "embedded"
+        ),
+        bytes_written=written,
+        patients=intake.patient_count,
+        studies=len(intake.study_uids),
+        series=len(intake.series_uids),
+        non_dicom_skipped=len(intake.non_dicom),
+        duplicates_skipped=intake.identical_duplicates,
+        dicomdirs_skipped=len(intake.existing_dicomdirs),
+        fingerprint=fingerprint,
+        seconds=time.monotonic() - started,
+        summary=as_context(summaries),
+    )
+
+
+__all__ = ["AuthorRequest", "AuthorResult", "author", "default_label"]

@@ -1,0 +1,222 @@
+"""Write the DICOMDIR with pydicom's FileSet, and read a received one defensively.
+
+Writing: pydicom's FileSet builds the PATIENT/STUDY/SERIES/IMAGE records and picks the File
+IDs. We hand it a *header-only* copy of each instance (with placeholders for the few type 1
+record keys an image may legally leave empty, see :data:`discmaker.study.INVENTED_DEFAULTS`),
+let it write the DICOMDIR and its small stand-in files, then move the real, watermarked files
+over the stand-ins. The records only depend on header attributes and the transfer syntax, so
+they describe the real files exactly, and no image is written twice.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
+from pydicom.tag import Tag
+
+from discmaker.errors import DiscError, StudyError, UsageError
+from discmaker.study import INVENTED_DEFAULTS
+
+FILESET_ID_PATTERN = re.compile(r"^[A-Z0-9_]{1,16}$")
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+
+
+def validate_fileset_id(label: str) -> str:
+    if not FILESET_ID_PATTERN.match(label):
+        raise UsageError(
+            f"The disc label {label!r} is not a valid File-set ID: use 1 to 16 characters "
+            "from A-Z, 0-9 and _ (no lowercase, spaces or dots), e.g. DISC_20260102."
+        )
+    return label
+
+
+def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
+    """A header-only copy of ``ds`` for record creation, and the keywords that were invented."""
+    hdr = Dataset()
+    for elem in ds:
+        if elem.tag != PIXEL_DATA and elem.tag.group != 0x0002:
+            hdr.add(elem)
+    hdr.file_meta = ds.file_meta
+    invented: list[str] = []
+    for keyword, value in INVENTED_DEFAULTS.items():
+        current = hdr.get(keyword)
+        if current is None or str(current).strip() == "":
+            setattr(hdr, keyword, value)
+            invented.append(keyword)
+    return hdr, tuple(invented)
+
+
+def write_fileset(headers: Iterable[Dataset], root: Path, *, fileset_id: str) -> dict[str, str]:
+    """Write DICOMDIR and stand-in files under ``root``; return SOP Instance UID -> File ID.
+
+    File IDs are POSIX paths relative to ``root`` (e.g. ``PT000000/ST000000/SE000000/IM000000``).
+    The caller must replace every stand-in file with the real instance.
+    """
+    fs = FileSet()
+    fs.ID = validate_fileset_id(fileset_id)
+    for hdr in headers:
+        try:
+            fs.add(hdr)
+        except ValueError as exc:
+            raise StudyError(
+                f"The DICOMDIR record for SOP Instance {hdr.get('SOPInstanceUID', '?')} cannot "
+                f"be made: {exc}"
+            ) from exc
+    fs.write(root)
+    return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in fs}
+
+
+# -- reading a received DICOMDIR -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirRecord:
+    """One leaf record of a received DICOMDIR, with the keys of its ancestors."""
+
+    record_type: str
+    file_id: str  # POSIX, uppercase as written; "" when the record references no file
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    keys: dict[str, str]  # identity-relevant keys from this record and its ancestors
+
+
+@dataclass(frozen=True)
+class Dicomdir:
+    fileset_id: str
+    records: tuple[DirRecord, ...]
+    patient_count: int
+    study_count: int
+
+
+_KEY_KEYWORDS = {
+    "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    "STUDY": ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID"),
+    "SERIES": ("SeriesInstanceUID", "SeriesNumber", "Modality"),
+}
+
+_MAX_RECORDS = 200_000
+
+
+def _value(record: Dataset, keyword: str) -> str:
+    value = record.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def parse_dicomdir(data: bytes) -> Dicomdir:
+    """Parse DICOMDIR bytes from a received disc. Malformed input raises DiscError."""
+    try:
+        ds = dcmread(io.BytesIO(data), force=True)
+        records = list(ds.get("DirectoryRecordSequence", []))
+    except Exception as exc:  # a hostile DICOMDIR can make the parser raise anything
+        raise DiscError(f"The DICOMDIR cannot be read ({type(exc).__name__}).") from exc
+    if "DirectoryRecordSequence" not in ds:
+        raise DiscError("The DICOMDIR has no (0004,1220) Directory Record Sequence.")
+    if len(records) > _MAX_RECORDS:
+        raise DiscError(f"The DICOMDIR holds {len(records)} records, more than any disc can.")
+
+    # Records are linked by byte offsets; the hierarchy of a conforming DICOMDIR is also
+    # its order (a parent record precedes its children). We follow the offsets, which is
+    # what viewers do, and fall back to order only where offsets are unusable.
+    by_offset: dict[int, Dataset] = {}
+    for rec in records:
+        tell = getattr(rec, "seq_item_tell", None)
+        if isinstance(tell, int):
+            by_offset[tell] = rec
+
+    leaves: list[DirRecord] = []
+    patients = 0
+    studies = 0
+
+    def walk(offset: int, inherited: dict[str, str], depth: int) -> None:
+        nonlocal patients, studies
+        seen: set[int] = set()
+        while offset and offset in by_offset and offset not in seen and depth < 16:
+            seen.add(offset)
+            rec = by_offset[offset]
+            rtype = _value(rec, "DirectoryRecordType").upper()
+            keys = dict(inherited)
+            for kw in _KEY_KEYWORDS.get(rtype, ()):
+                keys[kw] = _value(rec, kw)
+            if rtype == "PATIENT":
+                patients += 1
+            elif rtype == "STUDY":
+                studies += 1
+            if "ReferencedFileID" in rec:
+                if "InstanceNumber" in rec:
+                    keys["InstanceNumber"] = _value(rec, "InstanceNumber")
+                leaves.append(_leaf(rec, rtype, keys))
+            lower = int(rec.get("OffsetOfReferencedLowerLevelDirectoryEntity", 0) or 0)
+            if lower:
+                walk(lower, keys, depth + 1)
+            offset = int(rec.get("OffsetOfTheNextDirectoryRecord", 0) or 0)
+
+    first = int(ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity", 0) or 0)
+    if by_offset and first in by_offset:
+        walk(first, {}, 0)
+    else:
+        for rec in records:
+            if "ReferencedFileID" in rec:
+                leaves.append(_leaf(rec, _value(rec, "DirectoryRecordType").upper(), {}))
+    return Dicomdir(
+        fileset_id=_value(ds, "FileSetID"),
+        records=tuple(leaves),
+        patient_count=patients,
+        study_count=studies,
+    )
+
+
+def _leaf(rec: Dataset, rtype: str, keys: dict[str, str]) -> DirRecord:
+    raw = rec.get("ReferencedFileID")
+    if raw is None:
+        parts: list[str] = []
+    elif isinstance(raw, str):
+        parts = [raw]
+    else:
+        parts = [str(p) for p in raw]
+    file_id = "/".join(p.strip() for p in parts)
+    return DirRecord(
+        record_type=rtype,
+        file_id=file_id,
+        sop_class_uid=_value(rec, "ReferencedSOPClassUIDInFile"),
+        sop_instance_uid=_value(rec, "ReferencedSOPInstanceUIDInFile"),
+        transfer_syntax=_value(rec, "ReferencedTransferSyntaxUIDInFile"),
+        keys=keys,
+    )
+
+
+def file_id_problem(file_id: str) -> str | None:
+    """Why a received Referenced File ID breaks DISC-RULES 1, or None when it is fine."""
+    parts = file_id.split("/")
+    if not file_id or len(parts) > 8:
+        return "a Referenced File ID must have 1 to 8 components"
+    for part in parts:
+        if part in ("", ".", "..") or not re.fullmatch(r"[A-Z0-9_]{1,8}", part):
+            return f"component {part!r} is not 1-8 characters of A-Z 0-9 _"
+    if os.path.isabs(file_id):
+        return "absolute path"
+    return None
+
+
+__all__ = [
+    "FILESET_ID_PATTERN",
+    "DirRecord",
+    "Dicomdir",
+    "file_id_problem",
+    "header_for_record",
+    "parse_dicomdir",
+    "validate_fileset_id",
+    "write_fileset",
+]

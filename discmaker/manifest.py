@@ -1,0 +1,284 @@
+"""The disc manifest: what is on the disc, hash by hash, and how it hangs together.
+
+``DISCSIG/MANIFEST.JSN`` is canonical JSON (sorted keys, UTF-8, integers only), signed as raw
+bytes into ``DISCSIG/MANIFEST.SIG``. It lists every file on the disc except itself and its
+signature, with size and SHA-256, the DICOMDIR's hash, and the patient / study / series /
+image hierarchy with UIDs, File IDs, identity attributes and the watermark status of each
+image. The checker trusts nothing on the disc that the manifest does not vouch for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from discmaker import APP_NAME, __version__
+from discmaker.canonical import dumps, loads
+from discmaker.errors import DiscError
+from discmaker.identity import (
+    FORMAT as IDENTITY_FORMAT,
+)
+from discmaker.identity import (
+    IDENTITY_KEYWORDS,
+    INSTANCE_KEYWORDS,
+    PATIENT_KEYWORDS,
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
+)
+
+FORMAT = "discmaker-manifest"
+FORMAT_VERSION = 1
+SECURITY_DIR = "DISCSIG"
+MANIFEST_PATH = f"{SECURITY_DIR}/MANIFEST.JSN"
+SIGNATURE_PATH = f"{SECURITY_DIR}/MANIFEST.SIG"
+SIGNER_PATH = f"{SECURITY_DIR}/SIGNER.PEM"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+IMAGE_LEVEL_KEYWORDS = tuple(
+    k
+    for k in IDENTITY_KEYWORDS
+    if k not in PATIENT_KEYWORDS + STUDY_KEYWORDS + SERIES_KEYWORDS
+)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One DICOM instance on the disc, as the author wrote it."""
+
+    file_id: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    identity: Mapping[str, str]  # every keyword of IDENTITY_KEYWORDS
+    identity_sha256: str
+    watermark: str  # "embedded" or "none"
+    watermark_reason: str  # why not, when "none"
+    frames: int
+    encoding: str  # "native", "decompressed", "lossy-carried"
+    source_syntax: str
+    invented: tuple[str, ...] = ()  # DICOMDIR record keys given placeholders
+
+
+@dataclass(frozen=True)
+class DiscInfo:
+    fileset_id: str
+    medium: str
+    number: int = 1
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    created: str
+    software: str
+    software_version: str
+    institution: str
+    signer_subject: str
+    signer_fingerprint: str
+    disc: DiscInfo
+    dicomdir: FileEntry
+    files: tuple[FileEntry, ...]
+    images: tuple[ImageEntry, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def file(self, path: str) -> FileEntry | None:
+        return self._files_by_path.get(path)
+
+    @property
+    def _files_by_path(self) -> dict[str, FileEntry]:
+        return {f.path: f for f in self.files}
+
+
+def _group(images: Sequence[ImageEntry]) -> list[dict[str, Any]]:
+    patients: dict[tuple[str, ...], dict[str, Any]] = {}
+    for img in images:
+        pkey = tuple(img.identity[k] for k in PATIENT_KEYWORDS)
+        patient = patients.setdefault(
+            pkey,
+            {"identity": {k: img.identity[k] for k in PATIENT_KEYWORDS}, "studies": {}},
+        )
+        skey = img.identity["StudyInstanceUID"]
+        study = patient["studies"].setdefault(
+            skey, {"identity": {k: img.identity[k] for k in STUDY_KEYWORDS}, "series": {}}
+        )
+        sekey = img.identity["SeriesInstanceUID"]
+        series = study["series"].setdefault(
+            sekey, {"identity": {k: img.identity[k] for k in SERIES_KEYWORDS}, "images": []}
+        )
+        series["images"].append(
+            {
+                "file": img.file_id,
+                "sop_class_uid": img.sop_class_uid,
+                "sop_instance_uid": img.sop_instance_uid,
+                "transfer_syntax": img.transfer_syntax,
+                "identity": {k: img.identity[k] for k in IMAGE_LEVEL_KEYWORDS},
+                "identity_sha256": img.identity_sha256,
+                "watermark": {"status": img.watermark, "reason": img.watermark_reason},
+                "frames": img.frames,
+                "encoding": img.encoding,
+                "source_transfer_syntax": img.source_syntax,
+                "dicomdir_placeholders": list(img.invented),
+            }
+        )
+    out = []
+    for patient in patients.values():
+        studies = []
+        for study in patient["studies"].values():
+            study["series"] = list(study["series"].values())
+            studies.append(study)
+        patient["studies"] = studies
+        out.append(patient)
+    return out
+
+
+def build(
+    *,
+    created: str,
+    institution: str,
+    signer_subject: str,
+    signer_fingerprint: str,
+    disc: DiscInfo,
+    dicomdir: FileEntry,
+    files: Sequence[FileEntry],
+    images: Sequence[ImageEntry],
+) -> bytes:
+    """The canonical manifest bytes (what gets signed)."""
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "identity_format": IDENTITY_FORMAT,
+        "software": {"name": APP_NAME, "version": __version__},
+        "created": created,
+        "creator": {
+            "institution": institution,
+            "signer_subject": signer_subject,
+            "signer_fingerprint": signer_fingerprint,
+        },
+        "disc": {
+            "fileset_id": disc.fileset_id,
+            "medium": disc.medium,
+            "number": disc.number,
+            "count": disc.count,
+        },
+        "dicomdir": {"path": dicomdir.path, "size": dicomdir.size, "sha256": dicomdir.sha256},
+        "files": [
+            {"path": f.path, "size": f.size, "sha256": f.sha256}
+            for f in sorted(files, key=lambda f: f.path)
+        ],
+        "patients": _group(images),
+    }
+    return dumps(doc)
+
+
+# -- parsing a received manifest (hostile input) -------------------------------------------
+
+
+def _req(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise DiscError(f"The manifest is malformed: {where} has no {key!r}.")
+    value = obj[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise DiscError(f"The manifest is malformed: {where}.{key} is not a {kind.__name__}.")
+    return value
+
+
+def _file_entry(obj: Any, where: str) -> FileEntry:
+    size = _req(obj, "size", int, where)
+    digest = _req(obj, "sha256", str, where)
+    if size < 0 or len(digest) != 64:
+        raise DiscError(f"The manifest is malformed: {where} has an impossible size or hash.")
+    return FileEntry(path=_req(obj, "path", str, where), size=size, sha256=digest.lower())
+
+
+def _identity(obj: Any, keywords: Sequence[str], where: str) -> dict[str, str]:
+    ident = _req(obj, "identity", dict, where)
+    return {k: str(_req(ident, k, str, f"{where}.identity")) for k in keywords}
+
+
+def parse(data: bytes) -> Manifest:
+    doc = loads(data, max_bytes=MAX_MANIFEST_BYTES)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DiscError("DISCSIG/MANIFEST.JSN is not a discmaker manifest.")
+    version = _req(doc, "format_version", int, "manifest")
+    if version != FORMAT_VERSION:
+        raise DiscError(
+            f"The manifest has format version {version}; this discmaker reads version "
+            f"{FORMAT_VERSION}. Update discmaker."
+        )
+    software = _req(doc, "software", dict, "manifest")
+    creator = _req(doc, "creator", dict, "manifest")
+    disc = _req(doc, "disc", dict, "manifest")
+    images: list[ImageEntry] = []
+    for p, patient in enumerate(_req(doc, "patients", list, "manifest")):
+        pid = _identity(patient, PATIENT_KEYWORDS, f"patients[{p}]")
+        for s, study in enumerate(_req(patient, "studies", list, f"patients[{p}]")):
+            sid = _identity(study, STUDY_KEYWORDS, f"patients[{p}].studies[{s}]")
+            for r, series in enumerate(_req(study, "series", list, "study")):
+                rid = _identity(series, SERIES_KEYWORDS, f"series[{r}]")
+                for i, img in enumerate(_req(series, "images", list, "series")):
+                    where = f"series[{r}].images[{i}]"
+                    iid = _identity(img, IMAGE_LEVEL_KEYWORDS, where)
+                    wm = _req(img, "watermark", dict, where)
+                    identity = {**pid, **sid, **rid, **iid}
+                    images.append(
+                        ImageEntry(
+                            file_id=_req(img, "file", str, where),
+                            sop_class_uid=_req(img, "sop_class_uid", str, where),
+                            sop_instance_uid=_req(img, "sop_instance_uid", str, where),
+                            transfer_syntax=_req(img, "transfer_syntax", str, where),
+                            identity={k: identity[k] for k in IDENTITY_KEYWORDS},
+                            identity_sha256=_req(img, "identity_sha256", str, where),
+                            watermark=_req(wm, "status", str, where),
+                            watermark_reason=_req(wm, "reason", str, where),
+                            frames=_req(img, "frames", int, where),
+                            encoding=_req(img, "encoding", str, where),
+                            source_syntax=_req(img, "source_transfer_syntax", str, where),
+                            invented=tuple(
+                                str(x) for x in _req(img, "dicomdir_placeholders", list, where)
+                            ),
+                        )
+                    )
+    return Manifest(
+        created=_req(doc, "created", str, "manifest"),
+        software=_req(software, "name", str, "software"),
+        software_version=_req(software, "version", str, "software"),
+        institution=_req(creator, "institution", str, "creator"),
+        signer_subject=_req(creator, "signer_subject", str, "creator"),
+        signer_fingerprint=_req(creator, "signer_fingerprint", str, "creator"),
+        disc=DiscInfo(
+            fileset_id=_req(disc, "fileset_id", str, "disc"),
+            medium=_req(disc, "medium", str, "disc"),
+            number=_req(disc, "number", int, "disc"),
+            count=_req(disc, "count", int, "disc"),
+        ),
+        dicomdir=_file_entry(_req(doc, "dicomdir", dict, "manifest"), "dicomdir"),
+        files=tuple(
+            _file_entry(f, f"files[{n}]") for n, f in enumerate(_req(doc, "files", list, "manifest"))
+        ),
+        images=tuple(images),
+    )
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INSTANCE_KEYWORDS",
+    "MANIFEST_PATH",
+    "SECURITY_DIR",
+    "SIGNATURE_PATH",
+    "SIGNER_PATH",
+    "DiscInfo",
+    "FileEntry",
+    "ImageEntry",
+    "Manifest",
+    "build",
+    "parse",
+]

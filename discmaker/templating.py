@@ -1,0 +1,99 @@
+"""Rendering of the files made from ``templates/``: the IHE PDI root files and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from discmaker.errors import InternalError
+
+_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "templates",  # source tree / editable install
+    Path(__file__).resolve().parent / "templates",  # bundled next to the package
+)
+
+
+@cache
+def environment() -> jinja2.Environment:
+    for folder in _CANDIDATES:
+        if folder.is_dir():
+            return jinja2.Environment(
+                loader=jinja2.FileSystemLoader(folder),
+                autoescape=jinja2.select_autoescape(
+                    enabled_extensions=("htm", "html", "htm.j2", "html.j2"),
+                    default_for_string=False,
+                ),
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+                undefined=jinja2.StrictUndefined,
+            )
+    raise InternalError(
+        "discmaker's templates folder is missing from the installation "
+        f"(looked in {', '.join(str(c) for c in _CANDIDATES)}). Reinstall discmaker."
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)
+
+
+@dataclass
+class SeriesSummary:
+    number: str
+    modality: str
+    description: str
+    images: int = 0
+
+
+@dataclass
+class StudySummary:
+    date: str
+    description: str
+    accession: str
+    series: dict[str, SeriesSummary] = field(default_factory=dict)
+
+
+@dataclass
+class PatientSummary:
+    name: str
+    id: str
+    birth_date: str
+    sex: str
+    studies: dict[str, StudySummary] = field(default_factory=dict)
+
+
+def as_context(patients: dict[str, PatientSummary]) -> list[dict[str, Any]]:
+    """Nested summaries as plain lists for the templates, in insertion order."""
+    return [
+        {
+            "name": p.name.replace("^", " ").strip(),
+            "id": p.id,
+            "birth_date": p.birth_date,
+            "sex": p.sex,
+            "studies": [
+                {
+                    "date": s.date,
+                    "description": s.description,
+                    "accession": s.accession,
+                    "series": [vars(r) for r in s.series.values()],
+                }
+                for s in p.studies.values()
+            ],
+        }
+        for p in patients.values()
+    ]
+
+
+__all__ = [
+    "PatientSummary",
+    "SeriesSummary",
+    "StudySummary",
+    "as_context",
+    "environment",
+    "render",
+]
