@@ -44,6 +44,7 @@ MAX_WALK_DEPTH = 64
 MAX_ENTRIES = 1_000_000
 _MAX_PATH_TABLE = 64 * 1024 * 1024
 _MAX_DESCRIPTORS = 64
+_MAX_DIRECTORY = 16 * 1024 * 1024
 _FLAG_MULTI_EXTENT = 0x80
 _FLAG_ASSOCIATED = 0x04
 
@@ -313,6 +314,7 @@ class IsoSource(DiscSource):
                 raise DiscError(
                     f"{self.description}: directories nested deeper than {MAX_WALK_DEPTH}"
                 )
+            raws: dict[bytes, tuple[int, int]] | None = None
             for child in rec.children:
                 if child is None or child.is_dot() or child.is_dotdot():
                     continue
@@ -334,11 +336,38 @@ class IsoSource(DiscSource):
                         "which a patient disc never holds"
                     )
                 else:
-                    length = int(child.get_data_length())
-                    offset = int(child.extent_location()) * SECTOR
+                    # The record's own claim, read from the image: pycdlib quietly clamps
+                    # lengths that run past the end of the image to the image size.
+                    if raws is None:
+                        raws = self._raw_records(rec)
+                    extent, length = raws.get(child.file_identifier(), (-1, -1))
+                    if extent < 0:
+                        raise DiscError(f"{self.description}: inconsistent record for {raw_path}")
+                    offset = extent * SECTOR
                     self._add(SourceEntry(disc_path, length, raw_path))
                     self._locations[disc_path] = (offset, length)
         self._finish_listing()
+
+    def _raw_records(self, directory: Any) -> dict[bytes, tuple[int, int]]:
+        """File identifier -> (extent, data length) as recorded in ``directory``'s extent."""
+        assert self._fp is not None
+        start = int(directory.extent_location()) * SECTOR
+        length = min(int(directory.get_data_length()), _MAX_DIRECTORY, self._size - start)
+        data = os.pread(self._fp.fileno(), max(length, 0), start)
+        out: dict[bytes, tuple[int, int]] = {}
+        pos = 0
+        while pos + 33 < len(data):
+            rec_len = data[pos]
+            if rec_len == 0:  # records do not cross sectors: skip to the next one
+                pos = (pos // SECTOR + 1) * SECTOR
+                continue
+            if rec_len < 34 or pos + rec_len > len(data):
+                raise DiscError(f"{self.description}: malformed directory record")
+            extent, size = struct.unpack_from("<I4xI", data, pos + 2)
+            name_len = data[pos + 32]
+            out.setdefault(bytes(data[pos + 33 : pos + 33 + name_len]), (extent, size))
+            pos += rec_len
+        return out
 
     def open(self, path: str) -> BinaryIO:
         found = self.entry(path)

@@ -1,0 +1,332 @@
+"""Command line: a thin layer over the library. The only module (with guide.py) that prints.
+
+Exit codes: `check` and `restore` use the check contract (0 verified, 1 tampered or
+inconsistent, 2 not verifiable, 3 unreadable input or usage error). The other commands use
+sysexits codes (64 usage, 65 bad data, 66 no input, 73 cannot create output, 77 key problem,
+70 internal error); see the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from discmaker import APP_NAME, __version__, errors, signing
+from discmaker.media import Medium
+
+PASSPHRASE_ENV = signing.PASSPHRASE_ENV
+CHECK_COMMANDS = frozenset({"check", "restore"})
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get our exit codes."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise errors.UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for usage.")
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise errors.UsageError(
+            f"--timestamp {text!r} is not an ISO 8601 time; use e.g. 2026-01-02T10:00:00Z."
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=APP_NAME,
+        description="Tamper-evident patient discs of DICOM studies, and the checker for them. "
+        "Run without arguments for the guided workflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("keygen", help="create the imaging centre's signing key and certificate")
+    p.add_argument("--org", required=True, help="organisation name, e.g. 'City Imaging Centre'")
+    p.add_argument("--out", required=True, type=Path, help="folder for key.pem and cert.pem")
+
+    p = sub.add_parser("author", help="author a signed patient disc from a study")
+    p.add_argument("study", nargs="+", type=Path, help="study folders or files")
+    p.add_argument("--key", required=True, type=Path, help="signing key (key.pem)")
+    p.add_argument("--cert", required=True, type=Path, help="certificate (cert.pem)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="disc.iso, or a folder with --format folder"
+    )
+    p.add_argument("--format", choices=["iso", "folder"], default="iso")
+    p.add_argument("--label", help="File-set ID / volume label: 1-16 of A-Z 0-9 _")
+    p.add_argument("--medium", choices=[m.name.lower() for m in Medium], default="cd")
+    p.add_argument("--institution", help="creating institution (default: the certificate's O)")
+    p.add_argument(
+        "--timestamp", type=_timestamp, help="fixed time (ISO 8601) for reproducible output"
+    )
+    p.add_argument("--allow-mixed-patients", action="store_true")
+    p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    p = sub.add_parser("check", help="check a received disc, ISO image or folder")
+    p.add_argument("source", type=Path, help="ISO file, block device or folder")
+    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument("--json", action="store_true", help="versioned JSON report on stdout")
+    p.add_argument("--report", type=Path, help="write an HTML report for the patient record")
+
+    p = sub.add_parser("restore", help="write verified originals for PACS import")
+    p.add_argument("source", type=Path)
+    p.add_argument("--trust", action="append", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--include-tampered", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("trust", help="manage trusted senders")
+    tsub = p.add_subparsers(dest="trust_command", parser_class=_Parser, required=True)
+    t = tsub.add_parser("add", help="trust a sender's certificate")
+    t.add_argument("cert", type=Path)
+    tsub.add_parser("list", help="list trusted senders")
+    t = tsub.add_parser("remove", help="stop trusting a sender")
+    t.add_argument("fingerprint")
+    return parser
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _passphrase(console: Console, *, confirm: bool, what: str) -> bytes:
+    env = signing.passphrase_from_env()
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise errors.UsageError(
+            f"A passphrase is needed for {what}, and there is no terminal to ask it on. "
+            f"Set {PASSPHRASE_ENV} for automated use."
+        )
+    first = getpass.getpass(f"Passphrase for {what}: ").encode()
+    if confirm:
+        again = getpass.getpass("Repeat the passphrase: ").encode()
+        if again != first:
+            raise errors.UsageError("The two passphrases differ. Nothing was written.")
+    return first
+
+
+@contextmanager
+def _progress(console: Console, enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    labels = {
+        "scan": "Reading study",
+        "prepare": "Watermarking",
+        "write": "Writing disc",
+        "read": "Reading disc",
+        "verify": "Verifying images",
+    }
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
+    identity = signing.generate_identity(args.org)
+    passphrase = _passphrase(console, confirm=True, what="the new signing key")
+    key_path, cert_path = signing.write_identity(identity, args.out, passphrase=passphrase)
+    fp = signing.fingerprint(identity.certificate)
+    console.print(f"[green]Signing key[/]   {key_path}  (mode 0600, passphrase-protected)")
+    console.print(f"[green]Certificate[/]   {cert_path}")
+    console.print(f"[bold]Fingerprint[/]   {fp}")
+    console.print(
+        "Give cert.pem to the clinics that receive your discs, and read them this fingerprint "
+        "by telephone so they can confirm it. Keep key.pem and its passphrase secret."
+    )
+    return 0
+
+
+def cmd_author(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.author import AuthorRequest, author
+
+    cert = signing.load_certificate(args.cert)
+    passphrase = _passphrase(console, confirm=False, what=str(args.key))
+    key = signing.load_private_key(args.key, passphrase=passphrase)
+    req = AuthorRequest(
+        inputs=tuple(args.study),
+        out=args.out,
+        key=key,
+        cert=cert,
+        format=args.format,
+        label=args.label,
+        medium=Medium[args.medium.upper()],
+        institution=args.institution,
+        timestamp=args.timestamp,
+        allow_mixed_patients=args.allow_mixed_patients,
+        workers=args.workers,
+    )
+    with _progress(console, not args.json) as progress:
+        result = author(req, progress=progress)
+    if args.json:
+        doc = {
+            "format": "discmaker-author-result",
+            "format_version": 1,
+            "out": str(result.out),
+            "disc_format": result.format,
+            "label": result.label,
+            "medium": result.medium.name.lower(),
+            "images": result.images,
+            "watermarked": result.watermarked,
+            "manifest_only": [{"file": f, "reason": r} for f, r in result.manifest_only],
+            "bytes": result.bytes_written,
+            "signer_fingerprint": result.fingerprint,
+            "skipped": {
+                "non_dicom": result.non_dicom_skipped,
+                "identical_duplicates": result.duplicates_skipped,
+                "dicomdir": result.dicomdirs_skipped,
+            },
+        }
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return 0
+    from discmaker.render import author_summary
+
+    console.print(author_summary(result))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.check import check_disc
+    from discmaker.render import check_json, check_summary, write_html_report
+
+    trust = _trust_store(args.trust)
+    with _progress(console, not args.json) as progress:
+        report = check_disc(args.source, trust=trust, progress=progress)
+    if args.json:
+        sys.stdout.write(json.dumps(check_json(report), indent=2, sort_keys=True) + "\n")
+    else:
+        console.print(check_summary(report))
+    if args.report:
+        write_html_report(report, args.report)
+        if not args.json:
+            console.print(f"HTML report written to {args.report}")
+    return report.exit_code
+
+
+def cmd_restore(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.render import restore_summary
+    from discmaker.restore import restore_disc
+
+    trust = _trust_store(args.trust)
+    with _progress(console, not args.json) as progress:
+        result = restore_disc(
+            args.source,
+            trust=trust,
+            out=args.out,
+            include_tampered=args.include_tampered,
+            progress=progress,
+        )
+    if args.json:
+        sys.stdout.write(json.dumps(result.as_json(), indent=2, sort_keys=True) + "\n")
+    else:
+        console.print(restore_summary(result))
+    return result.exit_code
+
+
+def _trust_store(paths: Sequence[Path] | None) -> Any:
+    from discmaker.trust import TrustStore
+
+    return TrustStore.from_paths(paths) if paths else TrustStore.default()
+
+
+def cmd_trust(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.trust import TrustStore
+
+    store = TrustStore.default()
+    if args.trust_command == "add":
+        signer = store.add(args.cert)
+        console.print(f"[green]Trusted[/] {signer.subject}")
+        console.print(f"Fingerprint {signer.fingerprint}")
+        console.print("Confirm this fingerprint with the sender by telephone.")
+    elif args.trust_command == "remove":
+        signer = store.remove(args.fingerprint)
+        console.print(f"Removed {signer.subject} ({signer.fingerprint})")
+    else:
+        signers = store.list()
+        if not signers:
+            console.print(f"No trusted senders yet (store: {store.directory}).")
+        for s in signers:
+            console.print(f"{s.fingerprint}  {s.subject}  (valid until {s.not_after:%Y-%m-%d})")
+        for problem in store.problems:
+            console.print(f"[yellow]Skipped[/] {problem.path}: {problem.reason}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "keygen": cmd_keygen,
+    "author": cmd_author,
+    "check": cmd_check,
+    "restore": cmd_restore,
+    "trust": cmd_trust,
+}
+
+
+def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = console or Console(stderr=True, highlight=False)
+    command = argv[0] if argv else None
+    try:
+        if not argv:
+            from discmaker.guide import run_guide
+
+            return run_guide(console=console)
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise errors.UsageError(f"No command given. Run '{APP_NAME} --help' for usage.")
+        command = args.command
+        return COMMANDS[args.command](args, console)
+    except errors.DiscmakerError as exc:
+        code = exc.exit_code
+        if command in CHECK_COMMANDS and isinstance(exc, errors.InputError | errors.DiscError):
+            code = errors.CHECK_UNREADABLE
+        console.print(f"[bold red]Error:[/] {exc}")
+        return code
+    except KeyboardInterrupt:
+        console.print(
+            "[bold yellow]Interrupted.[/] Nothing was left half-written: any partial output "
+            "was removed. Input folders were not touched."
+        )
+        return 130
+    except Exception as exc:
+        if os.environ.get("DISCMAKER_DEBUG"):
+            raise
+        console.print(
+            f"[bold red]Internal error[/] ({type(exc).__name__}): this is a bug in discmaker. "
+            "Please report it with the command you ran (run again with DISCMAKER_DEBUG=1 "
+            "for details). No partial output was kept."
+        )
+        return errors.CHECK_UNREADABLE if command in CHECK_COMMANDS else errors.EX_SOFTWARE
+
+
+__all__ = ["build_parser", "main"]
