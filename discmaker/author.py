@@ -43,7 +43,7 @@ from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
 from discmaker.media import Medium, check_fits, estimate_iso_size
 from discmaker.normalise import normalise
 from discmaker.seal import seal_dataset
-from discmaker.study import Intake, InputInstance, scan
+from discmaker.study import InputInstance, Intake, scan
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
 from discmaker.watermark import UnsupportedPixelsError, WatermarkCapacityError
 
@@ -217,18 +217,20 @@ def _prepare_all(
 
 def _check_output(req: AuthorRequest) -> None:
     out = req.out.resolve()
-    for root in req.inputs:
-        root = root.resolve()
+    for given in req.inputs:
+        root = given.resolve()
         if root.is_dir() and (out == root or root in out.parents):
             raise UsageError(
-                f"The output {req.out} is inside the input folder {root}. discmaker never "
+                f"The output {req.out} is inside the input folder {given}. discmaker never "
                 "writes into an input folder: choose an output outside it."
             )
     if out.exists() and not req.overwrite:
         raise OutputError(f"{req.out} already exists. Choose another name or remove it first.")
     parent = out.parent
     if not parent.is_dir():
-        raise OutputError(f"The folder {parent} does not exist. Create it or choose another output.")
+        raise OutputError(
+            f"The folder {parent} does not exist. Create it or choose another output."
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(
             f"The folder {parent} cannot be written by this user. Choose an output folder you "
@@ -362,7 +364,9 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         (root / manifest.SIGNER_PATH).write_bytes(signer_pem)
         # 6. manifest over every file but itself and its signature, then the signature
         files = [
-            manifest.FileEntry(path="DICOMDIR", size=dicomdir_entry.size, sha256=dicomdir_entry.sha256)
+            manifest.FileEntry(
+                path="DICOMDIR", size=dicomdir_entry.size, sha256=dicomdir_entry.sha256
+            )
         ]
         files += [
             manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
@@ -404,9 +408,7 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
 
         # 7. output
-        disc_paths = sorted(
-            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-        )
+        disc_paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         disc_files = [DiscFile(path=p, source=root / p) for p in disc_paths]
 
         def write_progress(done: int, total: int) -> None:

@@ -70,8 +70,22 @@ def write_fileset(headers: Iterable[Dataset], root: Path, *, fileset_id: str) ->
                 f"The DICOMDIR record for SOP Instance {hdr.get('SOPInstanceUID', '?')} cannot "
                 f"be made: {exc}"
             ) from exc
-    fs.write(root)
-    return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in fs}
+    try:
+        fs.write(root)
+        return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in fs}
+    finally:
+        _release_stage(fs)
+
+
+def _release_stage(fs: FileSet) -> None:
+    """Delete FileSet's private staging folder now rather than at garbage collection.
+
+    pydicom keeps it in a TemporaryDirectory that is only removed (with a ResourceWarning)
+    when the FileSet is collected; there is no public call for it (pydicom 3.0).
+    """
+    stage = getattr(fs, "_stage", {}).get("t")
+    if stage is not None and hasattr(stage, "cleanup"):
+        stage.cleanup()
 
 
 # -- reading a received DICOMDIR -----------------------------------------------------------
@@ -95,6 +109,7 @@ class Dicomdir:
     records: tuple[DirRecord, ...]
     patient_count: int
     study_count: int
+    offsets_consistent: bool = True  # False: the record links were broken; order was used
 
 
 _KEY_KEYWORDS = {
@@ -149,7 +164,8 @@ def parse_dicomdir(data: bytes) -> Dicomdir:
             rtype = _value(rec, "DirectoryRecordType").upper()
             keys = dict(inherited)
             for kw in _KEY_KEYWORDS.get(rtype, ()):
-                keys[kw] = _value(rec, kw)
+                if kw in rec:  # a record may omit optional keys; absent is not "empty"
+                    keys[kw] = _value(rec, kw)
             if rtype == "PATIENT":
                 patients += 1
             elif rtype == "STUDY":
@@ -166,16 +182,40 @@ def parse_dicomdir(data: bytes) -> Dicomdir:
     first = int(ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity", 0) or 0)
     if by_offset and first in by_offset:
         walk(first, {}, 0)
-    else:
-        for rec in records:
-            if "ReferencedFileID" in rec:
-                leaves.append(_leaf(rec, _value(rec, "DirectoryRecordType").upper(), {}))
+    referencing = sum(1 for rec in records if "ReferencedFileID" in rec)
+    consistent = len(leaves) == referencing
+    if not consistent:
+        # Broken links (e.g. a record edited with a tool that did not recompute offsets):
+        # fall back to document order, where each record follows its parent.
+        leaves, patients, studies = _by_order(records)
     return Dicomdir(
         fileset_id=_value(ds, "FileSetID"),
         records=tuple(leaves),
         patient_count=patients,
         study_count=studies,
+        offsets_consistent=consistent,
     )
+
+
+def _by_order(records: list[Dataset]) -> tuple[list[DirRecord], int, int]:
+    levels = ("PATIENT", "STUDY", "SERIES")
+    current: dict[str, dict[str, str]] = {}
+    leaves: list[DirRecord] = []
+    counts = dict.fromkeys(levels, 0)
+    for rec in records:
+        rtype = _value(rec, "DirectoryRecordType").upper()
+        if rtype in levels:
+            counts[rtype] += 1
+            depth = levels.index(rtype)
+            for deeper in levels[depth:]:
+                current.pop(deeper, None)
+            current[rtype] = {kw: _value(rec, kw) for kw in _KEY_KEYWORDS[rtype] if kw in rec}
+        if "ReferencedFileID" in rec:
+            keys = {k: v for level in levels for k, v in current.get(level, {}).items()}
+            if "InstanceNumber" in rec:
+                keys["InstanceNumber"] = _value(rec, "InstanceNumber")
+            leaves.append(_leaf(rec, rtype, keys))
+    return leaves, counts["PATIENT"], counts["STUDY"]
 
 
 def _leaf(rec: Dataset, rtype: str, keys: dict[str, str]) -> DirRecord:
@@ -212,8 +252,8 @@ def file_id_problem(file_id: str) -> str | None:
 
 __all__ = [
     "FILESET_ID_PATTERN",
-    "DirRecord",
     "Dicomdir",
+    "DirRecord",
     "file_id_problem",
     "header_for_record",
     "parse_dicomdir",

@@ -36,9 +36,7 @@ SIGNER_PATH = f"{SECURITY_DIR}/SIGNER.PEM"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 IMAGE_LEVEL_KEYWORDS = tuple(
-    k
-    for k in IDENTITY_KEYWORDS
-    if k not in PATIENT_KEYWORDS + STUDY_KEYWORDS + SERIES_KEYWORDS
+    k for k in IDENTITY_KEYWORDS if k not in PATIENT_KEYWORDS + STUDY_KEYWORDS + SERIES_KEYWORDS
 )
 
 
@@ -185,7 +183,7 @@ def _req(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     if not isinstance(obj, Mapping) or key not in obj:
         raise DiscError(f"The manifest is malformed: {where} has no {key!r}.")
     value = obj[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise DiscError(f"The manifest is malformed: {where}.{key} is not a {kind.__name__}.")
     return value
 
@@ -261,7 +259,8 @@ def parse(data: bytes) -> Manifest:
         ),
         dicomdir=_file_entry(_req(doc, "dicomdir", dict, "manifest"), "dicomdir"),
         files=tuple(
-            _file_entry(f, f"files[{n}]") for n, f in enumerate(_req(doc, "files", list, "manifest"))
+            _file_entry(f, f"files[{n}]")
+            for n, f in enumerate(_req(doc, "files", list, "manifest"))
         ),
         images=tuple(images),
     )

@@ -7,7 +7,7 @@ object has a ``__bool__``, so ``if report:`` cannot be mistaken for "the disc ve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from discmaker.errors import CHECK_NOT_VERIFIABLE, CHECK_OK, CHECK_TAMPERED
 
@@ -15,14 +15,14 @@ REPORT_FORMAT = "discmaker-check-report"
 REPORT_VERSION = 1
 
 
-class ImageStatus(str, Enum):
+class ImageStatus(StrEnum):
     OK = "ok"  # watermark and manifest verified against a trusted signer
     TAMPERED = "tampered"  # something about this image changed since it was signed
     MANIFEST_ONLY = "manifest-only"  # intact per the signed manifest; carries no watermark
     NOT_VERIFIABLE = "not-verifiable"  # no trusted signature covers it
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     VERIFIED = "verified"
     TAMPERED = "tampered"
     NOT_VERIFIABLE = "not-verifiable"
@@ -139,13 +139,13 @@ class RestoreResult:
 
 __all__ = [
     "REPORT_FORMAT",
-    "RestoreResult",
     "REPORT_VERSION",
     "CheckReport",
     "Finding",
     "ImageStatus",
     "ImageVerdict",
     "Region",
+    "RestoreResult",
     "Signer",
     "Verdict",
 ]

@@ -62,7 +62,9 @@ def _swap_words(ds: Dataset) -> None:
         width = widths.get(str(elem.VR))
         if width and isinstance(elem.value, bytes) and len(elem.value) % width == 0:
             dtype = np.dtype(f">u{width}")
-            elem.value = np.frombuffer(elem.value, dtype=dtype).astype(dtype.newbyteorder("<")).tobytes()
+            elem.value = (
+                np.frombuffer(elem.value, dtype=dtype).astype(dtype.newbyteorder("<")).tobytes()
+            )
 
 
 def _transcode(ds: Dataset, *, big_endian: bool) -> Dataset:

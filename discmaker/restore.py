@@ -1,0 +1,89 @@
+"""Verified disc -> original files for PACS import.
+
+Every image that verifies is written with its original pixel values, bit for bit what the
+sending centre authored from, and without the watermark bookkeeping block. Images that fail
+are refused; with ``include_tampered`` they are written (as found, restored where possible)
+under ``TAMPERED/`` and listed, so nobody imports them by accident.
+
+The output folder appears atomically: it is built under a temporary name beside it and
+renamed when complete, so an interrupted restore leaves nothing under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from discmaker.check import Progress, check_and_restore
+from discmaker.errors import OutputError
+from discmaker.models import ImageStatus, RestoreResult
+from discmaker.trust import TrustStore
+
+TAMPERED_DIR = "TAMPERED"
+
+
+def restore_disc(
+    source: Path,
+    *,
+    trust: TrustStore,
+    out: Path,
+    include_tampered: bool = False,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> RestoreResult:
+    if out.exists():
+        raise OutputError(f"{out} already exists. Choose a new folder for the restored images.")
+    parent = out.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"The folder {parent} does not exist or cannot be written. Choose another output."
+        )
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    try:
+        report, outcomes = check_and_restore(
+            source,
+            trust=trust,
+            progress=progress,
+            workers=workers,
+            restore_dir=stage / "all",
+        )
+        restored: list[str] = []
+        tampered: list[str] = []
+        refused: list[str] = []
+        final = stage / "final"
+        final.mkdir()
+        for outcome in outcomes:
+            v = outcome.verdict
+            written = Path(outcome.written) if outcome.written else None
+            good = v.status in (ImageStatus.OK, ImageStatus.MANIFEST_ONLY) and report.signed
+            trusted = report.signer is not None and report.signer.trusted
+            if written is not None and good and trusted and report.signature_valid:
+                dest = final / v.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(written, dest)
+                restored.append(str(out / v.path))
+                continue
+            refused.append(v.path)
+            if include_tampered and written is not None:
+                dest = final / TAMPERED_DIR / v.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(written, dest)
+                tampered.append(str(out / TAMPERED_DIR / v.path))
+        refused.extend(
+            v.path for v in report.images if v.path not in {o.verdict.path for o in outcomes}
+        )
+        os.replace(final, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return RestoreResult(
+        report=report,
+        out=str(out),
+        restored=tuple(restored),
+        tampered_written=tuple(tampered),
+        refused=tuple(sorted(set(refused))),
+    )
+
+
+__all__ = ["TAMPERED_DIR", "restore_disc"]
