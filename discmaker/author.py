@@ -325,7 +325,9 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         # 3. prepare every instance
         prepared = _prepare_all(intake.instances, work, req.key, workers, progress)
         # 4. DICOMDIR, then the real files over the stand-ins
-        file_ids = write_fileset([p.header for p in prepared], root, fileset_id=label)
+        file_ids = write_fileset(
+            [p.header for p in prepared], root, fileset_id=label, salt=timestamp.isoformat()
+        )
         for p in prepared:
             os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
         dicomdir_entry = manifest.FileEntry(

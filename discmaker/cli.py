@@ -160,7 +160,7 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     fp = signing.fingerprint(identity.certificate)
     console.print(f"[green]Signing key[/]   {key_path}  (mode 0600, passphrase-protected)")
     console.print(f"[green]Certificate[/]   {cert_path}")
-    console.print(f"[bold]Fingerprint[/]   {fp}")
+    console.print(f"[bold]Fingerprint[/]   {fp}", soft_wrap=True)
     console.print(
         "Give cert.pem to the clinics that receive your discs, and read them this fingerprint "
         "by telephone so they can confirm it. Keep key.pem and its passphrase secret."
@@ -267,7 +267,7 @@ def cmd_trust(args: argparse.Namespace, console: Console) -> int:
     if args.trust_command == "add":
         signer = store.add(args.cert)
         console.print(f"[green]Trusted[/] {signer.subject}")
-        console.print(f"Fingerprint {signer.fingerprint}")
+        console.print(f"Fingerprint {signer.fingerprint}", soft_wrap=True)
         console.print("Confirm this fingerprint with the sender by telephone.")
     elif args.trust_command == "remove":
         signer = store.remove(args.fingerprint)
@@ -277,7 +277,10 @@ def cmd_trust(args: argparse.Namespace, console: Console) -> int:
         if not signers:
             console.print(f"No trusted senders yet (store: {store.directory}).")
         for s in signers:
-            console.print(f"{s.fingerprint}  {s.subject}  (valid until {s.not_after:%Y-%m-%d})")
+            console.print(
+                f"{s.fingerprint}  {s.subject}  (valid until {s.not_after:%Y-%m-%d})",
+                soft_wrap=True,
+            )
         for problem in store.problems:
             console.print(f"[yellow]Skipped[/] {problem.path}: {problem.reason}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 from pydicom.tag import Tag
+from pydicom.uid import generate_uid
 
 from discmaker.errors import DiscError, StudyError, UsageError
 from discmaker.study import INVENTED_DEFAULTS
@@ -54,14 +55,21 @@ def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
     return hdr, tuple(invented)
 
 
-def write_fileset(headers: Iterable[Dataset], root: Path, *, fileset_id: str) -> dict[str, str]:
+def write_fileset(
+    headers: Sequence[Dataset], root: Path, *, fileset_id: str, salt: str = ""
+) -> dict[str, str]:
     """Write DICOMDIR and stand-in files under ``root``; return SOP Instance UID -> File ID.
 
     File IDs are POSIX paths relative to ``root`` (e.g. ``PT000000/ST000000/SE000000/IM000000``).
-    The caller must replace every stand-in file with the real instance.
+    The caller must replace every stand-in file with the real instance. The DICOMDIR's own
+    SOP Instance UID is derived from its contents and ``salt`` (e.g. the disc's timestamp),
+    so the same inputs give the same bytes (pydicom would otherwise pick a random one).
     """
     fs = FileSet()
     fs.ID = validate_fileset_id(fileset_id)
+    fs.UID = generate_uid(
+        entropy_srcs=[fileset_id, salt, *(str(h.get("SOPInstanceUID", "")) for h in headers)]
+    )
     for hdr in headers:
         try:
             fs.add(hdr)
