@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 
 from discmaker import APP_NAME, __version__, manifest, signing
-from discmaker.dicomdir import header_for_record, validate_fileset_id, write_fileset
+from discmaker.dicomdir import FileSetWriter, header_for_record, validate_fileset_id
 from discmaker.errors import OutputError, UsageError
 from discmaker.identity import identity_attributes, identity_digest, watermark_digest
 from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
@@ -181,35 +181,35 @@ def _prepare(job: tuple[str, str]) -> _Prepared:
     )
 
 
-def _prepare_all(
+def _prepare_each(
     instances: Sequence[InputInstance],
     work: Path,
     key: Ed25519PrivateKey,
     workers: int,
     progress: Progress | None,
-) -> list[_Prepared]:
+) -> Iterator[_Prepared]:
+    """Prepared instances in disc order, as they become ready."""
     jobs = [(str(inst.path), str(work / f"{n:06d}.dcm")) for n, inst in enumerate(instances)]
     raw = key.private_bytes_raw()
-    results: list[_Prepared] = []
     if workers <= 1 or len(jobs) < 8:
         _init_worker(raw)
-        for n, job in enumerate(jobs, 1):
-            results.append(_prepare(job))
+        results: Iterator[_Prepared] = map(_prepare, jobs)
+        for n, result in enumerate(results, 1):
             if progress:
                 progress("prepare", n, len(jobs))
-        return results
+            yield result
+        return
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(raw,)
     ) as pool:
         try:
             for n, result in enumerate(pool.map(_prepare, jobs, chunksize=4), 1):
-                results.append(result)
                 if progress:
                     progress("prepare", n, len(jobs))
+                yield result
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return results
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -322,12 +322,14 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         root = stage / "disc"
         work.mkdir()
         root.mkdir()
-        # 3. prepare every instance
-        prepared = _prepare_all(intake.instances, work, req.key, workers, progress)
-        # 4. DICOMDIR, then the real files over the stand-ins
-        file_ids = write_fileset(
-            [p.header for p in prepared], root, fileset_id=label, salt=timestamp.isoformat()
-        )
+        # 3. prepare every instance, and 4. its DICOMDIR records as each one is ready;
+        # then the DICOMDIR, and the real files over its stand-ins
+        prepared: list[_Prepared] = []
+        with FileSetWriter(fileset_id=label) as dicomdir:
+            for p in _prepare_each(intake.instances, work, req.key, workers, progress):
+                dicomdir.add(p.header)
+                prepared.append(p)
+            file_ids = dicomdir.write(root, salt=timestamp.isoformat())
         for p in prepared:
             os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
         dicomdir_entry = manifest.FileEntry(

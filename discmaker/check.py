@@ -32,6 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydicom import dcmread
@@ -637,4 +639,34 @@ def _check_unsigned(
     )
 
 
-__all__ = ["check_and_restore", "check_disc"]
+def tamper_thumbnails(
+    source: Path, report: CheckReport, *, limit: int = 50
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Display frames of tampered images for the HTML report, keyed by disc path.
+
+    The frame shown is the lowest-numbered one with a tampered region (frame 0 otherwise);
+    colour is shown as luminance. Images that cannot be decoded get no thumbnail.
+    """
+    wanted = [v for v in report.images if v.status is ImageStatus.TAMPERED][:limit]
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    if not wanted:
+        return out
+    with open_source(source) as src:
+        for verdict in wanted:
+            frame = min((r.frame for r in verdict.regions), default=0)
+            try:
+                ds = dcmread(io.BytesIO(src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)))
+                pixels = np.asarray(ds.pixel_array, dtype=np.float32)
+            except Exception:  # a damaged or hostile file simply gets no picture
+                continue
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            if frames > 1:
+                pixels = pixels[min(frame, frames - 1)]
+            if pixels.ndim == 3:
+                pixels = pixels.mean(axis=-1)
+            if pixels.ndim == 2:
+                out[verdict.path] = pixels
+    return out
+
+
+__all__ = ["check_and_restore", "check_disc", "tamper_thumbnails"]

@@ -32,7 +32,7 @@ CHECK_COMMANDS = frozenset({"check", "restore"})
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors get our exit codes."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise errors.UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for usage.")
 
 
@@ -217,7 +217,7 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.check import check_disc
+    from discmaker.check import check_disc, tamper_thumbnails
     from discmaker.render import check_json, check_summary, write_html_report
 
     trust = _trust_store(args.trust)
@@ -228,7 +228,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(check_summary(report))
     if args.report:
-        write_html_report(report, args.report)
+        write_html_report(report, args.report, thumbnails=tamper_thumbnails(args.source, report))
         if not args.json:
             console.print(f"HTML report written to {args.report}")
     return report.exit_code
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         if not argv:
             from discmaker.guide import run_guide
 
-            return run_guide(console=console)
+            return int(run_guide(console=console))
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise errors.UsageError(f"No command given. Run '{APP_NAME} --help' for usage.")

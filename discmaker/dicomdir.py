@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -55,34 +57,81 @@ def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
     return hdr, tuple(invented)
 
 
+class FileSetWriter:
+    """Build a DICOMDIR incrementally (records as instances become ready), then write it.
+
+    Use as a context manager; pydicom's staging folder is removed on exit.
+    """
+
+    def __init__(self, *, fileset_id: str) -> None:
+        self._fs = _UniqueFileSet()
+        self._fs.ID = validate_fileset_id(fileset_id)
+        self._uids: list[str] = []
+        self._fileset_id = fileset_id
+
+    def __enter__(self) -> FileSetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _release_stage(self._fs)
+
+    def add(self, header: Dataset) -> None:
+        uid = str(header.get("SOPInstanceUID", "?"))
+        with self._fs.adding():
+            try:
+                self._fs.add(header)
+            except ValueError as exc:
+                raise StudyError(
+                    f"The DICOMDIR record for SOP Instance {uid} cannot be made: {exc}"
+                ) from exc
+        self._uids.append(uid)
+
+    def write(self, root: Path, *, salt: str = "") -> dict[str, str]:
+        """Write DICOMDIR and stand-in files under ``root``; return SOP Instance UID -> File ID.
+
+        File IDs are POSIX paths relative to ``root`` (``PT000000/ST000000/SE000000/IM000000``).
+        The caller must replace every stand-in with the real instance. The DICOMDIR's own SOP
+        Instance UID is derived from its contents and ``salt`` (e.g. the disc's timestamp), so
+        the same inputs give the same bytes (pydicom would otherwise pick a random one).
+        """
+        self._fs.UID = generate_uid(entropy_srcs=[self._fileset_id, salt, *self._uids])
+        self._fs.write(root)
+        return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in self._fs}
+
+
 def write_fileset(
     headers: Sequence[Dataset], root: Path, *, fileset_id: str, salt: str = ""
 ) -> dict[str, str]:
-    """Write DICOMDIR and stand-in files under ``root``; return SOP Instance UID -> File ID.
+    """All at once: see :class:`FileSetWriter`."""
+    with FileSetWriter(fileset_id=fileset_id) as writer:
+        for hdr in headers:
+            writer.add(hdr)
+        return writer.write(root, salt=salt)
 
-    File IDs are POSIX paths relative to ``root`` (e.g. ``PT000000/ST000000/SE000000/IM000000``).
-    The caller must replace every stand-in file with the real instance. The DICOMDIR's own
-    SOP Instance UID is derived from its contents and ``salt`` (e.g. the disc's timestamp),
-    so the same inputs give the same bytes (pydicom would otherwise pick a random one).
+
+class _UniqueFileSet(FileSet):
+    """A FileSet for instances already known to be unique (intake refuses duplicates).
+
+    pydicom's ``FileSet.add`` first scans every instance added so far for the same SOP
+    Instance UID, which makes building a disc quadratic (2.6 s of 4.4 s for 300 CT slices).
+    While adding, iteration yields nothing, so that scan is free; everything else, including
+    ``write()``, sees the instances as usual.
     """
-    fs = FileSet()
-    fs.ID = validate_fileset_id(fileset_id)
-    fs.UID = generate_uid(
-        entropy_srcs=[fileset_id, salt, *(str(h.get("SOPInstanceUID", "")) for h in headers)]
-    )
-    for hdr in headers:
+
+    _adding = False
+
+    @contextmanager
+    def adding(self) -> Iterator[None]:
+        self._adding = True
         try:
-            fs.add(hdr)
-        except ValueError as exc:
-            raise StudyError(
-                f"The DICOMDIR record for SOP Instance {hdr.get('SOPInstanceUID', '?')} cannot "
-                f"be made: {exc}"
-            ) from exc
-    try:
-        fs.write(root)
-        return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in fs}
-    finally:
-        _release_stage(fs)
+            yield
+        finally:
+            self._adding = False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._adding:
+            return iter(())
+        return super().__iter__()
 
 
 def _release_stage(fs: FileSet) -> None:
@@ -262,6 +311,7 @@ __all__ = [
     "FILESET_ID_PATTERN",
     "Dicomdir",
     "DirRecord",
+    "FileSetWriter",
     "file_id_problem",
     "header_for_record",
     "parse_dicomdir",

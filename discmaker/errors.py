@@ -8,7 +8,8 @@
     │   ├── NoImagesError     nothing usable to put on a disc (empty folder, no DICOM files)
     │   ├── StudyError        the DICOM files are unusable as given (truncated, mixed patients,
     │   │                     duplicate instances, a required element missing)
-    │   ├── KeyFileError      the signing key or certificate is unusable (wrong passphrase, unreadable)
+    │   ├── KeyFileError      the signing key or certificate is unusable (wrong passphrase,
+    │   │                     unreadable file)
     │   ├── OutputError       the output cannot be written where asked
     │   └── TooLargeError     the disc does not fit the chosen medium
     ├── DiscError             the received disc, ISO or folder cannot be read safely

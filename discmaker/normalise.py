@@ -88,7 +88,7 @@ def _fresh_meta(ds: Dataset, syntax: str) -> FileMetaDataset:
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = UID(syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
@@ -130,7 +130,7 @@ def normalise(path: Path) -> Normalised:
 
 def _normalise(path: Path) -> Normalised:
     try:
-        ds = dcmread(path, force=True)
+        ds: Dataset = dcmread(path, force=True)
         meta = getattr(ds, "file_meta", None)
         syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
         if not syntax:

@@ -69,7 +69,6 @@ class InputInstance:
 
     path: Path
     size: int
-    sha256: str
     sop_class_uid: str
     sop_instance_uid: str
     patient_key: str  # PatientID, used for grouping only; never printed
@@ -223,7 +222,6 @@ def scan(
         inst = InputInstance(
             path=path,
             size=path.stat().st_size,
-            sha256=_sha256(path),
             sop_class_uid=_text(ds, "SOPClassUID"),
             sop_instance_uid=_text(ds, "SOPInstanceUID"),
             patient_key=_text(ds, "PatientID"),
@@ -237,7 +235,8 @@ def scan(
         )
         seen = instances.get(inst.sop_instance_uid)
         if seen is not None:
-            if seen.sha256 == inst.sha256:
+            # Hash only on a collision: reading every file twice would cost a second pass.
+            if _sha256(seen.path) == _sha256(path):
                 duplicates += 1
                 continue
             raise StudyError(

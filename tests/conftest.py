@@ -62,9 +62,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def author_disc(
-    centre: Centre, inputs: list[Path], out: Path, **kwargs: object
-) -> AuthorResult:
+def author_disc(centre: Centre, inputs: list[Path], out: Path, **kwargs: object) -> AuthorResult:
     req = AuthorRequest(
         inputs=tuple(inputs),
         out=out,

@@ -26,7 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install dcmtk dicom3tools xorriso genisoimage p7zip-full)")
+        pytest.skip(
+            f"{name} is not installed "
+            "(apt-get install dcmtk dicom3tools xorriso genisoimage p7zip-full)"
+        )
     return path
 
 
@@ -122,7 +125,9 @@ def test_isovfy_and_xorriso(disc_iso: Path) -> None:
 
 @pytest.mark.external
 @pytest.mark.parametrize("extractor", ["7z", "bsdtar"])
-def test_real_readers_extract_the_iso(disc_iso: Path, disc_folder: Path, tmp_path: Path, extractor: str) -> None:
+def test_real_readers_extract_the_iso(
+    disc_iso: Path, disc_folder: Path, tmp_path: Path, extractor: str
+) -> None:
     _tool(extractor)
     if extractor == "7z":
         result = _run("7z", "x", "-y", f"-o{tmp_path}", str(disc_iso))
@@ -222,7 +227,9 @@ def test_bundled_file_round_trip(name: str, centre: Centre, tmp_path: Path) -> N
 def run_author(centre: Centre, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())
 
-    def run(*inputs: Path, out: Path, extra: tuple[str, ...] = (), key: Path | None = None) -> tuple[int, str]:
+    def run(
+        *inputs: Path, out: Path, extra: tuple[str, ...] = (), key: Path | None = None
+    ) -> tuple[int, str]:
         args = ["author", *map(str, inputs), "--key", str(key or centre.key_path)]
         args += ["--cert", str(centre.cert_path), "--out", str(out), *extra]
         code = main(args)
@@ -256,7 +263,9 @@ def test_refuses_truncated_dicom(run_author, tmp_path: Path) -> None:  # type: i
 
 def test_refuses_mixed_patients(run_author, tmp_path: Path, patient_b) -> None:  # type: ignore[no-untyped-def]
     write_sample_study(tmp_path / "in" / "a", ct_slices=1, ct_size=64, mr_slices=0)
-    write_sample_study(tmp_path / "in" / "b", ct_slices=1, ct_size=64, mr_slices=0, seed="b", patient=patient_b)
+    write_sample_study(
+        tmp_path / "in" / "b", ct_slices=1, ct_size=64, mr_slices=0, seed="b", patient=patient_b
+    )
     code, err = run_author(tmp_path / "in", out=tmp_path / "d.iso")
     assert code == errors.EX_DATAERR and "2 different patients" in err
     assert "OTHER" not in err  # never echo patient data
@@ -267,7 +276,9 @@ def test_refuses_invalid_label(run_author, study_dir: Path, tmp_path: Path) -> N
     assert code == errors.EX_USAGE and "File-set ID" in err
 
 
-def test_refuses_wrong_passphrase(run_author, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_refuses_wrong_passphrase(
+    run_author, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv(signing.PASSPHRASE_ENV, "wrong")
     code, err = run_author(study_dir, out=tmp_path / "d.iso")
     assert code == errors.EX_NOPERM and "passphrase" in err
@@ -301,7 +312,9 @@ def test_refuses_unwritable_output(run_author, study_dir: Path, tmp_path: Path) 
         assert code == errors.EX_CANTCREAT and "cannot be written" in err
 
 
-def test_refuses_too_large_for_medium(centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_too_large_for_medium(
+    centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from discmaker import author as author_mod
 
     def tiny_fit(estimated: int, medium: Medium, **_: object) -> None:
@@ -313,30 +326,35 @@ def test_refuses_too_large_for_medium(centre: Centre, study_dir: Path, tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_run_leaves_no_disc(centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from discmaker import author as author_mod
+def test_interrupted_run_leaves_no_disc(
+    centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.dicomdir import FileSetWriter
 
-    real = author_mod.write_fileset
+    real = FileSetWriter.write
 
-    def crash(*args: object, **kwargs: object) -> object:
-        real(*args, **kwargs)  # type: ignore[arg-type]
+    def crash(self: FileSetWriter, *args: object, **kwargs: object) -> object:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(author_mod, "write_fileset", crash)
+    monkeypatch.setattr(FileSetWriter, "write", crash)
     with pytest.raises(KeyboardInterrupt):
         author_disc(centre, [study_dir], tmp_path / "d.iso")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_author_json(run_author, study_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import json
 
-    code, _ = run_author(study_dir, out=tmp_path / "d.iso", extra=("--json", "--timestamp", FIXED_TIME.isoformat()))
+    code, _ = run_author(
+        study_dir, out=tmp_path / "d.iso", extra=("--json", "--timestamp", FIXED_TIME.isoformat())
+    )
     assert code == 0
     assert (tmp_path / "d.iso").is_file()
 
 
-def test_keygen_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(signing.PASSPHRASE_ENV, "pw")
     assert main(["keygen", "--org", "Clinic", "--out", str(tmp_path / "k")]) == 0
     err = " ".join(capsys.readouterr().err.split())

@@ -244,9 +244,7 @@ def test_manifest_replaced_and_resigned_with_another_key(
     body = canonical.dumps(doc)
     (disc / MANIFEST_PATH).write_bytes(body)
     (disc / SIGNATURE_PATH).write_bytes(signing.sign(other_centre.identity.private_key, body))
-    (disc / SIGNER_PATH).write_bytes(
-        other_centre.cert_path.read_bytes()
-    )
+    (disc / SIGNER_PATH).write_bytes(other_centre.cert_path.read_bytes())
     report = _check(disc, centre)
     assert report.signature_valid
     assert report.signer is not None and not report.signer.trusted
@@ -311,7 +309,9 @@ def test_restore_refuses_tampered_unless_asked(
 # -- discs from other vendors -----------------------------------------------------------------
 
 
-def test_unsigned_disc_gets_structure_checks(study_dir: Path, tmp_path: Path, centre: Centre) -> None:
+def test_unsigned_disc_gets_structure_checks(
+    study_dir: Path, tmp_path: Path, centre: Centre
+) -> None:
     fs = FileSet()
     for p in sorted(study_dir.rglob("*")):
         if p.is_file():
@@ -333,7 +333,9 @@ def test_unsigned_disc_gets_structure_checks(study_dir: Path, tmp_path: Path, ce
 # -- the CLI contract ---------------------------------------------------------------------------
 
 
-def test_cli_check_json(disc_folder: Path, centre: Centre, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check_json(
+    disc_folder: Path, centre: Centre, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["check", str(disc_folder), "--trust", str(centre.cert_path), "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0

@@ -1,0 +1,52 @@
+"""Run one discmaker job in a fresh process and print its time and peak memory as JSON.
+
+A fresh process per measurement keeps peak-RSS figures honest (``ru_maxrss`` only grows).
+Usage: python -m bench._measure author STUDY OUT CERT KEY | check DISC CERT
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from discmaker import signing
+from discmaker.author import AuthorRequest, author
+from discmaker.check import check_disc
+from discmaker.media import Medium
+from discmaker.trust import TrustStore
+
+
+def _peak_mib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def main(argv: list[str]) -> None:
+    job = argv[0]
+    started = time.perf_counter()
+    if job == "author":
+        study, out, cert, key = map(Path, argv[1:5])
+        request = AuthorRequest(
+            inputs=(study,),
+            out=out,
+            key=signing.load_private_key(key, passphrase=b"bench"),
+            cert=signing.load_certificate(cert),
+            label="BENCH",
+            medium=Medium.DVD,
+        )
+        result = author(request)
+        extra = {"images": result.images, "watermarked": result.watermarked}
+    else:
+        disc, cert = Path(argv[1]), Path(argv[2])
+        report = check_disc(disc, trust=TrustStore.from_paths([cert]))
+        extra = {"verdict": report.verdict.value, "images": len(report.images)}
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), **extra}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
