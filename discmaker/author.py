@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset
 
 from discmaker import APP_NAME, __version__, manifest, signing
 from discmaker.dicomdir import FileSetWriter, header_for_record, validate_fileset_id
-from discmaker.errors import OutputError, UsageError
+from discmaker.errors import OutputError, TooLargeError, UsageError
 from discmaker.identity import identity_attributes, identity_digest, watermark_digest
 from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
 from discmaker.media import Medium, check_fits, estimate_iso_size
@@ -69,6 +69,8 @@ class AuthorRequest:
     allow_mixed_patients: bool = False
     workers: int | None = None
     overwrite: bool = False
+    span: bool = False  # split over several discs when the study does not fit one
+    capacity: int | None = None  # bytes; overrides the medium's (a USB stick's free space)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class AuthorResult:
     fingerprint: str
     seconds: float
     summary: list[dict[str, object]] = field(default_factory=list)
+    outputs: tuple[Path, ...] = ()  # every disc written: one, or k of n with span
 
 
 @dataclass(frozen=True)
@@ -284,15 +287,99 @@ def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
     return patients
 
 
+# -- planning: which images go on which disc -------------------------------------------------
+
+# Per image on top of its own bytes: a DICOMDIR record (~0.5 kB) and a manifest entry (~1.5 kB).
+_PER_IMAGE_OVERHEAD = 2048
+# Per disc: README.TXT, INDEX.HTM, SIGNER.PEM, MANIFEST.SIG and the fixed parts of the rest.
+_FIXED_FILES = [64 * 1024, 64 * 1024, 4096, 1024, 16 * 1024]
+
+
+def estimate_disc_size(instances: Sequence[InputInstance]) -> int:
+    """Upper bound of the ISO image for these instances (see media.estimate_iso_size)."""
+    studies = {i.study_uid for i in instances}
+    series = {i.series_uid for i in instances}
+    patients = {i.patient_key for i in instances}
+    return estimate_iso_size(
+        [i.estimated_output_size for i in instances]
+        + [_PER_IMAGE_OVERHEAD * len(instances), *_FIXED_FILES],
+        n_dirs=len(patients) + len(studies) + len(series) + 1,
+    )
+
+
+def plan_discs(
+    instances: Sequence[InputInstance], capacity: int | None
+) -> list[list[InputInstance]]:
+    """Split a study over as few discs as needed, in disc order.
+
+    Whole series stay together; a series is split only when it alone exceeds the medium.
+    """
+    if capacity is None or estimate_disc_size(instances) <= capacity:
+        return [list(instances)]
+    by_series: dict[str, list[InputInstance]] = {}
+    for inst in instances:
+        by_series.setdefault(inst.series_uid, []).append(inst)
+    discs: list[list[InputInstance]] = []
+    current: list[InputInstance] = []
+    for series in by_series.values():
+        if estimate_disc_size(current + series) <= capacity:
+            current += series
+            continue
+        if current:
+            discs.append(current)
+            current = []
+        if estimate_disc_size(series) <= capacity:
+            current = list(series)
+            continue
+        for inst in series:  # a series larger than the medium: split it, in instance order
+            if current and estimate_disc_size([*current, inst]) > capacity:
+                discs.append(current)
+                current = []
+            if not current and estimate_disc_size([inst]) > capacity:
+                raise TooLargeError(
+                    f"{inst.path} alone does not fit on a {capacity:,}-byte medium. "
+                    "Choose a larger medium (--medium dvd, bd or usb)."
+                )
+            current.append(inst)
+    if current:
+        discs.append(current)
+    return discs
+
+
 def default_label(timestamp: datetime) -> str:
     return f"DM{timestamp:%Y%m%d%H%M}"
+
+
+def numbered(out: Path, label: str, number: int, count: int) -> tuple[Path, str]:
+    """Output path and File-set ID of disc ``number`` of ``count``."""
+    if count == 1:
+        return out, label
+    suffix = f"_{number}OF{count}"
+    name = f"{out.stem}_{number}of{count}{out.suffix}"
+    return out.with_name(name), label[: 16 - len(suffix)] + suffix
 
 
 # -- the whole job ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Disc:
+    out: Path
+    label: str
+    number: int
+    count: int
+    instances: Sequence[InputInstance]
+
+
+@dataclass(frozen=True)
+class _DiscOutcome:
+    prepared: list[_Prepared]
+    file_ids: dict[str, str]
+    bytes_written: int
+
+
 def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorResult:
-    """Author a signed, conforming patient disc. Raises discmaker errors on bad input."""
+    """Author a signed, conforming patient disc (or set of discs with ``span``)."""
     started = time.monotonic()
     timestamp = (req.timestamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     label = validate_fileset_id(req.label or default_label(timestamp))
@@ -305,18 +392,87 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         allow_mixed_patients=req.allow_mixed_patients,
         progress=(lambda d, t: progress("scan", d, t)) if progress else None,
     )
-    # 2. fit, before any work: images, DICOMDIR, PDI and security files, directories
-    estimated = estimate_iso_size(
-        [i.estimated_output_size for i in intake.instances]
-        + [256 * (len(intake.instances) + 16), 64 * 1024, 64 * 1024, 4096, 1024],
-        n_dirs=2 + len(intake.study_uids) * 2 + len(intake.series_uids) + 1,
+    # 2. fit, before any work
+    capacity = req.capacity if req.capacity is not None else req.medium.capacity
+    if not req.span:
+        check_fits(estimate_disc_size(intake.instances), req.medium, capacity=capacity)
+    plan = plan_discs(intake.instances, capacity)
+    discs = [
+        _Disc(*numbered(req.out, label, k, len(plan)), k, len(plan), part)
+        for k, part in enumerate(plan, 1)
+    ]
+    for disc in discs[1:]:
+        if disc.out.exists() and not req.overwrite:
+            raise OutputError(f"{disc.out} already exists. Choose another name or remove it.")
+    set_id = hashlib.sha256(
+        "\n".join(
+            [label, timestamp.isoformat(), *(i.sop_instance_uid for i in intake.instances)]
+        ).encode()
+    ).hexdigest()[:32]
+    members = tuple(
+        manifest.SetMember(number=d.number, fileset_id=d.label, images=len(d.instances))
+        for d in discs
     )
-    check_fits(estimated, req.medium)
 
+    outcomes: list[_DiscOutcome] = []
+    written: list[Path] = []
+    try:
+        for disc in discs:
+            outcomes.append(_author_disc(req, disc, timestamp, set_id, members, progress=progress))
+            written.append(disc.out)
+    except BaseException:
+        # A set is only useful whole: remove the discs of this run already written.
+        for path in written:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+    prepared = [p for o in outcomes for p in o.prepared]
+    file_ids = {uid: f for o in outcomes for uid, f in o.file_ids.items()}
+    summaries = _summaries(prepared)
+    return AuthorResult(
+        out=req.out,
+        format=req.format,
+        label=label,
+        medium=req.medium,
+        images=len(prepared),
+        watermarked=sum(1 for p in prepared if p.watermark == "embedded"),
+        manifest_only=tuple(
+            (file_ids[p.sop_instance_uid], p.watermark_reason)
+            for p in prepared
+            if p.watermark != "embedded"
+        ),
+        bytes_written=sum(o.bytes_written for o in outcomes),
+        patients=intake.patient_count,
+        studies=len(intake.study_uids),
+        series=len(intake.series_uids),
+        non_dicom_skipped=len(intake.non_dicom),
+        duplicates_skipped=intake.identical_duplicates,
+        dicomdirs_skipped=len(intake.existing_dicomdirs),
+        fingerprint=signing.fingerprint(req.cert),
+        seconds=time.monotonic() - started,
+        summary=as_context(summaries),
+        outputs=tuple(d.out for d in discs),
+    )
+
+
+def _author_disc(
+    req: AuthorRequest,
+    disc: _Disc,
+    timestamp: datetime,
+    set_id: str,
+    members: tuple[manifest.SetMember, ...],
+    *,
+    progress: Progress | None,
+) -> _DiscOutcome:
+    """Steps 3-7 for one disc."""
     fingerprint = signing.fingerprint(req.cert)
     institution = req.institution or _organisation(req.cert)
     workers = req.workers or min(os.cpu_count() or 1, 8)
-    stage = Path(tempfile.mkdtemp(prefix=f".{req.out.name}.", suffix=".work", dir=req.out.parent))
+    parent = disc.out.parent
+    stage = Path(tempfile.mkdtemp(prefix=f".{disc.out.name}.", suffix=".work", dir=parent))
     try:
         work = stage / "work"
         root = stage / "disc"
@@ -325,8 +481,8 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         # 3. prepare every instance, and 4. its DICOMDIR records as each one is ready;
         # then the DICOMDIR, and the real files over its stand-ins
         prepared: list[_Prepared] = []
-        with FileSetWriter(fileset_id=label) as dicomdir:
-            for p in _prepare_each(intake.instances, work, req.key, workers, progress):
+        with FileSetWriter(fileset_id=disc.label) as dicomdir:
+            for p in _prepare_each(disc.instances, work, req.key, workers, progress):
                 dicomdir.add(p.header)
                 prepared.append(p)
             file_ids = dicomdir.write(root, salt=timestamp.isoformat())
@@ -339,18 +495,17 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         )
         # 5. PDI root files
         summaries = _summaries(prepared)
-        watermarked = sum(1 for p in prepared if p.watermark == "embedded")
         context = {
             "institution": institution,
             "created": timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
             "software": APP_NAME,
             "version": __version__,
-            "label": label,
-            "disc_number": 1,
-            "disc_count": 1,
+            "label": disc.label,
+            "disc_number": disc.number,
+            "disc_count": disc.count,
             "patients": as_context(summaries),
             "image_count": len(prepared),
-            "watermarked": watermarked,
+            "watermarked": sum(1 for p in prepared if p.watermark == "embedded"),
             "fingerprint": fingerprint,
             "openssl_fingerprint": signing.OPENSSL_FINGERPRINT_COMMAND,
             "openssl_verify": signing.OPENSSL_VERIFY_COMMAND_ONE_STEP,
@@ -362,16 +517,11 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         }
         for name, text in pdi.items():
             (root / name).write_bytes(text.encode("utf-8"))
-        sigdir = root / manifest.SECURITY_DIR
-        sigdir.mkdir()
+        (root / manifest.SECURITY_DIR).mkdir()
         signer_pem = req.cert.public_bytes(serialization.Encoding.PEM)
         (root / manifest.SIGNER_PATH).write_bytes(signer_pem)
         # 6. manifest over every file but itself and its signature, then the signature
-        files = [
-            manifest.FileEntry(
-                path="DICOMDIR", size=dicomdir_entry.size, sha256=dicomdir_entry.sha256
-            )
-        ]
+        files = [dicomdir_entry]
         files += [
             manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
             for p in prepared
@@ -403,7 +553,14 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
             institution=institution,
             signer_subject=signing.subject_text(req.cert),
             signer_fingerprint=fingerprint,
-            disc=manifest.DiscInfo(fileset_id=label, medium=req.medium.name.lower()),
+            disc=manifest.DiscInfo(
+                fileset_id=disc.label,
+                medium=req.medium.name.lower(),
+                number=disc.number,
+                count=disc.count,
+                set_id=set_id,
+                members=members,
+            ),
             dicomdir=dicomdir_entry,
             files=files,
             images=images,
@@ -422,45 +579,31 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         if req.format == "iso":
             write_iso(
                 disc_files,
-                req.out,
+                disc.out,
                 VolumeInfo(
-                    volume_id=label,
+                    volume_id=disc.label,
                     application_id=f"{APP_NAME} {__version__}",
                     publisher=institution[:128],
                     timestamp=timestamp,
+                    volume_set=(disc.number, disc.count),
                 ),
                 progress=write_progress,
                 overwrite=req.overwrite,
             )
         else:
-            write_folder(disc_files, req.out, progress=write_progress, overwrite=req.overwrite)
+            write_folder(disc_files, disc.out, progress=write_progress, overwrite=req.overwrite)
         written = sum((root / p).stat().st_size for p in disc_paths)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-    return AuthorResult(
-        out=req.out,
-        format=req.format,
-        label=label,
-        medium=req.medium,
-        images=len(prepared),
-        watermarked=watermarked,
-        manifest_only=tuple(
-            (file_ids[p.sop_instance_uid], p.watermark_reason)
-            for p in prepared
-            if p.watermark != "embedded"
-        ),
-        bytes_written=written,
-        patients=intake.patient_count,
-        studies=len(intake.study_uids),
-        series=len(intake.series_uids),
-        non_dicom_skipped=len(intake.non_dicom),
-        duplicates_skipped=intake.identical_duplicates,
-        dicomdirs_skipped=len(intake.existing_dicomdirs),
-        fingerprint=fingerprint,
-        seconds=time.monotonic() - started,
-        summary=as_context(summaries),
-    )
+    return _DiscOutcome(prepared=prepared, file_ids=file_ids, bytes_written=written)
 
 
-__all__ = ["AuthorRequest", "AuthorResult", "author", "default_label"]
+__all__ = [
+    "AuthorRequest",
+    "AuthorResult",
+    "author",
+    "default_label",
+    "estimate_disc_size",
+    "numbered",
+    "plan_discs",
+]

@@ -56,7 +56,15 @@ from discmaker.manifest import (
     ImageEntry,
     Manifest,
 )
-from discmaker.models import CheckReport, Finding, ImageStatus, ImageVerdict, Region, Signer
+from discmaker.models import (
+    CheckReport,
+    Finding,
+    ImageStatus,
+    ImageVerdict,
+    Region,
+    SetReport,
+    Signer,
+)
 from discmaker.seal import unseal_dataset
 from discmaker.source import DiscSource, open_source
 from discmaker.trust import TrustStore
@@ -565,6 +573,8 @@ def check_and_restore(
         disc_number=manifest.disc.number,
         disc_count=manifest.disc.count,
         notes=tuple(notes),
+        set_id=manifest.disc.set_id,
+        set_members=tuple((m.number, m.fileset_id, m.images) for m in manifest.disc.members),
     )
     return report, outcomes
 
@@ -639,6 +649,47 @@ def _check_unsigned(
     )
 
 
+def check_set(reports: Sequence[CheckReport]) -> SetReport:
+    """Whether the given discs form one complete set ("disc k of n" for every k, once).
+
+    Each disc has already been verified on its own; what a set adds is that no disc is
+    missing, none is given twice and all belong to the same authoring run. The set table is
+    read from the signed manifests, so it cannot be edited without breaking step 1.
+    """
+    findings: list[Finding] = []
+    signed = [r for r in reports if r.signed and r.set_id]
+    if len(signed) != len(reports):
+        findings.append(Finding(5, "set", "", "some discs carry no discmaker set information"))
+    ids = {r.set_id for r in signed}
+    if len(ids) > 1:
+        findings.append(Finding(5, "set", "", "the discs belong to different sets"))
+    if signed:
+        first = signed[0]
+        count = first.disc_count
+        numbers = [r.disc_number for r in signed]
+        for n in sorted({x for x in numbers if numbers.count(x) > 1}):
+            findings.append(Finding(5, "set", "", f"disc {n} of {count} was given twice"))
+        for n in range(1, count + 1):
+            if n not in numbers:
+                label = next((m[1] for m in first.set_members if m[0] == n), "")
+                findings.append(
+                    Finding(5, "set", label, f"disc {n} of {count} is missing from the set")
+                )
+        for r in signed:
+            listed = {m[0]: m[2] for m in r.set_members}
+            if listed.get(r.disc_number) != len(r.images):
+                findings.append(
+                    Finding(
+                        5,
+                        "set",
+                        r.fileset_id,
+                        f"disc {r.disc_number} holds {len(r.images)} images but the set "
+                        f"table lists {listed.get(r.disc_number)}",
+                    )
+                )
+    return SetReport(discs=tuple(reports), findings=tuple(findings))
+
+
 def tamper_thumbnails(
     source: Path, report: CheckReport, *, limit: int = 50
 ) -> dict[str, npt.NDArray[np.float32]]:
@@ -669,4 +720,4 @@ def tamper_thumbnails(
     return out
 
 
-__all__ = ["check_and_restore", "check_disc", "tamper_thumbnails"]
+__all__ = ["check_and_restore", "check_disc", "check_set", "tamper_thumbnails"]

@@ -46,6 +46,22 @@ def _timestamp(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _size(text: str) -> int:
+    units = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = int(float(number) * units[unit])
+    except ValueError as exc:
+        raise errors.UsageError(
+            f"--capacity {text!r} is not a size; use e.g. 650M or 4.7G."
+        ) from exc
+    if value <= 0:
+        raise errors.UsageError("--capacity must be larger than zero.")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=APP_NAME,
@@ -74,11 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamp", type=_timestamp, help="fixed time (ISO 8601) for reproducible output"
     )
     p.add_argument("--allow-mixed-patients", action="store_true")
+    p.add_argument(
+        "--span",
+        action="store_true",
+        help="split a study too large for one medium over several discs (disc k of n)",
+    )
+    p.add_argument(
+        "--capacity",
+        type=_size,
+        help="usable size of the medium, e.g. 650M or 7.8G (default: the medium's standard size)",
+    )
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     p = sub.add_parser("check", help="check a received disc, ISO image or folder")
-    p.add_argument("source", type=Path, help="ISO file, block device or folder")
+    p.add_argument(
+        "source",
+        type=Path,
+        nargs="+",
+        help="ISO file, block device or folder; give every disc of a set to check the set",
+    )
     p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
     p.add_argument("--json", action="store_true", help="versioned JSON report on stdout")
     p.add_argument("--report", type=Path, help="write an HTML report for the patient record")
@@ -186,6 +217,8 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         timestamp=args.timestamp,
         allow_mixed_patients=args.allow_mixed_patients,
         workers=args.workers,
+        span=args.span,
+        capacity=args.capacity,
     )
     with _progress(console, not args.json) as progress:
         result = author(req, progress=progress)
@@ -194,6 +227,7 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
             "format": "discmaker-author-result",
             "format_version": 1,
             "out": str(result.out),
+            "outputs": [str(p) for p in result.outputs],
             "disc_format": result.format,
             "label": result.label,
             "medium": result.medium.name.lower(),
@@ -217,21 +251,48 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.check import check_disc, tamper_thumbnails
+    from discmaker.check import check_disc, check_set, tamper_thumbnails
     from discmaker.render import check_json, check_summary, write_html_report
 
     trust = _trust_store(args.trust)
-    with _progress(console, not args.json) as progress:
-        report = check_disc(args.source, trust=trust, progress=progress)
-    if args.json:
-        sys.stdout.write(json.dumps(check_json(report), indent=2, sort_keys=True) + "\n")
-    else:
-        console.print(check_summary(report))
-    if args.report:
-        write_html_report(report, args.report, thumbnails=tamper_thumbnails(args.source, report))
+    reports = []
+    for source in args.source:
+        with _progress(console, not args.json) as progress:
+            reports.append(check_disc(source, trust=trust, progress=progress))
+    for n, (source, report) in enumerate(zip(args.source, reports, strict=True), 1):
         if not args.json:
-            console.print(f"HTML report written to {args.report}")
-    return report.exit_code
+            console.print(check_summary(report))
+        if args.report:
+            path = args.report
+            if len(reports) > 1:
+                path = path.with_name(f"{path.stem}_{n}{path.suffix}")
+            write_html_report(report, path, thumbnails=tamper_thumbnails(source, report))
+            if not args.json:
+                console.print(f"HTML report written to {path}")
+    if len(reports) == 1:
+        if args.json:
+            sys.stdout.write(json.dumps(check_json(reports[0]), indent=2, sort_keys=True) + "\n")
+        return reports[0].exit_code
+    result = check_set(reports)
+    if args.json:
+        doc = {
+            "format": "discmaker-check-set-report",
+            "format_version": 1,
+            "complete": result.complete,
+            "exit_code": result.exit_code,
+            "set_findings": [
+                {"step": f.step, "kind": f.kind, "path": f.path, "message": f.message}
+                for f in result.findings
+            ],
+            "discs": [check_json(r) for r in reports],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    elif result.complete:
+        console.print(f"[green]Set complete:[/] all {len(reports)} discs of the set are present.")
+    else:
+        for finding in result.findings:
+            console.print(f"[red]Set incomplete:[/] {finding.message}")
+    return result.exit_code
 
 
 def cmd_restore(args: argparse.Namespace, console: Console) -> int:

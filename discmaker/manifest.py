@@ -66,11 +66,22 @@ class ImageEntry:
 
 
 @dataclass(frozen=True)
+class SetMember:
+    """One disc of a multi-disc set, as every disc of the set lists it."""
+
+    number: int
+    fileset_id: str
+    images: int
+
+
+@dataclass(frozen=True)
 class DiscInfo:
     fileset_id: str
     medium: str
     number: int = 1
     count: int = 1
+    set_id: str = ""  # the same on every disc of one set (a digest of the whole job)
+    members: tuple[SetMember, ...] = ()  # every disc of the set, this one included
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,11 @@ def build(
             "medium": disc.medium,
             "number": disc.number,
             "count": disc.count,
+            "set_id": disc.set_id,
+            "set": [
+                {"number": m.number, "fileset_id": m.fileset_id, "images": m.images}
+                for m in disc.members
+            ],
         },
         "dicomdir": {"path": dicomdir.path, "size": dicomdir.size, "sha256": dicomdir.sha256},
         "files": [
@@ -256,6 +272,15 @@ def parse(data: bytes) -> Manifest:
             medium=_req(disc, "medium", str, "disc"),
             number=_req(disc, "number", int, "disc"),
             count=_req(disc, "count", int, "disc"),
+            set_id=_req(disc, "set_id", str, "disc"),
+            members=tuple(
+                SetMember(
+                    number=_req(m, "number", int, f"disc.set[{n}]"),
+                    fileset_id=_req(m, "fileset_id", str, f"disc.set[{n}]"),
+                    images=_req(m, "images", int, f"disc.set[{n}]"),
+                )
+                for n, m in enumerate(_req(disc, "set", list, "disc"))
+            ),
         ),
         dicomdir=_file_entry(_req(doc, "dicomdir", dict, "manifest"), "dicomdir"),
         files=tuple(
@@ -278,6 +303,7 @@ __all__ = [
     "FileEntry",
     "ImageEntry",
     "Manifest",
+    "SetMember",
     "build",
     "parse",
 ]

@@ -81,6 +81,8 @@ class CheckReport:
     disc_number: int = 1
     disc_count: int = 1
     notes: tuple[str, ...] = field(default=())
+    set_id: str = ""
+    set_members: tuple[tuple[int, str, int], ...] = ()  # (number, File-set ID, images) per disc
 
     @property
     def tampered(self) -> bool:
@@ -109,6 +111,27 @@ class CheckReport:
             Verdict.TAMPERED: CHECK_TAMPERED,
             Verdict.NOT_VERIFIABLE: CHECK_NOT_VERIFIABLE,
         }[self.verdict]
+
+
+@dataclass(frozen=True)
+class SetReport:
+    """Several discs checked together: each disc's report, and whether the set is whole."""
+
+    discs: tuple[CheckReport, ...]
+    findings: tuple[Finding, ...]  # set-level: missing disc, discs of different sets, ...
+
+    @property
+    def complete(self) -> bool:
+        return not self.findings
+
+    @property
+    def exit_code(self) -> int:
+        codes = [d.exit_code for d in self.discs]
+        if self.findings or CHECK_TAMPERED in codes:
+            return CHECK_TAMPERED
+        if CHECK_NOT_VERIFIABLE in codes:
+            return CHECK_NOT_VERIFIABLE
+        return CHECK_OK
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,7 @@ __all__ = [
     "ImageVerdict",
     "Region",
     "RestoreResult",
+    "SetReport",
     "Signer",
     "Verdict",
 ]

@@ -107,10 +107,18 @@ def test_header_edit_in_one_file(
 
 
 def test_header_edit_in_unwatermarked_file_is_caught_by_manifest(
-    disc_copy: Callable[[], Path], centre: Centre
+    centre: Centre, tmp_path: Path
 ) -> None:
-    disc = disc_copy()
+    from discmaker.sample import mr_slice
+
+    study = tmp_path / "study"
+    study.mkdir()
+    mr_slice(0, rows=8, cols=8).save_as(study / "tiny.dcm", enforce_file_format=True)
+    mr_slice(1).save_as(study / "normal.dcm", enforce_file_format=True)
+    disc = tmp_path / "disc"
+    author_disc(centre, [study], disc, format="folder", label="TINY")
     target = next(i.file_id for i in _manifest(disc).images if i.watermark != "embedded")
+    assert _verdict(_check(disc, centre), target).status is ImageStatus.MANIFEST_ONLY
     _edit(disc / target, PatientName="FORGED^NAME")
     v = _verdict(_check(disc, centre), target)
     assert v.status is ImageStatus.TAMPERED
