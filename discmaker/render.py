@@ -713,7 +713,13 @@ def author_summary(result: AuthorResult) -> RenderableType:
     """The closing panel of ``discmaker author``: where the disc is and what is on it."""
     parts: list[RenderableType] = []
     kind = "ISO image" if result.format == "iso" else "folder for a USB stick"
-    parts.append(Text.assemble(("Disc        ", "bold"), f"{result.out}  ({kind})"))
+    outputs = result.outputs or (result.out,)
+    if len(outputs) == 1:
+        parts.append(Text.assemble(("Disc        ", "bold"), f"{outputs[0]}  ({kind})"))
+    else:
+        parts.append(Text.assemble(("Discs       ", "bold"), f"a set of {len(outputs)} ({kind}s):"))
+        for n, path in enumerate(outputs, 1):
+            parts.append(Text(f"  disc {n} of {len(outputs)}: {_plain(path)}"))
     medium = result.medium
     capacity = getattr(medium, "capacity", None)
     size = _size(result.bytes_written)
@@ -767,7 +773,7 @@ def author_summary(result: AuthorResult) -> RenderableType:
     parts.append(Text.assemble(("Skipped     ", "bold"), f"{skipped_text} (files left out)"))
     parts.append(Text.assemble(("Signed by   ", "bold"), f"fingerprint {result.fingerprint}"))
     parts.append(Text.assemble(("Took        ", "bold"), f"{result.seconds:.1f} s"))
-    command = f"{APP_NAME} check {shlex.quote(str(result.out))} --trust CERT"
+    command = f"{APP_NAME} check {' '.join(shlex.quote(str(p)) for p in outputs)} --trust CERT"
     parts.append(
         Text.assemble(
             ("Next step   ", "bold"),
