@@ -49,7 +49,7 @@ from discmaker.watermark import UnsupportedPixelsError, WatermarkCapacityError
 
 PRIVATE_GROUP = 0x0009
 PRIVATE_CREATOR = "DISCMAKER 1"
-WATERMARK_FORMAT = "DMWM1"
+WATERMARK_FORMAT = "DMWM2"
 
 Stage = Literal["scan", "prepare", "write"]
 Progress = Callable[[Stage, int, int], None]

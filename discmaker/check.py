@@ -515,6 +515,8 @@ def check_and_restore(
                 )
         if not manifest.images:
             notes.append("The manifest lists no images: an empty disc never verifies.")
+        if progress:
+            progress("read", 1, 1)
 
     # (3) + (4) per image
     keys = dict(trust.public_keys())

@@ -159,7 +159,7 @@ def _progress(console: Console, enabled: bool) -> Iterator[Callable[[str, int, i
     labels = {
         "scan": "Reading study",
         "prepare": "Watermarking",
-        "write": "Writing disc",
+        "write": "Writing disc (MB)",
         "read": "Reading disc",
         "verify": "Verifying images",
     }
@@ -174,6 +174,8 @@ def _progress(console: Console, enabled: bool) -> Iterator[Callable[[str, int, i
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
+            if stage == "write":  # bytes: show megabytes
+                done, total = done // 1_000_000, max(1, total // 1_000_000)
             if stage not in tasks:
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)

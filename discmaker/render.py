@@ -33,6 +33,7 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from discmaker import APP_NAME, __version__, templating
 from discmaker.errors import InternalError, OutputError
@@ -542,7 +543,7 @@ def _signer_lines(report: CheckReport) -> list[Text]:
     trusted = Text("yes", style="green") if signer.trusted else Text("NO", style="bold yellow")
     lines = [
         Text.assemble(("Signer       ", "bold"), _plain(signer.subject)),
-        Text.assemble(("Fingerprint  ", "bold"), _plain(signer.fingerprint)),
+        Text.assemble(("Fingerprint  ", "bold"), _fingerprint_lines(_plain(signer.fingerprint))),
         Text.assemble(("Trusted      ", "bold"), trusted),
     ]
     if not signer.trusted:
@@ -679,34 +680,44 @@ def _children(mapping: Mapping[str, object], key: str) -> list[Mapping[str, obje
     return [v for v in value if isinstance(v, Mapping)]
 
 
-def _patient_table(summary: Iterable[Mapping[str, object]]) -> Table:
-    table = Table(title="On the disc", title_justify="left")
-    for name in ("Patient", "ID", "Born", "Sex", "Study date", "Study", "Accession", "Series"):
-        table.add_column(name)
-    table.add_column("Images", justify="right")
+def _patient_table(summary: Iterable[Mapping[str, object]]) -> Tree:
+    """Patient -> study -> series as a tree: narrow enough for an 80-column terminal."""
+    tree = Tree(Text("On the disc", style="bold"), guide_style="dim")
     for patient in summary:
-        first_of_patient = True
+        details = "  ".join(
+            f"{label} {_field(patient, key)}"
+            for label, key in (("ID", "id"), ("born", "birth_date"), ("sex", "sex"))
+            if _field(patient, key)
+        )
+        node = tree.add(Text.assemble((_field(patient, "name"), "bold"), "  ", details))
         for study in _children(patient, "studies"):
-            series = _children(study, "series")
-            images = sum(int(str(s.get("images", 0) or 0)) for s in series)
-            names = ", ".join(
-                " ".join(p for p in (_field(s, "modality"), _field(s, "number")) if p)
-                for s in series
+            accession = _field(study, "accession")
+            study_node = node.add(
+                Text(
+                    f"Study {_field(study, 'date') or '(no date)'}  {_field(study, 'description')}"
+                    + (f"  accession {accession}" if accession else "")
+                )
             )
-            cells = [
-                _field(patient, k) if first_of_patient else ""
-                for k in ("name", "id", "birth_date", "sex")
-            ]
-            table.add_row(
-                *(Text(c) for c in cells),
-                Text(_field(study, "date")),
-                Text(_field(study, "description")),
-                Text(_field(study, "accession")),
-                Text(names),
-                Text(str(images)),
-            )
-            first_of_patient = False
-    return table
+            for series in _children(study, "series"):
+                label = " ".join(
+                    p for p in (_field(series, "modality"), _field(series, "number")) if p
+                )
+                count = int(str(series.get("images", 0) or 0))
+                study_node.add(
+                    Text(
+                        f"{label:<7} {_plural(count, 'image'):>10}  {_field(series, 'description')}"
+                    )
+                )
+    return tree
+
+
+def _fingerprint_lines(fingerprint: str) -> str:
+    """A SHA-256 fingerprint in two halves, so a terminal never breaks it mid-byte."""
+    parts = fingerprint.split(":")
+    if len(parts) < 2:
+        return fingerprint
+    half = len(parts) // 2
+    return ":".join(parts[:half]) + ":\n" + ":".join(parts[half:])
 
 
 def author_summary(result: AuthorResult) -> RenderableType:
@@ -771,7 +782,8 @@ def author_summary(result: AuthorResult) -> RenderableType:
     ]
     skipped_text = ", ".join(f"{n} {what}" for n, what in skipped if n) or "none"
     parts.append(Text.assemble(("Skipped     ", "bold"), f"{skipped_text} (files left out)"))
-    parts.append(Text.assemble(("Signed by   ", "bold"), f"fingerprint {result.fingerprint}"))
+    parts.append(Text.assemble(("Signed by   ", "bold"), "key with SHA-256 fingerprint"))
+    parts.append(Text(_fingerprint_lines(result.fingerprint)))
     parts.append(Text.assemble(("Took        ", "bold"), f"{result.seconds:.1f} s"))
     command = f"{APP_NAME} check {' '.join(shlex.quote(str(p)) for p in outputs)} --trust CERT"
     parts.append(
