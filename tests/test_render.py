@@ -41,6 +41,8 @@ def _shows_fingerprint(text: str) -> bool:
     parts = FINGERPRINT.split(":")
     half = len(parts) // 2
     return ":".join(parts[:half]) + ":" in text and ":".join(parts[half:]) in text
+
+
 SUBJECT = "O=City Imaging Centre,CN=City Imaging Centre"
 EVIL = "DICOM/<script>alert(1)</script>/IM9"
 WHEN = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)

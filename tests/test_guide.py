@@ -1,0 +1,382 @@
+"""The guided workflow, driven by scripted answers (and once in a real pseudo-terminal)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.prompt import Confirm
+
+from discmaker import burn as burn_mod
+from discmaker import guide, signing
+from discmaker.burn import Drive
+from discmaker.cli import main
+from discmaker.preview import format_date, format_person_name, preview
+from discmaker.sample import write_sample_study
+from discmaker.trust import TrustStore
+from tests.conftest import PASSPHRASE, Centre
+
+PATIENT_NAME = "DEMO, SAMPLE PATIENT"  # how the guide reads back DEMO^SAMPLE^PATIENT
+PATIENT_ID = "DM-000001"
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("guidestudy")
+    write_sample_study(root, ct_slices=3, ct_size=128, mr_slices=2, mr_size=64)
+    return root
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Private trust store and settings; the test passphrase; no real disc burners."""
+    monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
+    monkeypatch.setenv("DISCMAKER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())
+    monkeypatch.setattr(burn_mod, "list_drives", lambda: [])
+    out = tmp_path / "out"
+    out.mkdir()
+    return out
+
+
+Run = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def run() -> Run:
+    def go(*answers: object) -> tuple[int, str]:
+        console = Console(record=True, width=120, file=io.StringIO())
+        stream = io.StringIO("".join(f"{a}\n" for a in answers))
+        code = guide.run_guide(console=console, stream=stream)
+        return code, console.export_text()
+
+    return go
+
+
+def create_answers(study: Path, out: Path, centre: Centre, *, confirm: str = "y") -> list[object]:
+    """Menu 1 up to and including the patient confirmation (ISO on a CD, no key remembered)."""
+    key = ["y", centre.key_path, centre.cert_path]  # "already have a key?", key, certificate
+    return [1, study, "i", "cd", "GUIDETEST", out, *key, confirm]
+
+
+def test_create_disc_confirm_check_and_command(
+    run: Run, env: Path, small_study: Path, centre: Centre
+) -> None:
+    out = env / "disc.iso"
+    code, text = run(*create_answers(small_study, out, centre), "y", "q")
+    assert code == 0, text
+    assert out.is_file()
+    # what was found, read back before writing
+    assert PATIENT_NAME in text
+    assert PATIENT_ID in text
+    assert "1 Jan 1970 (1970-01-01)" in text
+    assert "1 study, 2 series, 5 images" in text
+    assert "CT demo series" in text
+    assert "match the request form" in text
+    # the self-check after writing, and the equivalent command
+    assert "VERIFIED" in text
+    assert (
+        f"discmaker author {small_study} --key {centre.key_path} --cert {centre.cert_path} "
+        f"--out {out} --label GUIDETEST --medium cd"
+    ) in text
+    settings = json.loads((Path(os.environ["DISCMAKER_CONFIG_DIR"]) / "guide.json").read_text())
+    assert settings["key"] == str(centre.key_path)
+    assert settings["cert"] == str(centre.cert_path)
+    assert PATIENT_ID not in json.dumps(settings)  # no patient data remembered
+
+
+def test_defaults_remembered_usb_folder(
+    run: Run, env: Path, small_study: Path, centre: Centre
+) -> None:
+    code, _ = run(*create_answers(small_study, env / "first.iso", centre), "n", "q")
+    assert code == 0
+    usb = env / "USBDISC"
+    # key and certificate: just press Enter to take last time's
+    code, text = run(1, small_study, "u", "USBDISC", usb, "", "", "y", "y", "q")
+    assert code == 0, text
+    assert (usb / "DICOMDIR").is_file()
+    assert "--format folder" in text
+    assert f"--key {centre.key_path}" in text
+    assert "safely eject the USB stick" in text
+
+
+def test_decline_patient_writes_nothing(
+    run: Run, env: Path, small_study: Path, centre: Centre
+) -> None:
+    out = env / "disc.iso"
+    code, text = run(*create_answers(small_study, out, centre, confirm="n"), "q")
+    assert code == guide.EXIT_STOPPED
+    assert "Stopped: nothing was written" in text
+    assert not out.exists()
+    assert list(env.iterdir()) == []
+
+
+def test_ctrl_c_at_confirmation(
+    run: Run, env: Path, small_study: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(*args: object, **kwargs: object) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Confirm, "ask", interrupt)
+    out = env / "disc.iso"
+    code, text = run(*create_answers(small_study, out, centre)[:-1])
+    assert code == 130
+    assert "Cancelled: nothing was written." in text
+    assert list(env.iterdir()) == []
+
+
+def test_ctrl_c_while_writing_leaves_nothing(
+    run: Run, env: Path, small_study: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker import author as author_mod
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(author_mod, "write_iso", interrupt)
+    code, text = run(*create_answers(small_study, env / "disc.iso", centre))
+    assert code == 130
+    assert "Cancelled: nothing was written." in text
+    assert list(env.iterdir()) == []  # no ISO, no half-made work folder
+
+
+def test_answers_running_out_cancels(run: Run, env: Path, small_study: Path) -> None:
+    code, text = run(1, small_study)
+    assert code == 130
+    assert "Cancelled" in text
+
+
+def test_trust_add_list_remove_then_check(
+    run: Run, env: Path, small_study: Path, centre: Centre
+) -> None:
+    out = env / "disc.iso"
+    fp = signing.fingerprint(centre.identity.certificate)
+    code, text = run(*create_answers(small_study, out, centre), "n", "q")
+    assert code == 0
+    # Not trusted yet: the check says "not verifiable" (exit 2) and what to do.
+    code, text = run(2, out, "q")
+    assert code == 2, text
+    assert "No trusted senders are set up yet" in text
+    # Trust: refuse when the fingerprint was not confirmed, then accept.
+    code, text = run(4, 2, centre.cert_path, "n", 2, centre.cert_path, "y", 3, "b", "q")
+    assert code == 0, text
+    assert fp in text
+    assert "Not trusted. Nothing was changed." in text
+    assert "Trusted: CN=Test Imaging Centre" in text
+    assert f"discmaker trust add {centre.cert_path}" in text
+    assert [s.fingerprint for s in TrustStore.default().list()] == [fp]
+    # Now the received-disc check verifies.
+    code, text = run(2, out, "q")
+    assert code == 0, text
+    assert "VERIFIED" in text
+    assert f"discmaker check {out}" in text
+    # Remove.
+    code, text = run(4, 4, 1, "y", 3, "b", "q")
+    assert code == 0, text
+    assert f"discmaker trust remove {fp}" in text
+    assert "No trusted senders yet" in text
+    assert TrustStore.default().list() == []
+
+
+def test_restore_via_menu(run: Run, env: Path, small_study: Path, centre: Centre) -> None:
+    out = env / "disc.iso"
+    run(*create_answers(small_study, out, centre), "n", "q")
+    TrustStore.default().add(centre.cert_path)
+    restored = env / "RESTORED"
+    code, text = run(3, out, restored, "q")
+    assert code == 0, text
+    assert len([p for p in restored.rglob("*") if p.is_file()]) == 5
+    assert f"discmaker restore {out} --out {restored}" in text
+
+
+def test_keygen_via_menu_with_typed_passphrase(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(signing.PASSPHRASE_ENV)
+    keys = env / "keys"
+    code, text = run(4, 1, "City Imaging", keys, "pw-one", "pw-two", "pw-one", "pw-one", "b", "q")
+    assert code == 0, text
+    assert "The two passphrases differ" in text
+    assert "pw-one" not in text  # typed passphrases are not echoed
+    signing.load_private_key(keys / "key.pem", passphrase=b"pw-one")
+    assert "discmaker keygen --org 'City Imaging' --out" in text
+    assert json.loads((guide.config_dir() / "guide.json").read_text())["org"] == "City Imaging"
+
+
+def test_problem_is_explained_and_guide_goes_on(run: Run, env: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, text = run(1, empty, "q")
+    assert code == 66  # NoImagesError
+    assert "Problem: No files found" in text
+    assert "Goodbye." in text
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso is not installed")
+def test_burn_to_stdio_drive_via_guide(
+    run: Run,
+    env: Path,
+    small_study: Path,
+    centre: Centre,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "burned.iso"
+    drive = f"stdio:{target}"
+    monkeypatch.setattr(burn_mod, "list_drives", lambda: [Drive(drive, "Test", "Pseudo")])
+    code, text = run(
+        1, small_study, "b", "cd", "BURNDISC", "y", centre.key_path, centre.cert_path, "y", "q"
+    )
+    assert code == 0, text
+    assert target.is_file()
+    assert "The disc is burned and verified." in text
+    assert f"xorriso -as cdrecord -v dev={drive} blank=as_needed disc.iso" in text
+    assert list(env.iterdir()) == []  # the intermediate ISO was temporary
+
+
+def test_cli_without_arguments_opens_the_guide(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("q\n"))
+    console = Console(record=True, width=120, file=io.StringIO())
+    assert main([], console=console) == 0
+    assert "What would you like to do?" in console.export_text()
+
+
+def test_damaged_settings_are_ignored(env: Path) -> None:
+    guide.config_dir().mkdir(parents=True)
+    (guide.config_dir() / "guide.json").write_text("{not json")
+    assert guide.load_settings() == {}
+    assert guide.save_settings({"key": "/k"})
+    assert guide.load_settings() == {"key": "/k"}
+
+
+def test_preview_reads_headers(small_study: Path) -> None:
+    found = preview([small_study])
+    assert found.patient.id == PATIENT_ID
+    assert found.patient.display_name == PATIENT_NAME
+    assert found.patient.birth_date == "19700101"
+    assert found.images == 5
+    assert found.series_count == 2
+    [study] = found.studies
+    assert [(s.modality, s.images) for s in study.series] == [("CT", 3), ("MR", 2)]
+    assert found.total_bytes == sum(p.stat().st_size for p in small_study.rglob("*.dcm")) + sum(
+        p.stat().st_size for p in (small_study / "mr").iterdir()
+    )
+
+
+def test_name_and_date_formatting() -> None:
+    assert format_person_name("DOE^JANE^M") == "DOE, JANE M"
+    assert format_person_name("DOE") == "DOE"
+    assert format_person_name("") == ""
+    assert format_date("19700312") == "12 Mar 1970 (1970-03-12)"
+    assert format_date("") == "(not recorded)"
+    assert format_date("1970") == "1970"
+
+
+def test_suggest_medium() -> None:
+    assert guide.suggest_medium(100_000_000).name == "CD"
+    assert guide.suggest_medium(1_000_000_000).name == "DVD"
+    assert guide.suggest_medium(10**10).name == "BD"
+    assert guide.suggest_medium(10**11).name == "USB"
+
+
+# -- a real terminal -------------------------------------------------------------------------
+
+
+def spawn_guide(pexpect: Any, *, trust: Path, config: Path) -> Any:
+    """``python -m discmaker`` in a pseudo-terminal, with a private trust store and settings."""
+    child_env = dict(os.environ)
+    child_env.update(
+        DISCMAKER_TRUST_DIR=str(trust),
+        DISCMAKER_CONFIG_DIR=str(config),
+        DISCMAKER_PASSPHRASE=PASSPHRASE.decode(),
+        PATH="/nonexistent",  # no xorriso: no burners offered, whatever this machine has
+        TERM="xterm",
+        NO_COLOR="1",
+    )
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "discmaker"],
+        env=child_env,
+        cwd=str(Path(__file__).resolve().parents[1]),
+        encoding="utf-8",
+        dimensions=(50, 200),
+        timeout=20,
+    )
+
+
+def test_guide_in_a_real_terminal(tmp_path: Path, small_study: Path, centre: Centre) -> None:
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is needed to drive a terminal")
+    trust = tmp_path / "trust"
+    TrustStore(trust).add(centre.cert_path)
+    out = tmp_path / "pty.iso"
+    child = spawn_guide(pexpect, trust=trust, config=tmp_path / "config")
+    try:
+        steps: list[tuple[str, object]] = [
+            ("What would you like to do", 1),
+            ("Folder with the exported study", small_study),
+            ("Where should the disc go", "i"),
+            ("Disc type", "cd"),
+            ("Disc label", "PTYDISC"),
+            ("Save the disc image as", out),
+            ("already have a signing key", "y"),
+            ("Signing key", centre.key_path),
+            (r"Certificate \(cert\.pem\)", centre.cert_path),
+            ("match the request form", "y"),
+            ("Check the new disc now", "n"),
+            ("discmaker author", None),
+            ("What would you like to do", 2),
+            ("ISO file or folder to check", out),
+            ("VERIFIED", None),
+            ("What would you like to do", "q"),
+        ]
+        for expected, answer in steps:
+            child.expect(expected)
+            if expected.startswith(("What would", "Where")):
+                child.expect("Choose")
+            if answer is not None:
+                child.sendline(str(answer))
+        child.expect("Goodbye")
+        child.expect(pexpect.EOF)
+        transcript = child.before or ""
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, transcript
+    assert out.is_file()
+
+
+def test_first_disc_makes_the_signing_key_on_the_way(
+    run: Run, env: Path, small_study: Path
+) -> None:
+    keys = env / "keys"
+    out = env / "disc.iso"
+    # "already have a key?" no -> organisation, folder; then take the new key and certificate
+    answers = [1, small_study, "i", "cd", "FIRST", out, "n", "New Centre", keys, "", "", "y"]
+    code, text = run(*answers, "y", "q")
+    assert code == 0, text
+    assert out.is_file()
+    assert "Signing key created" in text
+    assert "VERIFIED" in text
+    assert f"--key {keys / 'key.pem'}" in text
+
+
+def test_ctrl_c_in_a_real_terminal(tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is needed to drive a terminal")
+    child = spawn_guide(pexpect, trust=tmp_path / "trust", config=tmp_path / "config")
+    try:
+        child.expect("Choose")
+        child.sendline("1")
+        child.expect("Folder with the exported study")
+        child.sendintr()  # Ctrl-C, delivered by the terminal as SIGINT
+        child.expect("Cancelled: nothing was written")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
