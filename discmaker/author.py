@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -98,7 +98,7 @@ class AuthorResult:
 @dataclass(frozen=True)
 class _Prepared:
     work_path: str
-    header: Dataset
+    header: Dataset | None  # handed to the DICOMDIR writer, then dropped to save memory
     invented: tuple[str, ...]
     identity: dict[str, str]
     identity_sha256: str
@@ -483,8 +483,9 @@ def _author_disc(
         prepared: list[_Prepared] = []
         with FileSetWriter(fileset_id=disc.label) as dicomdir:
             for p in _prepare_each(disc.instances, work, req.key, workers, progress):
+                assert p.header is not None
                 dicomdir.add(p.header)
-                prepared.append(p)
+                prepared.append(replace(p, header=None))
             file_ids = dicomdir.write(root, salt=timestamp.isoformat())
         for p in prepared:
             os.replace(p.work_path, root / file_ids[p.sop_instance_uid])

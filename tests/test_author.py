@@ -181,25 +181,40 @@ def test_dcmmkdir_accepts_a_copy(disc_folder: Path, tmp_path: Path) -> None:
 
 # -- bundled pydicom test files -------------------------------------------------------------------
 
-BUNDLED = [
-    "CT_small.dcm",
-    "MR_small.dcm",
-    "MR_small_implicit.dcm",
-    "MR_small_bigendian.dcm",
-    "MR_small_RLE.dcm",
-    "MR_small_jpeg_ls_lossless.dcm",
-    "MR_small_jp2klossless.dcm",
-    "JPEG-lossy.dcm",
-    "SC_rgb_small_odd.dcm",
-    "SC_rgb_rle_2frame.dcm",
-    "examples_palette.dcm",
-    "examples_ybr_color.dcm",
-    "rtdose.dcm",
-    "liver_1frame.dcm",
-]
+
+def _bundled_images() -> list[str]:
+    """Every file pydicom bundles that holds pixel data (read from its own folder, offline)."""
+    folder = Path(get_testdata_file("CT_small.dcm")).parent
+    names = []
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            ds = dcmread(path, force=True)
+        except Exception:  # pydicom's deliberately broken samples
+            continue
+        if "PixelData" in ds:
+            names.append(path.name)
+    return names
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+# Refused on purpose, with the reason the operator sees.
+BUNDLED_REFUSED = {
+    "MR_truncated.dcm": "truncated",
+    "badVR.dcm": "cannot be converted",
+}
+
+# What a PACS export would have filled in; some pydicom samples lack the DICOMDIR's keys.
+_FILL = {
+    "PatientID": "TEST-ID",
+    "PatientName": "TEST^PATIENT",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.2",
+    "Modality": "OT",
+    "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7",
+    "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.3",
+}
+
+
+@pytest.mark.parametrize("name", _bundled_images())
 def test_bundled_file_round_trip(name: str, centre: Centre, tmp_path: Path) -> None:
     from discmaker.check import check_disc
     from discmaker.trust import TrustStore
@@ -207,15 +222,31 @@ def test_bundled_file_round_trip(name: str, centre: Centre, tmp_path: Path) -> N
     src = tmp_path / "in"
     src.mkdir()
     shutil.copyfile(get_testdata_file(name), src / "file.dcm")
+    ds = dcmread(src / "file.dcm", force=True)
+    missing = {k: v for k, v in _FILL.items() if not str(ds.get(k, "") or "").strip()}
+    if missing:
+        for keyword, value in missing.items():
+            setattr(ds, keyword, value)
+        ds.save_as(src / "file.dcm")
     out = tmp_path / "disc"
+    if name in BUNDLED_REFUSED:
+        with pytest.raises(errors.StudyError, match=BUNDLED_REFUSED[name]):
+            author_disc(centre, [src], out, format="folder", label="BUNDLED")
+        assert not out.exists()
+        return
     result = author_disc(centre, [src], out, format="folder", label="BUNDLED")
     assert result.images == 1
     manifest = parse((out / MANIFEST_PATH).read_bytes())
     image = manifest.images[0]
     if image.encoding == "lossy-carried":
         assert image.watermark == "none" and "lossy" in image.watermark_reason
+    else:
+        assert image.transfer_syntax == "1.2.840.10008.1.2.1"
+    if image.watermark == "none":
+        assert image.watermark_reason  # never silently skipped
     ds = dcmread(out / image.file_id)
     assert ds.file_meta.TransferSyntaxUID == image.transfer_syntax
+    assert ds.SOPInstanceUID == dcmread(src / "file.dcm", force=True).SOPInstanceUID
     report = check_disc(out, trust=TrustStore.from_paths([centre.cert_path]), workers=1)
     assert report.exit_code == 0, (report.findings, report.images)
 
