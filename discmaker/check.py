@@ -161,6 +161,7 @@ def _verify_one(job: _Job) -> _Outcome:
         entry.sop_instance_uid if entry else (job.record.sop_instance_uid if job.record else "")
     )
     label = _series_label(entry.identity) if entry else ""
+    altered = missing = False
 
     def verdict(status: ImageStatus, *, restorable: bool = False) -> ImageVerdict:
         return ImageVerdict(
@@ -173,12 +174,14 @@ def _verify_one(job: _Job) -> _Outcome:
             series_uid=entry.identity.get("SeriesInstanceUID", "") if entry else "",
             series_label=label,
             restorable=restorable,
+            altered=altered or missing,
         )
 
     try:
         data = _source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
     except DiscError as exc:
         reasons.append(f"file cannot be read: {exc}")
+        missing = True
         return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
     altered = entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
     try:
@@ -546,6 +549,7 @@ def check_and_restore(
                 path=job.path,
                 status=ImageStatus.TAMPERED,
                 reasons=("missing: listed in the signed manifest but not on the disc",),
+                altered=True,
                 sop_instance_uid=job.entry.sop_instance_uid if job.entry else "",
                 series_uid=job.entry.identity.get("SeriesInstanceUID", "") if job.entry else "",
                 series_label=_series_label(job.entry.identity) if job.entry else "",

@@ -50,6 +50,7 @@ class ImageVerdict:
     series_uid: str = ""
     series_label: str = ""  # "CT 2" for grouping in summaries (no patient data)
     restorable: bool = False  # the original pixels were recovered and verified
+    altered: bool = False  # the file's bytes differ from the signed manifest (step 2)
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,12 @@ def _plural(n: int, word: str, words: str | None = None) -> str:
 
 
 def region_text(region: Region) -> str:
-    """``frame F rows r0-r1 cols c0-c1``: the numbers of the JSON report (half-open box)."""
-    return f"frame {region.frame} rows {region.row0}-{region.row1} cols {region.col0}-{region.col1}"
+    """``frame F, rows r0-r1, columns c0-c1`` as a viewer counts: frames from 1, last row and
+    column included. (The JSON keeps the 0-based frame and the half-open box.)"""
+    return (
+        f"frame {region.frame + 1}, rows {region.row0}-{region.row1 - 1}, "
+        f"columns {region.col0}-{region.col1 - 1}"
+    )
 
 
 def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -241,14 +245,17 @@ def _steps(report: CheckReport) -> tuple[_Step, ...]:
     # (2) files agree with the signed list
     title2 = "Files agree with the signed list"
     file_findings = _findings(report, 2)
-    if file_findings:
+    altered_images = [i for i in report.images if i.altered]
+    if file_findings or altered_images:
         kinds = Counter(f.kind for f in file_findings)
+        if altered_images:
+            kinds["image file changed or missing"] += len(altered_images)
         what = ", ".join(f"{n} {_plain(kind)}" for kind, n in sorted(kinds.items()))
         s2 = _Step(
             2,
             title2,
             "fail",
-            f"{_plural(len(file_findings), 'file problem')} ({what}): files were added, "
+            f"{_plural(sum(kinds.values()), 'file problem')} ({what}): files were added, "
             "removed or changed after signing.",
         )
     elif not report.signed:

@@ -280,8 +280,8 @@ def test_check_summary_tampered(tampered: CheckReport) -> None:
     assert "(3) FAILED" in text and "(4) FAILED" in text and "(2) FAILED" in text
     assert "(1) OK" in text
     assert "PatientID, PatientName" in text
-    assert "frame 0 rows 10-40 cols 20-60" in text
-    assert "frame 2 rows 64-128 cols 0-64" in text
+    assert "frame 1, rows 10-39, columns 20-59" in text
+    assert "frame 3, rows 64-127, columns 0-63" in text
     assert "DICOM/CT2/IM7" in text and "VIEWER/RUN.EXE" in text
     # Disc data is shown as text: rich markup is not interpreted, escapes are neutralised.
     assert "[bold red]markup[/]" in text
@@ -409,7 +409,7 @@ def test_html_report_tampered(tampered: CheckReport, tmp_path: Path) -> None:
         assert f"({n})" in text
     for path in ("DICOM/CT2/IM1", "DICOM/CT10/IM0", EVIL, "VIEWER/RUN.EXE"):
         assert path in text
-    assert "frame 0 rows 10-40 cols 20-60" in text
+    assert "frame 1, rows 10-39, columns 20-59" in text
     assert "PatientName" in text
     # The hostile path is text, not markup, and nothing executable is in the page.
     assert "<script" not in html.lower()
@@ -541,4 +541,4 @@ def test_write_html_report_into_a_folder_is_refused(clean: CheckReport, tmp_path
 
 
 def test_region_text() -> None:
-    assert render.region_text(Region(3, 1, 2, 30, 40)) == "frame 3 rows 1-30 cols 2-40"
+    assert render.region_text(Region(3, 1, 2, 30, 40)) == "frame 4, rows 1-29, columns 2-39"
