@@ -875,11 +875,11 @@ def _html_image(
         frame = _thumbnail_frame(image)
         shown = [r for r in regions if r.frame == frame]
         thumbnail = thumbnail_data_uri(pixels, shown)
-        caption = f"Frame {frame}"
+        caption = f"Frame {frame + 1}"
         caption += "; changed areas outlined in red." if shown else "."
         others = sorted({r.frame for r in regions} - {frame})
         if others:
-            caption += f" Also changed, not shown: frame {', '.join(map(str, others))}."
+            caption += f" Also changed, not shown: frame {', '.join(str(f + 1) for f in others)}."
     return {
         "path": _plain(image.path),
         "series": _plain(image.series_label),

@@ -482,7 +482,7 @@ def test_html_report_with_thumbnail_embeds_data_uri(tampered: CheckReport) -> No
         tampered, thumbnails={"DICOM/CT10/IM0": _gradient(100, 100, np.float32)}, checked_at=WHEN
     )
     assert "data:image/" in html
-    assert "Also changed, not shown: frame 2" in html
+    assert "Also changed, not shown: frame 3" in html
 
 
 def test_write_html_report_replaces_atomically(tampered: CheckReport, tmp_path: Path) -> None:
