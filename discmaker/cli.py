@@ -13,17 +13,16 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from discmaker import APP_NAME, __version__, errors, signing
 from discmaker.media import Medium
+from discmaker.render import progress_bars
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
@@ -151,38 +150,6 @@ def _passphrase(console: Console, *, confirm: bool, what: str) -> bytes:
     return first
 
 
-@contextmanager
-def _progress(console: Console, enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    if not enabled:
-        yield lambda stage, done, total: None
-        return
-    labels = {
-        "scan": "Reading study",
-        "prepare": "Watermarking",
-        "write": "Writing disc (MB)",
-        "read": "Reading disc",
-        "verify": "Verifying images",
-    }
-    with Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage == "write":  # bytes: show megabytes
-                done, total = done // 1_000_000, max(1, total // 1_000_000)
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield update
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -222,7 +189,7 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         span=args.span,
         capacity=args.capacity,
     )
-    with _progress(console, not args.json) as progress:
+    with progress_bars(console, enabled=not args.json) as progress:
         result = author(req, progress=progress)
     if args.json:
         doc = {
@@ -259,7 +226,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     trust = _trust_store(args.trust)
     reports = []
     for source in args.source:
-        with _progress(console, not args.json) as progress:
+        with progress_bars(console, enabled=not args.json) as progress:
             reports.append(check_disc(source, trust=trust, progress=progress))
     for n, (source, report) in enumerate(zip(args.source, reports, strict=True), 1):
         if not args.json:
@@ -302,7 +269,7 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
     from discmaker.restore import restore_disc
 
     trust = _trust_store(args.trust)
-    with _progress(console, not args.json) as progress:
+    with progress_bars(console, enabled=not args.json) as progress:
         result = restore_disc(
             args.source,
             trust=trust,

@@ -35,8 +35,8 @@ import os
 import shlex
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -44,13 +44,6 @@ from typing import Any, TextIO, cast
 import platformdirs
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.prompt import Confirm, Prompt
 from rich.table import Table
 from rich.text import Text
@@ -64,15 +57,6 @@ EXIT_CANCELLED = 130
 EXIT_STOPPED = 1  # staff stopped the task on purpose (e.g. wrong patient); nothing written
 
 ProgressFn = Callable[[str, int, int], None]
-
-_LABELS = {
-    "scan": "Reading study",
-    "prepare": "Watermarking",
-    "write": "Writing disc",
-    "burn": "Burning (MB)",
-    "read": "Reading disc",
-    "verify": "Verifying images",
-}
 
 
 class _Stop(Exception):
@@ -289,24 +273,10 @@ class _Guide:
     def next_step(self, text: str) -> None:
         self.c.print(Text.assemble(("Next step: ", "bold"), text))
 
-    @contextmanager
-    def progress(self) -> Iterator[ProgressFn]:
-        with Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=self.c,
-            transient=False,
-        ) as bar:
-            tasks: dict[str, Any] = {}
+    def progress(self) -> AbstractContextManager[ProgressFn]:
+        from discmaker.render import progress_bars
 
-            def update(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(_LABELS.get(stage, stage), total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            yield update
+        return progress_bars(self.c)
 
     def remember(self, **values: str) -> None:
         self.settings.update(values)

@@ -21,7 +21,8 @@ import shlex
 import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +30,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -419,6 +428,48 @@ def _untrusted_advice() -> str:
 
 
 # -- JSON ----------------------------------------------------------------------------------
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+PROGRESS_LABELS = {
+    "scan": "Reading study",
+    "prepare": "Watermarking",
+    "write": "Writing disc (MB)",
+    "burn": "Burning (MB)",
+    "read": "Reading disc",
+    "verify": "Verifying images",
+}
+_BYTE_STAGES = frozenset({"write"})
+
+
+@contextmanager
+def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[ProgressFn]:
+    """Progress bars for the library's ``progress(stage, done, total)`` callbacks.
+
+    Byte counts (writing the disc) are shown in megabytes.
+    """
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage in _BYTE_STAGES:
+                done, total = done // 1_000_000, max(1, total // 1_000_000)
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(PROGRESS_LABELS.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
 
 
 def check_json(report: CheckReport) -> dict[str, object]:
