@@ -357,3 +357,35 @@ def test_cli_check_unreadable_input_is_3(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 100_000)
     assert main(["check", str(junk), "--trust", str(tmp_path)]) == 3
     assert main(["check", str(tmp_path / "missing")]) == 3
+
+
+def test_cli_trust_add_list_remove_then_check(
+    disc_folder: Path,
+    centre: Centre,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
+    fingerprint = signing.fingerprint(centre.identity.certificate)
+    assert main(["check", str(disc_folder)]) == 2  # nobody trusted yet
+    assert main(["trust", "add", str(centre.cert_path)]) == 0
+    assert fingerprint in capsys.readouterr().err
+    assert main(["trust", "list"]) == 0
+    assert fingerprint in capsys.readouterr().err
+    assert main(["check", str(disc_folder)]) == 0
+    assert main(["trust", "remove", fingerprint.replace(":", "").lower()]) == 0
+    assert main(["check", str(disc_folder)]) == 2
+    assert main(["trust", "remove", fingerprint]) == 64  # no longer there: usage error
+
+
+def test_cli_html_report(disc_copy: Callable[[], Path], centre: Centre, tmp_path: Path) -> None:
+    disc = disc_copy()
+    target = _watermarked(disc)
+    _flip_pixel(disc / target, 100, 120)
+    report = tmp_path / "report.html"
+    code = main(["check", str(disc), "--trust", str(centre.cert_path), "--report", str(report)])
+    assert code == 1
+    html = report.read_text()
+    assert "TAMPERED" in html and target in html
+    assert "data:image/jpeg;base64," in html  # the tampered image's thumbnail
