@@ -242,11 +242,8 @@ def _check_output(req: AuthorRequest) -> None:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fp, "sha256").hexdigest()
 
 
 def _organisation(cert: x509.Certificate) -> str:

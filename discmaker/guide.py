@@ -34,7 +34,6 @@ import json
 import os
 import shlex
 import tempfile
-import unicodedata
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -50,6 +49,13 @@ from rich.text import Text
 
 from discmaker import APP_NAME, errors, signing
 from discmaker.media import Medium
+from discmaker.render import (
+    author_summary,
+    check_summary,
+    plain,
+    progress_bars,
+    restore_summary,
+)
 
 CONFIG_DIR_ENV = "DISCMAKER_CONFIG_DIR"
 SETTINGS_FILE = "guide.json"
@@ -110,19 +116,6 @@ def save_settings(settings: dict[str, str]) -> bool:
 # -- small helpers -----------------------------------------------------------------------------
 
 
-def _plain(value: object) -> str:
-    """Text from files or discs made safe for the terminal (no control or bidi characters)."""
-    out = []
-    for ch in str(value):
-        if ch in "\n\t":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
-            out.append("?")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _size(n: int) -> str:
     for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
         if n >= factor:
@@ -157,7 +150,7 @@ class _EchoInput:
 
     def readline(self, size: int | None = -1, /) -> str:
         line = self.raw_line().rstrip("\r\n")  # as input() returns it
-        self._console.print(Text(_plain(line)), highlight=False)
+        self._console.print(Text(plain(line)), highlight=False)
         return line
 
     def raw_line(self) -> str:
@@ -228,13 +221,13 @@ class _Asker:
             path = Path(os.path.expanduser(answer.strip().strip("'\"")))
             if exists is True and not path.exists():
                 self.console.print(
-                    Text(f"There is no {what} at {_plain(path)}. Check the name and try again.")
+                    Text(f"There is no {what} at {plain(path)}. Check the name and try again.")
                 )
                 continue
             if exists is False and (path.exists() or path.is_symlink()):
                 self.console.print(
                     Text(
-                        f"{_plain(path)} already exists and discmaker never overwrites. "
+                        f"{plain(path)} already exists and discmaker never overwrites. "
                         "Choose a new name."
                     )
                 )
@@ -274,8 +267,6 @@ class _Guide:
         self.c.print(Text.assemble(("Next step: ", "bold"), text))
 
     def progress(self) -> AbstractContextManager[ProgressFn]:
-        from discmaker.render import progress_bars
-
         return progress_bars(self.c)
 
     def remember(self, **values: str) -> None:
@@ -330,7 +321,7 @@ class _Guide:
             code = exc.exit_code
             if check_contract and isinstance(exc, errors.InputError | errors.DiscError):
                 code = errors.CHECK_UNREADABLE
-            self.c.print(Text.assemble(("Problem: ", "bold red"), _plain(exc)))
+            self.c.print(Text.assemble(("Problem: ", "bold red"), plain(exc)))
             self.say(
                 "The task stopped and left nothing half-written. Fix the problem above, "
                 "then choose the task again."
@@ -363,7 +354,7 @@ class _Guide:
         self.say("Where should the disc go?", "bold")
         choices: list[str] = []
         if drives:
-            self.say("  b  Burn a CD/DVD in " + ", ".join(_plain(d.description) for d in drives))
+            self.say("  b  Burn a CD/DVD in " + ", ".join(plain(d.description) for d in drives))
             choices.append("b")
         else:
             self.say("  (No disc burner found on this computer, or xorriso is not installed.)")
@@ -377,7 +368,7 @@ class _Guide:
             drive = drives[0]
             if len(drives) > 1:
                 for n, d in enumerate(drives, 1):
-                    self.say(f"  {n}  {_plain(d.description)}")
+                    self.say(f"  {n}  {plain(d.description)}")
                 pick = self.ask.choice("Which drive", [str(n) for n in range(1, len(drives) + 1)])
                 drive = drives[int(pick) - 1]
 
@@ -447,7 +438,6 @@ class _Guide:
                 result = author(req, progress=bar)
             if burn_dir is None:
                 self.kept.append(str(out))
-            from discmaker.render import author_summary
 
             self.c.print(author_summary(result))
             remembered = {
@@ -494,7 +484,7 @@ class _Guide:
                 )
             else:
                 self.next_step(
-                    f"burn {_plain(out)} to a {medium.label} with the computer's burning "
+                    f"burn {plain(out)} to a {medium.label} with the computer's burning "
                     "program, or run this guide on a computer with a disc burner."
                 )
             extra = ["--format", "folder"] if where == "u" else []
@@ -525,11 +515,11 @@ class _Guide:
             parts.append(
                 Text.assemble(
                     ("Patient     ", "bold"),
-                    _plain(p.display_name or "(no name)"),
+                    plain(p.display_name or "(no name)"),
                     "   ID ",
-                    _plain(p.id),
+                    plain(p.id),
                     "   born ",
-                    _plain(p.display_birth_date),
+                    plain(p.display_birth_date),
                 )
             )
         table = Table(show_edge=False, pad_edge=False, header_style="bold")
@@ -539,11 +529,11 @@ class _Guide:
             first = True
             for series in s.series:
                 table.add_row(
-                    Text(_plain(format_date(s.date)) if first else ""),
-                    Text(_plain(s.description or "(no description)") if first else ""),
-                    Text(_plain(series.number)),
-                    Text(_plain(series.modality)),
-                    Text(_plain(series.description)),
+                    Text(plain(format_date(s.date)) if first else ""),
+                    Text(plain(s.description or "(no description)") if first else ""),
+                    Text(plain(series.number)),
+                    Text(plain(series.modality)),
+                    Text(plain(series.description)),
                     Text(str(series.images)),
                 )
                 first = False
@@ -577,9 +567,9 @@ class _Guide:
             Text("Compare with the request form before anything is written:", style="bold")
         ]
         for p in found.patients:
-            lines.append(Text.assemble(("  Name        ", "bold"), _plain(p.display_name)))
-            lines.append(Text.assemble(("  Patient ID  ", "bold"), _plain(p.id)))
-            lines.append(Text.assemble(("  Birth date  ", "bold"), _plain(p.display_birth_date)))
+            lines.append(Text.assemble(("  Name        ", "bold"), plain(p.display_name)))
+            lines.append(Text.assemble(("  Patient ID  ", "bold"), plain(p.id)))
+            lines.append(Text.assemble(("  Birth date  ", "bold"), plain(p.display_birth_date)))
         self.c.print(Panel(Group(*lines), title="Right patient?", border_style="yellow"))
         if self.ask.yes(
             "Do the name, patient ID and birth date all match the request form?", default=False
@@ -630,10 +620,9 @@ class _Guide:
 
     def burn_and_verify(self, iso: Path, drive: str, cert_path: Path) -> int:
         from discmaker.burn import burn, verify_burn
-        from discmaker.render import check_summary
         from discmaker.trust import TrustStore
 
-        self.say(f"Burning to {_plain(drive)}. Do not open the drive until it is finished.")
+        self.say(f"Burning to {plain(drive)}. Do not open the drive until it is finished.")
         try:
             with self.progress() as bar:
                 burn(iso, drive, progress=bar)
@@ -659,7 +648,6 @@ class _Guide:
 
     def check_own(self, out: Path, cert_path: Path) -> int:
         from discmaker.check import check_disc
-        from discmaker.render import check_summary
         from discmaker.trust import TrustStore
 
         with self.progress() as bar:
@@ -679,7 +667,6 @@ class _Guide:
 
     def check_received(self) -> int:
         from discmaker.check import check_disc
-        from discmaker.render import check_summary
         from discmaker.trust import TrustStore
 
         self.intro(
@@ -725,7 +712,6 @@ class _Guide:
     # -- 3. restore --------------------------------------------------------------------
 
     def restore(self) -> int:
-        from discmaker.render import restore_summary
         from discmaker.restore import restore_disc
         from discmaker.trust import TrustStore
 
@@ -751,7 +737,7 @@ class _Guide:
         self.c.print(restore_summary(result))
         self.remember(restore_dir=str(out.parent))
         if result.restored:
-            self.next_step(f"import the folder {_plain(out)} into PACS.")
+            self.next_step(f"import the folder {plain(out)} into PACS.")
         else:
             self.next_step("nothing can be imported; tell the sender and your PACS administrator.")
         self.show_command(_command(APP_NAME, "restore", source, "--out", out))
@@ -847,7 +833,7 @@ class _Guide:
         self.c.print(
             Panel(
                 Group(
-                    Text.assemble(("Sender       ", "bold"), _plain(signer.subject)),
+                    Text.assemble(("Sender       ", "bold"), plain(signer.subject)),
                     Text.assemble(("Fingerprint  ", "bold"), signer.fingerprint),
                     Text.assemble(("Valid until  ", "bold"), f"{signer.not_after:%Y-%m-%d}"),
                 ),
@@ -863,7 +849,7 @@ class _Guide:
             return EXIT_STOPPED
         store = TrustStore.default()
         store.add(cert_path)
-        self.say(f"Trusted: {_plain(signer.subject)}", "bold green")
+        self.say(f"Trusted: {plain(signer.subject)}", "bold green")
         self.next_step("discs signed by this sender now verify under 2 (Check a disc).")
         self.show_command(_command(APP_NAME, "trust", "add", cert_path))
         return 0
@@ -881,11 +867,11 @@ class _Guide:
                 table.add_column(column)
             for n, s in enumerate(signers, 1):
                 table.add_row(
-                    str(n), Text(_plain(s.subject)), s.fingerprint, f"{s.not_after:%Y-%m-%d}"
+                    str(n), Text(plain(s.subject)), s.fingerprint, f"{s.not_after:%Y-%m-%d}"
                 )
             self.c.print(table)
         for problem in store.problems:
-            self.say(f"Skipped {_plain(problem.path)}: {_plain(problem.reason)}", "yellow")
+            self.say(f"Skipped {plain(problem.path)}: {plain(problem.reason)}", "yellow")
         self.show_command(_command(APP_NAME, "trust", "list"))
         return 0
 
@@ -898,7 +884,7 @@ class _Guide:
             self.say("No trusted senders yet: there is nothing to remove.")
             return 0
         for n, s in enumerate(signers, 1):
-            self.c.print(Text(f"  {n}  {_plain(s.subject)}  {s.fingerprint}"), soft_wrap=True)
+            self.c.print(Text(f"  {n}  {plain(s.subject)}  {s.fingerprint}"), soft_wrap=True)
         answer = self.ask.choice(
             "Which sender should no longer be trusted (b: back)",
             [str(n) for n in range(1, len(signers) + 1)] + ["b"],
@@ -907,14 +893,14 @@ class _Guide:
             return 0
         signer = signers[int(answer) - 1]
         if not self.ask.yes(
-            f"Stop trusting {_plain(signer.subject)}? Their discs will then show as 'not "
+            f"Stop trusting {plain(signer.subject)}? Their discs will then show as 'not "
             "verifiable'.",
             default=False,
         ):
             self.say("Nothing was changed.")
             return EXIT_STOPPED
         store.remove(signer.fingerprint)
-        self.say(f"No longer trusted: {_plain(signer.subject)}", "bold green")
+        self.say(f"No longer trusted: {plain(signer.subject)}", "bold green")
         self.show_command(_command(APP_NAME, "trust", "remove", signer.fingerprint))
         return 0
 
@@ -936,7 +922,7 @@ def run_guide(*, console: Console | None = None, stream: TextIO | None = None) -
         if guide.kept:
             message += (
                 " by the step that was interrupted. Finished before it, complete and kept: "
-                + ", ".join(_plain(k) for k in guide.kept)
+                + ", ".join(plain(k) for k in guide.kept)
             )
         console.print(Text(message + ".", style="bold yellow"), soft_wrap=True)
         return EXIT_CANCELLED

@@ -112,7 +112,7 @@ _STATUS_ORDER = (
 # -- shared wording -----------------------------------------------------------------------
 
 
-def _plain(text: object) -> str:
+def plain(text: object) -> str:
     """``text`` made safe to show: control, format (bidi override) and line characters -> '?'."""
     out = []
     for ch in str(text):
@@ -229,7 +229,7 @@ def _steps(report: CheckReport) -> tuple[_Step, ...]:
     # (1) signature
     sig_findings = _findings(report, 1)
     if sig_findings:
-        s1 = _Step(1, "Signature", "fail", _plain(sig_findings[0].message))
+        s1 = _Step(1, "Signature", "fail", plain(sig_findings[0].message))
     elif not report.signed:
         s1 = _Step(
             1,
@@ -246,10 +246,10 @@ def _steps(report: CheckReport) -> tuple[_Step, ...]:
             1,
             "Signature",
             "warn",
-            f"Signed by {_plain(signer.subject)}, a sender you have not trusted yet.",
+            f"Signed by {plain(signer.subject)}, a sender you have not trusted yet.",
         )
     else:
-        s1 = _Step(1, "Signature", "pass", f"Signed by {_plain(signer.subject)}, a trusted sender.")
+        s1 = _Step(1, "Signature", "pass", f"Signed by {plain(signer.subject)}, a trusted sender.")
 
     # (2) files agree with the signed list
     title2 = "Files agree with the signed list"
@@ -259,7 +259,7 @@ def _steps(report: CheckReport) -> tuple[_Step, ...]:
         kinds = Counter(f.kind for f in file_findings)
         if altered_images:
             kinds["image file changed or missing"] += len(altered_images)
-        what = ", ".join(f"{n} {_plain(kind)}" for kind, n in sorted(kinds.items()))
+        what = ", ".join(f"{n} {plain(kind)}" for kind, n in sorted(kinds.items()))
         s2 = _Step(
             2,
             title2,
@@ -286,7 +286,7 @@ def _steps(report: CheckReport) -> tuple[_Step, ...]:
         keywords = sorted({a for i in header_images for a in i.attributes})
         detail = f"{_plural(len(header_images), 'image')} with changed patient or study data"
         if keywords:
-            detail += ": " + ", ".join(_plain(k) for k in keywords)
+            detail += ": " + ", ".join(plain(k) for k in keywords)
         if header_findings:
             detail += f"; {_plural(len(header_findings), 'other problem')}"
         s3 = _Step(3, title3, "fail", detail + ".")
@@ -343,7 +343,7 @@ def _verdict_text(report: CheckReport) -> _VerdictText:
     code = report.exit_code
     counts = Counter(i.status for i in report.images)
     if verdict is Verdict.VERIFIED:
-        subject = _plain(report.signer.subject) if report.signer else "the sender"
+        subject = plain(report.signer.subject) if report.signer else "the sender"
         return _VerdictText(
             verdict,
             code,
@@ -400,7 +400,7 @@ def _verdict_text(report: CheckReport) -> _VerdictText:
 def _series_rows(report: CheckReport) -> list[_SeriesRow]:
     groups: dict[str, Counter[ImageStatus]] = {}
     for image in report.images:
-        label = _plain(image.series_label) or "(no series)"
+        label = plain(image.series_label) or "(no series)"
         groups.setdefault(label, Counter())[image.status] += 1
     return [
         _SeriesRow(
@@ -574,11 +574,11 @@ def _series_table(rows: Sequence[_SeriesRow]) -> Table:
 
 
 def _image_lines(image: ImageVerdict, *, max_regions: int | None) -> list[Text]:
-    lines = [Text.assemble(("  ", ""), (_plain(image.path), "bold"))]
+    lines = [Text.assemble(("  ", ""), (plain(image.path), "bold"))]
     if image.series_label:
-        lines[0].append(f"  (series {_plain(image.series_label)})")
+        lines[0].append(f"  (series {plain(image.series_label)})")
     if image.attributes:
-        changed = ", ".join(_plain(a) for a in sorted(image.attributes))
+        changed = ", ".join(plain(a) for a in sorted(image.attributes))
         lines.append(Text(f"    header changed: {changed}"))
     regions = sorted(image.regions, key=lambda r: (r.frame, r.row0, r.col0))
     shown = regions if max_regions is None else regions[:max_regions]
@@ -587,7 +587,7 @@ def _image_lines(image: ImageVerdict, *, max_regions: int | None) -> list[Text]:
     if len(regions) > len(shown):
         lines.append(Text(f"    ... and {_plural(len(regions) - len(shown), 'more area')}"))
     for reason in image.reasons:
-        lines.append(Text(f"    {_plain(reason)}"))
+        lines.append(Text(f"    {plain(reason)}"))
     if len(lines) == 1:
         lines.append(Text("    changed after signing"))
     return lines
@@ -600,8 +600,8 @@ def _signer_lines(report: CheckReport) -> list[Text]:
         return [Text.assemble(("Signer       ", "bold"), text)]
     trusted = Text("yes", style="green") if signer.trusted else Text("NO", style="bold yellow")
     lines = [
-        Text.assemble(("Signer       ", "bold"), _plain(signer.subject)),
-        Text.assemble(("Fingerprint  ", "bold"), _fingerprint_lines(_plain(signer.fingerprint))),
+        Text.assemble(("Signer       ", "bold"), plain(signer.subject)),
+        Text.assemble(("Fingerprint  ", "bold"), _fingerprint_lines(plain(signer.fingerprint))),
         Text.assemble(("Trusted      ", "bold"), trusted),
     ]
     if not signer.trusted:
@@ -614,9 +614,9 @@ def check_summary(report: CheckReport) -> RenderableType:
     steps = _steps(report)
     verdict = _verdict_text(report)
     parts: list[RenderableType] = []
-    where = Text.assemble(("Checked ", "bold"), _plain(report.source))
+    where = Text.assemble(("Checked ", "bold"), plain(report.source))
     if report.fileset_id or report.disc_count > 1:
-        where.append(f"  (disc {_plain(report.fileset_id) or '?'}")
+        where.append(f"  (disc {plain(report.fileset_id) or '?'}")
         if report.disc_count > 1:
             where.append(f", {report.disc_number} of {report.disc_count}")
         where.append(")")
@@ -645,8 +645,7 @@ def check_summary(report: CheckReport) -> RenderableType:
         for f in sorted(report.findings, key=lambda f: (f.step, f.path, f.kind)):
             parts.append(
                 Text(
-                    f"  ({f.step}) {_plain(f.kind)}: {_plain(f.path) or '(disc)'}: "
-                    f"{_plain(f.message)}"
+                    f"  ({f.step}) {plain(f.kind)}: {plain(f.path) or '(disc)'}: {plain(f.message)}"
                 )
             )
     not_verifiable = sorted(
@@ -656,9 +655,9 @@ def check_summary(report: CheckReport) -> RenderableType:
     if not_verifiable and _trusted_signature(report):
         parts.append(Text("Not verifiable", style="bold yellow"))
         for image in not_verifiable[:_TERMINAL_IMAGES]:
-            parts.append(Text(f"  {_plain(image.path)}: {'; '.join(map(_plain, image.reasons))}"))
+            parts.append(Text(f"  {plain(image.path)}: {'; '.join(map(plain, image.reasons))}"))
     for note in report.notes:
-        parts.append(Text(f"Note: {_plain(note)}"))
+        parts.append(Text(f"Note: {plain(note)}"))
 
     style = _VERDICT_STYLE[verdict.verdict]
     parts.append(
@@ -682,7 +681,7 @@ def check_summary(report: CheckReport) -> RenderableType:
 def restore_summary(result: RestoreResult) -> RenderableType:
     """The check that gated the restore, then what was written and what was held back."""
     lines: list[RenderableType] = []
-    out = _plain(result.out)
+    out = plain(result.out)
     if result.restored:
         lines.append(
             Text(
@@ -709,7 +708,7 @@ def restore_summary(result: RestoreResult) -> RenderableType:
             )
         )
         for path in sorted(result.refused)[:_TERMINAL_IMAGES]:
-            lines.append(Text(f"  {_plain(path)}"))
+            lines.append(Text(f"  {plain(path)}"))
         if len(result.refused) > _TERMINAL_IMAGES:
             lines.append(Text(f"  ... and {len(result.refused) - _TERMINAL_IMAGES} more"))
     style = _VERDICT_STYLE[result.report.verdict].replace("bold ", "")
@@ -728,7 +727,7 @@ def _size(n: int) -> str:
 
 def _field(mapping: Mapping[str, object], key: str) -> str:
     value = mapping.get(key)
-    return "" if value is None else _plain(value)
+    return "" if value is None else plain(value)
 
 
 def _children(mapping: Mapping[str, object], key: str) -> list[Mapping[str, object]]:
@@ -788,7 +787,7 @@ def author_summary(result: AuthorResult) -> RenderableType:
     else:
         parts.append(Text.assemble(("Discs       ", "bold"), f"a set of {len(outputs)} ({kind}s):"))
         for n, path in enumerate(outputs, 1):
-            parts.append(Text(f"  disc {n} of {len(outputs)}: {_plain(path)}"))
+            parts.append(Text(f"  disc {n} of {len(outputs)}: {plain(path)}"))
     medium = result.medium
     capacity = getattr(medium, "capacity", None)
     size = _size(result.bytes_written)
@@ -828,7 +827,7 @@ def author_summary(result: AuthorResult) -> RenderableType:
         )
         by_reason: dict[str, list[str]] = {}
         for file_id, reason in result.manifest_only:
-            by_reason.setdefault(_plain(reason), []).append(_plain(file_id))
+            by_reason.setdefault(plain(reason), []).append(plain(file_id))
         for reason, files in sorted(by_reason.items()):
             listed = ", ".join(sorted(files)[:5]) + (" ..." if len(files) > 5 else "")
             parts.append(Text(f"  {reason}: {_plural(len(files), 'image')} ({listed})"))
@@ -932,12 +931,12 @@ def _html_image(
         if others:
             caption += f" Also changed, not shown: frame {', '.join(str(f + 1) for f in others)}."
     return {
-        "path": _plain(image.path),
-        "series": _plain(image.series_label),
-        "sop_instance_uid": _plain(image.sop_instance_uid),
-        "attributes": [_plain(a) for a in sorted(image.attributes)],
+        "path": plain(image.path),
+        "series": plain(image.series_label),
+        "sop_instance_uid": plain(image.sop_instance_uid),
+        "attributes": [plain(a) for a in sorted(image.attributes)],
         "regions": [region_text(r) for r in regions],
-        "reasons": [_plain(r) for r in image.reasons],
+        "reasons": [plain(r) for r in image.reasons],
         "thumbnail": thumbnail,
         "caption": caption,
     }
@@ -954,16 +953,16 @@ def _html_context(
         "software": APP_NAME,
         "version": __version__,
         "checked_at": f"{checked_at:%Y-%m-%d %H:%M} {checked_at.tzname() or ''}".strip(),
-        "source": _plain(report.source),
-        "fileset_id": _plain(report.fileset_id),
+        "source": plain(report.source),
+        "fileset_id": plain(report.fileset_id),
         "disc_number": report.disc_number,
         "disc_count": report.disc_count,
         "signed": report.signed,
         "signer": None
         if signer is None
         else {
-            "subject": _plain(signer.subject),
-            "fingerprint": _plain(signer.fingerprint),
+            "subject": plain(signer.subject),
+            "fingerprint": plain(signer.fingerprint),
             "trusted": signer.trusted,
         },
         "untrusted_advice": _untrusted_advice(),
@@ -989,18 +988,18 @@ def _html_context(
         "findings": [
             {
                 "step": f.step,
-                "kind": _plain(f.kind),
-                "path": _plain(f.path),
-                "message": _plain(f.message),
+                "kind": plain(f.kind),
+                "path": plain(f.path),
+                "message": plain(f.message),
             }
             for f in sorted(report.findings, key=lambda f: (f.step, f.path, f.kind))
         ],
         "not_verifiable": [
-            {"path": _plain(i.path), "reasons": [_plain(r) for r in i.reasons]}
+            {"path": plain(i.path), "reasons": [plain(r) for r in i.reasons]}
             for i in sorted(report.images, key=lambda i: i.path)
             if i.status is ImageStatus.NOT_VERIFIABLE and _trusted_signature(report)
         ],
-        "notes": [_plain(n) for n in report.notes],
+        "notes": [plain(n) for n in report.notes],
     }
 
 

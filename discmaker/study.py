@@ -140,11 +140,8 @@ def _looks_like_dicom(path: Path) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fp, "sha256").hexdigest()
 
 
 def read_header(path: Path) -> Dataset:
