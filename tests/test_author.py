@@ -167,6 +167,14 @@ def test_dcdirdmp_bijection(disc_folder: Path) -> None:
 
 
 @pytest.mark.external
+def test_dcentvfy_finds_entities_consistent(disc_folder: Path) -> None:
+    _tool("dcentvfy")
+    result = _run("dcentvfy", *map(str, _dicom_files(disc_folder)))
+    assert result.returncode == 0
+    assert (result.stdout + result.stderr).strip() == ""
+
+
+@pytest.mark.external
 def test_dcmmkdir_accepts_a_copy(disc_folder: Path, tmp_path: Path) -> None:
     _tool("dcmmkdir")
     copy = tmp_path / "copy"
