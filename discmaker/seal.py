@@ -1,14 +1,15 @@
 """Frame-level watermark seal: signed block, erasure-coded spread, verification and restore.
 
 Per frame a signed block G (see docs/WATERMARK.md) holding a keyed hash of every grid box's
-original raw words is cut into k data shards and extended by a systematic Reed-Solomon code
-over GF(256) with parity shards; every carrier region (one per box and sample plane) holds
-one shard. Any k intact shards give G back; damage to up to 4 boxes (>= 8 boxes in the frame,
-fewer: 2 or 1) leaves G decodable, so the signature verifies and the damage is localised.
+original raw words is cut into k data shards and extended by m parity shards of a systematic
+Reed-Solomon code over GF(256). Only the carrier slots of the cheapest plan (fewest estimated
+changed values) hold a shard; m is the most carriers in any 2 x 2 block of boxes, so damage to
+any one such block leaves G decodable, the signature verifies and the damage is localised.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import struct
@@ -25,12 +26,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from discmaker.pixels import RawFrames, frames_view, pixel_bytes, pixel_format, write_back
 from discmaker.watermark import (
+    _T_MAX,
+    _TV,
     HEADER_BITS,
     Box,
     PixelFormat,
     UnsupportedPixelsError,
     WatermarkCapacityError,
     _to_stored,
+    _usable_ring,
     default_grid,
     embed_region,
     extract_region,
@@ -44,7 +48,7 @@ __all__ = [
     "TamperedRegion",
     "UnsealResult",
     "key_id_for",
-    "parity_boxes",
+    "plan_carriers",
     "rs_decode",
     "rs_encode",
     "seal_dataset",
@@ -52,15 +56,17 @@ __all__ = [
     "unseal_dataset",
 ]
 
-SIGNED_BLOCK_VERSION = 2
-_DOMAIN = b"discmaker/watermark/v2\x00"
+SIGNED_BLOCK_VERSION = 3
+_DOMAIN = b"discmaker/watermark/v3\x00"
 _HEAD = struct.Struct(">B8s16s")  # version, key id, identity digest
 _WHERE = struct.Struct(">IHH")  # frame, grid rows, grid cols: signed, not carried
-_SHARD = struct.Struct(">BBH")  # k, shard index, tag (first 2 bytes of BLAKE2b(G))
+_SHARD = struct.Struct(">BBB")  # k, shard index, tag (BLAKE2b-8 of G: groups the shards)
 _HASH = 8
 _SIG = 64
 _SEARCH_BUDGET = 256  # decode attempts when some CRC-valid shards are inconsistent
-_QUICK_SAFETY = 6  # capacity is about 4 x the quick score (one of four sub-grids)
+_STARTS = 6  # carrier plans: greedy runs per parity, each from another cheap first carrier
+_K_MAX = 32  # data shards at most (more only adds per-carrier overhead)
+_SIDE_BITS = HEADER_BITS + 24  # per carrier: ring header + its saved LSBs + CRC-24 (+ length)
 
 Status = Literal[
     "ok", "tampered", "no-watermark", "unknown-signer", "bad-signature", "identity-mismatch"
@@ -106,16 +112,7 @@ def signed_block_size(nboxes: int) -> int:
 
 
 def _tag(block: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(block, digest_size=2, person=b"DMwmtag").digest(), "big")
-
-
-def parity_boxes(nboxes: int) -> tuple[int, ...]:
-    """Damaged boxes the spread tolerates, in order of preference (the seal falls back)."""
-    if nboxes >= 8:
-        return (4,)
-    if nboxes >= 4:
-        return (2, 1)
-    return (1,)
+    return int.from_bytes(hashlib.blake2b(block, digest_size=1, person=b"DMwmtag3").digest(), "big")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,75 +221,208 @@ def _context(arr: RawFrames, fmt: PixelFormat) -> bytes:
     )
 
 
-def _quick_score(raw: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], fmt: PixelFormat) -> int:
-    """Cheap capacity proxy: pass-1 peak cells on one of the four sub-grids."""
-    s = _to_stored(raw, fmt)
-    h, w = s.shape
-    if h < 6 or w < 6:
-        return 0
-    c = s[2 : h - 2 : 2, 2 : w - 2 : 2]
-    p = (
-        s[1 : h - 3 : 2, 2 : w - 2 : 2]
-        + s[3 : h - 1 : 2, 2 : w - 2 : 2]
-        + s[2 : h - 2 : 2, 1 : w - 3 : 2]
-        + s[2 : h - 2 : 2, 3 : w - 1 : 2]
-    ) >> 2
-    e = c - p
-    peak = (e == 0) | (e == -1)
+def _windows(grid: tuple[int, int]) -> list[list[int]]:
+    """Per box, the damage windows holding it: 2 x 2 blocks of boxes (1 x 2 / 2 x 1 on a thin
+    grid); single boxes when one block would cover the whole grid (2 x 2 and smaller)."""
+    gr, gc = grid
+    out: list[list[int]] = [[] for _ in range(gr * gc)]
+    if gr <= 2 and gc <= 2:
+        return [[i] for i in range(gr * gc)]
+    wr, wc = min(2, gr), min(2, gc)
+    w = 0
+    for r in range(gr - wr + 1):
+        for c in range(gc - wc + 1):
+            for i in range(r, r + wr):
+                for j in range(c, c + wc):
+                    out[i * gc + j].append(w)
+            w += 1
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _target_labels(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[np.int32]:
+    """Per interior pixel (rows/cols 1..-2): 2 x box + colour (0 black, pass 1) of the target
+    it is in its box, or -1 for ring 0/1 pixels."""
+    rows, cols = shape
+    lab = np.full((rows, cols), -1, np.int32)
+    for i, b in enumerate(grid_boxes(shape, grid=grid)):
+        h, w = b.shape
+        if h < 5 or w < 5:
+            continue
+        yy, xx = np.mgrid[0 : h - 4, 0 : w - 4]
+        lab[b.row0 + 2 : b.row1 - 2, b.col0 + 2 : b.col1 - 2] = 2 * i + ((yy + xx) & 1)
+    out = np.ascontiguousarray(lab[1:-1, 1:-1])
+    out.setflags(write=False)
+    return out
+
+
+def _code_lut() -> npt.NDArray[np.int32]:
+    lut = np.searchsorted(_TV, np.arange(_T_MAX + 1)).astype(np.int32)
+    lut.setflags(write=False)
+    return lut
+
+
+_LUT = _code_lut()
+
+
+def _slot_curves(
+    plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16],
+    grid: tuple[int, int],
+    fmt: PixelFormat,
+) -> npt.NDArray[np.int64]:
+    """Cumulative counts per box, colour, kind (carrier, active) and threshold code.
+
+    One vectorised pass over the original plane (both colours predicted from original values,
+    padding neighbours excluded): shape (boxes, 2, 2, codes).
+    """
+    s = _to_stored(plane, fmt)
+    rows, cols = s.shape
+    nb = grid[0] * grid[1]
+    nc = int(_TV.size)
+    out = np.zeros((nb, 2, 2, nc), np.int64)
+    if rows < 5 or cols < 5:
+        return out
+    u, d = s[:-2, 1:-1], s[2:, 1:-1]
+    lf, rt = s[1:-1, :-2], s[1:-1, 2:]
+    c = s[1:-1, 1:-1]
+    e = c - ((u + d + lf + rt) >> 2)
+    cx = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
+    cx -= np.minimum(np.minimum(u, d), np.minimum(lf, rt))
+    np.minimum(cx, _T_MAX, out=cx)
+    lab = _target_labels((rows, cols), grid)
+    key = lab * (2 * nc) + _LUT[cx] * 2 + ((e == 0) | (e == -1))
+    valid = lab >= 0
     if fmt.padding is not None:
-        peak &= (c < fmt.padding[0]) | (c > fmt.padding[1])
-    return int(np.count_nonzero(peak))
+        lo, hi = fmt.padding
+        pad = (s >= lo) & (s <= hi)
+        valid &= ~(
+            pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:] | pad[1:-1, 1:-1]
+        )
+    cnt = np.bincount(key[valid], minlength=nb * 2 * nc * 2).reshape(nb, 2, nc, 2)
+    out[:, :, 0] = cnt[..., 1]  # carriers
+    out[:, :, 1] = cnt[..., 0] + cnt[..., 1]  # active (selected) targets
+    return np.cumsum(out, axis=3)
+
+
+def _load_bits(gsize: int, k: int) -> int:
+    nbytes = _SHARD.size - (-gsize // k)
+    return _SIDE_BITS + 8 * nbytes + (2 * (nbytes + 16).bit_length() - 5)
+
+
+def _costs(curves: npt.NDArray[np.int64], loads: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Estimated values changed per slot (rows) for each load (columns): pass 1 filled at the
+    threshold holding half the load, pass 2 the rest; inf when the slot cannot hold it."""
+    c1, a1, c2, a2 = curves[:, 0, 0], curves[:, 0, 1], curves[:, 1, 0], curves[:, 1, 1]
+    last = c1.shape[1] - 1
+    ld = loads[None, :]
+    i1 = np.minimum((c1[:, None, :] < ((ld + 1) // 2)[..., None]).sum(-1), last)
+    r = np.arange(c1.shape[0])[:, None]
+    n1 = np.minimum(c1[r, i1], ld)
+    cost = (a1[r, i1] - c1[r, i1]) + n1 / 2
+    n2 = ld - n1
+    i2 = np.minimum((c2[:, None, :] < n2[..., None]).sum(-1), last)
+    cost = cost + np.where(n2 > 0, a2[r, i2] - c2[r, i2] + n2 / 2, 0)
+    # pass 2 short at the half split: pass 1 takes more (upper bound: every target moves)
+    cost = np.where(c2[r, i2] < n2, a1[:, -1:] + a2[:, -1:], cost)
+    cost = np.where((c1[:, -1:] + c2[:, -1:]) * 15 < ld * 16 + 160, np.inf, cost)
+    return cost + HEADER_BITS / 2
+
+
+@dataclass(frozen=True)
+class _Plan:
+    carriers: tuple[int, ...]  # slot indices (plane x boxes + box), shard i -> carriers[i]
+    k: int
+    cost: float
+
+
+def plan_carriers(
+    costs: npt.NDArray[np.float64], grid: tuple[int, int], planes: int
+) -> _Plan | None:
+    """Carrier slots and data-shard count k minimising the estimated values changed.
+
+    ``costs[slot, k - 1]`` is the cost of one shard of a k-shard code in that slot. The parity
+    m = n - k is the largest number of carriers in any damage window (2 x 2 boxes, all planes),
+    so any one window of damaged boxes leaves k intact shards.
+    """
+    nb = grid[0] * grid[1]
+    nslots = costs.shape[0]
+    kmax = costs.shape[1]
+    wins = _windows(grid)
+    nwin = 1 + max(max(w) for w in wins)
+    best: _Plan | None = None
+    ref = costs[:, min(kmax, 4) - 1]
+    rank = [int(i) for i in np.argsort(ref, kind="stable") if np.isfinite(ref[i])]
+    for m in range(1, min(nslots, 4 * planes) + 1):
+        for first in rank[:_STARTS]:  # greedy from a few different first carriers
+            count = np.zeros(nwin, np.int64)
+            order: list[int] = []
+            for slot in [first, *rank]:
+                ws = wins[slot % nb]
+                if slot not in order and all(count[w] < m for w in ws):
+                    count[ws] += 1
+                    order.append(slot)
+            if len(order) <= m:
+                continue
+            tot = np.cumsum(costs[order], axis=0)
+            for n in range(m + 1, min(len(order), m + kmax) + 1):
+                c = float(tot[n - 1, n - m - 1])
+                if np.isfinite(c) and (best is None or c < best.cost):
+                    best = _Plan(tuple(order[:n]), n - m, c)
+    return best
 
 
 def _spread(
-    arr: RawFrames,
-    f: int,
-    boxes: list[Box],
-    fmt: PixelFormat,
-    block: bytes,
-    slots: list[tuple[int, int]],
-    scores: Mapping[tuple[int, int], int],
-    parity: int,
+    arr: RawFrames, f: int, boxes: list[Box], grid: tuple[int, int], fmt: PixelFormat, block: bytes
 ) -> tuple[int, int] | None:
-    """Embed G's shards into ``slots`` (weakest first); slots that cannot carry are dropped.
-
-    Returns (values changed, carriers) or None, leaving the frame unchanged, when fewer than
-    parity + 1 slots can carry a shard.
-    """
+    """Embed G's shards into the cheapest carrier plan; a slot whose embed fails is excluded
+    and the plan redone. Returns (values changed, carriers) or None, leaving the frame
+    unchanged, when no plan remains."""
+    planes = arr.shape[1]
+    nb = len(boxes)
+    nslots = planes * nb
+    kmax = max(1, min(nslots - 1, _K_MAX))
+    loads = np.array([_load_bits(len(block), k) for k in range(1, kmax + 1)], np.int64)
+    curves = np.concatenate([_slot_curves(arr[f, q], grid, fmt) for q in range(planes)])
+    costs = _costs(curves, loads)
+    if fmt.padding is not None:  # the ring header needs usable ring-0 pixels
+        for q in range(planes):
+            for i, b in enumerate(boxes):
+                if np.isfinite(costs[q * nb + i, 0]):
+                    ring = _usable_ring(_to_stored(arr[f, q][b.slices()], fmt), fmt)
+                    if ring.size < HEADER_BITS + 16:
+                        costs[q * nb + i] = np.inf
     orig = arr[f].copy()
     tag = _tag(block)
-    # skip slots whose peak count is far below even the smallest load (saves failed embeds)
-    least = 2 * HEADER_BITS + 8 * (_SHARD.size - (-len(block) // max(1, len(slots) - parity)))
-    active = [qi for qi in slots if _QUICK_SAFETY * scores[qi] >= least]
-    while len(active) > parity:
-        k = len(active) - parity
-        shards = rs_encode(block, k, len(active))
-        failed: tuple[int, int] | None = None
-        for idx, (q, i) in enumerate(active):
+    while (plan := plan_carriers(costs, grid, planes)) is not None:
+        shards = rs_encode(block, plan.k, len(plan.carriers))
+        failed = -1
+        for idx, slot in enumerate(plan.carriers):
+            q, i = divmod(slot, nb)
             try:
-                embed_region(arr[f, q], boxes[i], fmt, _SHARD.pack(k, idx, tag) + shards[idx])
+                embed_region(arr[f, q], boxes[i], fmt, _SHARD.pack(plan.k, idx, tag) + shards[idx])
             except WatermarkCapacityError:
-                failed = (q, i)
+                failed = slot
                 break
-        if failed is None:
-            return int(np.count_nonzero(arr[f] != orig)), len(active)
+        if failed < 0:
+            return int(np.count_nonzero(arr[f] != orig)), len(plan.carriers)
         arr[f] = orig
-        active.remove(failed)
+        costs[failed] = np.inf
     return None
 
 
 def _capacity_error(
-    arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat, gsize: int, parity: int
+    arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat, gsize: int
 ) -> WatermarkCapacityError:
-    """The best (carriers, shard size) trade-off: capacity of the weakest carrier vs its load."""
+    """The best (carriers, shard size) trade-off with one parity shard: capacity of the weakest
+    carrier needed vs its load."""
     planes, rows, cols = arr.shape[1:]
     caps = sorted(
         (region_capacity(arr[f, q], b, fmt) for q in range(planes) for b in boxes),
         reverse=True,
     )
     best = (0, 8 * (_SHARD.size + gsize))
-    for m in range(parity + 1, len(caps) + 1):
-        need = 8 * (_SHARD.size - (-gsize // (m - parity)))
+    for m in range(2, len(caps) + 1):
+        need = 8 * (_SHARD.size - (-gsize // (m - 1)))
         if need - caps[m - 1] < best[1] - best[0]:
             best = (caps[m - 1], need)
     return WatermarkCapacityError(
@@ -312,7 +442,7 @@ def seal_dataset(
         raise ValueError("identity_digest must be 16 bytes and key_id 8 bytes")
     fmt = pixel_format(ds)
     arr = frames_view(ds)
-    nframes, planes, rows, cols = arr.shape
+    nframes, _, rows, cols = arr.shape
     grid = default_grid((rows, cols))
     boxes = grid_boxes((rows, cols), grid=grid)
     gsize = signed_block_size(len(boxes))
@@ -325,20 +455,9 @@ def seal_dataset(
         hashes = b"".join(_box_hash(arr, f, b) for b in boxes)
         body = _HEAD.pack(SIGNED_BLOCK_VERSION, key_id, identity_digest) + hashes
         block = body + signer.sign(_DOMAIN + ctx + _WHERE.pack(f, *grid) + body)
-        scores = {
-            (q, i): _quick_score(arr[f, q][b.slices()], fmt)
-            for q in range(planes)
-            for i, b in enumerate(boxes)
-        }
-        slots = sorted(scores, key=lambda qi: scores[qi])
-        done = None
-        for tol in parity_boxes(len(boxes)):
-            done = _spread(arr, f, boxes, fmt, block, slots, scores, tol * planes)
-            if done is not None:
-                break
+        done = _spread(arr, f, boxes, grid, fmt, block)
         if done is None:
-            tol = parity_boxes(len(boxes))[-1]
-            raise _capacity_error(arr, f, boxes, fmt, gsize, tol * planes)
+            raise _capacity_error(arr, f, boxes, fmt, gsize)
         changed += done[0]
         carriers += done[1]
     write_back(ds, arr)
@@ -347,7 +466,7 @@ def seal_dataset(
 
 @dataclass
 class _Frame:
-    kind: Literal["missing", "unknown", "badsig", "verified"]
+    kind: Literal["missing", "damaged", "unknown", "badsig", "verified"]
     key_id: bytes | None = None
     identity: bytes | None = None
     hashes: bytes = b""
@@ -390,7 +509,8 @@ def _read_frame(
             if k < 1 or len(shard) != -(-gsize // k):
                 continue
             groups.setdefault((k, tag, len(shard)), {}).setdefault(idx, shard)
-    result = _Frame("missing")
+    # CRC-valid shards that do not give G: a watermark was there, too many carriers are damaged
+    result = _Frame("damaged" if groups else "missing")
     where = _WHERE.pack(f, *grid)
     for (k, tag, _), shards in sorted(groups.items(), key=lambda g: -len(g[1])):
         if len(shards) < k:
@@ -405,13 +525,13 @@ def _read_frame(
                 continue
             key = public_keys.get(kid)
             if key is None:
-                if result.kind == "missing":
+                if result.kind in ("missing", "damaged"):
                     result = _Frame("unknown", kid)
                 break
             try:
                 key.verify(sig, _DOMAIN + ctx + where + body)
             except InvalidSignature:
-                if result.kind in ("missing", "unknown"):
+                if result.kind in ("missing", "damaged", "unknown"):
                     result = _Frame("badsig", kid)
                 continue
             return _Frame("verified", kid, ident, body[_HEAD.size :])
@@ -450,9 +570,11 @@ def unseal_dataset(
             reasons.append(f"frame {f + 1}: signed by unknown key id {kid}")
         elif fr.kind == "badsig":
             reasons.append(f"frame {f + 1}: signature does not verify")
-        elif fr.kind == "missing":
+        elif fr.kind in ("missing", "damaged"):
             reasons.append(
-                f"frame {f + 1}: no watermark found (too many carriers damaged or removed)"
+                f"frame {f + 1}: watermark carriers found but too many damaged to verify"
+                if fr.kind == "damaged"
+                else f"frame {f + 1}: no watermark found (too many carriers damaged or removed)"
             )
             regions.append(TamperedRegion(f, 0, 0, rows, cols))
         else:

@@ -45,14 +45,19 @@ Bool = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 RawPlane = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
 
-_MAGIC = 0xD5C2  # 12-bit magic 0xD5C + 4-bit version 2
-HEADER_BYTES = 16  # magic/version 2, T1 2, T2 2, n1 2, n2 2, L 2, crc 4
-_N_MAX = 0xFFFF  # n1, n2 and L are 16-bit fields
-HEADER_BITS = HEADER_BYTES * 8
-_T_MAX = 0xFFFE  # complexity is clipped to this; thresholds are stored as T + 1 (0 = none)
+_MAGIC = 0x69  # 7-bit magic of format v3; the 8th bit of the first byte flags a location map
+HEADER_BITS = 24  # ring-0 LSBs: magic 7 + location-map flag 1, T1 code 8, T2 code 8
+_LOC_LEN_BITS = 16  # location-map length, present only when the flag is set
+_CRC_BITS = 24  # CRC at the front of the embedded stream (after the saved ring LSBs)
+_EG_K = 4  # payload byte count: order-4 Exp-Golomb code (7 bits for 16..47 bytes)
+_N_MAX = 0xFFFF  # location-map length limit
+# representable thresholds: 0..63 exactly, then 16 steps per octave up to 31 << 11
+_TV = np.array([*range(64), *((16 + m) << e for e in range(2, 12) for m in range(16))], np.int32)
+_T_MAX = int(_TV[-1])  # complexity is clipped to this (selects everything)
+_T_UNUSED = 0xFF  # T code of an unused pass
 _BOX_TARGET = 128  # default box edge in pixels
 _GRID_MAX = 8  # at most 8 x 8 boxes per frame (keeps the signed block small)
-_BOX_MIN = 36  # small frames: 2 boxes per axis while boxes keep this many px (ring >= header)
+_BOX_MIN = 36  # small frames: 2 boxes per axis while boxes keep this many px
 _K_GUARD = 4  # predictions this close to a range end or padding are not selected
 
 
@@ -244,7 +249,7 @@ def _grids(a: I32, k: int, fmt: PixelFormat) -> list[_Grid]:
         hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
         lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
         cx = hi - lo
-        if fmt.bits_stored == 16:
+        if fmt.bits_stored >= 16:
             np.minimum(cx, _T_MAX, out=cx)
         elig: Bool | None = None
         if padm is not None:
@@ -332,10 +337,23 @@ def _analyse(a: I32, k: int, fmt: PixelFormat) -> tuple[list[_EncGrid], npt.NDAr
 
 
 def _threshold(cum: npt.NDArray[np.int64], n: int) -> int:
-    """Smallest threshold whose carriers hold n bits (-1: select nothing)."""
+    """T code of the smallest representable threshold whose carriers hold n bits."""
     if n <= 0:
-        return -1
-    return int(np.searchsorted(cum, n, side="left"))
+        return _T_UNUSED
+    t = int(np.searchsorted(cum, n, side="left"))
+    return int(np.searchsorted(_TV, t, side="left"))
+
+
+def _t_of(code: int) -> int:
+    """Threshold of a T code (-1: pass unused)."""
+    return -1 if code == _T_UNUSED else int(_TV[code])
+
+
+def _carried(cum: npt.NDArray[np.int64], code: int) -> int:
+    """Carrier count at a T code (every carrier of a used pass carries a stream bit)."""
+    if code == _T_UNUSED:
+        return 0
+    return int(cum[min(int(_TV[code]), cum.size - 1)])
 
 
 def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat) -> list[U8]:
@@ -416,29 +434,44 @@ def _undo(
 
 
 # ---------------------------------------------------------------------------------------------
-# header
+# stream framing: [saved ring LSBs][CRC-24][payload byte count, Exp-Golomb][payload][zeros]
 
 
-def _pack_header(
-    box: Box, fmt: PixelFormat, *, t1: int, t2: int, n1: int, n2: int, nloc: int, stream: U8
-) -> bytes:
-    body = b"".join(x.to_bytes(2, "big") for x in (_MAGIC, t1 + 1, t2 + 1, n1, n2, nloc))
-    return body + _crc(box, fmt, body, stream).to_bytes(4, "big")
+def _eg_encode(v: int) -> U8:
+    x = v + (1 << _EG_K)
+    nb = x.bit_length()
+    bits = [0] * (nb - 1 - _EG_K) + [(x >> i) & 1 for i in range(nb - 1, -1, -1)]
+    return np.array(bits, np.uint8)
 
 
-def _crc(box: Box, fmt: PixelFormat, body: bytes, stream: U8) -> int:
-    """CRC-32 over box coordinates, bit depth, signedness, the header fields and the stream."""
-    ctx = b"%d,%d,%d,%d,%d,%d,%d|" % (
+def _eg_decode(bits: U8, pos: int) -> tuple[int, int] | None:
+    """(value, next position) of the code at ``pos``; None when the bits run out."""
+    ones = np.flatnonzero(bits[pos : pos + 24])
+    if ones.size == 0:
+        return None
+    z = int(ones[0])
+    nb = z + 1 + _EG_K
+    if pos + z + nb > bits.size:
+        return None
+    x = 0
+    for b in bits[pos + z : pos + z + nb]:
+        x = (x << 1) | int(b)
+    return x - (1 << _EG_K), pos + z + nb
+
+
+def _crc(box: Box, fmt: PixelFormat, bits: U8) -> U8:
+    """CRC-24 (CRC-32, truncated) of box coordinates, bit depth, signedness and ``bits``."""
+    ctx = b"DMwm3|%d,%d,%d,%d,%d,%d,%d|" % (
         box.row0,
         box.col0,
         box.row1,
         box.col1,
         fmt.bits_stored,
         fmt.signed,
-        stream.size,
+        bits.size,
     )
-    crc = zlib.crc32(body, zlib.crc32(ctx))
-    return zlib.crc32(np.packbits(stream).tobytes(), crc) & 0xFFFFFFFF
+    crc = zlib.crc32(np.packbits(bits).tobytes(), zlib.crc32(ctx)) & 0xFFFFFF
+    return np.unpackbits(np.frombuffer(crc.to_bytes(3, "big"), np.uint8))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,35 +488,77 @@ def _region(plane: RawPlane, box: Box) -> RawPlane:
     return plane[box.slices()]
 
 
-def _embed_stream(s: I32, fmt: PixelFormat, stream: U8) -> tuple[I32, int, int, int, int, U8] | int:
+def _embed_stream(s: I32, fmt: PixelFormat, stream: U8) -> tuple[I32, int, int, U8] | int:
     """Embed ``stream`` into a copy of ``s`` (ring untouched).
 
-    Returns (array, t1, t2, n1, n2, flags) or the stream capacity in bits when it does not fit.
+    Pass 1 is filled completely at its threshold (the decoder reads all of its carriers), pass 2
+    takes the rest. Returns (array, T1 code, T2 code, flags) or the capacity in bits.
     """
     nbits = int(stream.size)
     a = s.copy()
     enc1, cum1 = _analyse(a, 0, fmt)
     cap1 = int(cum1[-1])
-    n1 = min(cap1, (nbits + 1) // 2)
+    want = _split(enc1, cum1, _analyse(s, 1, fmt), nbits)
     cap2 = 0
-    for attempt in range(5):
+    for attempt in range(6):
         if attempt:
             a = s.copy()
             enc1, cum1 = _analyse(a, 0, fmt)
-        t1 = _threshold(cum1, n1)
-        f1 = _apply(enc1, t1, stream[:n1], fmt)
+        c1 = _threshold(cum1, want)
+        n1 = _carried(cum1, c1)
+        f1 = _apply(enc1, _t_of(c1), stream[:n1], fmt)
+        n2 = nbits - n1
+        if n2 <= 0:
+            return a, c1, _T_UNUSED, np.concatenate(f1).astype(np.uint8)
         enc2, cum2 = _analyse(a, 1, fmt)
         cap2 = int(cum2[-1])
-        n2 = nbits - n1
         if cap2 >= n2:
-            t2 = _threshold(cum2, n2)
-            f2 = _apply(enc2, t2, stream[n1:], fmt)
-            flags = np.concatenate([*f2, *f1]).astype(np.uint8)
-            return a, t1, t2, n1, n2, flags
-        if n1 >= cap1:
+            c2 = _threshold(cum2, n2)
+            f2 = _apply(enc2, _t_of(c2), stream[n1:], fmt)
+            return a, c1, c2, np.concatenate([*f2, *f1]).astype(np.uint8)
+        if want >= cap1:
             break
-        n1 = min(cap1, n1 + (n2 - cap2) + 16)
+        want = min(cap1, n1 + (n2 - cap2) + 16)
     return cap1 + cap2
+
+
+def _active_cum(encs: list[_EncGrid], size: int) -> npt.NDArray[np.int64]:
+    cx = np.concatenate([eg.g.cx[eg.active] for eg in encs])
+    return np.cumsum(np.bincount(np.minimum(cx, size - 1), minlength=size))
+
+
+def _split(
+    enc1: list[_EncGrid],
+    cum1: npt.NDArray[np.int64],
+    pass2: tuple[list[_EncGrid], npt.NDArray[np.int64]],
+    nbits: int,
+) -> int:
+    """Pass-1 load with the fewest estimated changes (pass 2 estimated on the original values).
+
+    A pass at threshold T changes its active targets that are not carriers (shifted) and about
+    half of the carriers that carry a stream bit.
+    """
+    enc2, cum2 = pass2
+    half = min(int(cum1[-1]), (nbits + 1) // 2)
+    if cum1.size < 2 or cum2.size < 2:
+        return half
+    act1 = _active_cum(enc1, cum1.size)
+    act2 = _active_cum(enc2, cum2.size)
+    t1 = np.minimum(_TV, cum1.size - 1)
+    n1 = np.concatenate([[0], np.minimum(cum1[t1], nbits)])
+    n2 = nbits - n1
+    code2 = np.searchsorted(_TV, np.searchsorted(cum2, np.maximum(n2, 1)))
+    t2 = np.minimum(_TV[np.minimum(code2, _TV.size - 1)], cum2.size - 1)
+    cost = n1 / 2 + np.where(n2 > 0, act2[t2] - cum2[t2] + n2 / 2, 0)
+    cost[1:] += act1[t1] - cum1[t1]
+    cost[(n2 > 0) & (cum2[t2] < n2)] = np.inf
+    best = int(np.argmin(cost))
+    return half if not np.isfinite(cost[best]) else int(n1[best])
+
+
+def _overhead(nside: int, nbytes: int) -> int:
+    """Stream bits besides the payload: saved ring LSBs, CRC and byte count."""
+    return nside + _CRC_BITS + int(_eg_encode(nbytes).size)
 
 
 def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
@@ -498,9 +573,9 @@ def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
     a = s.copy()
     enc1, cum1 = _analyse(a, 0, fmt)
     cap1 = int(cum1[-1])
-    _apply(enc1, _threshold(cum1, cap1), np.zeros(cap1, np.uint8), fmt)
+    _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt)
     cap2 = int(_analyse(a, 1, fmt)[1][-1])
-    return max(0, min(cap1 + cap2, 2 * _N_MAX) - 2 * HEADER_BITS) // 8 * 8
+    return max(0, cap1 + cap2 - _overhead(HEADER_BITS, (cap1 + cap2) // 8)) // 8 * 8
 
 
 def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) -> None:
@@ -513,60 +588,73 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
     s = _to_stored(raw, fmt)
     h, w = s.shape
     pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
+    body = np.concatenate([_eg_encode(len(payload)), pbits])
     if h < 5 or w < 5:
-        raise WatermarkCapacityError(0, HEADER_BITS + pbits.size)
+        raise WatermarkCapacityError(0, _overhead(HEADER_BITS, len(payload)) + pbits.size)
     ring = _usable_ring(s, fmt)
     flat = s.ravel()
     nloc = 0
     for _ in range(6):
-        nside = HEADER_BITS + nloc
+        nside = HEADER_BITS + (_LOC_LEN_BITS + nloc if nloc else 0)
         if ring.size < nside:
-            raise WatermarkCapacityError(0, nside + pbits.size)
+            raise WatermarkCapacityError(0, nside + _CRC_BITS + body.size)
         used = ring[:nside]
-        stream = np.concatenate([(flat[used] & 1).astype(np.uint8), pbits])
+        saved = (flat[used] & 1).astype(np.uint8)
+        stream = np.concatenate([saved, _crc(box, fmt, np.concatenate([saved, body])), body])
         res = _embed_stream(s, fmt, stream)
         if isinstance(res, int):
-            raise WatermarkCapacityError(max(0, res - nside) // 8 * 8, pbits.size)
-        a, t1, t2, n1, n2, flags = res
+            cap = max(0, res - _overhead(nside, len(payload))) // 8 * 8
+            raise WatermarkCapacityError(cap, pbits.size)
+        a, c1, c2, flags = res
         if flags.size <= nloc:
             break
         nloc = int(flags.size) + 8 + nloc // 2
     else:  # pragma: no cover - the location map keeps growing (pathological)
         raise WatermarkCapacityError(0, pbits.size)
-    if nloc > _N_MAX or n1 > _N_MAX or n2 > _N_MAX:
-        raise WatermarkCapacityError(2 * _N_MAX - nside, pbits.size)
-    header = _pack_header(box, fmt, t1=t1, t2=t2, n1=n1, n2=n2, nloc=nloc, stream=stream)
-    side = np.concatenate(
-        [
-            np.unpackbits(np.frombuffer(header, np.uint8)),
+    if nloc > _N_MAX:  # pragma: no cover - needs > 65535 ambiguous targets
+        raise WatermarkCapacityError(0, pbits.size)
+    head = [(_MAGIC << 1) | (1 if nloc else 0), c1, c2]
+    parts = [np.unpackbits(np.array(head, np.uint8))]
+    if nloc:
+        parts += [
+            np.unpackbits(np.frombuffer(nloc.to_bytes(2, "big"), np.uint8)),
             flags,
             np.zeros(nloc - flags.size, np.uint8),
         ]
-    )
+    side = np.concatenate(parts)
     af = a.ravel()
     af[used] = (af[used] & ~1) | side
     _write_raw(raw, a, fmt)
 
 
-def _read_header(
-    s: I32, fmt: PixelFormat
-) -> tuple[npt.NDArray[np.intp], bytes, int, int, int, int, int] | None:
-    """(ring pixels used, header body, t1, t2, n1, n2, crc); None without a plausible header."""
+def _read_header(s: I32, fmt: PixelFormat) -> tuple[npt.NDArray[np.intp], int, int, int] | None:
+    """(ring pixels used, T1 code, T2 code, location-map length); None without a header."""
     h, w = s.shape
     if h < 5 or w < 5:
         return None
     ring = _usable_ring(s, fmt)
     if ring.size < HEADER_BITS:
         return None
-    hdr = np.packbits((s.ravel()[ring[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
-    if int.from_bytes(hdr[:2], "big") != _MAGIC:
+    flat = s.ravel()
+    hdr = np.packbits((flat[ring[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
+    if hdr[0] >> 1 != _MAGIC:
         return None
-    t1, t2, n1, n2, nloc = (int.from_bytes(hdr[i : i + 2], "big") for i in range(2, 12, 2))
-    crc = int.from_bytes(hdr[12:16], "big")
-    nside = HEADER_BITS + nloc
-    if ring.size < nside or n1 + n2 < nside or (n1 + n2 - nside) % 8:
+    c1, c2 = hdr[1], hdr[2]
+    if (c1 >= _TV.size and c1 != _T_UNUSED) or (c2 >= _TV.size and c2 != _T_UNUSED):
         return None
-    return ring[:nside], hdr[:12], t1 - 1, t2 - 1, n1, n2, crc
+    nloc = 0
+    nside = HEADER_BITS
+    if hdr[0] & 1:
+        if ring.size < HEADER_BITS + _LOC_LEN_BITS:
+            return None
+        lb = np.packbits(
+            (flat[ring[HEADER_BITS : HEADER_BITS + _LOC_LEN_BITS]] & 1).astype(np.uint8)
+        )
+        nloc = int.from_bytes(lb.tobytes(), "big")
+        nside += _LOC_LEN_BITS + nloc
+        if nloc == 0 or ring.size < nside:
+            return None
+    return ring[:nside], c1, c2, nloc
 
 
 def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
@@ -580,24 +668,32 @@ def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
     hdr = _read_header(s, fmt)
     if hdr is None:
         return None
-    used, body, t1, t2, n1, n2, crc = hdr
+    used, c1, c2, nloc = hdr
     flat = s.ravel()
-    flags = (flat[used[HEADER_BITS:]] & 1).astype(np.uint8)
-    r2 = _undo(s, 1, t2, fmt, flags=flags, fpos=0)
+    flags = (flat[used[used.size - nloc :]] & 1).astype(np.uint8) if nloc else _NOFLAGS
+    r2 = _undo(s, 1, _t_of(c2), fmt, flags=flags, fpos=0)
     if r2 is None:
         return None
     b2, fpos = r2
-    r1 = _undo(s, 0, t1, fmt, flags=flags, fpos=fpos)
+    r1 = _undo(s, 0, _t_of(c1), fmt, flags=flags, fpos=fpos)
     if r1 is None:
         return None
-    b1, _ = r1
-    bits1 = np.concatenate(b1) if b1 else np.zeros(0, np.uint8)
-    bits2 = np.concatenate(b2) if b2 else np.zeros(0, np.uint8)
-    if bits1.size < n1 or bits2.size < n2:
+    stream = np.concatenate([*r1[0], *b2]) if r1[0] or b2 else _NOFLAGS
+    nside = used.size
+    eg = _eg_decode(stream, nside + _CRC_BITS)
+    if eg is None:
         return None
-    stream = np.concatenate([bits1[:n1], bits2[:n2]])
-    if _crc(box, fmt, body, stream) != crc:
+    nbytes, pos = eg
+    end = pos + 8 * nbytes
+    if end > stream.size:
         return None
-    flat[used] = (flat[used] & ~1) | stream[: used.size]
+    saved = stream[:nside]
+    check = np.concatenate([saved, stream[nside + _CRC_BITS : end]])
+    if not np.array_equal(_crc(box, fmt, check), stream[nside : nside + _CRC_BITS]):
+        return None
+    flat[used] = (flat[used] & ~1) | saved
     _write_raw(raw, s, fmt)
-    return np.packbits(stream[used.size :]).tobytes()
+    return np.packbits(stream[pos:end]).tobytes()
+
+
+_NOFLAGS = np.zeros(0, np.uint8)
