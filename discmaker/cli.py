@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library. The only module (with guide.py) that prints.
+"""Command line: a thin layer over the library. The only module (with the guide) that prints.
 
 Exit codes: `check` and `restore` use the check contract (0 verified, 1 tampered or
 inconsistent, 2 not verifiable, 3 unreadable input or usage error). The other commands use
@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from discmaker import APP_NAME, __version__, errors, signing
 from discmaker.media import Medium
 from discmaker.render import progress_bars
+from discmaker.wording import plain
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
@@ -158,9 +161,11 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     passphrase = _passphrase(console, confirm=True, what="the new signing key")
     key_path, cert_path = signing.write_identity(identity, args.out, passphrase=passphrase)
     fp = signing.fingerprint(identity.certificate)
-    console.print(f"[green]Signing key[/]   {key_path}  (mode 0600, passphrase-protected)")
-    console.print(f"[green]Certificate[/]   {cert_path}")
-    console.print(f"[bold]Fingerprint[/]   {fp}", soft_wrap=True)
+    console.print(
+        f"[green]Signing key[/]   {escape(str(key_path))}  (mode 0600, passphrase-protected)"
+    )
+    console.print(f"[green]Certificate[/]   {escape(str(cert_path))}")
+    console.print(Text.assemble(("Fingerprint", "bold"), f"   {fp}"), soft_wrap=True)
     console.print(
         "Give cert.pem to the clinics that receive your discs, and read them this fingerprint "
         "by telephone so they can confirm it. Keep key.pem and its passphrase secret."
@@ -221,7 +226,8 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from discmaker.check import check_disc, check_set, tamper_thumbnails
-    from discmaker.render import check_json, check_summary, write_html_report
+    from discmaker.render import check_json, check_summary
+    from discmaker.report_html import write_html_report
 
     trust = _trust_store(args.trust)
     reports = []
@@ -237,7 +243,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
                 path = path.with_name(f"{path.stem}_{n}{path.suffix}")
             write_html_report(report, path, thumbnails=tamper_thumbnails(source, report))
             if not args.json:
-                console.print(f"HTML report written to {path}")
+                console.print(Text(f"HTML report written to {path}"))
     if len(reports) == 1:
         if args.json:
             sys.stdout.write(json.dumps(check_json(reports[0]), indent=2, sort_keys=True) + "\n")
@@ -260,7 +266,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[green]Set complete:[/] all {len(reports)} discs of the set are present.")
     else:
         for finding in result.findings:
-            console.print(f"[red]Set incomplete:[/] {finding.message}")
+            console.print(Text.assemble(("Set incomplete: ", "red"), finding.message))
     return result.exit_code
 
 
@@ -296,23 +302,27 @@ def cmd_trust(args: argparse.Namespace, console: Console) -> int:
     store = TrustStore.default()
     if args.trust_command == "add":
         signer = store.add(args.cert)
-        console.print(f"[green]Trusted[/] {signer.subject}")
-        console.print(f"Fingerprint {signer.fingerprint}", soft_wrap=True)
+        console.print(Text.assemble(("Trusted ", "green"), plain(signer.subject)))
+        console.print(Text(f"Fingerprint {signer.fingerprint}"), soft_wrap=True)
         console.print("Confirm this fingerprint with the sender by telephone.")
     elif args.trust_command == "remove":
         signer = store.remove(args.fingerprint)
-        console.print(f"Removed {signer.subject} ({signer.fingerprint})")
+        console.print(
+            Text(f"Removed {plain(signer.subject)} ({signer.fingerprint})"), soft_wrap=True
+        )
     else:
         signers = store.list()
         if not signers:
-            console.print(f"No trusted senders yet (store: {store.directory}).")
+            console.print(Text(f"No trusted senders yet (store: {store.directory})."))
         for s in signers:
             console.print(
-                f"{s.fingerprint}  {s.subject}  (valid until {s.not_after:%Y-%m-%d})",
+                Text(f"{s.fingerprint}  {plain(s.subject)}  (valid until {s.not_after:%Y-%m-%d})"),
                 soft_wrap=True,
             )
         for problem in store.problems:
-            console.print(f"[yellow]Skipped[/] {problem.path}: {problem.reason}")
+            console.print(
+                Text.assemble(("Skipped ", "yellow"), plain(f"{problem.path}: {problem.reason}"))
+            )
     return 0
 
 
@@ -327,7 +337,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = console or Console(stderr=True, highlight=False)
+    # No emoji codes (":AB:" in a fingerprint) and no markup in anything that is not ours.
+    console = console or Console(stderr=True, highlight=False, emoji=False)
     command = argv[0] if argv else None
     try:
         if not argv:
@@ -343,7 +354,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         code = exc.exit_code
         if command in CHECK_COMMANDS and isinstance(exc, errors.InputError | errors.DiscError):
             code = errors.CHECK_UNREADABLE
-        console.print(f"[bold red]Error:[/] {exc}")
+        console.print(Text.assemble(("Error: ", "bold red"), plain(exc)))
         return code
     except KeyboardInterrupt:
         console.print(

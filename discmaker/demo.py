@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     args = parser.parse_args(argv)
-    return run(args.out, Console(highlight=False))
+    return run(args.out, Console(highlight=False, emoji=False))
 
 
 if __name__ == "__main__":

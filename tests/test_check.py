@@ -389,3 +389,18 @@ def test_cli_html_report(disc_copy: Callable[[], Path], centre: Centre, tmp_path
     html = report.read_text()
     assert "TAMPERED" in html and target in html
     assert "data:image/jpeg;base64," in html  # the tampered image's thumbnail
+
+
+def test_cli_shows_fingerprints_and_subjects_verbatim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fingerprints contain ':AB:'-like runs (rich emoji codes) and subjects may hold '[x]'."""
+    from tests.conftest import make_centre
+
+    monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
+    for n in range(8):  # several random keys: some fingerprint will hold an emoji-like code
+        centre = make_centre(tmp_path / f"c{n}", f"Clinic [bold]{n}[/bold] :AB:")
+        assert main(["trust", "add", str(centre.cert_path)]) == 0
+        err = capsys.readouterr().err
+        assert signing.fingerprint(centre.identity.certificate) in err
+        assert f"[bold]{n}[/bold] :AB:" in err

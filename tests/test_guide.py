@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.prompt import Confirm
 
 from discmaker import burn as burn_mod
-from discmaker import guide, signing
+from discmaker import guide, guide_session, guide_tasks, signing
 from discmaker.burn import Drive
 from discmaker.cli import main
 from discmaker.preview import format_date, format_person_name, preview
@@ -113,7 +113,7 @@ def test_decline_patient_writes_nothing(
 ) -> None:
     out = env / "disc.iso"
     code, text = run(*create_answers(small_study, out, centre, confirm="n"), "q")
-    assert code == guide.EXIT_STOPPED
+    assert code == guide_session.EXIT_STOPPED
     assert "Stopped: nothing was written" in text
     assert not out.exists()
     assert list(env.iterdir()) == []
@@ -208,7 +208,9 @@ def test_keygen_via_menu_with_typed_passphrase(
     assert "pw-one" not in text  # typed passphrases are not echoed
     signing.load_private_key(keys / "key.pem", passphrase=b"pw-one")
     assert "discmaker keygen --org 'City Imaging' --out" in text
-    assert json.loads((guide.config_dir() / "guide.json").read_text())["org"] == "City Imaging"
+    assert (
+        json.loads((guide_session.config_dir() / "guide.json").read_text())["org"] == "City Imaging"
+    )
 
 
 def test_problem_is_explained_and_guide_goes_on(run: Run, env: Path, tmp_path: Path) -> None:
@@ -250,11 +252,11 @@ def test_cli_without_arguments_opens_the_guide(env: Path, monkeypatch: pytest.Mo
 
 
 def test_damaged_settings_are_ignored(env: Path) -> None:
-    guide.config_dir().mkdir(parents=True)
-    (guide.config_dir() / "guide.json").write_text("{not json")
-    assert guide.load_settings() == {}
-    assert guide.save_settings({"key": "/k"})
-    assert guide.load_settings() == {"key": "/k"}
+    guide_session.config_dir().mkdir(parents=True)
+    (guide_session.config_dir() / "guide.json").write_text("{not json")
+    assert guide_session.load_settings() == {}
+    assert guide_session.save_settings({"key": "/k"})
+    assert guide_session.load_settings() == {"key": "/k"}
 
 
 def test_preview_reads_headers(small_study: Path) -> None:
@@ -281,10 +283,10 @@ def test_name_and_date_formatting() -> None:
 
 
 def test_suggest_medium() -> None:
-    assert guide.suggest_medium(100_000_000).name == "CD"
-    assert guide.suggest_medium(1_000_000_000).name == "DVD"
-    assert guide.suggest_medium(10**10).name == "BD"
-    assert guide.suggest_medium(10**11).name == "USB"
+    assert guide_tasks.suggest_medium(100_000_000).name == "CD"
+    assert guide_tasks.suggest_medium(1_000_000_000).name == "DVD"
+    assert guide_tasks.suggest_medium(10**10).name == "BD"
+    assert guide_tasks.suggest_medium(10**11).name == "USB"
 
 
 # -- a real terminal -------------------------------------------------------------------------

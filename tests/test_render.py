@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from rich.console import Console, RenderableType
 
-from discmaker import render, templating
+from discmaker import render, report_html, templating, wording
 from discmaker.errors import OutputError
 from discmaker.media import Medium
 from discmaker.models import (
@@ -398,7 +398,7 @@ def _gradient(rows: int, cols: int, dtype: type = np.uint16) -> np.ndarray[Any, 
 def test_html_report_tampered(tampered: CheckReport, tmp_path: Path) -> None:
     out = tmp_path / "report.htm"
     thumbs = {"DICOM/CT10/IM0": _gradient(512, 512)}
-    render.write_html_report(tampered, out, thumbnails=thumbs, checked_at=WHEN)
+    report_html.write_html_report(tampered, out, thumbnails=thumbs, checked_at=WHEN)
     html = out.read_text(encoding="utf-8")
     parser = _parse(html)
     text = " ".join(parser.text)
@@ -425,15 +425,15 @@ def test_html_report_tampered(tampered: CheckReport, tmp_path: Path) -> None:
 def test_html_report_clean_untrusted_and_unsigned(
     clean: CheckReport, untrusted: CheckReport, unsigned: CheckReport
 ) -> None:
-    html = render.render_html_report(clean, checked_at=WHEN)
+    html = report_html.render_html_report(clean, checked_at=WHEN)
     text = " ".join(_parse(html).text)
     assert "VERIFIED" in text and "FAILED" not in text and FINGERPRINT in text
     assert "CT 2" in text and "CT 10" in text and "SR 99" in text
 
-    text = " ".join(_parse(render.render_html_report(untrusted, checked_at=WHEN)).text)
+    text = " ".join(_parse(report_html.render_html_report(untrusted, checked_at=WHEN)).text)
     assert "NOT VERIFIABLE" in text and FINGERPRINT in text and "telephone" in text
 
-    text = " ".join(_parse(render.render_html_report(unsigned, checked_at=WHEN)).text)
+    text = " ".join(_parse(report_html.render_html_report(unsigned, checked_at=WHEN)).text)
     assert "NOT VERIFIABLE" in text and "no discmaker signature" in text
 
 
@@ -450,7 +450,7 @@ def _is_red(img: Image.Image, x: int, y: int) -> bool:
 
 def test_thumbnail_is_scaled_and_outlines_the_region_in_red() -> None:
     pixels = _gradient(512, 384, np.int16)  # rows x cols; grey everywhere, never red
-    img = _decode(render.thumbnail_data_uri(pixels, [Region(0, 100, 40, 200, 140)]))
+    img = _decode(report_html.thumbnail_data_uri(pixels, [Region(0, 100, 40, 200, 140)]))
     assert img.size == (192, 256)  # longest side 256, aspect kept
     # Box scaled by 0.5: rows 50-100, cols 20-70. Its edges are red, its inside is not.
     assert _is_red(img, 20, 75)  # left edge
@@ -473,12 +473,12 @@ def test_thumbnail_is_scaled_and_outlines_the_region_in_red() -> None:
     ],
 )
 def test_thumbnail_accepts_any_dtype(pixels: np.ndarray[Any, Any]) -> None:
-    img = _decode(render.thumbnail_data_uri(pixels, [Region(0, 0, 0, 2, 2)]))
-    assert max(img.size) <= render.THUMBNAIL_MAX
+    img = _decode(report_html.thumbnail_data_uri(pixels, [Region(0, 0, 0, 2, 2)]))
+    assert max(img.size) <= report_html.THUMBNAIL_MAX
 
 
 def test_html_report_with_thumbnail_embeds_data_uri(tampered: CheckReport) -> None:
-    html = render.render_html_report(
+    html = report_html.render_html_report(
         tampered, thumbnails={"DICOM/CT10/IM0": _gradient(100, 100, np.float32)}, checked_at=WHEN
     )
     assert "data:image/" in html
@@ -488,7 +488,7 @@ def test_html_report_with_thumbnail_embeds_data_uri(tampered: CheckReport) -> No
 def test_write_html_report_replaces_atomically(tampered: CheckReport, tmp_path: Path) -> None:
     out = tmp_path / "report.htm"
     out.write_text("old report")
-    render.write_html_report(tampered, out, checked_at=WHEN)
+    report_html.write_html_report(tampered, out, checked_at=WHEN)
     assert os.listdir(tmp_path) == ["report.htm"]
     assert "TAMPERED" in out.read_text(encoding="utf-8")
 
@@ -502,12 +502,12 @@ def test_write_html_report_writes_nothing_when_rendering_fails(
     monkeypatch.setattr(templating, "render", broken)
     out = tmp_path / "report.htm"
     with pytest.raises(RuntimeError, match="template exploded"):
-        render.write_html_report(tampered, out)
+        report_html.write_html_report(tampered, out)
     assert os.listdir(tmp_path) == []
 
     out.write_text("old report")
     with pytest.raises(RuntimeError):
-        render.write_html_report(tampered, out)
+        report_html.write_html_report(tampered, out)
     assert os.listdir(tmp_path) == ["report.htm"]
     assert out.read_text() == "old report"
 
@@ -517,7 +517,7 @@ def test_write_html_report_bad_thumbnail_writes_nothing(
 ) -> None:
     out = tmp_path / "report.htm"
     with pytest.raises(ValueError, match="2-D"):
-        render.write_html_report(
+        report_html.write_html_report(
             tampered, out, thumbnails={"DICOM/CT10/IM0": np.zeros((2, 2, 2, 2))}
         )
     assert os.listdir(tmp_path) == []
@@ -531,14 +531,14 @@ def test_write_html_report_failed_write_leaves_no_temp_file(
 
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OutputError, match="Cannot write the report"):
-        render.write_html_report(tampered, tmp_path / "report.htm")
+        report_html.write_html_report(tampered, tmp_path / "report.htm")
     assert os.listdir(tmp_path) == []
 
 
 def test_write_html_report_into_a_folder_is_refused(clean: CheckReport, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is a folder"):
-        render.write_html_report(clean, tmp_path)
+        report_html.write_html_report(clean, tmp_path)
 
 
 def test_region_text() -> None:
-    assert render.region_text(Region(3, 1, 2, 30, 40)) == "frame 4, rows 1-29, columns 2-39"
+    assert wording.region_text(Region(3, 1, 2, 30, 40)) == "frame 4, rows 1-29, columns 2-39"
