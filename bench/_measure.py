@@ -19,10 +19,19 @@ from discmaker.media import Medium
 from discmaker.trust import TrustStore
 
 
+def _own_peak_kib() -> int:
+    """VmHWM: this process's peak RSS since exec (ru_maxrss would include the parent's)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: best effort
+
+
 def _peak_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
+    """The largest process of the job: this one or one of its worker processes."""
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(_own_peak_kib(), workers) / 1024
 
 
 def main(argv: list[str]) -> None:

@@ -79,7 +79,7 @@ class FileSetWriter:
         uid = str(header.get("SOPInstanceUID", "?"))
         with self._fs.adding():
             try:
-                self._fs.add(header)
+                self._fs.add(_StandIn(header))
             except ValueError as exc:
                 raise StudyError(
                     f"The DICOMDIR record for SOP Instance {uid} cannot be made: {exc}"
@@ -107,6 +107,22 @@ def write_fileset(
         for hdr in headers:
             writer.add(hdr)
         return writer.write(root, salt=salt)
+
+
+class _StandIn(Dataset):
+    """A header whose file on the stage is an empty placeholder.
+
+    ``FileSet.add`` saves every instance to its staging folder and ``write()`` copies it to
+    its File ID, where the caller then puts the real, watermarked file. Encoding the header
+    only to throw it away cost ~3 ms per image on the one serial path of authoring.
+    """
+
+    def __init__(self, header: Dataset) -> None:
+        super().__init__(header)
+        self.file_meta = header.file_meta
+
+    def save_as(self, filename: Any, /, *args: Any, **kwargs: Any) -> None:
+        Path(filename).touch()
 
 
 class _UniqueFileSet(FileSet):
