@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -404,3 +405,27 @@ def test_cli_shows_fingerprints_and_subjects_verbatim(
         err = capsys.readouterr().err
         assert signing.fingerprint(centre.identity.certificate) in err
         assert f"[bold]{n}[/bold] :AB:" in err
+
+
+def test_check_reads_a_block_device(disc_iso: Path, centre: Centre) -> None:
+    """A disc in a drive is a block device: read the ISO 9660 file system directly, no mount."""
+    import shutil
+    import subprocess
+
+    if shutil.which("losetup") is None or os.geteuid() != 0:
+        pytest.skip("needs root and losetup to attach the ISO as a block device")
+    attach = subprocess.run(
+        ["losetup", "-f", "--show", "-r", str(disc_iso)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if attach.returncode != 0:
+        pytest.skip(f"no loop device available here: {attach.stderr.strip()}")
+    device = attach.stdout.strip()
+    try:
+        assert Path(device).is_block_device()
+        report = _check(Path(device), centre)
+        assert report.exit_code == 0 and len(report.images) == 10
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
