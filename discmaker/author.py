@@ -478,7 +478,7 @@ def _author_disc(
         # 3. prepare every instance, and 4. its DICOMDIR records as each one is ready;
         # then the DICOMDIR, and the real files over its stand-ins
         prepared: list[_Prepared] = []
-        with FileSetWriter(fileset_id=disc.label) as dicomdir:
+        with FileSetWriter(fileset_id=disc.label, stage=stage) as dicomdir:
             for p in _prepare_each(disc.instances, work, req.key, workers, progress):
                 assert p.header is not None
                 dicomdir.add(p.header)

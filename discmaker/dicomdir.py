@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from pydicom import dcmread
@@ -63,9 +64,11 @@ class FileSetWriter:
     Use as a context manager; pydicom's staging folder is removed on exit.
     """
 
-    def __init__(self, *, fileset_id: str) -> None:
+    def __init__(self, *, fileset_id: str, stage: Path | None = None) -> None:
         self._fs = _UniqueFileSet()
         self._fs.ID = validate_fileset_id(fileset_id)
+        if stage is not None:
+            _move_stage(self._fs, stage)
         self._uids: list[str] = []
         self._fileset_id = fileset_id
 
@@ -161,6 +164,15 @@ class _UniqueFileSet(FileSet):
         if self._adding:
             return iter(())
         return super().__iter__()
+
+
+def _move_stage(fs: FileSet, folder: Path) -> None:
+    """Keep FileSet's staging folder in ``folder`` (our own work area) instead of the system
+    temporary folder, which may be small or slow; there is no public setting for it."""
+    _release_stage(fs)
+    stage = TemporaryDirectory(dir=folder, prefix="fileset-")
+    fs._stage["t"] = stage
+    fs._stage["path"] = Path(stage.name)
 
 
 def _release_stage(fs: FileSet) -> None:
