@@ -476,12 +476,15 @@ def check_and_restore(
         listed = {f.path: f for f in manifest.files}
         on_disc = set(entries) - {MANIFEST_PATH, SIGNATURE_PATH}
         images_by_path = {img.file_id: img for img in manifest.images}
+        file_status: dict[str, str] = {}  # every file that is not an image (those: steps 3-4)
         for path in sorted(set(listed) - on_disc):
             if path not in images_by_path:
+                file_status[path] = "missing"
                 findings.append(
                     Finding(2, "missing", path, "listed in the signed manifest but not on the disc")
                 )
         for path in sorted(on_disc - set(listed)):
+            file_status[path] = "extra"
             findings.append(
                 Finding(2, "extra", path, "on the disc but not in the signed manifest (added)")
             )
@@ -490,6 +493,7 @@ def check_and_restore(
                 continue  # judged per image in steps 3-4
             want = listed[path]
             data_ok = entries[path] == want.size and _sha256_of(src, path) == want.sha256
+            file_status[path] = "ok" if data_ok else "altered"
             if not data_ok:
                 findings.append(
                     Finding(
@@ -581,6 +585,7 @@ def check_and_restore(
         notes=tuple(notes),
         set_id=manifest.disc.set_id,
         set_members=tuple((m.number, m.fileset_id, m.images) for m in manifest.disc.members),
+        files=tuple(sorted(file_status.items())),
     )
     return report, outcomes
 

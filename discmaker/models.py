@@ -84,6 +84,7 @@ class CheckReport:
     notes: tuple[str, ...] = field(default=())
     set_id: str = ""
     set_members: tuple[tuple[int, str, int], ...] = ()  # (number, File-set ID, images) per disc
+    files: tuple[tuple[str, str], ...] = ()  # (path, ok|altered|missing|extra), non-image files
 
     @property
     def tampered(self) -> bool:

@@ -174,9 +174,12 @@ def check_json(report: CheckReport) -> dict[str, object]:
                 "series": i.series_label,
                 "series_uid": i.series_uid,
                 "restorable": i.restorable,
+                "altered": i.altered,
             }
             for i in images
         ],
+        # Every other file of the disc (DICOMDIR, README.TXT, ...): ok, altered, missing, extra.
+        "files": [{"path": path, "status": status} for path, status in report.files],
         "findings": [
             {"step": f.step, "kind": f.kind, "path": f.path, "message": f.message} for f in findings
         ],

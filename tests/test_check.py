@@ -233,6 +233,7 @@ def test_readme_edited(disc_copy: Callable[[], Path], centre: Centre) -> None:
     report = _check(disc, centre)
     assert report.exit_code == 1
     assert any(f.path == "README.TXT" and f.kind == "altered" for f in report.findings)
+    assert dict(report.files)["README.TXT"] == "altered"
 
 
 def test_manifest_replaced_and_resigned_with_another_key(
@@ -351,6 +352,8 @@ def test_cli_check_json(
     assert doc["format_version"] == 1 and doc["verdict"] == "verified"
     assert doc["signer"]["fingerprint"] == signing.fingerprint(centre.identity.certificate)
     assert len(doc["images"]) == 10
+    files = {f["path"]: f["status"] for f in doc["files"]}
+    assert files["DICOMDIR"] == files["README.TXT"] == files["DISCSIG/SIGNER.PEM"] == "ok"
 
 
 def test_cli_check_unreadable_input_is_3(tmp_path: Path) -> None:
