@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -256,6 +257,18 @@ def _target_labels(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _target_keys(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[np.int32]:
+    """Per interior pixel: the base bin (box, colour) of `_slot_curves`' histogram, or the first
+    dump bin (past every real bin) for ring 0/1 pixels."""
+    nb = grid[0] * grid[1]
+    nc = int(_TV.size)
+    lab = _target_labels(shape, grid)
+    out = np.where(lab >= 0, lab * (2 * nc), nb * 4 * nc).astype(np.int32)
+    out.setflags(write=False)
+    return out
+
+
 def _code_lut() -> npt.NDArray[np.int32]:
     lut = np.searchsorted(_TV, np.arange(_T_MAX + 1)).astype(np.int32)
     lut.setflags(write=False)
@@ -263,6 +276,25 @@ def _code_lut() -> npt.NDArray[np.int32]:
 
 
 _LUT = _code_lut()
+_LUT2 = 2 * _LUT  # 2 x threshold code per complexity (histogram bin offset)
+_LUT2.setflags(write=False)
+
+
+def _stored_plane(
+    plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], fmt: PixelFormat
+) -> npt.NDArray[np.int16] | npt.NDArray[np.int32]:
+    """Stored values as `_to_stored`, in int16 when a sum of four of them still fits."""
+    if fmt.bits_stored > 13:
+        return _to_stored(plane, fmt)
+    v = (plane & fmt.mask).astype(np.int16)
+    if fmt.signed:
+        sb = 1 << (fmt.bits_stored - 1)
+        v ^= sb
+        v -= sb
+    return v
+
+
+_STRIP_PIXELS = 32768  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
 
 def _slot_curves(
@@ -273,34 +305,55 @@ def _slot_curves(
     """Cumulative counts per box, colour, kind (carrier, active) and threshold code.
 
     One vectorised pass over the original plane (both colours predicted from original values,
-    padding neighbours excluded): shape (boxes, 2, 2, codes).
+    padding neighbours excluded), in strips of rows: shape (boxes, 2, 2, codes).
     """
-    s = _to_stored(plane, fmt)
-    rows, cols = s.shape
+    rows, cols = plane.shape
     nb = grid[0] * grid[1]
     nc = int(_TV.size)
     out = np.zeros((nb, 2, 2, nc), np.int64)
     if rows < 5 or cols < 5:
         return out
-    u, d = s[:-2, 1:-1], s[2:, 1:-1]
-    lf, rt = s[1:-1, :-2], s[1:-1, 2:]
-    c = s[1:-1, 1:-1]
-    e = c - ((u + d + lf + rt) >> 2)
-    cx = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
-    cx -= np.minimum(np.minimum(u, d), np.minimum(lf, rt))
-    np.minimum(cx, _T_MAX, out=cx)
-    lab = _target_labels((rows, cols), grid)
-    key = lab * (2 * nc) + _LUT[cx] * 2 + ((e == 0) | (e == -1))
-    valid = lab >= 0
-    if fmt.padding is not None:
-        lo, hi = fmt.padding
-        pad = (s >= lo) & (s <= hi)
-        valid &= ~(
-            pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:] | pad[1:-1, 1:-1]
-        )
-    cnt = np.bincount(key[valid], minlength=nb * 2 * nc * 2).reshape(nb, 2, nc, 2)
-    out[:, :, 0] = cnt[..., 1]  # carriers
-    out[:, :, 1] = cnt[..., 0] + cnt[..., 1]  # active (selected) targets
+    base = _target_keys((rows, cols), grid)
+    total = nb * 2 * nc * 2  # bins past this one are the dump (ring pixels, padding neighbours)
+    cnt = np.zeros(total + 2 * nc, np.int64)
+    strip = max(8, _STRIP_PIXELS // cols)
+    for r0 in range(1, rows - 1, strip):  # interior rows r0 .. r1 - 1
+        r1 = min(r0 + strip, rows - 1)
+        s = _stored_plane(plane[r0 - 1 : r1 + 1], fmt)
+        u, d = s[:-2, 1:-1], s[2:, 1:-1]
+        lf, rt = s[1:-1, :-2], s[1:-1, 2:]
+        c = s[1:-1, 1:-1]
+        q = u + d
+        q += lf
+        q += rt
+        q >>= 2
+        q -= c  # -e: a peak (e in {0, -1}) is q in {0, 1}
+        peak: npt.NDArray[np.bool_] = q.view(q.dtype.str.replace("i", "u")) <= 1
+        cx = np.maximum(u, d)
+        np.maximum(cx, lf, out=cx)
+        np.maximum(cx, rt, out=cx)
+        lo = np.minimum(u, d)
+        np.minimum(lo, lf, out=lo)
+        np.minimum(lo, rt, out=lo)
+        cx -= lo
+        if fmt.bits_stored >= 16:
+            np.minimum(cx, _T_MAX, out=cx)
+        key = _LUT2[cx]
+        key += base[r0 - 1 : r1 - 1]
+        key += peak
+        if fmt.padding is not None:
+            plo, phi = fmt.padding
+            pad = s == plo if plo == phi else (s >= plo) & (s <= phi)
+            if pad.any():
+                bad = pad[:-2, 1:-1] | pad[2:, 1:-1]
+                bad |= pad[1:-1, :-2]
+                bad |= pad[1:-1, 2:]
+                bad |= pad[1:-1, 1:-1]
+                key[bad] = total
+        cnt += np.bincount(key.ravel(), minlength=cnt.size)
+    hist = cnt[:total].reshape(nb, 2, nc, 2)
+    out[:, :, 0] = hist[..., 1]  # carriers
+    out[:, :, 1] = hist[..., 0] + hist[..., 1]  # active (selected) targets
     return np.cumsum(out, axis=3)
 
 
@@ -354,19 +407,25 @@ def plan_carriers(
     rank = [int(i) for i in np.argsort(ref, kind="stable") if np.isfinite(ref[i])]
     for m in range(1, min(nslots, 4 * planes) + 1):
         for first in rank[:_STARTS]:  # greedy from a few different first carriers
-            count = np.zeros(nwin, np.int64)
+            count = [0] * nwin
             order: list[int] = []
+            taken: set[int] = set()
             for slot in [first, *rank]:
                 ws = wins[slot % nb]
-                if slot not in order and all(count[w] < m for w in ws):
-                    count[ws] += 1
+                if slot not in taken and all(count[w] < m for w in ws):
+                    for w in ws:
+                        count[w] += 1
                     order.append(slot)
+                    taken.add(slot)
             if len(order) <= m:
                 continue
             tot = np.cumsum(costs[order], axis=0)
-            for n in range(m + 1, min(len(order), m + kmax) + 1):
-                c = float(tot[n - 1, n - m - 1])
-                if np.isfinite(c) and (best is None or c < best.cost):
+            top = min(len(order), m + kmax)
+            # tot[n - 1, n - m - 1] for n = m + 1 .. top
+            diag: list[float] = tot[np.arange(m, top), np.arange(top - m)].tolist()
+            for j, c in enumerate(diag):
+                if math.isfinite(c) and (best is None or c < best.cost):
+                    n = m + 1 + j
                     best = _Plan(tuple(order[:n]), n - m, c)
     return best
 
@@ -391,21 +450,25 @@ def _spread(
                     ring = _usable_ring(_to_stored(arr[f, q][b.slices()], fmt), fmt)
                     if ring.size < HEADER_BITS + 16:
                         costs[q * nb + i] = np.inf
-    orig = arr[f].copy()
     tag = _tag(block)
     while (plan := plan_carriers(costs, grid, planes)) is not None:
         shards = rs_encode(block, plan.k, len(plan.carriers))
         failed = -1
+        saved: list[tuple[RawFrames, RawFrames]] = []  # (carrier region view, original words)
         for idx, slot in enumerate(plan.carriers):
             q, i = divmod(slot, nb)
+            region = arr[f, q][boxes[i].slices()]
+            saved.append((region, region.copy()))
             try:
                 embed_region(arr[f, q], boxes[i], fmt, _SHARD.pack(plan.k, idx, tag) + shards[idx])
             except WatermarkCapacityError:
                 failed = slot
                 break
-        if failed < 0:
-            return int(np.count_nonzero(arr[f] != orig)), len(plan.carriers)
-        arr[f] = orig
+        if failed < 0:  # only carrier regions change
+            changed = sum(int(np.count_nonzero(r != o)) for r, o in saved)
+            return changed, len(plan.carriers)
+        for region, words in saved:
+            region[...] = words
         costs[failed] = np.inf
     return None
 

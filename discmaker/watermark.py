@@ -231,12 +231,32 @@ class _Grid:
     elig: Bool | None  # no neighbour in padding (None: all eligible)
 
 
-def _grids(a: I32, k: int, fmt: PixelFormat) -> list[_Grid]:
-    h, w = a.shape
-    out: list[_Grid] = []
+def _pad_map(a: I32, fmt: PixelFormat) -> Bool | None:
+    """Padding pixels of a region; None when it has none. Embedding never moves a value into or
+    out of padding, so the map of the original region holds for every pass."""
     padm = _in_pad(a, fmt)
     if padm is not None and not padm.any():
-        padm = None
+        return None
+    return padm
+
+
+def _calm(a: I32, fmt: PixelFormat) -> bool:
+    """True when no value of ``a`` (so no target and no prediction) is within the guard of a
+    range end or padding: `_danger` is then None and `_near_edge` False for every target."""
+    if a.size == 0:
+        return False
+    amin, amax = int(a.min()), int(a.max())
+    if amin <= fmt.vmin + _K_GUARD or amax >= fmt.vmax - _K_GUARD:
+        return False
+    return (
+        fmt.padding is None or amin > fmt.padding[1] + _K_GUARD or amax < fmt.padding[0] - _K_GUARD
+    )
+
+
+def _grids(a: I32, k: int, fmt: PixelFormat, padm: Bool | None, calm: bool) -> list[_Grid]:
+    """Both sub-grids of pass k; ``padm`` is `_pad_map` of ``a``, ``calm`` `_calm` of ``a``."""
+    h, w = a.shape
+    out: list[_Grid] = []
     for r0, c0 in _SUBGRIDS[k]:
         c = a[r0 : h - 2 : 2, c0 : w - 2 : 2]
         u = a[r0 - 1 : h - 3 : 2, c0 : w - 2 : 2]
@@ -259,7 +279,7 @@ def _grids(a: I32, k: int, fmt: PixelFormat) -> list[_Grid]:
                 | padm[r0 : h - 2 : 2, c0 - 1 : w - 3 : 2]
                 | padm[r0 : h - 2 : 2, c0 + 1 : w - 1 : 2]
             )
-        danger = _danger(p, fmt)
+        danger = None if calm else _danger(p, fmt)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
         out.append(_Grid(c, p, cx, elig))
@@ -292,9 +312,10 @@ def _near_edge(c: I32, fmt: PixelFormat) -> bool:
     """True when some target might be frozen or ambiguous (value within 2 of an invalid value)."""
     if c.size == 0:
         return False
-    if int(c.min()) - 2 < fmt.vmin or int(c.max()) + 2 > fmt.vmax:
+    cmin, cmax = int(c.min()), int(c.max())
+    if cmin - 2 < fmt.vmin or cmax + 2 > fmt.vmax:
         return True
-    if fmt.padding is None:
+    if fmt.padding is None or cmin - 2 > fmt.padding[1] or cmax + 2 < fmt.padding[0]:
         return False
     # a value >= 3 away from padding ends >= 2 away after its move, and the potential move of
     # that final value (the decoder's test) still cannot reach padding: both sides agree
@@ -311,14 +332,17 @@ class _EncGrid:
     frozen: Bool | None  # eligible-but-frozen targets (None: none can be frozen)
 
 
-def _analyse(a: I32, k: int, fmt: PixelFormat) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
+def _analyse(
+    a: I32, k: int, fmt: PixelFormat, padm: Bool | None
+) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
     encs: list[_EncGrid] = []
     cxs: list[I32] = []
-    for g in _grids(a, k, fmt):
+    calm = _calm(a, fmt)
+    for g in _grids(a, k, fmt, padm, calm):
         e = g.c - g.p
-        peak = (e == 0) | (e == -1)
+        peak = (e + 1).view(np.uint32) <= 1  # e in {0, -1}
         frozen: Bool | None = None
-        if _near_edge(g.c, fmt):
+        if not calm and _near_edge(g.c, fmt):
             dirpot = np.where(e >= 0, 1, -1).astype(np.int32)
             pad = _in_pad(g.c, fmt)
             frozen = _invalid(g.c + dirpot, fmt)
@@ -326,9 +350,10 @@ def _analyse(a: I32, k: int, fmt: PixelFormat) -> tuple[list[_EncGrid], npt.NDAr
                 frozen |= pad
         if frozen is None:
             active = np.ones(e.shape, bool) if g.elig is None else g.elig
+            carrier = peak if g.elig is None else active & peak
         else:
             active = ~frozen if g.elig is None else g.elig & ~frozen
-        carrier = active & peak
+            carrier = active & peak
         encs.append(_EncGrid(g, e, active, carrier, frozen))
         cxs.append(g.cx[carrier])
     allcx = np.concatenate(cxs) if cxs else np.zeros(0, np.int32)
@@ -371,15 +396,12 @@ def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat) -> list[U8]
         act = eg.active & sel
         car = eg.carrier & sel
         ncar = int(np.count_nonzero(car))
-        b = np.zeros(eg.e.shape, np.int32)
+        # shift +1 for e >= 1, -1 for e <= -2; peaks move by their bit towards their side
+        move = act.astype(np.int32)  # carriers are active: their bit replaces the 1
         chunk = bits[pos : pos + ncar]
         pos += ncar
-        if chunk.size:
-            b[car] = np.pad(chunk, (0, ncar - chunk.size)) if chunk.size < ncar else chunk
-        e = eg.e
-        # shift +1 for e >= 1, -1 for e <= -2; peaks move by their bit towards their side
-        move = np.where(e >= 0, 1, -1).astype(np.int32)
-        move *= np.where(car, b, act)
+        move[car] = np.pad(chunk, (0, ncar - chunk.size)) if chunk.size < ncar else chunk
+        np.negative(move, out=move, where=eg.e < 0)
         g.c += move
         if eg.frozen is None:
             flags.append(np.zeros(0, np.uint8))
@@ -406,13 +428,14 @@ def _undo(
     out: list[U8] = []
     if t < 0:
         return out, fpos
-    for g in _grids(a, k, fmt):
+    calm = _calm(a, fmt)
+    for g in _grids(a, k, fmt, _pad_map(a, fmt), calm):
         c = g.c
         sel = g.cx <= t
         if g.elig is not None:
             sel &= g.elig
         e = c - g.p
-        if _near_edge(c, fmt):
+        if not calm and _near_edge(c, fmt):
             amb = _ambiguous(c, g.p, sel, fmt)
             namb = int(np.count_nonzero(amb))
             if fpos + namb > flags.size:
@@ -488,7 +511,9 @@ def _region(plane: RawPlane, box: Box) -> RawPlane:
     return plane[box.slices()]
 
 
-def _embed_stream(s: I32, fmt: PixelFormat, stream: U8) -> tuple[I32, int, int, U8] | int:
+def _embed_stream(
+    s: I32, fmt: PixelFormat, stream: U8, padm: Bool | None
+) -> tuple[I32, int, int, U8] | int:
     """Embed ``stream`` into a copy of ``s`` (ring untouched).
 
     Pass 1 is filled completely at its threshold (the decoder reads all of its carriers), pass 2
@@ -496,21 +521,21 @@ def _embed_stream(s: I32, fmt: PixelFormat, stream: U8) -> tuple[I32, int, int, 
     """
     nbits = int(stream.size)
     a = s.copy()
-    enc1, cum1 = _analyse(a, 0, fmt)
+    enc1, cum1 = _analyse(a, 0, fmt, padm)
     cap1 = int(cum1[-1])
-    want = _split(enc1, cum1, _analyse(s, 1, fmt), nbits)
+    want = _split(enc1, cum1, _analyse(s, 1, fmt, padm), nbits)
     cap2 = 0
     for attempt in range(6):
         if attempt:
             a = s.copy()
-            enc1, cum1 = _analyse(a, 0, fmt)
+            enc1, cum1 = _analyse(a, 0, fmt, padm)
         c1 = _threshold(cum1, want)
         n1 = _carried(cum1, c1)
         f1 = _apply(enc1, _t_of(c1), stream[:n1], fmt)
         n2 = nbits - n1
         if n2 <= 0:
             return a, c1, _T_UNUSED, np.concatenate(f1).astype(np.uint8)
-        enc2, cum2 = _analyse(a, 1, fmt)
+        enc2, cum2 = _analyse(a, 1, fmt, padm)
         cap2 = int(cum2[-1])
         if cap2 >= n2:
             c2 = _threshold(cum2, n2)
@@ -571,10 +596,11 @@ def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
     if nring < HEADER_BITS:
         return 0
     a = s.copy()
-    enc1, cum1 = _analyse(a, 0, fmt)
+    padm = _pad_map(s, fmt)
+    enc1, cum1 = _analyse(a, 0, fmt, padm)
     cap1 = int(cum1[-1])
     _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt)
-    cap2 = int(_analyse(a, 1, fmt)[1][-1])
+    cap2 = int(_analyse(a, 1, fmt, padm)[1][-1])
     return max(0, cap1 + cap2 - _overhead(HEADER_BITS, (cap1 + cap2) // 8)) // 8 * 8
 
 
@@ -593,6 +619,7 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
         raise WatermarkCapacityError(0, _overhead(HEADER_BITS, len(payload)) + pbits.size)
     ring = _usable_ring(s, fmt)
     flat = s.ravel()
+    padm = _pad_map(s, fmt)
     nloc = 0
     for _ in range(6):
         nside = HEADER_BITS + (_LOC_LEN_BITS + nloc if nloc else 0)
@@ -601,7 +628,7 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
         used = ring[:nside]
         saved = (flat[used] & 1).astype(np.uint8)
         stream = np.concatenate([saved, _crc(box, fmt, np.concatenate([saved, body])), body])
-        res = _embed_stream(s, fmt, stream)
+        res = _embed_stream(s, fmt, stream, padm)
         if isinstance(res, int):
             cap = max(0, res - _overhead(nside, len(payload))) // 8 * 8
             raise WatermarkCapacityError(cap, pbits.size)
