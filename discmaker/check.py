@@ -42,7 +42,7 @@ from pydicom.dataset import Dataset
 from discmaker import manifest as manifest_mod
 from discmaker import signing
 from discmaker.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
-from discmaker.errors import DiscError, VerificationError
+from discmaker.errors import DiscError, OutputError, VerificationError
 from discmaker.identity import (
     IDENTITY_KEYWORDS,
     differing_keywords,
@@ -66,7 +66,7 @@ from discmaker.models import (
     Signer,
 )
 from discmaker.seal import unseal_dataset
-from discmaker.source import DiscSource, open_source
+from discmaker.source import DiscSource, IsoSource, open_source
 from discmaker.trust import TrustStore
 
 MAX_IMAGE_BYTES = 1 << 30
@@ -86,6 +86,7 @@ class _Job:
     record: DirRecord | None
     restore_to: str | None  # where to write the original, when restoring
     sha256: str = ""  # as signed in the manifest's file list
+    restore_tampered: bool = False  # also write what failed (restore --include-tampered)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class _Outcome:
     verdict: ImageVerdict
     key_id: bytes | None
     written: str | None
+    made_by_discmaker: bool = False  # carries discmaker's private block
 
 
 # -- per image (steps 3 and 4), run in worker processes ---------------------------------------
@@ -146,8 +148,30 @@ def _write_original(ds: Dataset, pixel_data: bytes | None, out: str) -> str:
         ds.PixelData = pixel_data
     _strip_bookkeeping(ds)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(out, enforce_file_format=True)
+    try:
+        ds.save_as(out, enforce_file_format=True)
+    except OSError as exc:
+        raise OutputError(f"{out} cannot be written ({exc.strerror}). Check the disk.") from exc
     return out
+
+
+def _write_tampered(ds: Dataset, pixel_data: bytes | None, out: str) -> str | None:
+    """Best effort for --include-tampered: a file altered on the disc may not re-encode."""
+    try:
+        return _write_original(ds, pixel_data, out)
+    except OutputError:
+        raise
+    except Exception:  # whatever the tampering broke, it is listed as refused instead
+        Path(out).unlink(missing_ok=True)
+        return None
+
+
+def _has_bookkeeping(ds: Dataset) -> bool:
+    try:
+        ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    except KeyError:
+        return False
+    return True
 
 
 def _verify_one(job: _Job) -> _Outcome:
@@ -193,14 +217,8 @@ def _verify_one(job: _Job) -> _Outcome:
     if not label:
         label = _series_label(attrs)
 
-    if entry is None:  # unsigned disc: structure only
-        mism = _record_mismatches(job.record, attrs, ())
-        if mism:
-            attributes.extend(mism)
-            reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
-            return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
-        reasons.append("no discmaker signature on this disc: integrity cannot be proven")
-        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), None, None)
+    if entry is None:  # unsigned disc: structure, and any watermark the image still carries
+        return _verify_unsigned(job, ds, attrs, reasons, attributes, verdict)
 
     # (3) header identity against the manifest and the DICOMDIR record
     changed = differing_keywords(entry.identity, attrs)
@@ -251,8 +269,8 @@ def _verify_one(job: _Job) -> _Outcome:
         reasons.append("file content differs from the signed manifest (SHA-256)")
     if reasons:
         written = None
-        if job.restore_to is not None:
-            written = _write_original(ds, restored, job.restore_to)
+        if job.restore_to is not None and job.restore_tampered:
+            written = _write_tampered(ds, restored, job.restore_to)
         return _Outcome(verdict(ImageStatus.TAMPERED), key_id, written)
     if entry.watermark == "embedded" and watermark_ok:
         if not signer_trusted:
@@ -263,6 +281,47 @@ def _verify_one(job: _Job) -> _Outcome:
     reasons.append(entry.watermark_reason or "no watermark")
     written = _write_original(ds, None, job.restore_to) if job.restore_to else None
     return _Outcome(verdict(ImageStatus.MANIFEST_ONLY, restorable=True), key_id, written)
+
+
+def _verify_unsigned(
+    job: _Job,
+    ds: Dataset,
+    attrs: Mapping[str, str],
+    reasons: list[str],
+    attributes: list[str],
+    verdict: Callable[[ImageStatus], ImageVerdict],
+) -> _Outcome:
+    """An image on a disc without a discmaker manifest.
+
+    A discmaker image keeps its watermark even when someone deletes DISCSIG/ to make the
+    disc look like any vendor's: check that watermark, so removing the signature cannot hide
+    an edited header or pixel.
+    """
+    mism = _record_mismatches(job.record, attrs, ())
+    if mism:
+        attributes.extend(mism)
+        reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
+    marked = _has_bookkeeping(ds)
+    if not marked:
+        if mism:
+            return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
+        reasons.append("no discmaker signature on this disc: integrity cannot be proven")
+        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), None, None)
+    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=_keys)
+    if res.status == "ok" and not mism:
+        reasons.append("watermark intact, but the disc's signed list of files (DISCSIG) is missing")
+        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+    if res.status == "unknown-signer" and not mism:
+        reasons.append("watermarked by a sender who is not in your trust store")
+        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+    if res.status == "no-watermark":
+        reasons.append("made by discmaker, but its watermark is missing (re-saved or replaced)")
+    elif res.status == "identity-mismatch":
+        attributes.append("identity")
+        reasons.append("the header does not match the identity sealed in the pixels")
+    elif res.status != "ok":
+        reasons.extend(res.reasons or ("the watermark does not verify",))
+    return _Outcome(verdict(ImageStatus.TAMPERED), res.key_id, None, True)
 
 
 # -- the disc (steps 1, 2 and 5) ---------------------------------------------------------------
@@ -395,6 +454,7 @@ def check_and_restore(
     progress: Progress | None = None,
     workers: int | None = None,
     restore_dir: Path | None = None,
+    restore_tampered: bool = False,
 ) -> tuple[CheckReport, list[_Outcome]]:
     """The check, and when ``restore_dir`` is given each image's original written beneath it."""
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -402,6 +462,9 @@ def check_and_restore(
     notes: list[str] = []
     with open_source(source) as src:
         entries = {e.path: e.size for e in src.files()}
+        if isinstance(src, IsoSource):
+            for path, problem in src.view_problems():
+                findings.append(Finding(2, "structure", path, problem))
         for skipped in src.skipped():
             findings.append(
                 Finding(
@@ -414,7 +477,7 @@ def check_and_restore(
         if progress:
             progress("read", 0, 1)
         if MANIFEST_PATH not in entries:
-            return _check_unsigned(src, source, entries, findings, workers, progress)
+            return _check_unsigned(src, source, entries, findings, workers, progress, trust)
 
         # (1) signature
         manifest_bytes = src.read_bytes(MANIFEST_PATH, limit=manifest_mod.MAX_MANIFEST_BYTES)
@@ -541,6 +604,7 @@ def check_and_restore(
                 record=records.get(img.file_id),
                 restore_to=restore_to,
                 sha256=sha_hints.get(img.file_id, ""),
+                restore_tampered=restore_tampered,
             )
         )
     missing_images = [j for j in jobs if j.path not in entries]
@@ -605,6 +669,7 @@ def _check_unsigned(
     findings: list[Finding],
     workers: int,
     progress: Progress | None,
+    trust: TrustStore,
 ) -> tuple[CheckReport, list[_Outcome]]:
     """A disc without a discmaker signature: structure and consistency checks only."""
     notes = ["This disc carries no discmaker signature: only its structure could be checked."]
@@ -631,7 +696,18 @@ def _check_unsigned(
         for p, r in sorted(records.items())
         if p in entries
     ]
-    outcomes = _run_jobs(source, jobs, {}, frozenset(), workers, progress)
+    trusted = trust.public_keys()
+    outcomes = _run_jobs(source, jobs, trusted, frozenset(trusted), workers, progress)
+    if any(o.made_by_discmaker for o in outcomes):
+        findings.append(
+            Finding(
+                1,
+                "signature",
+                "DISCSIG",
+                "these images were made and watermarked by discmaker, but the disc's signature "
+                "folder is missing: it was removed",
+            )
+        )
     # patient / study consistency across the whole disc
     studies: dict[str, str] = {}
     for rec in records.values():

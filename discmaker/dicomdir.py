@@ -231,10 +231,26 @@ def _value(record: Dataset, keyword: str) -> str:
 def parse_dicomdir(data: bytes) -> Dicomdir:
     """Parse DICOMDIR bytes from a received disc. Malformed input raises DiscError."""
     try:
-        ds = dcmread(io.BytesIO(data), force=True)
-        records = list(ds.get("DirectoryRecordSequence", []))
+        return _parse(data)
+    except DiscError:
+        raise
     except Exception as exc:  # a hostile DICOMDIR can make the parser raise anything
         raise DiscError(f"The DICOMDIR cannot be read ({type(exc).__name__}).") from exc
+
+
+def _offset(record: Dataset, keyword: str) -> int:
+    """A record link: one non-negative integer, else DiscError (hostile or damaged)."""
+    value = record.get(keyword, 0)
+    if value is None or value == "":
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DiscError(f"The DICOMDIR's {keyword} is not a single byte offset.")
+    return value
+
+
+def _parse(data: bytes) -> Dicomdir:
+    ds = dcmread(io.BytesIO(data), force=True)
+    records = list(ds.get("DirectoryRecordSequence", []))
     if "DirectoryRecordSequence" not in ds:
         raise DiscError("The DICOMDIR has no (0004,1220) Directory Record Sequence.")
     if len(records) > _MAX_RECORDS:
@@ -252,10 +268,12 @@ def parse_dicomdir(data: bytes) -> Dicomdir:
     leaves: list[DirRecord] = []
     patients = 0
     studies = 0
+    # One visited set for the whole walk: each record is read at most once, so links that
+    # loop back (a hostile DICOMDIR) cannot make the walk explode.
+    seen: set[int] = set()
 
     def walk(offset: int, inherited: dict[str, str], depth: int) -> None:
         nonlocal patients, studies
-        seen: set[int] = set()
         while offset and offset in by_offset and offset not in seen and depth < 16:
             seen.add(offset)
             rec = by_offset[offset]
@@ -272,12 +290,12 @@ def parse_dicomdir(data: bytes) -> Dicomdir:
                 if "InstanceNumber" in rec:
                     keys["InstanceNumber"] = _value(rec, "InstanceNumber")
                 leaves.append(_leaf(rec, rtype, keys))
-            lower = int(rec.get("OffsetOfReferencedLowerLevelDirectoryEntity", 0) or 0)
+            lower = _offset(rec, "OffsetOfReferencedLowerLevelDirectoryEntity")
             if lower:
                 walk(lower, keys, depth + 1)
-            offset = int(rec.get("OffsetOfTheNextDirectoryRecord", 0) or 0)
+            offset = _offset(rec, "OffsetOfTheNextDirectoryRecord")
 
-    first = int(ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity", 0) or 0)
+    first = _offset(ds, "OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity")
     if by_offset and first in by_offset:
         walk(first, {}, 0)
     referencing = sum(1 for rec in records if "ReferencedFileID" in rec)

@@ -48,6 +48,7 @@ def restore_disc(
             progress=progress,
             workers=workers,
             restore_dir=stage / "all",
+            restore_tampered=include_tampered,
         )
         restored: list[str] = []
         tampered: list[str] = []

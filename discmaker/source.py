@@ -348,6 +348,65 @@ class IsoSource(DiscSource):
                     self._locations[disc_path] = (offset, length)
         self._finish_listing()
 
+    def view_problems(self) -> list[tuple[str, str]]:
+        """Where the image's other name trees disagree with the ISO 9660 tree we read.
+
+        Windows and 7-Zip show the Joliet tree, Linux mounts show Rock Ridge names. A forger
+        can point a Joliet name at edited bytes while the ISO 9660 tree still holds the signed
+        ones, so every Joliet file must be the same extent and length as the ISO 9660 file of
+        the same name, and every Rock Ridge name must be its ISO 9660 name (ignoring case).
+        Returns (path, problem) pairs; empty when the views agree.
+        """
+        problems: list[tuple[str, str]] = []
+        by_location = {
+            (offset // SECTOR, length): path for path, (offset, length) in self._locations.items()
+        }
+        iso = self._iso
+        if iso is None:
+            return problems
+        # Rock Ridge alternate names in the ISO 9660 tree
+        for path, raw in ((e.path, e.raw_path) for e in self._entries):
+            try:
+                record = iso.get_record(iso_path="/" + raw)
+            except Exception:
+                problems.append((path, "its directory record cannot be read back"))
+                continue
+            rock = getattr(record, "rock_ridge", None)
+            name = rock.name() if rock is not None else b""
+            if name and name.decode("utf-8", "replace").upper() != path.rsplit("/", 1)[-1]:
+                problems.append((path, "its Rock Ridge name (what Linux shows) is different"))
+        # Joliet tree
+        if not iso.has_joliet():
+            return problems
+        seen: set[str] = set()
+        stack: list[tuple[Any, str, int]] = [(iso.get_record(joliet_path="/"), "", 1)]
+        while stack:
+            rec, prefix, depth = stack.pop()
+            if depth > MAX_WALK_DEPTH:
+                problems.append((prefix, "Joliet directories nested too deep"))
+                continue
+            raws: dict[bytes, tuple[int, int]] | None = None
+            for child in rec.children:
+                if child is None or child.is_dot() or child.is_dotdot():
+                    continue
+                ident = bytes(child.file_identifier())
+                name = ident.decode("utf-16-be", "replace").split(";", 1)[0].upper()
+                path = f"{prefix}/{name}" if prefix else name
+                if child.is_dir():
+                    stack.append((child, path, depth + 1))
+                    continue
+                if raws is None:
+                    raws = self._raw_records(rec)
+                location = raws.get(ident)
+                seen.add(path)
+                if location is None or by_location.get(location) != path:
+                    problems.append(
+                        (path, "its Joliet entry (what Windows shows) points at other data")
+                    )
+        for path in sorted(set(self._locations) - seen):
+            problems.append((path, "missing from the Joliet tree (what Windows shows)"))
+        return problems
+
     def _raw_records(self, directory: Any) -> dict[bytes, tuple[int, int]]:
         """File identifier -> (extent, data length) as recorded in ``directory``'s extent."""
         assert self._fp is not None

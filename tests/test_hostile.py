@@ -118,3 +118,91 @@ def test_truncated_real_iso_is_exit_3(disc_iso: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.iso"
     cut.write_bytes(disc_iso.read_bytes()[: 40 * 2048])
     assert main(["check", str(cut), "--trust", str(tmp_path)]) in (1, 3)
+
+
+# -- found in review: each was a way past the checker or into a crash -------------------------
+
+
+def test_joliet_view_pointing_at_edited_bytes_is_caught(
+    disc_iso: Path, centre: Centre, tmp_path: Path
+) -> None:
+    """Windows and 7-Zip read the Joliet tree; the ISO 9660 tree may still hold signed bytes."""
+    import io
+
+    import pycdlib
+
+    forged = tmp_path / "forged.iso"
+    iso = pycdlib.PyCdlib()
+    iso.open(str(disc_iso))
+    target = "/PT000000/ST000000/SE000000/IM000000"
+    buf = io.BytesIO()
+    iso.get_file_from_iso_fp(buf, joliet_path=target)
+    ds = dcmread(io.BytesIO(buf.getvalue()))
+    ds.PatientName = "FORGED^NAME"
+    out = io.BytesIO()
+    ds.save_as(out)
+    iso.rm_hard_link(joliet_path=target)
+    iso.add_fp(io.BytesIO(out.getvalue()), len(out.getvalue()), joliet_path=target)
+    iso.write(str(forged))
+    iso.close()
+    report = _check(forged, centre)
+    assert report.exit_code == 1
+    assert any("Joliet" in f.message and f.path == target[1:] for f in report.findings)
+
+
+def test_dicomdir_links_that_loop_do_not_hang(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    disc = disc_copy()
+    ds = dcmread(disc / "DICOMDIR")
+    records = list(ds.DirectoryRecordSequence)
+    offsets = [r.seq_item_tell for r in records]
+    for n, record in enumerate(records):
+        record.OffsetOfTheNextDirectoryRecord = offsets[n + 1] if n + 1 < len(records) else 0
+        record.OffsetOfReferencedLowerLevelDirectoryEntity = offsets[0]
+    ds.save_as(disc / "DICOMDIR")
+    assert _check(disc, centre).exit_code == 1  # and it returns at all
+
+
+def test_dicomdir_offset_with_two_values_is_a_finding(
+    disc_copy: Callable[[], Path], centre: Centre, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disc = disc_copy()
+    ds = dcmread(disc / "DICOMDIR")
+    ds.DirectoryRecordSequence[0].OffsetOfReferencedLowerLevelDirectoryEntity = [1, 2]
+    ds.save_as(disc / "DICOMDIR")
+    assert main(["check", str(disc), "--trust", str(centre.cert_path)]) == 1
+    assert "Internal error" not in capsys.readouterr().err
+
+
+def test_restore_survives_an_image_that_cannot_be_re_encoded(
+    disc_copy: Callable[[], Path], centre: Centre, tmp_path: Path
+) -> None:
+    disc = disc_copy()
+    target = next(p for p in sorted(disc.rglob("IM*")))
+    data = target.read_bytes()
+    target.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.5\x00", 1))
+    out = tmp_path / "restored"
+    args = ["restore", str(disc), "--trust", str(centre.cert_path), "--out", str(out)]
+    assert main([*args, "--include-tampered"]) == 1
+    rel = target.relative_to(disc).as_posix()
+    assert not (out / rel).exists()
+    assert len([p for p in out.rglob("IM*") if "TAMPERED" not in p.parts]) == 9
+
+
+def test_removing_the_signature_folder_does_not_hide_an_edit(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    import shutil
+
+    disc = disc_copy()
+    target = next(p for p in sorted(disc.rglob("IM*")))
+    ds = dcmread(target)
+    ds.PatientName = "FORGED^NAME"
+    ds.save_as(target)
+    shutil.rmtree(disc / "DISCSIG")
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    assert any(f.path == "DISCSIG" and "removed" in f.message for f in report.findings)
+    rel = target.relative_to(disc).as_posix()
+    assert next(v for v in report.images if v.path == rel).status is ImageStatus.TAMPERED
