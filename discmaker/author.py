@@ -36,10 +36,15 @@ from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 
 from discmaker import APP_NAME, __version__, manifest, signing
-from discmaker.dicomdir import FileSetWriter, header_for_record, validate_fileset_id
+from discmaker.dicomdir import (
+    FileSetWriter,
+    header_for_record,
+    parse_dicomdir,
+    validate_fileset_id,
+)
 from discmaker.errors import OutputError, TooLargeError, UsageError
 from discmaker.identity import identity_attributes, identity_digest, watermark_digest
-from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
+from discmaker.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
 from discmaker.media import Medium, check_fits, estimate_iso_size
 from discmaker.normalise import normalise
 from discmaker.seal import seal_dataset
@@ -93,6 +98,7 @@ class AuthorResult:
     seconds: float
     summary: list[dict[str, object]] = field(default_factory=list)
     outputs: tuple[Path, ...] = ()  # every disc written: one, or k of n with span
+    notes: tuple[str, ...] = ()  # things the operator should know; none stopped the disc
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class _Prepared:
     sha256: str
     study_description: str
     series_description: str
+    shared: tuple[str, ...] = ()  # DICOMDIR keys that show another image's value (see below)
 
 
 # -- step 3: per-instance work (runs in worker processes) ----------------------------------
@@ -284,6 +291,33 @@ def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
     return patients
 
 
+def _note_shared_records(
+    prepared: list[_Prepared], file_ids: dict[str, str], dicomdir: bytes
+) -> list[_Prepared]:
+    """Record, per image, the DICOMDIR keys that are not its own values.
+
+    One PATIENT, STUDY and SERIES record serves many images; when the images of one study
+    disagree (one slice with another Study Date, a name in other letter case) the record
+    carries the first image's value. The manifest lists those keys for each image, so the
+    checker knows the difference was there when the disc was signed.
+    """
+    records = {r.file_id: r for r in parse_dicomdir(dicomdir).records}
+    out = []
+    for p in prepared:
+        record = records.get(file_ids[p.sop_instance_uid])
+        differs = (
+            ()
+            if record is None
+            else tuple(
+                k
+                for k, v in record.keys.items()
+                if k in p.identity and k not in p.invented and v != p.identity[k]
+            )
+        )
+        out.append(replace(p, shared=differs) if differs else p)
+    return out
+
+
 # -- planning: which images go on which disc -------------------------------------------------
 
 # Per image on top of its own bytes: a DICOMDIR record (~0.5 kB) and a manifest entry (~1.5 kB).
@@ -428,6 +462,15 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
 
     prepared = [p for o in outcomes for p in o.prepared]
     file_ids = {uid: f for o in outcomes for uid, f in o.file_ids.items()}
+    shared = sorted({k for p in prepared for k in p.shared})
+    differing = sum(1 for p in prepared if p.shared)
+    notes = []
+    if differing:
+        notes.append(
+            f"{differing} image(s) differ from the rest of their study or series in "
+            f"{', '.join(shared)}. The DICOMDIR index can show only one value; the signed "
+            "manifest keeps each image's own, and the checker knows."
+        )
     summaries = _summaries(prepared)
     return AuthorResult(
         out=req.out,
@@ -452,6 +495,7 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         seconds=time.monotonic() - started,
         summary=as_context(summaries),
         outputs=tuple(d.out for d in discs),
+        notes=tuple(notes),
     )
 
 
@@ -486,6 +530,7 @@ def _author_disc(
             file_ids = dicomdir.write(root, salt=timestamp.isoformat())
         for p in prepared:
             os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
+        prepared = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
         dicomdir_entry = manifest.FileEntry(
             path="DICOMDIR",
             size=(root / "DICOMDIR").stat().st_size,
@@ -542,7 +587,7 @@ def _author_disc(
                 frames=p.frames,
                 encoding=p.encoding,
                 source_syntax=p.source_syntax,
-                invented=p.invented,
+                invented=p.invented + p.shared,
             )
             for p in prepared
         ]
@@ -581,7 +626,7 @@ def _author_disc(
                 VolumeInfo(
                     volume_id=disc.label,
                     application_id=f"{APP_NAME} {__version__}",
-                    publisher=institution[:128],
+                    publisher=iso_a_characters(institution)[:128],
                     timestamp=timestamp,
                     volume_set=(disc.number, disc.count),
                 ),

@@ -49,6 +49,7 @@ def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
         if elem.tag != PIXEL_DATA and elem.tag.group != 0x0002:
             hdr.add(elem)
     hdr.file_meta = ds.file_meta
+    _sr_record_keys(hdr)
     invented: list[str] = []
     for keyword, value in INVENTED_DEFAULTS.items():
         current = hdr.get(keyword)
@@ -100,6 +101,35 @@ class FileSetWriter:
         self._fs.UID = generate_uid(entropy_srcs=[self._fileset_id, salt, *self._uids])
         self._fs.write(root)
         return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in self._fs}
+
+
+def _sr_record_keys(hdr: Dataset) -> None:
+    """Shape an SR document's header the way its SR DOCUMENT record must be (PS3.3 F.5).
+
+    pydicom copies the whole Content Sequence and only a top-level Verification Date Time
+    into the record; the record wants the concept modifiers alone and, for a verified
+    report, the latest verification time (which the document keeps per verifying observer).
+    Only the copy used for the record changes, never the document.
+    """
+    if "ContentSequence" in hdr:
+        modifiers = [
+            item
+            for item in hdr.ContentSequence
+            if str(item.get("RelationshipType", "")).strip() == "HAS CONCEPT MOD"
+        ]
+        if modifiers:
+            hdr.ContentSequence = modifiers
+        else:
+            del hdr.ContentSequence
+    verified = str(hdr.get("VerificationFlag", "")).strip() == "VERIFIED"
+    if verified and "VerificationDateTime" not in hdr:
+        times = [
+            str(item.VerificationDateTime)
+            for item in hdr.get("VerifyingObserverSequence", [])
+            if item.get("VerificationDateTime")
+        ]
+        if times:
+            hdr.VerificationDateTime = max(times)
 
 
 def write_fileset(

@@ -22,6 +22,7 @@ import stat
 import tempfile
 import threading
 import time as _time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,17 @@ class VolumeInfo:
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def iso_a_characters(text: str) -> str:
+    """``text`` folded to the ISO 9660 a-characters allowed in volume descriptor fields.
+
+    Accents are dropped ("Clinique Saint-Étienne" -> "Clinique Saint-Etienne"); anything
+    else outside the set becomes a space. Only for the descriptor: README.TXT, INDEX.HTM
+    and the manifest keep the name as written.
+    """
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return "".join(c if _A_CHARS.fullmatch(c) else " " for c in folded).strip()
 
 
 def validate_disc_path(path: str) -> None:

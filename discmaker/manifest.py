@@ -114,11 +114,13 @@ def _group(images: Sequence[ImageEntry]) -> list[dict[str, Any]]:
             pkey,
             {"identity": {k: img.identity[k] for k in PATIENT_KEYWORDS}, "studies": {}},
         )
-        skey = img.identity["StudyInstanceUID"]
+        # Group by every value of the level, not just its UID: when the images of one study
+        # disagree (another Study Date on one slice), each keeps its own values here.
+        skey = tuple(img.identity[k] for k in STUDY_KEYWORDS)
         study = patient["studies"].setdefault(
             skey, {"identity": {k: img.identity[k] for k in STUDY_KEYWORDS}, "series": {}}
         )
-        sekey = img.identity["SeriesInstanceUID"]
+        sekey = tuple(img.identity[k] for k in SERIES_KEYWORDS)
         series = study["series"].setdefault(
             sekey, {"identity": {k: img.identity[k] for k in SERIES_KEYWORDS}, "images": []}
         )

@@ -481,6 +481,9 @@ def author_summary(result: AuthorResult) -> RenderableType:
             listed = ", ".join(sorted(files)[:5]) + (" ..." if len(files) > 5 else "")
             parts.append(Text(f"  {reason}: {plural(len(files), 'image')} ({listed})"))
 
+    for note in result.notes:
+        parts.append(Text(plain(note), style="yellow"))
+
     skipped = [
         (result.non_dicom_skipped, "not DICOM"),
         (result.duplicates_skipped, "identical duplicate"),

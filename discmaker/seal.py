@@ -209,7 +209,7 @@ def _box_hash(arr: RawFrames, frame: int, box: Box) -> bytes:
     person = b"DMwm" + struct.pack(">IHHHH", frame, box.row0, box.col0, box.row1, box.col1)
     h = hashlib.blake2b(digest_size=_HASH, person=person)
     words = arr[frame, :, box.row0 : box.row1, box.col0 : box.col1]
-    h.update(np.ascontiguousarray(words, dtype=words.dtype.newbyteorder("<")).tobytes())
+    h.update(np.ascontiguousarray(words, dtype=words.dtype.newbyteorder("<")).data)  # no copy
     return h.digest()
 
 
@@ -338,7 +338,7 @@ def _slot_curves(
         cx -= lo
         if fmt.bits_stored >= 16:
             np.minimum(cx, _T_MAX, out=cx)
-        key = _LUT2[cx]
+        key = np.take(_LUT2, cx)
         key += base[r0 - 1 : r1 - 1]
         key += peak
         if fmt.padding is not None:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -107,6 +108,14 @@ class Intake:
     total_bytes: int = field(default=0)
 
 
+def _unreadable(exc: OSError) -> None:
+    """os.walk error hook: a folder we cannot list would silently drop its images."""
+    raise StudyError(
+        f"The folder {exc.filename} cannot be read ({exc.strerror}), so its images would be "
+        "missing from the disc. Fix its permissions or leave it out."
+    ) from exc
+
+
 def _walk(roots: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for root in roots:
@@ -117,7 +126,7 @@ def _walk(roots: Sequence[Path]) -> list[Path]:
             raise NoImagesError(f"{root} does not exist or is not a folder. Check the path.")
         # Directory symlinks are not followed: a study folder that links to "/" must not make
         # us read the whole machine, and loops are impossible this way.
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_unreadable):
             dirnames.sort()
             for name in sorted(filenames):
                 p = Path(dirpath) / name
@@ -178,6 +187,55 @@ def _estimated_size(ds: Dataset, file_size: int, syntax: str) -> int:
     return file_size + 512
 
 
+def _describe(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
+    """One file's header facts, or what else it is. A damaged file raises StudyError.
+
+    pydicom decodes elements lazily, so every value is read inside the guard: a corrupt
+    value must not surface later as an internal error.
+    """
+    try:
+        return _describe_unguarded(path)
+    except StudyError:
+        raise
+    except Exception as exc:
+        raise StudyError(
+            f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
+            f"({type(exc).__name__}). Remove it or export it again from the PACS."
+        ) from exc
+
+
+def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
+    ds = read_header(path)
+    meta = getattr(ds, "file_meta", None)
+    sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
+    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        return "dicomdir"
+    if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
+        return "other"
+    for tag, keyword in REQUIRED:
+        if not _text(ds, keyword):
+            raise StudyError(
+                f"{path}: {tag} {keyword} is missing or empty, and the DICOMDIR needs it. "
+                "Fix the file in the source system or leave it out."
+            )
+    ts = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    size = path.stat().st_size
+    return InputInstance(
+        path=path,
+        size=size,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        patient_key=_text(ds, "PatientID"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        modality=_text(ds, "Modality"),
+        transfer_syntax=ts,
+        series_number=_int(ds, "SeriesNumber"),
+        instance_number=_int(ds, "InstanceNumber"),
+        estimated_output_size=_estimated_size(ds, size, ts),
+    )
+
+
 def scan(
     roots: Sequence[Path],
     *,
@@ -200,36 +258,14 @@ def scan(
         if not _looks_like_dicom(path):
             non_dicom.append(path)
             continue
-        ds = read_header(path)
-        meta = getattr(ds, "file_meta", None)
-        sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
-        if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        found = _describe(path)
+        if found == "dicomdir":
             dicomdirs.append(path)
             continue
-        if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
+        if found == "other":
             non_dicom.append(path)
             continue
-        for tag, keyword in REQUIRED:
-            if not _text(ds, keyword):
-                raise StudyError(
-                    f"{path}: {tag} {keyword} is missing or empty, and the DICOMDIR needs it. "
-                    "Fix the file in the source system or leave it out."
-                )
-        ts = _text(meta, "TransferSyntaxUID") if meta is not None else ""
-        inst = InputInstance(
-            path=path,
-            size=path.stat().st_size,
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
-            patient_key=_text(ds, "PatientID"),
-            study_uid=_text(ds, "StudyInstanceUID"),
-            series_uid=_text(ds, "SeriesInstanceUID"),
-            modality=_text(ds, "Modality"),
-            transfer_syntax=ts,
-            series_number=_int(ds, "SeriesNumber"),
-            instance_number=_int(ds, "InstanceNumber"),
-            estimated_output_size=_estimated_size(ds, path.stat().st_size, ts),
-        )
+        inst = found
         seen = instances.get(inst.sop_instance_uid)
         if seen is not None:
             # Hash only on a collision: reading every file twice would cost a second pass.

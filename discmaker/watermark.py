@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,7 @@ I32 = npt.NDArray[np.int32]
 Bool = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 RawPlane = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+_G = TypeVar("_G", bound=np.generic)
 
 _MAGIC = 0x69  # 7-bit magic of format v3; the 8th bit of the first byte flags a location map
 HEADER_BITS = 24  # ring-0 LSBs: magic 7 + location-map flag 1, T1 code 8, T2 code 8
@@ -178,14 +180,29 @@ def _in_pad(x: I32, fmt: PixelFormat) -> Bool | None:
     if lo == hi:
         eq: Bool = x == lo
         return eq
-    rng: Bool = (x >= lo) & (x <= hi)
+    rng: Bool = np.subtract(x, lo).view(np.uint32) <= hi - lo  # lo <= x <= hi
     return rng
 
 
-def _invalid(x: I32, fmt: PixelFormat) -> Bool:
-    bad = (x < fmt.vmin) | (x > fmt.vmax)
-    pad = _in_pad(x, fmt)
-    return bad if pad is None else bad | pad
+def _moved_invalid(c: I32, neg: Bool, fmt: PixelFormat) -> Bool:
+    """Per target: c + 1 (c - 1 where ``neg``) is out of range or padding (a fresh array)."""
+    x = c + 1
+    x -= neg
+    x -= neg
+    if x.size == 0:
+        return np.zeros(x.shape, bool)
+    xmin, xmax = int(x.min()), int(x.max())
+    bad: Bool | None = None
+    if xmin < fmt.vmin:
+        bad = x < fmt.vmin
+    if xmax > fmt.vmax:
+        hi = x > fmt.vmax
+        bad = hi if bad is None else bad | hi
+    if fmt.padding is not None and xmax >= fmt.padding[0] and xmin <= fmt.padding[1]:
+        pad = _in_pad(x, fmt)
+        assert pad is not None
+        bad = pad if bad is None else bad | pad
+    return np.zeros(x.shape, bool) if bad is None else bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +242,12 @@ _SUBGRIDS = (((2, 2), (3, 3)), ((2, 3), (3, 2)))  # pass 1 (black), pass 2 (whit
 
 @dataclass
 class _Grid:
-    c: I32  # view into the region array: the targets
+    """The targets of one colour as a stack of sub-grids, shape (n, H, W): both sub-grids in
+    one (n = 2) when their shapes agree, else one part per sub-grid (n = 1). C order of the
+    stack is the sub-grid order of the bitstream."""
+
+    view: I32  # view into the region array: the targets
+    c: I32  # their values (a contiguous copy: strided arithmetic is several times slower)
     p: I32  # prediction
     cx: I32  # complexity (clipped)
     elig: Bool | None  # no neighbour in padding (None: all eligible)
@@ -240,9 +262,21 @@ def _pad_map(a: I32, fmt: PixelFormat) -> Bool | None:
     return padm
 
 
+def _nb_ok(padm: Bool | None) -> Bool | None:
+    """Per pixel of the region: no 4-neighbour in padding (valid on rows/cols 1..-2)."""
+    if padm is None:
+        return None
+    bad = np.zeros(padm.shape, bool)
+    inner = bad[1:-1, 1:-1]
+    np.logical_or(padm[:-2, 1:-1], padm[2:, 1:-1], out=inner)
+    inner |= padm[1:-1, :-2]
+    inner |= padm[1:-1, 2:]
+    return ~bad
+
+
 def _calm(a: I32, fmt: PixelFormat) -> bool:
     """True when no value of ``a`` (so no target and no prediction) is within the guard of a
-    range end or padding: `_danger` is then None and `_near_edge` False for every target."""
+    range end or padding: `_danger` is then None and `_near` False for every sub-grid."""
     if a.size == 0:
         return False
     amin, amax = int(a.min()), int(a.max())
@@ -253,36 +287,88 @@ def _calm(a: I32, fmt: PixelFormat) -> bool:
     )
 
 
-def _grids(a: I32, k: int, fmt: PixelFormat, padm: Bool | None, calm: bool) -> list[_Grid]:
-    """Both sub-grids of pass k; ``padm`` is `_pad_map` of ``a``, ``calm`` `_calm` of ``a``."""
-    h, w = a.shape
+def _stacked(x: npt.NDArray[np.generic]) -> bool:
+    """Both sub-grids of a pass have one shape (and can be viewed as one stack)."""
+    h, w = x.shape
+    return (h - 4) % 2 == 0 and (w - 4) % 2 == 0 and x.flags.c_contiguous
+
+
+def _stack(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> npt.NDArray[_G]:
+    """Both sub-grids of pass k of a `_stacked` region array shifted by (dr, dc) as one view of
+    shape (2, H, W)."""
+    h, w = x.shape
+    (r0, c0), (r1, c1) = _SUBGRIDS[k]
+    it = x.itemsize
+    view: npt.NDArray[_G] = np.ndarray(
+        (2, (h - 4) // 2, (w - 4) // 2),
+        x.dtype,
+        buffer=x,
+        offset=((r0 + dr) * w + c0 + dc) * it,
+        strides=(((r1 - r0) * w + c1 - c0) * it, 2 * w * it, 2 * it),
+    )
+    return view
+
+
+def _parts(x: npt.NDArray[_G], k: int) -> list[npt.NDArray[_G]]:
+    """The targets of pass k in a region array, as in `_Grid`."""
+    if _stacked(x):
+        return [_stack(x, k, 0, 0)]
+    h, w = x.shape
+    return [x[r : h - 2 : 2, c : w - 2 : 2][None] for r, c in _SUBGRIDS[k]]
+
+
+def _grids(a: I32, k: int, fmt: PixelFormat, nbok: Bool | None, calm: bool) -> list[_Grid]:
+    """Pass k's targets; ``nbok`` is `_nb_ok` of the region's padding, ``calm`` `_calm` of
+    ``a``."""
     out: list[_Grid] = []
-    for r0, c0 in _SUBGRIDS[k]:
-        c = a[r0 : h - 2 : 2, c0 : w - 2 : 2]
-        u = a[r0 - 1 : h - 3 : 2, c0 : w - 2 : 2]
-        d = a[r0 + 1 : h - 1 : 2, c0 : w - 2 : 2]
-        lf = a[r0 : h - 2 : 2, c0 - 1 : w - 3 : 2]
-        rt = a[r0 : h - 2 : 2, c0 + 1 : w - 1 : 2]
-        ud = u + d
-        lr = lf + rt
-        p = (ud + lr) >> 2
-        hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
-        lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
-        cx = hi - lo
+    oks = None if nbok is None else _parts(nbok, k)
+    parts: list[tuple[I32, ...]] = []
+    if _stacked(a):
+        # contiguous copies of the neighbours: strided arithmetic is several times slower
+        parts.append(
+            tuple(
+                np.ascontiguousarray(_stack(a, k, dr, dc)) if dr or dc else _stack(a, k, 0, 0)
+                for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+            )
+        )
+    else:
+        h, w = a.shape
+        for r0, c0 in _SUBGRIDS[k]:
+            parts.append(
+                tuple(
+                    np.ascontiguousarray(v[None]) if i else v[None]
+                    for i, v in enumerate(
+                        (
+                            a[r0 : h - 2 : 2, c0 : w - 2 : 2],
+                            a[r0 - 1 : h - 3 : 2, c0 : w - 2 : 2],
+                            a[r0 + 1 : h - 1 : 2, c0 : w - 2 : 2],
+                            a[r0 : h - 2 : 2, c0 - 1 : w - 3 : 2],
+                            a[r0 : h - 2 : 2, c0 + 1 : w - 1 : 2],
+                        )
+                    )
+                )
+            )
+    for j, (view, u, d, lf, rt) in enumerate(parts):
+        c = np.ascontiguousarray(view)
+        p = u + d
+        p += lf
+        p += rt
+        p >>= 2
+        hi = np.maximum(u, d)
+        np.maximum(hi, lf, out=hi)
+        np.maximum(hi, rt, out=hi)
+        lo = np.minimum(u, d)
+        np.minimum(lo, lf, out=lo)
+        np.minimum(lo, rt, out=lo)
+        hi -= lo
+        cx = hi
         if fmt.bits_stored >= 16:
             np.minimum(cx, _T_MAX, out=cx)
-        elig: Bool | None = None
-        if padm is not None:
-            elig = ~(
-                padm[r0 - 1 : h - 3 : 2, c0 : w - 2 : 2]
-                | padm[r0 + 1 : h - 1 : 2, c0 : w - 2 : 2]
-                | padm[r0 : h - 2 : 2, c0 - 1 : w - 3 : 2]
-                | padm[r0 : h - 2 : 2, c0 + 1 : w - 1 : 2]
-            )
+        elig: Bool | None = None if oks is None else oks[j]
         danger = None if calm else _danger(p, fmt)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
-        out.append(_Grid(c, p, cx, elig))
+        out.append(_Grid(view, c, p, cx, elig))
     return out
 
 
@@ -303,49 +389,62 @@ def _danger(p: I32, fmt: PixelFormat) -> Bool | None:
     for lo, hi in zones:
         if pmax < lo or pmin > hi:
             continue
-        z = (p >= lo) & (p <= hi)
+        z = np.subtract(p, lo).view(np.uint32) <= hi - lo  # lo <= p <= hi
         out = z if out is None else out | z
     return out
 
 
-def _near_edge(c: I32, fmt: PixelFormat) -> bool:
-    """True when some target might be frozen or ambiguous (value within 2 of an invalid value)."""
-    if c.size == 0:
-        return False
-    cmin, cmax = int(c.min()), int(c.max())
-    if cmin - 2 < fmt.vmin or cmax + 2 > fmt.vmax:
-        return True
-    if fmt.padding is None or cmin - 2 > fmt.padding[1] or cmax + 2 < fmt.padding[0]:
-        return False
-    # a value >= 3 away from padding ends >= 2 away after its move, and the potential move of
-    # that final value (the decoder's test) still cannot reach padding: both sides agree
-    near: bool = np.any((c >= fmt.padding[0] - 2) & (c <= fmt.padding[1] + 2)).item()
-    return near
+def _near(c: I32, fmt: PixelFormat, calm: bool) -> list[bool]:
+    """Per sub-grid of a stack: some target might be frozen or ambiguous (a value within 2 of an
+    invalid value). A sub-grid that is not near the edge has no frozen and no ambiguous target:
+    it carries no location-map flags."""
+    n = c.shape[0]
+    if calm or c.size == 0:
+        return [False] * n
+    mins, maxs = c.min(axis=(1, 2)).tolist(), c.max(axis=(1, 2)).tolist()
+    out: list[bool | None] = []
+    for cmin, cmax in zip(mins, maxs, strict=True):
+        if cmin - 2 < fmt.vmin or cmax + 2 > fmt.vmax:
+            out.append(True)
+        elif fmt.padding is None or cmin - 2 > fmt.padding[1] or cmax + 2 < fmt.padding[0]:
+            out.append(False)
+        else:
+            out.append(None)
+    if None in out:
+        # a value >= 3 away from padding ends >= 2 away after its move, and the potential move
+        # of that final value (the decoder's test) still cannot reach padding: both sides agree
+        assert fmt.padding is not None
+        lo, hi = fmt.padding[0] - 2, fmt.padding[1] + 2
+        hit: npt.NDArray[np.bool_] = np.any(np.subtract(c, lo).view(np.uint32) <= hi - lo, (1, 2))
+        return [bool(h) if o is None else o for o, h in zip(out, hit.tolist(), strict=True)]
+    return [bool(o) for o in out]
 
 
 @dataclass
 class _EncGrid:
     g: _Grid
-    e: I32
+    neg: Bool  # e < 0 (the side a target moves to; moving keeps it)
     active: Bool  # eligible and not frozen (ignoring the threshold)
     carrier: Bool  # active and e in {0, -1}
     frozen: Bool | None  # eligible-but-frozen targets (None: none can be frozen)
+    near: list[bool]  # per sub-grid: `_near` (its frozen targets get flags)
 
 
 def _analyse(
-    a: I32, k: int, fmt: PixelFormat, padm: Bool | None
+    a: I32, k: int, fmt: PixelFormat, nbok: Bool | None
 ) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
     encs: list[_EncGrid] = []
     cxs: list[I32] = []
     calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, padm, calm):
+    for g in _grids(a, k, fmt, nbok, calm):
         e = g.c - g.p
         peak = (e + 1).view(np.uint32) <= 1  # e in {0, -1}
+        neg = e < 0
         frozen: Bool | None = None
-        if not calm and _near_edge(g.c, fmt):
-            dirpot = np.where(e >= 0, 1, -1).astype(np.int32)
+        near = _near(g.c, fmt, calm)
+        if any(near):  # not near: nothing frozen there (values >= 2 from any invalid value)
             pad = _in_pad(g.c, fmt)
-            frozen = _invalid(g.c + dirpot, fmt)
+            frozen = _moved_invalid(g.c, neg, fmt)
             if pad is not None:
                 frozen |= pad
         if frozen is None:
@@ -354,9 +453,9 @@ def _analyse(
         else:
             active = ~frozen if g.elig is None else g.elig & ~frozen
             carrier = active & peak
-        encs.append(_EncGrid(g, e, active, carrier, frozen))
+        encs.append(_EncGrid(g, neg, active, carrier, frozen, near))
         cxs.append(g.cx[carrier])
-    allcx = np.concatenate(cxs) if cxs else np.zeros(0, np.int32)
+    allcx = cxs[0] if len(cxs) == 1 else np.concatenate(cxs)
     cum = np.cumsum(np.bincount(allcx, minlength=1))
     return encs, cum
 
@@ -381,14 +480,15 @@ def _carried(cum: npt.NDArray[np.int64], code: int) -> int:
     return int(cum[min(int(_TV[code]), cum.size - 1)])
 
 
-def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat) -> list[U8]:
-    """Embed ``bits`` (zero-padded) at threshold t; returns location-map flags per sub-grid."""
+def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: int) -> list[U8]:
+    """Embed ``bits`` (zero-padded) at threshold t into ``a``, which holds the values ``encs``
+    (pass k) were analysed on at the targets; returns location-map flags per sub-grid."""
     flags: list[U8] = []
     pos = 0
-    for eg in encs:
+    for eg, view in zip(encs, _parts(a, k), strict=True):
         g = eg.g
         if t < 0:
-            flags.append(np.zeros(0, np.uint8))
+            flags.append(_NOFLAGS)
             continue
         sel = g.cx <= t
         if g.elig is not None:
@@ -401,20 +501,25 @@ def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat) -> list[U8]
         chunk = bits[pos : pos + ncar]
         pos += ncar
         move[car] = np.pad(chunk, (0, ncar - chunk.size)) if chunk.size < ncar else chunk
-        np.negative(move, out=move, where=eg.e < 0)
-        g.c += move
-        if eg.frozen is None:
-            flags.append(np.zeros(0, np.uint8))
-        else:
-            amb = _ambiguous(g.c, g.p, sel, fmt)
-            flags.append(eg.frozen[amb].astype(np.uint8))
+        sign = np.subtract(1, eg.neg, dtype=np.int32)
+        sign -= eg.neg
+        move *= sign
+        tc = g.c + move
+        view[...] = tc
+        for j, near in enumerate(eg.near):
+            if near and eg.frozen is not None:
+                amb = _ambiguous(tc[j], eg.neg[j], sel[j], fmt)
+                flags.append(eg.frozen[j][amb].astype(np.uint8))
+            else:
+                flags.append(_NOFLAGS)
     return flags
 
 
-def _ambiguous(c: I32, p: I32, sel: Bool, fmt: PixelFormat) -> Bool:
-    """Selected targets whose final value could be either frozen or moved there."""
-    e = c - p
-    amb = sel & _invalid(c + np.where(e >= 0, 1, -1).astype(np.int32), fmt)
+def _ambiguous(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> Bool:
+    """Selected targets whose final value could be either frozen or moved there (``neg``:
+    final e = c - p < 0)."""
+    amb = _moved_invalid(c, neg, fmt)
+    amb &= sel
     pad = _in_pad(c, fmt)
     if pad is not None:
         amb &= ~pad
@@ -429,30 +534,39 @@ def _undo(
     if t < 0:
         return out, fpos
     calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, _pad_map(a, fmt), calm):
-        c = g.c
+    for g in _grids(a, k, fmt, _nb_ok(_pad_map(a, fmt)), calm):
+        c = g.c  # a copy, written back to g.view at the end
         sel = g.cx <= t
         if g.elig is not None:
             sel &= g.elig
         e = c - g.p
-        if not calm and _near_edge(c, fmt):
-            amb = _ambiguous(c, g.p, sel, fmt)
+        neg = e < 0
+        act = sel
+        for j, near in enumerate(_near(c, fmt, calm)):
+            if not near:
+                continue
+            if act is sel:
+                act = sel.copy()
+            amb = _ambiguous(c[j], neg[j], sel[j], fmt)
             namb = int(np.count_nonzero(amb))
             if fpos + namb > flags.size:
                 return None
-            act = sel.copy()
-            act[amb] = flags[fpos : fpos + namb] == 0
+            actj = act[j]
+            actj[amb] = flags[fpos : fpos + namb] == 0
             fpos += namb
-            pad = _in_pad(c, fmt)
+            pad = _in_pad(c[j], fmt)
             if pad is not None:
-                act &= ~pad
-        else:
-            act = sel
-        car = act & (e >= -2) & (e <= 1)
-        pos_side = e >= 0
-        out.append(np.where(pos_side, e, -1 - e)[car].astype(np.uint8))
-        dirp = np.where(pos_side, 1, -1).astype(np.int32)
-        c[...] = np.where(car, g.p - (~pos_side).astype(np.int32), c - dirp * act)
+                actj &= ~pad
+        car = np.add(e, 2).view(np.uint32) <= 3  # -2 <= e <= 1
+        car &= act
+        ec = e[car]
+        out.append(np.where(ec >= 0, ec, -1 - ec).astype(np.uint8))
+        move = np.subtract(1, neg, dtype=np.int32)  # a shifted target moves back by 1
+        move -= neg
+        move *= act
+        c -= move
+        # a carrier returns to its prediction (e in {0, -1})
+        g.view[...] = np.where(car, g.p - neg, c)
     return out, fpos
 
 
@@ -511,35 +625,50 @@ def _region(plane: RawPlane, box: Box) -> RawPlane:
     return plane[box.slices()]
 
 
+@dataclass
+class _Pre:
+    """Per region, independent of the stream: pass 1 analysed on the original values and the
+    estimate of pass 2 on them (for `_split`)."""
+
+    enc1: list[_EncGrid]
+    cum1: npt.NDArray[np.int64]
+    act1: npt.NDArray[np.int64]
+    cum2: npt.NDArray[np.int64]
+    act2: npt.NDArray[np.int64]
+
+
+def _pre(s: I32, fmt: PixelFormat, nbok: Bool | None) -> _Pre:
+    enc1, cum1 = _analyse(s, 0, fmt, nbok)
+    enc2, cum2 = _analyse(s, 1, fmt, nbok)
+    return _Pre(enc1, cum1, _active_cum(enc1, cum1.size), cum2, _active_cum(enc2, cum2.size))
+
+
 def _embed_stream(
-    s: I32, fmt: PixelFormat, stream: U8, padm: Bool | None
+    s: I32, fmt: PixelFormat, stream: U8, nbok: Bool | None, pre: _Pre
 ) -> tuple[I32, int, int, U8] | int:
-    """Embed ``stream`` into a copy of ``s`` (ring untouched).
+    """Embed ``stream`` into a copy of ``s`` (ring untouched); ``pre`` is `_pre` of ``s``.
 
     Pass 1 is filled completely at its threshold (the decoder reads all of its carriers), pass 2
     takes the rest. Returns (array, T1 code, T2 code, flags) or the capacity in bits.
     """
     nbits = int(stream.size)
-    a = s.copy()
-    enc1, cum1 = _analyse(a, 0, fmt, padm)
+    enc1, cum1 = pre.enc1, pre.cum1
     cap1 = int(cum1[-1])
-    want = _split(enc1, cum1, _analyse(s, 1, fmt, padm), nbits)
+    want = _split(pre, nbits)
     cap2 = 0
-    for attempt in range(6):
-        if attempt:
-            a = s.copy()
-            enc1, cum1 = _analyse(a, 0, fmt, padm)
+    for _ in range(6):
+        a = s.copy()
         c1 = _threshold(cum1, want)
         n1 = _carried(cum1, c1)
-        f1 = _apply(enc1, _t_of(c1), stream[:n1], fmt)
+        f1 = _apply(enc1, _t_of(c1), stream[:n1], fmt, a, 0)
         n2 = nbits - n1
         if n2 <= 0:
             return a, c1, _T_UNUSED, np.concatenate(f1).astype(np.uint8)
-        enc2, cum2 = _analyse(a, 1, fmt, padm)
+        enc2, cum2 = _analyse(a, 1, fmt, nbok)
         cap2 = int(cum2[-1])
         if cap2 >= n2:
             c2 = _threshold(cum2, n2)
-            f2 = _apply(enc2, _t_of(c2), stream[n1:], fmt)
+            f2 = _apply(enc2, _t_of(c2), stream[n1:], fmt, a, 1)
             return a, c1, c2, np.concatenate([*f2, *f1]).astype(np.uint8)
         if want >= cap1:
             break
@@ -552,23 +681,16 @@ def _active_cum(encs: list[_EncGrid], size: int) -> npt.NDArray[np.int64]:
     return np.cumsum(np.bincount(np.minimum(cx, size - 1), minlength=size))
 
 
-def _split(
-    enc1: list[_EncGrid],
-    cum1: npt.NDArray[np.int64],
-    pass2: tuple[list[_EncGrid], npt.NDArray[np.int64]],
-    nbits: int,
-) -> int:
+def _split(pre: _Pre, nbits: int) -> int:
     """Pass-1 load with the fewest estimated changes (pass 2 estimated on the original values).
 
     A pass at threshold T changes its active targets that are not carriers (shifted) and about
     half of the carriers that carry a stream bit.
     """
-    enc2, cum2 = pass2
+    cum1, cum2, act1, act2 = pre.cum1, pre.cum2, pre.act1, pre.act2
     half = min(int(cum1[-1]), (nbits + 1) // 2)
     if cum1.size < 2 or cum2.size < 2:
         return half
-    act1 = _active_cum(enc1, cum1.size)
-    act2 = _active_cum(enc2, cum2.size)
     t1 = np.minimum(_TV, cum1.size - 1)
     n1 = np.concatenate([[0], np.minimum(cum1[t1], nbits)])
     n2 = nbits - n1
@@ -596,11 +718,11 @@ def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
     if nring < HEADER_BITS:
         return 0
     a = s.copy()
-    padm = _pad_map(s, fmt)
-    enc1, cum1 = _analyse(a, 0, fmt, padm)
+    nbok = _nb_ok(_pad_map(s, fmt))
+    enc1, cum1 = _analyse(a, 0, fmt, nbok)
     cap1 = int(cum1[-1])
-    _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt)
-    cap2 = int(_analyse(a, 1, fmt, padm)[1][-1])
+    _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt, a, 0)
+    cap2 = int(_analyse(a, 1, fmt, nbok)[1][-1])
     return max(0, cap1 + cap2 - _overhead(HEADER_BITS, (cap1 + cap2) // 8)) // 8 * 8
 
 
@@ -619,7 +741,8 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
         raise WatermarkCapacityError(0, _overhead(HEADER_BITS, len(payload)) + pbits.size)
     ring = _usable_ring(s, fmt)
     flat = s.ravel()
-    padm = _pad_map(s, fmt)
+    nbok = _nb_ok(_pad_map(s, fmt))
+    pre = _pre(s, fmt, nbok)
     nloc = 0
     for _ in range(6):
         nside = HEADER_BITS + (_LOC_LEN_BITS + nloc if nloc else 0)
@@ -628,7 +751,7 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
         used = ring[:nside]
         saved = (flat[used] & 1).astype(np.uint8)
         stream = np.concatenate([saved, _crc(box, fmt, np.concatenate([saved, body])), body])
-        res = _embed_stream(s, fmt, stream, padm)
+        res = _embed_stream(s, fmt, stream, nbok, pre)
         if isinstance(res, int):
             cap = max(0, res - _overhead(nside, len(payload))) // 8 * 8
             raise WatermarkCapacityError(cap, pbits.size)

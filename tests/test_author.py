@@ -295,7 +295,7 @@ def test_refuses_truncated_dicom(run_author, tmp_path: Path) -> None:  # type: i
     (tmp_path / "in").mkdir()
     shutil.copyfile(get_testdata_file("MR_truncated.dcm"), tmp_path / "in" / "a.dcm")
     code, err = run_author(tmp_path / "in", out=tmp_path / "d.iso")
-    assert code == errors.EX_DATAERR and "truncated" in err and "a.dcm" in err
+    assert code == errors.EX_DATAERR and "truncated" in err and "a.dcm" in "".join(err.split())
     assert not (tmp_path / "d.iso").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.iso")]
 
@@ -401,3 +401,85 @@ def test_keygen_cli(
     assert signing.fingerprint(cert) in err
     assert (tmp_path / "k" / "key.pem").stat().st_mode & 0o777 == 0o600
     assert main(["keygen", "--org", "Clinic", "--out", str(tmp_path / "k")]) == errors.EX_CANTCREAT
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("StudyDate", "20200101"), ("StudyDate", ""), ("SeriesNumber", 99), ("PatientSex", "")],
+)
+def test_images_that_disagree_within_a_study_still_verify(
+    centre: Centre, tmp_path: Path, keyword: str, value: object
+) -> None:
+    from discmaker.check import check_disc
+    from discmaker.trust import TrustStore
+
+    study = tmp_path / "study"
+    paths = sorted(write_sample_study(study, ct_slices=2, ct_size=128, mr_slices=0))
+    ds = dcmread(paths[-1])
+    setattr(ds, keyword, value)
+    ds.save_as(paths[-1])
+    result = author_disc(centre, [study], tmp_path / "disc", format="folder", label="MIXED")
+    report = check_disc(tmp_path / "disc", trust=TrustStore.from_paths([centre.cert_path]))
+    assert report.exit_code == 0, [v.reasons for v in report.images]
+    if keyword != "PatientSex" and value != "":  # (not a DICOMDIR key / a placeholder)
+        assert any(keyword in note for note in result.notes)
+
+
+def test_header_damaged_in_a_way_pydicom_raises_oddly_is_bad_input(
+    run_author,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "in").mkdir()
+    good = next(iter(write_sample_study(tmp_path / "src", ct_slices=1, ct_size=64, mr_slices=0)))
+    data = good.read_bytes()
+    cut = data.index(b"\xe0\x7f\x10\x00") + 10  # inside the Pixel Data element header
+    (tmp_path / "in" / "cut.dcm").write_bytes(data[:cut])
+    code, err = run_author(tmp_path / "in", out=tmp_path / "d.iso")
+    # (a long path may be folded across lines by the console)
+    assert code == errors.EX_DATAERR and "cut.dcm" in "".join(err.split())
+    assert "Internal error" not in err
+
+
+def test_unreadable_subfolder_is_refused_not_skipped(
+    centre: Centre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = tmp_path / "study"
+    write_sample_study(study, ct_slices=1, ct_size=64, mr_slices=1, mr_size=64)
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if str(path).endswith("mr"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(errors.StudyError, match="cannot be read"):
+        author_disc(centre, [study], tmp_path / "d.iso")
+
+
+def test_non_ascii_institution_authors_an_iso(
+    centre: Centre, study_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.iso"
+    author_disc(centre, [study_dir], out, institution="Clinique Saint-Étienne")
+    assert out.is_file()
+    if shutil.which("isoinfo"):
+        info = _run("isoinfo", "-d", "-i", str(out)).stdout
+        assert "Publisher id: Clinique Saint-Etienne" in info
+
+
+@pytest.mark.external
+def test_structured_report_record_passes_dciodvfy(centre: Centre, tmp_path: Path) -> None:
+    _tool("dciodvfy")
+    (tmp_path / "in").mkdir()
+    ds = dcmread(get_testdata_file("test-SR.dcm"))
+    for keyword, value in _FILL.items():
+        if not str(ds.get(keyword, "") or "").strip():
+            setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "in" / "sr.dcm")
+    author_disc(centre, [tmp_path / "in"], tmp_path / "disc", format="folder", label="SR")
+    result = _run("dciodvfy", str(tmp_path / "disc" / "DICOMDIR"))
+    assert not [ln for ln in (result.stdout + result.stderr).splitlines() if ln.startswith("Error")]
