@@ -36,6 +36,7 @@ from discmaker.watermark import (
     WatermarkCapacityError,
     _to_stored,
     _usable_ring,
+    complexity,
     default_grid,
     embed_region,
     extract_region,
@@ -329,15 +330,7 @@ def _slot_curves(
         q >>= 2
         q -= c  # -e: a peak (e in {0, -1}) is q in {0, 1}
         peak: npt.NDArray[np.bool_] = q.view(q.dtype.str.replace("i", "u")) <= 1
-        cx = np.maximum(u, d)
-        np.maximum(cx, lf, out=cx)
-        np.maximum(cx, rt, out=cx)
-        lo = np.minimum(u, d)
-        np.minimum(lo, lf, out=lo)
-        np.minimum(lo, rt, out=lo)
-        cx -= lo
-        if fmt.bits_stored >= 16:
-            np.minimum(cx, _T_MAX, out=cx)
+        cx = complexity(u, d, lf, rt, fmt)
         key = np.take(_LUT2, cx)
         key += base[r0 - 1 : r1 - 1]
         key += peak

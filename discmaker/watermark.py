@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -120,6 +120,24 @@ class Box:
 
     def slices(self) -> tuple[slice, slice]:
         return (slice(self.row0, self.row1), slice(self.col0, self.col1))
+
+
+def complexity(u: Any, d: Any, lf: Any, rt: Any, fmt: PixelFormat) -> Any:
+    """Local complexity of a target: the spread (max - min) of its four neighbours.
+
+    The same function for the embedder, the decoder and the carrier planner, so that all
+    three rank targets identically. Capped at _T_MAX for 16-bit data (codes must fit).
+    """
+    hi = np.maximum(u, d)
+    np.maximum(hi, lf, out=hi)
+    np.maximum(hi, rt, out=hi)
+    lo = np.minimum(u, d)
+    np.minimum(lo, lf, out=lo)
+    np.minimum(lo, rt, out=lo)
+    hi -= lo
+    if fmt.bits_stored >= 16:
+        np.minimum(hi, _T_MAX, out=hi)
+    return hi
 
 
 def _splits(n: int, parts: int) -> list[int]:
@@ -354,16 +372,7 @@ def _grids(a: I32, k: int, fmt: PixelFormat, nbok: Bool | None, calm: bool) -> l
         p += lf
         p += rt
         p >>= 2
-        hi = np.maximum(u, d)
-        np.maximum(hi, lf, out=hi)
-        np.maximum(hi, rt, out=hi)
-        lo = np.minimum(u, d)
-        np.minimum(lo, lf, out=lo)
-        np.minimum(lo, rt, out=lo)
-        hi -= lo
-        cx = hi
-        if fmt.bits_stored >= 16:
-            np.minimum(cx, _T_MAX, out=cx)
+        cx = complexity(u, d, lf, rt, fmt)
         elig: Bool | None = None if oks is None else oks[j]
         danger = None if calm else _danger(p, fmt)
         if danger is not None:
