@@ -42,7 +42,7 @@ from discmaker.dicomdir import (
     parse_dicomdir,
     validate_fileset_id,
 )
-from discmaker.errors import OutputError, TooLargeError, UsageError
+from discmaker.errors import OutputError, StudyError, TooLargeError, UsageError
 from discmaker.identity import identity_attributes, identity_digest, watermark_digest
 from discmaker.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
 from discmaker.media import Medium, check_fits, estimate_iso_size
@@ -75,6 +75,9 @@ class AuthorRequest:
     workers: int | None = None
     overwrite: bool = False
     span: bool = False  # split over several discs when the study does not fit one
+    # The instances staff confirmed (guided workflow): the study must not change between the
+    # patient confirmation and the disc, e.g. a PACS export still landing in the folder.
+    expected_instances: frozenset[str] | None = None
     capacity: int | None = None  # bytes; overrides the medium's (a USB stick's free space)
 
 
@@ -423,6 +426,16 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         allow_mixed_patients=req.allow_mixed_patients,
         progress=(lambda d, t: progress("scan", d, t)) if progress else None,
     )
+    if req.expected_instances is not None:
+        found = {i.sop_instance_uid for i in intake.instances}
+        if found != req.expected_instances:
+            added = len(found - req.expected_instances)
+            gone = len(req.expected_instances - found)
+            raise StudyError(
+                "The study folder changed after the patient was confirmed "
+                f"({added} image(s) appeared, {gone} disappeared). Nothing was written: "
+                "wait until the export has finished, then start again and confirm again."
+            )
     # 2. fit, before any work
     capacity = req.capacity if req.capacity is not None else req.medium.capacity
     if not req.span:

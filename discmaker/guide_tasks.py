@@ -149,6 +149,7 @@ def create_disc(session: Session) -> int:
             format="folder" if where == "u" else "iso",
             label=label,
             medium=medium,
+            expected_instances=found.sop_instance_uids,
         )
         session.say("Making the disc: watermarking every image, then signing the disc...")
         with session.progress() as bar:
@@ -169,7 +170,7 @@ def create_disc(session: Session) -> int:
         author_cmd = [APP_NAME, "author", study, "--key", key_path, "--cert", cert_path]
         code = 0
         if drive is not None:
-            code = _burn_and_verify(session, out, drive.address, cert_path)
+            code = _burn_and_verify(session, out, drive.address, cert_path, result.label)
             session.show_command(
                 _command(
                     *author_cmd,
@@ -327,7 +328,9 @@ def _signing_identity(session: Session) -> tuple[Any, Any, Path, Path]:
     return key, cert, key_path, cert_path
 
 
-def _burn_and_verify(session: Session, iso: Path, drive: str, cert_path: Path) -> int:
+def _burn_and_verify(
+    session: Session, iso: Path, drive: str, cert_path: Path, expected_label: str
+) -> int:
     from discmaker.burn import burn, verify_burn
     from discmaker.trust import TrustStore
 
@@ -344,9 +347,24 @@ def _burn_and_verify(session: Session, iso: Path, drive: str, cert_path: Path) -
         )
         raise Stop(EXIT_CANCELLED) from None
     session.say("Reading the disc back to check it...")
-    with session.progress() as bar:
-        report = verify_burn(drive, TrustStore.from_paths([cert_path]), progress=bar)
+    try:
+        with session.progress() as bar:
+            report = verify_burn(drive, TrustStore.from_paths([cert_path]), progress=bar)
+    except KeyboardInterrupt:
+        session.say(
+            "Cancelled while reading the disc back: the disc was burned but NOT checked. "
+            "Do not give it out until it has been checked (menu 2).",
+            "bold yellow",
+        )
+        raise Stop(EXIT_CANCELLED) from None
     session.console.print(check_summary(report))
+    if report.ok and report.fileset_id != expected_label:
+        session.say(
+            f"The disc in the drive is not the one just burned (label {plain(report.fileset_id)}, "
+            f"expected {plain(expected_label)}). Do not give it out.",
+            "bold red",
+        )
+        return errors.CHECK_TAMPERED
     if report.ok:
         session.say("The disc is burned and verified.", "bold green")
         session.next_step("write the label on the disc and give it to the patient.")
@@ -404,7 +422,10 @@ def check_received(session: Session) -> int:
     with session.progress() as bar:
         report = check_disc(source, trust=store, progress=bar)
     session.console.print(check_summary(report))
-    if source.is_file() or source.is_dir():
+    # Remember the folder only: received file names often carry the patient's name.
+    if source.is_file():
+        session.remember(check_source=str(source.parent))
+    elif source.is_dir():
         session.remember(check_source=str(source))
     if report.ok:
         session.next_step(

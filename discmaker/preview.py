@@ -70,6 +70,7 @@ class StudyPreview:
     non_dicom_skipped: int = 0
     duplicates_skipped: int = 0
     dicomdirs_skipped: int = 0
+    sop_instance_uids: frozenset[str] = frozenset()  # what staff confirmed; author re-checks
 
     @property
     def series_count(self) -> int:
@@ -184,6 +185,7 @@ def preview(
         non_dicom_skipped=len(intake.non_dicom),
         duplicates_skipped=intake.identical_duplicates,
         dicomdirs_skipped=len(intake.existing_dicomdirs),
+        sop_instance_uids=frozenset(i.sop_instance_uid for i in intake.instances),
     )
 
 

@@ -382,3 +382,62 @@ def test_ctrl_c_in_a_real_terminal(tmp_path: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 130
+
+
+# -- found in review -----------------------------------------------------------------------------
+
+
+def test_study_that_changes_after_the_patient_was_confirmed_is_refused(
+    run: Run, env: Path, tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PACS export still landing in the folder must not put another study on the disc."""
+    import discmaker.guide_tasks as tasks
+
+    study = tmp_path / "landing"
+    write_sample_study(study, ct_slices=2, ct_size=64, mr_slices=0)
+    real_confirm = tasks._confirm_patient
+
+    def confirm_then_swap(session: object, found: object) -> bool:
+        answer = real_confirm(session, found)  # type: ignore[arg-type]
+        # More images of the same patient land after the confirmation.
+        write_sample_study(study / "late", ct_slices=1, ct_size=64, mr_slices=0, seed="late")
+        return answer
+
+    monkeypatch.setattr(tasks, "_confirm_patient", confirm_then_swap)
+    out = env / "disc.iso"
+    _, text = run(*create_answers(study, out, centre), "q")
+    assert "changed after the patient was confirmed" in " ".join(text.split())
+    assert not out.exists()
+
+
+def test_interrupt_while_reading_back_a_burned_disc_says_it_is_unchecked(
+    run: Run,
+    env: Path,
+    small_study: Path,
+    centre: Centre,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    drive = f"stdio:{tmp_path / 'burned.iso'}"
+    monkeypatch.setattr(burn_mod, "list_drives", lambda: [Drive(drive, "Test", "Pseudo")])
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(burn_mod, "verify_burn", interrupted)
+    code, text = run(
+        1, small_study, "b", "cd", "BURNDISC", "y", centre.key_path, centre.cert_path, "y", "q"
+    )
+    assert code == 130
+    assert "burned but NOT checked" in " ".join(text.split())
+    assert "nothing was written" not in text.lower()
+
+
+def test_check_remembers_the_folder_not_the_file_name(
+    run: Run, env: Path, disc_iso: Path, centre: Centre
+) -> None:
+    named = disc_iso.parent / "SMITH_JOHN.iso"
+    named.write_bytes(disc_iso.read_bytes())
+    run(2, named, "q")
+    settings = guide_session.load_settings()
+    assert "SMITH_JOHN" not in json.dumps(settings)
