@@ -237,8 +237,6 @@ def _check_output(req: AuthorRequest) -> None:
                 f"The output {req.out} is inside the input folder {given}. discmaker never "
                 "writes into an input folder: choose an output outside it."
             )
-    if out.exists() and not req.overwrite:
-        raise OutputError(f"{req.out} already exists. Choose another name or remove it first.")
     parent = out.parent
     if not parent.is_dir():
         raise OutputError(
@@ -445,7 +443,7 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         _Disc(*numbered(req.out, label, k, len(plan)), k, len(plan), part)
         for k, part in enumerate(plan, 1)
     ]
-    for disc in discs[1:]:
+    for disc in discs:  # every name this run will write, before any work
         if disc.out.exists() and not req.overwrite:
             raise OutputError(f"{disc.out} already exists. Choose another name or remove it.")
     set_id = hashlib.sha256(

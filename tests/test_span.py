@@ -142,3 +142,17 @@ def test_cli_span_and_set_check(
     assert code == 0 and doc["complete"] and len(doc["discs"]) == 2
     assert main(["check", outputs[0], "--trust", str(centre.cert_path)]) == 0
     capsys.readouterr()
+
+
+def test_existing_names_are_checked_for_every_disc_before_work(
+    study_dir: Path, centre: Centre, tmp_path: Path
+) -> None:
+    whole_ct, _ = _capacities(study_dir)
+    (tmp_path / "set.iso").write_text("a set never writes this name")
+    (tmp_path / "set_1of2.iso").write_text("an older disc")
+    with pytest.raises(errors.OutputError, match="set_1of2.iso already exists"):
+        author_disc(centre, [study_dir], tmp_path / "set.iso", span=True, capacity=whole_ct)
+    assert (tmp_path / "set_1of2.iso").read_text() == "an older disc"
+    (tmp_path / "set_1of2.iso").unlink()
+    result = author_disc(centre, [study_dir], tmp_path / "set.iso", span=True, capacity=whole_ct)
+    assert len(result.outputs) == 2
