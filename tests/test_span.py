@@ -150,7 +150,7 @@ def test_existing_names_are_checked_for_every_disc_before_work(
     whole_ct, _ = _capacities(study_dir)
     (tmp_path / "set.iso").write_text("a set never writes this name")
     (tmp_path / "set_1of2.iso").write_text("an older disc")
-    with pytest.raises(errors.OutputError, match="set_1of2.iso already exists"):
+    with pytest.raises(errors.OutputError, match=r"set_1of2\.iso already exists"):
         author_disc(centre, [study_dir], tmp_path / "set.iso", span=True, capacity=whole_ct)
     assert (tmp_path / "set_1of2.iso").read_text() == "an older disc"
     (tmp_path / "set_1of2.iso").unlink()
