@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -133,7 +134,10 @@ def create_disc(session: Session) -> int:
             "New folder on the USB stick for the disc", default=out_dir / label, exists=False
         )
     else:
-        burn_dir = tempfile.TemporaryDirectory(prefix="discmaker-burn-")
+        # Not the system temp folder: it is often in memory, and a DVD image is 4.7 GB.
+        cache = Path(platformdirs.user_cache_dir(APP_NAME))
+        cache.mkdir(parents=True, exist_ok=True)
+        burn_dir = tempfile.TemporaryDirectory(prefix="burn-", dir=cache)
         out = Path(burn_dir.name) / f"{label}.iso"
 
     try:

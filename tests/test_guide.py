@@ -40,6 +40,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Private trust store and settings; the test passphrase; no real disc burners."""
     monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
     monkeypatch.setenv("DISCMAKER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # burn images are staged here
     monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())
     monkeypatch.setattr(burn_mod, "list_drives", lambda: [])
     out = tmp_path / "out"
@@ -242,6 +243,7 @@ def test_burn_to_stdio_drive_via_guide(
     assert "The disc is burned and verified." in text
     assert f"xorriso -as cdrecord -v dev={drive} blank=as_needed disc.iso" in text
     assert list(env.iterdir()) == []  # the intermediate ISO was temporary
+    assert not any((env.parent / "cache").rglob("*.iso"))
 
 
 def test_cli_without_arguments_opens_the_guide(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
