@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _passphrase(console: Console, *, confirm: bool, what: str) -> bytes:
+def _passphrase(*, confirm: bool, what: str) -> bytes:
     env = signing.passphrase_from_env()
     if env is not None:
         return env
@@ -158,7 +158,7 @@ def _passphrase(console: Console, *, confirm: bool, what: str) -> bytes:
 
 def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     identity = signing.generate_identity(args.org)
-    passphrase = _passphrase(console, confirm=True, what="the new signing key")
+    passphrase = _passphrase(confirm=True, what="the new signing key")
     key_path, cert_path = signing.write_identity(identity, args.out, passphrase=passphrase)
     fp = signing.fingerprint(identity.certificate)
     console.print(
@@ -177,7 +177,7 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
     from discmaker.author import AuthorRequest, author
 
     cert = signing.load_certificate(args.cert)
-    passphrase = _passphrase(console, confirm=False, what=str(args.key))
+    passphrase = _passphrase(confirm=False, what=str(args.key))
     key = signing.load_private_key(args.key, passphrase=passphrase)
     req = AuthorRequest(
         inputs=tuple(args.study),

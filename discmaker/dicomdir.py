@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,16 +130,6 @@ def _sr_record_keys(hdr: Dataset) -> None:
         ]
         if times:
             hdr.VerificationDateTime = max(times)
-
-
-def write_fileset(
-    headers: Sequence[Dataset], root: Path, *, fileset_id: str, salt: str = ""
-) -> dict[str, str]:
-    """All at once: see :class:`FileSetWriter`."""
-    with FileSetWriter(fileset_id=fileset_id) as writer:
-        for hdr in headers:
-            writer.add(hdr)
-        return writer.write(root, salt=salt)
 
 
 class _StandIn(Dataset):
@@ -405,5 +395,4 @@ __all__ = [
     "header_for_record",
     "parse_dicomdir",
     "validate_fileset_id",
-    "write_fileset",
 ]

@@ -393,6 +393,13 @@ def _check_own(session: Session, out: Path, cert_path: Path) -> int:
 # -- 2. check a received disc --------------------------------------------------------------
 
 
+def _ask_received_source(session: Session, prompt: str) -> Path:
+    """Where the received disc is: a drive, an ISO file or a folder."""
+    return session.ask.path(
+        prompt, default=_default_source(session), exists=True, what="disc, ISO file or folder"
+    )
+
+
 def _default_source(session: Session) -> str | None:
     for candidate in ("/dev/sr0", "/dev/cdrom"):
         if Path(candidate).exists():
@@ -410,12 +417,7 @@ def check_received(session: Session) -> int:
         "the sender's signature, every file, and every image's hidden watermark. It "
         "changes nothing and writes nothing.",
     )
-    source = session.ask.path(
-        "Disc drive, ISO file or folder to check",
-        default=_default_source(session),
-        exists=True,
-        what="disc, ISO file or folder",
-    )
+    source = _ask_received_source(session, "Disc drive, ISO file or folder to check")
     store = TrustStore.default()
     if store.is_empty():
         session.say(
@@ -461,12 +463,7 @@ def restore(session: Session) -> int:
         "original pixels, into a new folder ready for PACS import. Images that fail are "
         "not written. The disc is not changed.",
     )
-    source = session.ask.path(
-        "Disc drive, ISO file or folder",
-        default=_default_source(session),
-        exists=True,
-        what="disc, ISO file or folder",
-    )
+    source = _ask_received_source(session, "Disc drive, ISO file or folder")
     parent = Path(session.settings.get("restore_dir") or Path.cwd())
     out = session.ask.path(
         "New folder for the restored images", default=parent / "RESTORED", exists=False

@@ -98,13 +98,6 @@ class Manifest:
     images: tuple[ImageEntry, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def file(self, path: str) -> FileEntry | None:
-        return self._files_by_path.get(path)
-
-    @property
-    def _files_by_path(self) -> dict[str, FileEntry]:
-        return {f.path: f for f in self.files}
-
 
 def _group(images: Sequence[ImageEntry]) -> list[dict[str, Any]]:
     patients: dict[tuple[str, ...], dict[str, Any]] = {}

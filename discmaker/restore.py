@@ -72,9 +72,8 @@ def restore_disc(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(written, dest)
                 tampered.append(str(out / TAMPERED_DIR / v.path))
-        refused.extend(
-            v.path for v in report.images if v.path not in {o.verdict.path for o in outcomes}
-        )
+        judged = {o.verdict.path for o in outcomes}
+        refused.extend(v.path for v in report.images if v.path not in judged)
         os.replace(final, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
