@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m discmaker.demo --out $(DEMO)
+	$(BIN)/python -m discmaker.ui.demo --out $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from discmaker import signing
-from discmaker.author import AuthorRequest, author
-from discmaker.check import check_disc
-from discmaker.media import Medium
-from discmaker.trust import TrustStore
+from discmaker.author.create import AuthorRequest, author
+from discmaker.check.verify import check_disc
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc.media import Medium
 
 
 def _own_peak_kib() -> int:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from discmaker import signing
+from discmaker.crypto import signing
 from discmaker.sample import write_sample_study
 
 OUT = Path(os.environ.get("DISCMAKER_BENCH_DIR", "bench-out")).resolve()
@@ -72,7 +72,7 @@ def main() -> None:
     files = sorted(p for p in study.rglob("*") if p.is_file())
     print(f"\n== Disc benchmarks: {len(files)} CT slices 512x512 16-bit, {mb:.0f} MB ==")
 
-    iso = OUT / "discmaker.iso"
+    iso = OUT / "discmaker.disc.iso"
     iso.unlink(missing_ok=True)
     ours = _measure("author", str(study), str(iso), str(cert), str(key))
     print(

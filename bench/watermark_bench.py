@@ -17,10 +17,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from discmaker.pixels import frames_view, pixel_format
 from discmaker.sample import ct_slice, mr_slice
-from discmaker.seal import SealStats, key_id_for, seal_dataset, unseal_dataset
-from discmaker.watermark import UnsupportedPixelsError, WatermarkCapacityError
+from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
+from discmaker.watermark.pixels import frames_view, pixel_format
+from discmaker.watermark.seal import SealStats, key_id_for, seal_dataset, unseal_dataset
 
 _KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 _KID = key_id_for(_KEY.public_key())

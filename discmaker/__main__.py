@@ -1,5 +1,5 @@
 import sys
 
-from discmaker.cli import main
+from discmaker.ui.cli import main
 
 sys.exit(main())

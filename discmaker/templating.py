@@ -4,37 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from discmaker.errors import InternalError
 
-_CANDIDATES = (
-    Path(__file__).resolve().parent.parent / "templates",  # source tree / editable install
-    Path(__file__).resolve().parent / "templates",  # bundled next to the package
-)
-
 
 @cache
 def environment() -> jinja2.Environment:
-    for folder in _CANDIDATES:
-        if folder.is_dir():
-            return jinja2.Environment(
-                loader=jinja2.FileSystemLoader(folder),
-                autoescape=jinja2.select_autoescape(
-                    enabled_extensions=("htm", "html", "htm.j2", "html.j2"),
-                    default_for_string=False,
-                ),
-                trim_blocks=True,
-                lstrip_blocks=True,
-                keep_trailing_newline=True,
-                undefined=jinja2.StrictUndefined,
-            )
-    raise InternalError(
-        "discmaker's templates folder is missing from the installation "
-        f"(looked in {', '.join(str(c) for c in _CANDIDATES)}). Reinstall discmaker."
+    """The one template environment (immutable once built, so threads share it safely).
+
+    Templates are package data (``discmaker/templates``), loaded through importlib.resources so
+    that a wheel, a zip import and a source tree all find them.
+    """
+    try:
+        loader = jinja2.PackageLoader("discmaker", "templates")
+    except ValueError as exc:
+        raise InternalError(
+            "discmaker's templates folder is missing from the installation. Reinstall discmaker."
+        ) from exc
+    return jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("htm", "html", "htm.j2", "html.j2"),
+            default_for_string=False,
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
     )
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from discmaker import signing
-from discmaker.author import AuthorRequest, AuthorResult, author
+from discmaker.author.create import AuthorRequest, AuthorResult, author
+from discmaker.crypto import signing
 from discmaker.sample import SamplePatient, write_sample_study
 
 PASSPHRASE = b"test-passphrase"

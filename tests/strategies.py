@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from discmaker.watermark import Box, PixelFormat
+from discmaker.watermark.engine import Box, PixelFormat
 
 # (bits stored, bits allocated)
 LAYOUTS = [(8, 8), (8, 16), (10, 16), (12, 16), (14, 16), (15, 16), (16, 16)]

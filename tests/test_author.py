@@ -13,11 +13,12 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
-from discmaker import errors, signing
-from discmaker.cli import main
-from discmaker.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse
-from discmaker.media import Medium
+from discmaker import errors
+from discmaker.crypto import signing
+from discmaker.disc.media import Medium
+from discmaker.format.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse
 from discmaker.sample import write_sample_study
+from discmaker.ui.cli import main
 from tests.conftest import FIXED_TIME, PASSPHRASE, Centre, author_disc, tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -224,8 +225,8 @@ _FILL = {
 
 @pytest.mark.parametrize("name", _bundled_images())
 def test_bundled_file_round_trip(name: str, centre: Centre, tmp_path: Path) -> None:
-    from discmaker.check import check_disc
-    from discmaker.trust import TrustStore
+    from discmaker.check.verify import check_disc
+    from discmaker.crypto.trust import TrustStore
 
     src = tmp_path / "in"
     src.mkdir()
@@ -354,7 +355,7 @@ def test_refuses_unwritable_output(run_author, study_dir: Path, tmp_path: Path) 
 def test_refuses_too_large_for_medium(
     centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from discmaker import author as author_mod
+    from discmaker.author import create as author_mod
 
     def tiny_fit(estimated: int, medium: Medium, **_: object) -> None:
         raise errors.TooLargeError(f"{estimated} bytes do not fit")
@@ -368,7 +369,7 @@ def test_refuses_too_large_for_medium(
 def test_interrupted_run_leaves_no_disc(
     centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from discmaker.dicomdir import FileSetWriter
+    from discmaker.author.dicomdir import FileSetWriter
 
     real = FileSetWriter.write
 
@@ -413,8 +414,8 @@ def test_keygen_cli(
 def test_images_that_disagree_within_a_study_still_verify(
     centre: Centre, tmp_path: Path, keyword: str, value: object
 ) -> None:
-    from discmaker.check import check_disc
-    from discmaker.trust import TrustStore
+    from discmaker.check.verify import check_disc
+    from discmaker.crypto.trust import TrustStore
 
     study = tmp_path / "study"
     paths = sorted(write_sample_study(study, ct_slices=2, ct_size=128, mr_slices=0))

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from discmaker import burn as burn_mod
-from discmaker.burn import Drive, burn, list_drives, parse_devices, readable_path, verify_burn
+from discmaker.check.burned import verify_burn
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc import burn as burn_mod
+from discmaker.disc.burn import Drive, burn, list_drives, parse_devices, readable_path
 from discmaker.errors import InputError, OutputError
 from discmaker.sample import write_sample_study
-from discmaker.trust import TrustStore
 from tests.conftest import Centre, author_disc
 
 needs_xorriso = pytest.mark.skipif(

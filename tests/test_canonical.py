@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discmaker import canonical
 from discmaker.errors import DiscError, InternalError
+from discmaker.format import canonical
 
 BIG = 1 << 20
 

@@ -12,13 +12,14 @@ import pytest
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from discmaker import canonical, signing
-from discmaker.check import check_disc
-from discmaker.cli import main
-from discmaker.manifest import MANIFEST_PATH, SIGNATURE_PATH, SIGNER_PATH, parse
+from discmaker.check.restore import restore_disc
+from discmaker.check.verify import check_disc
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.format import canonical
+from discmaker.format.manifest import MANIFEST_PATH, SIGNATURE_PATH, SIGNER_PATH, parse
 from discmaker.models import CheckReport, ImageStatus, Verdict
-from discmaker.restore import restore_disc
-from discmaker.trust import TrustStore
+from discmaker.ui.cli import main
 from tests.conftest import Centre, author_disc
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -15,13 +15,15 @@ import pytest
 from rich.console import Console
 from rich.prompt import Confirm
 
-from discmaker import burn as burn_mod
-from discmaker import guide, guide_session, guide_tasks, signing
-from discmaker.burn import Drive
-from discmaker.cli import main
-from discmaker.preview import format_date, format_person_name, preview
+from discmaker.author.preview import format_date, format_person_name, preview
+from discmaker.check import burned as burned_mod
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc import burn as burn_mod
+from discmaker.disc.burn import Drive
 from discmaker.sample import write_sample_study
-from discmaker.trust import TrustStore
+from discmaker.ui import guide, guide_session, guide_tasks
+from discmaker.ui.cli import main
 from tests.conftest import PASSPHRASE, Centre
 
 PATIENT_NAME = "DEMO, SAMPLE PATIENT"  # how the guide reads back DEMO^SAMPLE^PATIENT
@@ -137,7 +139,7 @@ def test_ctrl_c_at_confirmation(
 def test_ctrl_c_while_writing_leaves_nothing(
     run: Run, env: Path, small_study: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from discmaker import author as author_mod
+    from discmaker.author import create as author_mod
 
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -393,7 +395,7 @@ def test_study_that_changes_after_the_patient_was_confirmed_is_refused(
     run: Run, env: Path, tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A PACS export still landing in the folder must not put another study on the disc."""
-    import discmaker.guide_tasks as tasks
+    import discmaker.ui.guide_tasks as tasks
 
     study = tmp_path / "landing"
     write_sample_study(study, ct_slices=2, ct_size=64, mr_slices=0)
@@ -426,7 +428,7 @@ def test_interrupt_while_reading_back_a_burned_disc_says_it_is_unchecked(
     def interrupted(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(burn_mod, "verify_burn", interrupted)
+    monkeypatch.setattr(burned_mod, "verify_burn", interrupted)
     code, text = run(
         1, small_study, "b", "cd", "BURNDISC", "y", centre.key_path, centre.cert_path, "y", "q"
     )

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from discmaker import canonical
-from discmaker.check import check_disc
-from discmaker.cli import main
-from discmaker.manifest import MANIFEST_PATH, SIGNER_PATH
+from discmaker.check.verify import check_disc
+from discmaker.crypto.trust import TrustStore
+from discmaker.format import canonical
+from discmaker.format.manifest import MANIFEST_PATH, SIGNER_PATH
 from discmaker.models import ImageStatus
-from discmaker.trust import TrustStore
+from discmaker.ui.cli import main
 from tests.conftest import Centre
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

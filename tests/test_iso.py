@@ -1,4 +1,4 @@
-"""discmaker.iso (ISO and folder writers) and discmaker.media (capacities, fit check)."""
+"""discmaker.disc.iso (ISO and folder writers) and discmaker.disc.media (capacities, fit check)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from discmaker.disc.iso import DiscFile, VolumeInfo, validate_disc_path, write_folder, write_iso
+from discmaker.disc.media import Medium, check_fits, estimate_iso_size
 from discmaker.errors import InternalError, OutputError, TooLargeError, UsageError
-from discmaker.iso import DiscFile, VolumeInfo, validate_disc_path, write_folder, write_iso
-from discmaker.media import Medium, check_fits, estimate_iso_size
 
 TS = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -323,7 +323,7 @@ def test_many_files_bounded_handles(tmp_path: Path) -> None:
     out = tmp_path / "many.iso"
     write_iso(files, out, volume(), progress=watch)
     assert peak[0] <= base + 8
-    from discmaker.source import open_source
+    from discmaker.disc.source import open_source
 
     with open_source(out) as src:
         assert len(src.files()) == 320

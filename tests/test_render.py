@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 from rich.console import Console, RenderableType
 
-from discmaker import render, report_html, templating, wording
+from discmaker import templating
+from discmaker.disc.media import Medium
 from discmaker.errors import OutputError
-from discmaker.media import Medium
 from discmaker.models import (
     REPORT_FORMAT,
     REPORT_VERSION,
@@ -32,6 +32,7 @@ from discmaker.models import (
     RestoreResult,
     Signer,
 )
+from discmaker.ui import render, report_html, wording
 
 FINGERPRINT = "SHA256:3F:A1:77:0C:9E:12:DE:AD:BE:EF"
 
@@ -337,7 +338,7 @@ def test_restore_summary(tampered: CheckReport) -> None:
 
 
 def test_author_summary() -> None:
-    from discmaker.author import AuthorResult
+    from discmaker.author.create import AuthorResult
 
     result = AuthorResult(
         out=Path("/tmp/out dir/disc.iso"),

@@ -1,4 +1,4 @@
-"""Frame-level seal: sign, embed, verify, localise, restore (discmaker.seal, discmaker.pixels)."""
+"""Frame-level seal: sign, embed, verify, localise, restore (discmaker.watermark.seal, .pixels)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,23 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from discmaker.pixels import frames_view, pixel_format
 from discmaker.sample import ct_slice, mr_slice
-from discmaker.seal import (
-    key_id_for,
-    plan_carriers,
-    rs_decode,
-    rs_encode,
-    seal_dataset,
-    unseal_dataset,
-)
-from discmaker.watermark import (
+from discmaker.watermark.engine import (
     UnsupportedPixelsError,
     WatermarkCapacityError,
     default_grid,
     embed_region,
     extract_region,
     grid_boxes,
+)
+from discmaker.watermark.pixels import frames_view, pixel_format
+from discmaker.watermark.seal import (
+    key_id_for,
+    plan_carriers,
+    rs_decode,
+    rs_encode,
+    seal_dataset,
+    unseal_dataset,
 )
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from discmaker import signing
+from discmaker.crypto import signing
 from discmaker.errors import (
     DiscError,
     KeyFileError,

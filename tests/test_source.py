@@ -1,4 +1,4 @@
-"""discmaker.source: reading received discs (ISO image, device, folder) safely."""
+"""discmaker.disc.source: reading received discs (ISO image, device, folder) safely."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from discmaker.disc.iso import DiscFile, VolumeInfo, write_folder, write_iso
+from discmaker.disc.source import MAX_WALK_DEPTH, DiscSource, open_source
 from discmaker.errors import DiscError
-from discmaker.iso import DiscFile, VolumeInfo, write_folder, write_iso
-from discmaker.source import MAX_WALK_DEPTH, DiscSource, open_source
 
 TREE: dict[str, bytes] = {
     "DICOMDIR": b"\0" * 128 + b"DICM" + b"dicomdir" * 20,

@@ -11,12 +11,12 @@ import pytest
 from pydicom import dcmread
 
 from discmaker import errors
-from discmaker.author import estimate_disc_size, plan_discs
-from discmaker.check import check_disc, check_set
-from discmaker.cli import main
-from discmaker.manifest import MANIFEST_PATH, parse
-from discmaker.study import scan
-from discmaker.trust import TrustStore
+from discmaker.author.create import estimate_disc_size, plan_discs
+from discmaker.author.intake import scan
+from discmaker.check.verify import check_disc, check_set
+from discmaker.crypto.trust import TrustStore
+from discmaker.format.manifest import MANIFEST_PATH, parse
+from discmaker.ui.cli import main
 from tests.conftest import Centre, author_disc
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -120,7 +120,7 @@ def test_cli_span_and_set_check(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from discmaker import signing
+    from discmaker.crypto import signing
     from tests.conftest import PASSPHRASE
 
     monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())

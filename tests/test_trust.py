@@ -9,9 +9,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from discmaker import signing
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TRUST_DIR_ENV, TrustedSigner, TrustStore, normalise_fingerprint
 from discmaker.errors import KeyFileError, UsageError
-from discmaker.trust import TRUST_DIR_ENV, TrustedSigner, TrustStore, normalise_fingerprint
 
 
 @pytest.fixture(scope="module")

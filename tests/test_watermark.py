@@ -1,4 +1,4 @@
-"""Properties of the reversible watermark engine (discmaker.watermark)."""
+"""Properties of the reversible watermark engine (discmaker.watermark.engine)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from strategies import Case, cases, stored_to_raw
 
 from discmaker.errors import InputError
-from discmaker.watermark import (
+from discmaker.watermark.engine import (
     HEADER_BITS,
     Box,
     PixelFormat,

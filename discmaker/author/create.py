@@ -35,22 +35,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 
-from discmaker import APP_NAME, __version__, manifest, signing
-from discmaker.dicomdir import (
-    FileSetWriter,
-    header_for_record,
-    parse_dicomdir,
-    validate_fileset_id,
-)
+from discmaker import APP_NAME, __version__
+from discmaker.author.dicomdir import FileSetWriter, header_for_record
+from discmaker.author.intake import InputInstance, Intake, scan
+from discmaker.author.normalise import normalise
+from discmaker.crypto import signing
+from discmaker.disc.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
+from discmaker.disc.media import Medium, check_fits, estimate_iso_size
 from discmaker.errors import OutputError, StudyError, TooLargeError, UsageError
-from discmaker.identity import identity_attributes, identity_digest, watermark_digest
-from discmaker.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
-from discmaker.media import Medium, check_fits, estimate_iso_size
-from discmaker.normalise import normalise
-from discmaker.seal import seal_dataset
-from discmaker.study import InputInstance, Intake, scan
+from discmaker.format import manifest
+from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
+from discmaker.format.identity import identity_attributes, identity_digest, watermark_digest
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
-from discmaker.watermark import UnsupportedPixelsError, WatermarkCapacityError
+from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
+from discmaker.watermark.seal import seal_dataset
 
 PRIVATE_GROUP = 0x0009
 PRIVATE_CREATOR = "DISCMAKER 1"

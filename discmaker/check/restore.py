@@ -16,10 +16,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from discmaker.check import Progress, check_and_restore
+from discmaker.check.verify import Progress, check_and_restore
+from discmaker.crypto.trust import TrustStore
 from discmaker.errors import OutputError
 from discmaker.models import ImageStatus, RestoreResult
-from discmaker.trust import TrustStore
 
 TAMPERED_DIR = "TAMPERED"
 

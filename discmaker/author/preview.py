@@ -1,6 +1,7 @@
 """What is in a study, from its headers only: for staff to see before anything is written.
 
-:func:`preview` runs the same intake as authoring (:func:`discmaker.study.scan`: it finds the
+:func:`preview` runs the same intake as authoring (:func:`discmaker.author.intake.scan`: it
+finds the
 DICOM files and refuses what cannot go on a disc, such as mixed patients) and then reads each
 header once more, without pixel data, for the names and descriptions a person recognises:
 patient name, ID and birth date, each study's date and description, each series' modality,
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from discmaker.study import InputInstance, read_header, scan
+from discmaker.author.intake import InputInstance, read_header, scan
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -119,7 +120,7 @@ def preview(
 ) -> StudyPreview:
     """Describe the study under ``paths`` from its headers (pixel data is never read).
 
-    Raises the same errors as :func:`discmaker.study.scan` (no images, damaged files, mixed
+    Raises the same errors as :func:`discmaker.author.intake.scan` (no images, damaged files, mixed
     patients unless allowed), so a study that previews is one that can be authored.
     """
     intake = scan(paths, allow_mixed_patients=allow_mixed_patients, progress=progress)

@@ -19,16 +19,12 @@ import math
 import re
 import shutil
 import subprocess
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from discmaker.check import check_disc
-from discmaker.errors import DiscError, InputError, OutputError
-from discmaker.models import CheckReport
-from discmaker.trust import TrustStore
+from discmaker.errors import InputError, OutputError
 
 Progress = Callable[[str, int, int], None]
 
@@ -187,30 +183,6 @@ def readable_path(drive: str) -> Path:
     return Path(drive)
 
 
-def verify_burn(
-    drive: str,
-    trust: TrustStore,
-    *,
-    progress: Progress | None = None,
-    attempts: int = 3,
-    delay: float = 3.0,
-) -> CheckReport:
-    """Read the burned disc back and check it; returns the report (``report.ok`` when done).
-
-    A drive may need a moment after burning before the new disc reads, so an unreadable disc
-    is retried ``attempts`` times ``delay`` seconds apart before :class:`DiscError` is raised.
-    """
-    path = readable_path(drive)
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            return check_disc(path, trust=trust, progress=progress)
-        except DiscError:
-            if attempt >= attempts or drive.startswith(STDIO_PREFIX):
-                raise
-            time.sleep(delay)
-    raise DiscError(f"{drive} could not be read back")  # pragma: no cover (loop returns)
-
-
 __all__ = [
     "INSTALL_HINT",
     "STDIO_PREFIX",
@@ -221,5 +193,4 @@ __all__ = [
     "list_drives",
     "parse_devices",
     "readable_path",
-    "verify_burn",
 ]

@@ -25,8 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from discmaker.pixels import RawFrames, frames_view, pixel_bytes, pixel_format, write_back
-from discmaker.watermark import (
+from discmaker.watermark.engine import (
     _T_MAX,
     _TV,
     HEADER_BITS,
@@ -43,6 +42,7 @@ from discmaker.watermark import (
     grid_boxes,
     region_capacity,
 )
+from discmaker.watermark.pixels import RawFrames, frames_view, pixel_bytes, pixel_format, write_back
 
 __all__ = [
     "SIGNED_BLOCK_VERSION",

@@ -3,7 +3,7 @@
 The check is explained with the same numbered steps as ``discmaker check`` and the README:
 (1) signature, (2) files agree with the signed list, (3) headers, (4) watermarks, (5) verdict.
 :func:`check_steps` decides each step's state and sentence, :func:`verdict_text` the verdict,
-its explanation and advice; :mod:`discmaker.render` and :mod:`discmaker.report_html` only lay
+its explanation and advice; :mod:`discmaker.ui.render` and :mod:`discmaker.ui.report_html` only lay
 them out.
 
 Every string that came off a received disc (paths, certificate subjects, reasons) is hostile
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from discmaker import APP_NAME
-from discmaker.manifest import SIGNER_PATH
+from discmaker.format.manifest import SIGNER_PATH
 from discmaker.models import CheckReport, Finding, ImageStatus, ImageVerdict, Region, Verdict
 
 StepState = Literal["pass", "fail", "warn", "skip"]

@@ -18,9 +18,9 @@ Testable: :func:`run_guide` takes the console to print on and an optional text s
 answers from (``io.StringIO("1\\n/path/to/study\\n...")``); passphrases come from
 ``DISCMAKER_PASSPHRASE`` when set, else from the stream, else from a hidden terminal prompt.
 
-This module is the menu and the entry point; the tasks are in :mod:`discmaker.guide_tasks`,
+This module is the menu and the entry point; the tasks are in :mod:`discmaker.ui.guide_tasks`,
 the questions, messages and the defaults remembered between runs (never patient data) in
-:mod:`discmaker.guide_session`.
+:mod:`discmaker.ui.guide_session`.
 
 Return value of :func:`run_guide`: the exit status of the last task (0 done; a check or
 restore returns the check contract 0-3; other failures their sysexits code; 1 when staff
@@ -38,9 +38,9 @@ from rich.panel import Panel
 from rich.text import Text
 
 from discmaker import APP_NAME
-from discmaker.guide_session import EXIT_CANCELLED, Session, Stop
-from discmaker.guide_tasks import check_received, create_disc, keys_menu, restore
-from discmaker.wording import plain
+from discmaker.ui.guide_session import EXIT_CANCELLED, Session, Stop
+from discmaker.ui.guide_tasks import check_received, create_disc, keys_menu, restore
+from discmaker.ui.wording import plain
 
 
 def _main_menu(session: Session) -> int:

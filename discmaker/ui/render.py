@@ -3,8 +3,8 @@ versioned JSON report of a check.
 
 Nothing here prints: the CLI prints what these functions return. Every string that came off a
 received disc (paths, certificate subjects, reasons) is hostile input, so it is shown as plain
-text (:func:`discmaker.wording.plain`), never as rich markup. What a check report says is
-decided in :mod:`discmaker.wording`; the HTML report is :mod:`discmaker.report_html`.
+text (:func:`discmaker.ui.wording.plain`), never as rich markup. What a check report says is
+decided in :mod:`discmaker.ui.wording`; the HTML report is :mod:`discmaker.ui.report_html`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from discmaker.models import (
     RestoreResult,
     Verdict,
 )
-from discmaker.wording import (
+from discmaker.ui.wording import (
     STATE_LABEL,
     STATUS_ORDER,
     SeriesRow,
@@ -58,7 +58,7 @@ from discmaker.wording import (
 )
 
 if TYPE_CHECKING:
-    from discmaker.author import AuthorResult
+    from discmaker.author.create import AuthorResult
 
 _TERMINAL_IMAGES = 20  # tampered images listed in the terminal; the rest are in --json/--report
 _TERMINAL_REGIONS = 5  # regions listed per image in the terminal

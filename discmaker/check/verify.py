@@ -18,7 +18,7 @@ The steps, numbered the same in the README, the terminal summary and the reports
     or not verifiable; for the disc: verified (exit 0), tampered or inconsistent (1), not
     verifiable (2). Unreadable input is exit 3, raised as DiscError before a verdict exists.
 
-A received disc is hostile input: every read goes through :mod:`discmaker.source`, which
+A received disc is hostile input: every read goes through :mod:`discmaker.disc.source`, which
 refuses path escapes, symlinks and absurd sizes; parse failures become findings, not crashes.
 """
 
@@ -39,17 +39,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from discmaker import manifest as manifest_mod
-from discmaker import signing
-from discmaker.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc.source import DiscSource, IsoSource, open_source
 from discmaker.errors import DiscError, OutputError, VerificationError
-from discmaker.identity import (
+from discmaker.format import manifest as manifest_mod
+from discmaker.format.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
+from discmaker.format.identity import (
     IDENTITY_KEYWORDS,
     differing_keywords,
     identity_attributes,
     watermark_digest,
 )
-from discmaker.manifest import (
+from discmaker.format.manifest import (
     MANIFEST_PATH,
     SIGNATURE_PATH,
     SIGNER_PATH,
@@ -65,9 +67,7 @@ from discmaker.models import (
     SetReport,
     Signer,
 )
-from discmaker.seal import unseal_dataset
-from discmaker.source import DiscSource, IsoSource, open_source
-from discmaker.trust import TrustStore
+from discmaker.watermark.seal import unseal_dataset
 
 MAX_IMAGE_BYTES = 1 << 30
 MAX_DICOMDIR_BYTES = 64 << 20

@@ -3,7 +3,7 @@ for PACS import, and keys and trusted senders.
 
 Each task says in plain words what it will do, shows what it found, ends with a result panel
 and the next step, and shows the equivalent command line so the same job can be scripted. A
-task returns its exit status (see :mod:`discmaker.guide`). Before a disc is written or burned,
+task returns its exit status (see :mod:`discmaker.ui.guide`). Before a disc is written or burned,
 staff confirm the patient's name, ID and birth date against the request form.
 
 The library modules behind the tasks are imported when a task starts, so the menu opens fast.
@@ -25,11 +25,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from discmaker import APP_NAME, errors, signing
-from discmaker.guide_session import EXIT_CANCELLED, EXIT_STOPPED, Session, Stop, config_dir
-from discmaker.media import Medium
-from discmaker.render import author_summary, check_summary, restore_summary
-from discmaker.wording import human_size, plain, plural
+from discmaker import APP_NAME, errors
+from discmaker.crypto import signing
+from discmaker.disc.media import Medium
+from discmaker.ui.guide_session import EXIT_CANCELLED, EXIT_STOPPED, Session, Stop, config_dir
+from discmaker.ui.render import author_summary, check_summary, restore_summary
+from discmaker.ui.wording import human_size, plain, plural
 
 
 def _command(*parts: object) -> str:
@@ -49,10 +50,10 @@ def suggest_medium(estimated_bytes: int) -> Medium:
 
 
 def create_disc(session: Session) -> int:
-    from discmaker.author import AuthorRequest, author, default_label
-    from discmaker.burn import list_drives
-    from discmaker.dicomdir import validate_fileset_id
-    from discmaker.preview import preview
+    from discmaker.author.create import AuthorRequest, author, default_label
+    from discmaker.author.preview import preview
+    from discmaker.disc.burn import list_drives
+    from discmaker.format.dicomdir import validate_fileset_id
 
     session.intro(
         "Create a patient disc",
@@ -230,7 +231,7 @@ def create_disc(session: Session) -> int:
 
 
 def _preview_panel(found: Any) -> RenderableType:
-    from discmaker.preview import StudyPreview, format_date
+    from discmaker.author.preview import StudyPreview, format_date
 
     assert isinstance(found, StudyPreview)
     parts: list[RenderableType] = []
@@ -335,8 +336,9 @@ def _signing_identity(session: Session) -> tuple[Any, Any, Path, Path]:
 def _burn_and_verify(
     session: Session, iso: Path, drive: str, cert_path: Path, expected_label: str
 ) -> int:
-    from discmaker.burn import burn, verify_burn
-    from discmaker.trust import TrustStore
+    from discmaker.check.burned import verify_burn
+    from discmaker.crypto.trust import TrustStore
+    from discmaker.disc.burn import burn
 
     session.say(f"Burning to {plain(drive)}. Do not open the drive until it is finished.")
     try:
@@ -379,8 +381,8 @@ def _burn_and_verify(
 
 
 def _check_own(session: Session, out: Path, cert_path: Path) -> int:
-    from discmaker.check import check_disc
-    from discmaker.trust import TrustStore
+    from discmaker.check.verify import check_disc
+    from discmaker.crypto.trust import TrustStore
 
     with session.progress() as bar:
         report = check_disc(out, trust=TrustStore.from_paths([cert_path]), progress=bar)
@@ -408,8 +410,8 @@ def _default_source(session: Session) -> str | None:
 
 
 def check_received(session: Session) -> int:
-    from discmaker.check import check_disc
-    from discmaker.trust import TrustStore
+    from discmaker.check.verify import check_disc
+    from discmaker.crypto.trust import TrustStore
 
     session.intro(
         "Check a disc we received",
@@ -454,8 +456,8 @@ def check_received(session: Session) -> int:
 
 
 def restore(session: Session) -> int:
-    from discmaker.restore import restore_disc
-    from discmaker.trust import TrustStore
+    from discmaker.check.restore import restore_disc
+    from discmaker.crypto.trust import TrustStore
 
     session.intro(
         "Restore checked images for import",
@@ -548,7 +550,7 @@ def _create_identity(session: Session) -> int:
 
 
 def _trust_add(session: Session) -> int:
-    from discmaker.trust import TrustedSigner, TrustStore
+    from discmaker.crypto.trust import TrustedSigner, TrustStore
 
     session.intro(
         "Trust a sender",
@@ -586,7 +588,7 @@ def _trust_add(session: Session) -> int:
 
 
 def _trust_list(session: Session) -> int:
-    from discmaker.trust import TrustStore
+    from discmaker.crypto.trust import TrustStore
 
     store = TrustStore.default()
     signers = store.list()
@@ -606,7 +608,7 @@ def _trust_list(session: Session) -> int:
 
 
 def _trust_remove(session: Session) -> int:
-    from discmaker.trust import TrustStore
+    from discmaker.crypto.trust import TrustStore
 
     store = TrustStore.default()
     signers = store.list()

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.uid import UID
 
-from discmaker.watermark import PixelFormat, UnsupportedPixelsError
+from discmaker.watermark.engine import PixelFormat, UnsupportedPixelsError
 
 __all__ = ["frames_view", "pixel_bytes", "pixel_format", "write_back"]
 

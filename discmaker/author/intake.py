@@ -16,8 +16,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from discmaker.author.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
 from discmaker.errors import NoImagesError, StudyError
-from discmaker.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 

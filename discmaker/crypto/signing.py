@@ -300,7 +300,7 @@ def verify(
     """Raise :class:`VerificationError` ("signature does not match <what>") unless it matches.
 
     This checks the mathematics only: whether the certificate is trusted is the trust store's
-    question (:mod:`discmaker.trust`).
+    question (:mod:`discmaker.crypto.trust`).
     """
     if isinstance(cert_or_public_key, x509.Certificate):
         public_key = cert_or_public_key.public_key()

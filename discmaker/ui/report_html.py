@@ -1,9 +1,9 @@
 """The HTML report of a check: a self-contained, printable (A4) page for the patient record,
 with a thumbnail of every changed image and its changed areas outlined in red.
 
-What the report says is decided in :mod:`discmaker.wording`, shared with the terminal. Every
+What the report says is decided in :mod:`discmaker.ui.wording`, shared with the terminal. Every
 string that came off a received disc is hostile input: it goes through
-:func:`discmaker.wording.plain` and reaches the page only through the autoescaping template,
+:func:`discmaker.ui.wording.plain` and reaches the page only through the autoescaping template,
 never as raw HTML.
 """
 
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from discmaker import APP_NAME, __version__, templating
 from discmaker.errors import InternalError, OutputError
 from discmaker.models import CheckReport, ImageStatus, ImageVerdict, Region
-from discmaker.wording import (
+from discmaker.ui.wording import (
     check_steps,
     plain,
     region_text,

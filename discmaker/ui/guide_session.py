@@ -28,9 +28,10 @@ from rich.panel import Panel
 from rich.prompt import Confirm, Prompt
 from rich.text import Text
 
-from discmaker import APP_NAME, errors, signing
-from discmaker.render import ProgressFn, progress_bars
-from discmaker.wording import plain
+from discmaker import APP_NAME, errors
+from discmaker.crypto import signing
+from discmaker.ui.render import ProgressFn, progress_bars
+from discmaker.ui.wording import plain
 
 CONFIG_DIR_ENV = "DISCMAKER_CONFIG_DIR"
 SETTINGS_FILE = "guide.json"

@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from discmaker import APP_NAME, __version__, errors, signing
-from discmaker.media import Medium
-from discmaker.render import progress_bars
-from discmaker.wording import plain
+from discmaker import APP_NAME, __version__, errors
+from discmaker.crypto import signing
+from discmaker.disc.media import Medium
+from discmaker.ui.render import progress_bars
+from discmaker.ui.wording import plain
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
@@ -174,7 +175,7 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_author(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.author import AuthorRequest, author
+    from discmaker.author.create import AuthorRequest, author
 
     cert = signing.load_certificate(args.cert)
     passphrase = _passphrase(confirm=False, what=str(args.key))
@@ -218,16 +219,16 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         }
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return 0
-    from discmaker.render import author_summary
+    from discmaker.ui.render import author_summary
 
     console.print(author_summary(result))
     return 0
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.check import check_disc, check_set, tamper_thumbnails
-    from discmaker.render import check_json, check_summary
-    from discmaker.report_html import write_html_report
+    from discmaker.check.verify import check_disc, check_set, tamper_thumbnails
+    from discmaker.ui.render import check_json, check_summary
+    from discmaker.ui.report_html import write_html_report
 
     trust = _trust_store(args.trust)
     reports = []
@@ -271,8 +272,8 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.render import restore_summary
-    from discmaker.restore import restore_disc
+    from discmaker.check.restore import restore_disc
+    from discmaker.ui.render import restore_summary
 
     trust = _trust_store(args.trust)
     with progress_bars(console, enabled=not args.json) as progress:
@@ -291,13 +292,13 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
 
 
 def _trust_store(paths: Sequence[Path] | None) -> Any:
-    from discmaker.trust import TrustStore
+    from discmaker.crypto.trust import TrustStore
 
     return TrustStore.from_paths(paths) if paths else TrustStore.default()
 
 
 def cmd_trust(args: argparse.Namespace, console: Console) -> int:
-    from discmaker.trust import TrustStore
+    from discmaker.crypto.trust import TrustStore
 
     store = TrustStore.default()
     if args.trust_command == "add":
@@ -342,7 +343,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     command = argv[0] if argv else None
     try:
         if not argv:
-            from discmaker.guide import run_guide
+            from discmaker.ui.guide import run_guide
 
             return int(run_guide(console=console))
         args = build_parser().parse_args(argv)

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from discmaker import APP_NAME
+from discmaker.crypto.signing import fingerprint, key_id, load_certificate, subject_text
 from discmaker.errors import InternalError, KeyFileError, OutputError, UsageError
-from discmaker.signing import fingerprint, key_id, load_certificate, subject_text
 
 TRUST_DIR_ENV = "DISCMAKER_TRUST_DIR"
 _HEX = frozenset("0123456789ABCDEF")

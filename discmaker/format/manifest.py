@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from discmaker import APP_NAME, __version__
-from discmaker.canonical import dumps, loads
 from discmaker.errors import DiscError
-from discmaker.identity import (
+from discmaker.format.canonical import dumps, loads
+from discmaker.format.identity import (
     FORMAT as IDENTITY_FORMAT,
 )
-from discmaker.identity import (
+from discmaker.format.identity import (
     IDENTITY_KEYWORDS,
     INSTANCE_KEYWORDS,
     PATIENT_KEYWORDS,

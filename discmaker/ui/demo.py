@@ -14,8 +14,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from discmaker import cli, signing
+from discmaker.crypto import signing
 from discmaker.sample import write_sample_study
+from discmaker.ui import cli
 
 DEMO_PASSPHRASE = "demo-passphrase-not-for-real-use"
 

@@ -1,0 +1,1 @@
+"""discmaker.check."""
