@@ -1,0 +1,88 @@
+"""Run one task over many jobs, in this thread or in worker processes, with no shared state.
+
+Each run builds its own context with ``setup`` and hands it to every call of ``task`` as an
+argument. In this thread the context is a local variable; in a worker process it is created by
+the pool's initializer and kept in that process only (a process belongs to one pool, and the
+pool to one run), so two runs, in two threads of one host, never see each other's context.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+J = TypeVar("J")
+R = TypeVar("R")
+
+Setup = Callable[..., AbstractContextManager[Any]]
+"""Makes a run's context; a context manager, so that what it opens is closed again."""
+
+MIN_JOBS_FOR_POOL = 8
+"""Below this many jobs, starting worker processes costs more than it saves."""
+
+
+def default_workers() -> int:
+    """The cores this process may use (the CLI's default; the library's default is 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _ProcessContext:
+    """The one context of a worker process: set by the pool initializer, nowhere else."""
+
+    value: Any = None
+    manager: AbstractContextManager[Any] | None = None
+
+
+def _init_process(setup: Setup, args: tuple[Any, ...]) -> None:
+    manager = setup(*args)
+    _ProcessContext.value = manager.__enter__()
+    _ProcessContext.manager = manager  # closed when the worker process exits
+
+
+def _in_process(task: Callable[[Any, J], R], job: J) -> R:
+    return task(_ProcessContext.value, job)
+
+
+def run_jobs(
+    task: Callable[[C, J], R],
+    jobs: Sequence[J],
+    *,
+    setup: Setup,
+    setup_args: tuple[Any, ...],
+    workers: int = 1,
+    chunksize: int = 4,
+) -> Iterator[R]:
+    """Yield ``task(context, job)`` for every job, in order.
+
+    ``setup(*setup_args)`` must be a picklable, module-level callable returning a context
+    manager whose value is the context; ``task`` must be a module-level function. With
+    ``workers`` > 1 and enough jobs the work runs in that many processes, started with the
+    ``forkserver`` method where the platform has it: forking a multi-threaded host (a disc
+    station, a web service) can copy a lock another thread holds, and the child then hangs.
+    """
+    if workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL:
+        with setup(*setup_args) as context:
+            for job in jobs:
+                yield task(context, job)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    method = "forkserver" if "forkserver" in methods else "spawn"
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=_init_process,
+        initargs=(setup, setup_args),
+    ) as pool:
+        yield from pool.map(partial(_in_process, task), jobs, chunksize=chunksize)
+
+
+__all__ = ["MIN_JOBS_FOR_POOL", "default_workers", "run_jobs"]
