@@ -74,7 +74,7 @@ def captured_warnings() -> Iterator[list[str]]:
             _Router.active -= 1
             if _Router.active == 0 and _Router.saved is not None:
                 filters, show = _Router.saved
-                warnings.filters[:] = filters
+                warnings.filters[:] = filters  # type: ignore[index]
                 warnings.showwarning = show
                 warnings._filters_mutated()  # type: ignore[attr-defined]
                 _Router.saved = None
