@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench wheel-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check discmaker tests bench
 	$(BIN)/ruff format --check discmaker tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+wheel-smoke:
+	bash .ci/wheel-smoke
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
