@@ -17,6 +17,7 @@ from discmaker.check.verify import check_disc
 from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustStore
 from discmaker.disc.media import Medium
+from discmaker.parallel import default_workers
 
 
 def _own_peak_kib() -> int:
@@ -46,12 +47,13 @@ def main(argv: list[str]) -> None:
             cert=signing.load_certificate(cert),
             label="BENCH",
             medium=Medium.DVD,
+            workers=default_workers(),
         )
         result = author(request)
         extra = {"images": result.images, "watermarked": result.watermarked}
     else:
         disc, cert = Path(argv[1]), Path(argv[2])
-        report = check_disc(disc, trust=TrustStore.from_paths([cert]))
+        report = check_disc(disc, trust=TrustStore.from_paths([cert]), workers=default_workers())
         extra = {"verdict": report.verdict.value, "images": len(report.images)}
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), **extra}))

@@ -17,13 +17,14 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from discmaker.crypto.signing import key_id
 from discmaker.sample import ct_slice, mr_slice
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
 from discmaker.watermark.pixels import frames_view, pixel_format
-from discmaker.watermark.seal import SealStats, key_id_for, seal_dataset, unseal_dataset
+from discmaker.watermark.seal import SealStats, seal_dataset, unseal_dataset
 
 _KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
-_KID = key_id_for(_KEY.public_key())
+_KID = key_id(_KEY.public_key())
 _IDENT = bytes(16)
 
 

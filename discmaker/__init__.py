@@ -1,6 +1,52 @@
-"""discmaker: tamper-evident patient discs of DICOM studies, and the checker for them."""
+"""discmaker: tamper-evident patient discs of DICOM studies, and the checker for them.
 
+The library behind the ``discmaker`` command. Everything a program needs is importable from
+here; ``import discmaker`` stays light (the heavy modules, numpy and pydicom among them, load
+on first use of a name). Results are frozen dataclasses, each with a versioned ``to_json()``
+(JSON Schemas in ``docs/schemas/``); errors are :class:`DiscmakerError` subclasses carrying
+the exit code the CLI uses. Nothing here prints, and nothing outside ``discmaker.ui`` imports
+a terminal library. Log records go to the ``discmaker`` logger (silent unless you configure
+logging).
+
+Author a disc from a study folder, then check it as the receiving clinic would::
+
+    >>> from pathlib import Path
+    >>> import discmaker
+    >>> identity = discmaker.generate_identity("City Imaging Centre")
+    >>> key_path, cert_path = discmaker.write_identity(
+    ...     identity, Path(keys_dir), passphrase=b"correct horse"
+    ... )
+    >>> result = discmaker.author_disc(
+    ...     discmaker.AuthorRequest(
+    ...         inputs=(Path(study_dir),),
+    ...         out=Path(out_dir) / "disc.iso",
+    ...         key=discmaker.load_private_key(key_path, passphrase=b"correct horse"),
+    ...         cert=discmaker.load_certificate(cert_path),
+    ...         label="DISC_0001",
+    ...         medium=discmaker.Medium.CD,
+    ...     )
+    ... )
+    >>> result.images == result.watermarked
+    True
+    >>> trust = discmaker.TrustStore.from_paths([cert_path])
+    >>> report = discmaker.check_disc(result.out, trust=trust)
+    >>> report.verdict is discmaker.Verdict.VERIFIED, report.exit_code
+    (True, 0)
+    >>> report.to_json()["format"]
+    'discmaker-check-report'
+
+``check_disc`` never raises for a disc that fails: a tampered disc is a report with
+``verdict`` ``Verdict.TAMPERED``, per image in ``report.images``. It raises
+:class:`DiscError` for input it cannot read, :class:`InputError` subclasses for a problem
+the caller must fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("discmaker")
@@ -9,4 +55,114 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 APP_NAME = "discmaker"
 
-__all__ = ["APP_NAME", "__version__"]
+# A library stays silent unless the application configures logging (the CLI's --verbose).
+logging.getLogger(APP_NAME).addHandler(logging.NullHandler())
+
+# Public name -> (module, name in that module). Loaded on first access (PEP 562).
+_LAZY: dict[str, tuple[str, str]] = {
+    # what the library does
+    "author_disc": ("discmaker.author.create", "author"),
+    "check_disc": ("discmaker.check.verify", "check_disc"),
+    "check_set": ("discmaker.check.verify", "check_set"),
+    "restore_disc": ("discmaker.check.restore", "restore_disc"),
+    # requests, results, reports
+    "AuthorRequest": ("discmaker.author.create", "AuthorRequest"),
+    "AuthorResult": ("discmaker.author.create", "AuthorResult"),
+    "author_result_to_json": ("discmaker.models", "author_result_to_json"),
+    "CheckReport": ("discmaker.models", "CheckReport"),
+    "SetReport": ("discmaker.models", "SetReport"),
+    "RestoreResult": ("discmaker.models", "RestoreResult"),
+    "ImageVerdict": ("discmaker.models", "ImageVerdict"),
+    "ImageStatus": ("discmaker.models", "ImageStatus"),
+    "Verdict": ("discmaker.models", "Verdict"),
+    "Finding": ("discmaker.models", "Finding"),
+    "Region": ("discmaker.models", "Region"),
+    "Signer": ("discmaker.models", "Signer"),
+    "Medium": ("discmaker.disc.media", "Medium"),
+    # keys and trust
+    "Identity": ("discmaker.crypto.signing", "Identity"),
+    "generate_identity": ("discmaker.crypto.signing", "generate_identity"),
+    "write_identity": ("discmaker.crypto.signing", "write_identity"),
+    "load_private_key": ("discmaker.crypto.signing", "load_private_key"),
+    "load_certificate": ("discmaker.crypto.signing", "load_certificate"),
+    "fingerprint": ("discmaker.crypto.signing", "fingerprint"),
+    "TrustStore": ("discmaker.crypto.trust", "TrustStore"),
+    "TrustedSigner": ("discmaker.crypto.trust", "TrustedSigner"),
+    # errors
+    **{
+        name: ("discmaker.errors", name)
+        for name in (
+            "DiscmakerError",
+            "InputError",
+            "UsageError",
+            "NoImagesError",
+            "StudyError",
+            "KeyFileError",
+            "OutputError",
+            "TooLargeError",
+            "DiscError",
+            "VerificationError",
+            "UntrustedSignerError",
+            "InternalError",
+        )
+    },
+}
+
+# No `if TYPE_CHECKING:` imports of the names above: import-linter counts them, and the lower
+# layers import this package (APP_NAME), so they would read as format -> check. Type checkers
+# see these names as Any here; import them from their modules for precise types.
+__all__ = [
+    "APP_NAME",
+    "AuthorRequest",
+    "AuthorResult",
+    "CheckReport",
+    "DiscError",
+    "DiscmakerError",
+    "Finding",
+    "Identity",
+    "ImageStatus",
+    "ImageVerdict",
+    "InputError",
+    "InternalError",
+    "KeyFileError",
+    "Medium",
+    "NoImagesError",
+    "OutputError",
+    "Region",
+    "RestoreResult",
+    "SetReport",
+    "Signer",
+    "StudyError",
+    "TooLargeError",
+    "TrustStore",
+    "TrustedSigner",
+    "UntrustedSignerError",
+    "UsageError",
+    "Verdict",
+    "VerificationError",
+    "__version__",
+    "author_disc",
+    "author_result_to_json",
+    "check_disc",
+    "check_set",
+    "fingerprint",
+    "generate_identity",
+    "load_certificate",
+    "load_private_key",
+    "restore_disc",
+    "write_identity",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

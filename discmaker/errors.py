@@ -18,8 +18,9 @@
     └── InternalError         our bug: please report it
 
 Each class carries the process exit code the CLI uses, so "the disc failed" never looks like
-"the tool could not run". Messages name the DICOM element or file concerned and say what to do;
-they never contain patient data.
+"the tool could not run"; :func:`exit_code_for` is the one place an exception that stopped a
+command becomes an exit status (the CLI and the guide both ask it). Messages name the DICOM
+element or file concerned and say what to do; they never contain patient data.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_NOPERM = 77
+EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), for every command
 
 # `discmaker check` exit codes (the contract in the README).
 CHECK_OK = 0
@@ -97,6 +99,22 @@ class InternalError(DiscmakerError):
     exit_code = EX_SOFTWARE
 
 
+def exit_code_for(exc: BaseException, *, check_contract: bool = False) -> int:
+    """The exit status of a command that stopped with ``exc``.
+
+    ``check_contract``: the command is ``check`` or ``restore``, whose statuses are 0-3 only (a
+    verification error keeps its 1 or 2; anything else, our bugs included, is 3 "could not
+    check"). The other commands use each class's sysexits code, 70 for an unexpected exception.
+    Ctrl-C is 130 everywhere.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return EX_INTERRUPTED
+    code = exc.exit_code if isinstance(exc, DiscmakerError) else EX_SOFTWARE
+    if check_contract and code not in (CHECK_TAMPERED, CHECK_NOT_VERIFIABLE):
+        return CHECK_UNREADABLE
+    return code
+
+
 __all__ = [
     "CHECK_NOT_VERIFIABLE",
     "CHECK_OK",
@@ -104,6 +122,7 @@ __all__ = [
     "CHECK_UNREADABLE",
     "EX_CANTCREAT",
     "EX_DATAERR",
+    "EX_INTERRUPTED",
     "EX_NOINPUT",
     "EX_NOPERM",
     "EX_SOFTWARE",
@@ -120,4 +139,5 @@ __all__ = [
     "UntrustedSignerError",
     "UsageError",
     "VerificationError",
+    "exit_code_for",
 ]

@@ -1,18 +1,34 @@
-"""Frozen results of checking a disc.
+"""Frozen results of checking a disc, and the versioned JSON documents made from them.
 
 Verdicts are explicit: :attr:`CheckReport.ok` is a property you must ask for, and no result
 object has a ``__bool__``, so ``if report:`` cannot be mistaken for "the disc verified".
+
+Every JSON document discmaker writes (``check --json``, a set of discs, ``restore --json``,
+``author --json``) is built here, by the result's ``to_json()`` (for an author result,
+:func:`author_result_to_json`): plain types only (str, int, bool, None, lists, dicts), lists
+in a deterministic order, and a ``format`` / ``format_version`` pair naming the JSON Schema it
+follows (``docs/schemas/<name>.v<version>.json``). A new key is added without a new version;
+a key removed, renamed or changed in meaning bumps ``format_version``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import PurePath
+from typing import Any, Protocol
 
 from discmaker.errors import CHECK_NOT_VERIFIABLE, CHECK_OK, CHECK_TAMPERED
 
-REPORT_FORMAT = "discmaker-check-report"
-REPORT_VERSION = 1
+Json = dict[str, Any]
+
+CHECK_REPORT_FORMAT = "discmaker-check-report"
+SET_REPORT_FORMAT = "discmaker-check-set-report"
+RESTORE_RESULT_FORMAT = "discmaker-restore-result"
+AUTHOR_RESULT_FORMAT = "discmaker-author-result"
+REPORT_VERSION = 1  # format_version of every document above
+REPORT_FORMAT = CHECK_REPORT_FORMAT  # the older name
 
 
 class ImageStatus(StrEnum):
@@ -28,6 +44,22 @@ class Verdict(StrEnum):
     NOT_VERIFIABLE = "not-verifiable"
 
 
+# The order of image statuses in summaries (terminal, HTML, the JSON "summary").
+STATUS_ORDER = (
+    ImageStatus.OK,
+    ImageStatus.TAMPERED,
+    ImageStatus.MANIFEST_ONLY,
+    ImageStatus.NOT_VERIFIABLE,
+)
+
+# The `check` exit-code contract, verdict by verdict (errors are in discmaker.errors).
+VERDICT_EXIT_CODES: dict[Verdict, int] = {
+    Verdict.VERIFIED: CHECK_OK,
+    Verdict.TAMPERED: CHECK_TAMPERED,
+    Verdict.NOT_VERIFIABLE: CHECK_NOT_VERIFIABLE,
+}
+
+
 @dataclass(frozen=True)
 class Region:
     """A tampered pixel region: frame (0-based) and a half-open row/column box."""
@@ -37,6 +69,18 @@ class Region:
     col0: int
     row1: int
     col1: int
+
+    def to_json(self) -> Json:
+        return {
+            "frame": self.frame,
+            "row0": self.row0,
+            "col0": self.col0,
+            "row1": self.row1,
+            "col1": self.col1,
+        }
+
+    def _order(self) -> tuple[int, int, int, int, int]:
+        return (self.frame, self.row0, self.col0, self.row1, self.col1)
 
 
 @dataclass(frozen=True)
@@ -51,6 +95,22 @@ class ImageVerdict:
     series_label: str = ""  # "CT 2" for grouping in summaries (no patient data)
     restorable: bool = False  # the original pixels were recovered and verified
     altered: bool = False  # the file's bytes differ from the signed manifest (step 2)
+    notes: tuple[str, ...] = ()  # parser warnings about the file (may quote header values)
+
+    def to_json(self) -> Json:
+        return {
+            "path": self.path,
+            "status": self.status.value,
+            "reasons": list(self.reasons),
+            "attributes": sorted(self.attributes),
+            "regions": [r.to_json() for r in sorted(self.regions, key=Region._order)],
+            "sop_instance_uid": self.sop_instance_uid,
+            "series": self.series_label,
+            "series_uid": self.series_uid,
+            "restorable": self.restorable,
+            "altered": self.altered,
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True)
@@ -62,12 +122,21 @@ class Finding:
     path: str
     message: str
 
+    def to_json(self) -> Json:
+        return {"step": self.step, "kind": self.kind, "path": self.path, "message": self.message}
+
+    def _order(self) -> tuple[int, str, str, str]:
+        return (self.step, self.path, self.kind, self.message)
+
 
 @dataclass(frozen=True)
 class Signer:
     subject: str
     fingerprint: str
     trusted: bool
+
+    def to_json(self) -> Json:
+        return {"subject": self.subject, "fingerprint": self.fingerprint, "trusted": self.trusted}
 
 
 @dataclass(frozen=True)
@@ -108,11 +177,33 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
+        return VERDICT_EXIT_CODES[self.verdict]
+
+    def to_json(self) -> Json:
+        """The ``check --json`` document (schema ``docs/schemas/check-report.v1.json``)."""
+        counts = Counter(i.status for i in self.images)
+        images = sorted(self.images, key=lambda i: (i.path, i.sop_instance_uid))
         return {
-            Verdict.VERIFIED: CHECK_OK,
-            Verdict.TAMPERED: CHECK_TAMPERED,
-            Verdict.NOT_VERIFIABLE: CHECK_NOT_VERIFIABLE,
-        }[self.verdict]
+            "format": CHECK_REPORT_FORMAT,
+            "format_version": REPORT_VERSION,
+            "verdict": self.verdict.value,
+            "exit_code": self.exit_code,
+            "source": self.source,
+            "signed": self.signed,
+            "signature_valid": self.signature_valid,
+            "signer": None if self.signer is None else self.signer.to_json(),
+            "disc": {
+                "fileset_id": self.fileset_id,
+                "number": self.disc_number,
+                "count": self.disc_count,
+            },
+            "summary": {status.value: counts[status] for status in STATUS_ORDER},
+            "images": [i.to_json() for i in images],
+            # Every other file of the disc (DICOMDIR, README.TXT, ...): ok, altered, missing, extra.
+            "files": [{"path": path, "status": status} for path, status in self.files],
+            "findings": [f.to_json() for f in sorted(self.findings, key=Finding._order)],
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True)
@@ -135,6 +226,17 @@ class SetReport:
             return CHECK_NOT_VERIFIABLE
         return CHECK_OK
 
+    def to_json(self) -> Json:
+        """The document of several discs checked together (``set-report.v1.json``)."""
+        return {
+            "format": SET_REPORT_FORMAT,
+            "format_version": REPORT_VERSION,
+            "complete": self.complete,
+            "exit_code": self.exit_code,
+            "set_findings": [f.to_json() for f in self.findings],
+            "discs": [d.to_json() for d in self.discs],
+        }
+
 
 @dataclass(frozen=True)
 class RestoreResult:
@@ -150,21 +252,101 @@ class RestoreResult:
     def exit_code(self) -> int:
         return self.report.exit_code
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> Json:
+        """The ``restore --json`` document (``restore-result.v1.json``), with the check that
+        gated the restore under ``report``."""
         return {
-            "format": "discmaker-restore-result",
-            "format_version": 1,
+            "format": RESTORE_RESULT_FORMAT,
+            "format_version": REPORT_VERSION,
             "out": self.out,
             "verdict": self.report.verdict.value,
+            "exit_code": self.exit_code,
             "restored": list(self.restored),
             "tampered_written": list(self.tampered_written),
             "refused": list(self.refused),
+            "report": self.report.to_json(),
         }
 
 
+# -- the author result ---------------------------------------------------------------------
+#
+# AuthorResult lives in discmaker.author.create, which this shared module must not import (the
+# layer contract); its document is built from any object with the same fields.
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class AuthorResultFields(Protocol):
+    """The fields of :class:`discmaker.author.create.AuthorResult` the JSON document uses."""
+
+    @property
+    def out(self) -> PurePath: ...
+    @property
+    def outputs(self) -> tuple[PurePath, ...]: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def medium(self) -> _Named: ...
+    @property
+    def images(self) -> int: ...
+    @property
+    def watermarked(self) -> int: ...
+    @property
+    def manifest_only(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def non_dicom_skipped(self) -> int: ...
+    @property
+    def duplicates_skipped(self) -> int: ...
+    @property
+    def dicomdirs_skipped(self) -> int: ...
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+
+
+def author_result_to_json(result: AuthorResultFields) -> Json:
+    """The ``author --json`` document (``author-result.v1.json``). No patient data: the
+    patient/study summary the terminal shows is left out on purpose."""
+    return {
+        "format": AUTHOR_RESULT_FORMAT,
+        "format_version": REPORT_VERSION,
+        "out": str(result.out),
+        "outputs": [str(p) for p in result.outputs],
+        "disc_format": result.format,
+        "label": result.label,
+        "medium": result.medium.name.lower(),
+        "images": result.images,
+        "watermarked": result.watermarked,
+        "manifest_only": [{"file": f, "reason": r} for f, r in result.manifest_only],
+        "bytes": result.bytes_written,
+        "signer_fingerprint": result.fingerprint,
+        "skipped": {
+            "non_dicom": result.non_dicom_skipped,
+            "identical_duplicates": result.duplicates_skipped,
+            "dicomdir": result.dicomdirs_skipped,
+        },
+        "notes": list(result.notes),
+    }
+
+
 __all__ = [
+    "AUTHOR_RESULT_FORMAT",
+    "CHECK_REPORT_FORMAT",
     "REPORT_FORMAT",
     "REPORT_VERSION",
+    "RESTORE_RESULT_FORMAT",
+    "SET_REPORT_FORMAT",
+    "STATUS_ORDER",
+    "VERDICT_EXIT_CODES",
+    "AuthorResultFields",
     "CheckReport",
     "Finding",
     "ImageStatus",
@@ -174,4 +356,5 @@ __all__ = [
     "SetReport",
     "Signer",
     "Verdict",
+    "author_result_to_json",
 ]

@@ -21,8 +21,6 @@ from discmaker.sample import write_sample_study
 from discmaker.ui.cli import main
 from tests.conftest import FIXED_TIME, PASSPHRASE, Centre, author_disc, tree_digest
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def _tool(name: str) -> str:
     path = shutil.which(name)

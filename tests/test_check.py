@@ -22,8 +22,6 @@ from discmaker.models import CheckReport, ImageStatus, Verdict
 from discmaker.ui.cli import main
 from tests.conftest import Centre, author_disc
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def _trust(centre: Centre) -> TrustStore:
     return TrustStore.from_paths([centre.cert_path])

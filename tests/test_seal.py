@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from discmaker.crypto.signing import key_id
 from discmaker.sample import ct_slice, mr_slice
 from discmaker.watermark.engine import (
     UnsupportedPixelsError,
@@ -26,7 +27,6 @@ from discmaker.watermark.engine import (
 )
 from discmaker.watermark.pixels import frames_view, pixel_format
 from discmaker.watermark.seal import (
-    key_id_for,
     plan_carriers,
     rs_decode,
     rs_encode,
@@ -36,7 +36,7 @@ from discmaker.watermark.seal import (
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUB = KEY.public_key()
-KID = key_id_for(PUB)
+KID = key_id(PUB)
 IDENT = bytes(range(16))
 
 
@@ -236,9 +236,9 @@ def test_identity_mismatch() -> None:
 def test_unknown_signer_and_forged_key_id() -> None:
     other = Ed25519PrivateKey.generate()
     ds = make_ds((256, 256), bs=12)
-    seal_dataset(ds, identity_digest=IDENT, signer=other, key_id=key_id_for(other.public_key()))
+    seal_dataset(ds, identity_digest=IDENT, signer=other, key_id=key_id(other.public_key()))
     res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
-    assert res.status == "unknown-signer" and res.key_id == key_id_for(other.public_key())
+    assert res.status == "unknown-signer" and res.key_id == key_id(other.public_key())
     ds = make_ds((256, 256), bs=12)
     seal_dataset(ds, identity_digest=IDENT, signer=other, key_id=KID)
     res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})

@@ -19,8 +19,6 @@ from discmaker.format.manifest import MANIFEST_PATH, parse
 from discmaker.ui.cli import main
 from tests.conftest import Centre, author_disc
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def _capacities(study: Path) -> tuple[int, int]:
     """(fits the CT series alone but not CT + MR, fits one CT slice but not the series)."""

@@ -2,7 +2,8 @@
 
 1. intake        find, read and validate the inputs (study.scan); refuse what cannot go on a disc
 2. fit           refuse, before any work, a disc that will not fit the chosen medium
-3. prepare       per instance, in worker processes: normalise, identity digest, watermark, write
+3. prepare       per instance, here or in worker processes: normalise, identity digest,
+                 watermark, write
 4. DICOMDIR      pydicom FileSet over header-only copies; the real files then take their place
 5. PDI files     README.TXT and INDEX.HTM from templates/
 6. manifest      every file's size and SHA-256, the hierarchy, the watermark status; signed
@@ -12,18 +13,26 @@ SOP Instance UIDs are kept. The watermark is reversible and ``discmaker restore`
 the original pixels bit for bit under the original identity, so a receiving PACS reconciles the
 images with the ones it may already hold instead of filing duplicates. The watermarked files
 say what they carry in a private block (``DISCMAKER 1``), which restore removes.
+
+Safe in threads and long-lived processes: a run keeps everything it needs (the signing key
+above all) in its own objects, never in this module, so two runs in two threads of one host
+seal their discs each with its own key. Warnings pydicom raises while reading the inputs do
+not reach the host; they are notes about the file (:attr:`AuthorResult.input_notes`). The log
+(``discmaker.author.create``, debug level) names files by their path in the input folder or
+their File ID, never by patient data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,21 +47,22 @@ from pydicom.dataset import Dataset
 from discmaker import APP_NAME, __version__
 from discmaker.author.dicomdir import FileSetWriter, header_for_record
 from discmaker.author.intake import InputInstance, Intake, scan
-from discmaker.author.normalise import normalise
+from discmaker.author.normalise import Normalised, normalise
 from discmaker.crypto import signing
+from discmaker.diagnostics import captured_warnings
 from discmaker.disc.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
 from discmaker.disc.media import Medium, check_fits, estimate_iso_size
 from discmaker.errors import OutputError, StudyError, TooLargeError, UsageError
 from discmaker.format import manifest
 from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
 from discmaker.format.identity import identity_attributes, identity_digest, watermark_digest
+from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
+from discmaker.parallel import default_workers, run_jobs
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
 from discmaker.watermark.seal import seal_dataset
 
-PRIVATE_GROUP = 0x0009
-PRIVATE_CREATOR = "DISCMAKER 1"
-WATERMARK_FORMAT = "DMWM2"
+log = logging.getLogger(__name__)
 
 Stage = Literal["scan", "prepare", "write"]
 Progress = Callable[[Stage, int, int], None]
@@ -70,7 +80,9 @@ class AuthorRequest:
     institution: str | None = None
     timestamp: datetime | None = None
     allow_mixed_patients: bool = False
-    workers: int | None = None
+    # Worker processes for step 3. 1 (the default) works in the calling thread; None uses
+    # every core this process may use (discmaker.parallel.default_workers, the CLI's choice).
+    workers: int | None = 1
     overwrite: bool = False
     span: bool = False  # split over several discs when the study does not fit one
     # The instances staff confirmed (guided workflow): the study must not change between the
@@ -100,6 +112,9 @@ class AuthorResult:
     summary: list[dict[str, object]] = field(default_factory=list)
     outputs: tuple[Path, ...] = ()  # every disc written: one, or k of n with span
     notes: tuple[str, ...] = ()  # things the operator should know; none stopped the disc
+    # "FILE: note" per warning pydicom raised while reading an input (FILE: its path in the
+    # input folder) or writing a DICOMDIR ("DICOMDIR" or "DISC_2OF3/DICOMDIR" with span).
+    input_notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,18 +137,68 @@ class _Prepared:
     study_description: str
     series_description: str
     shared: tuple[str, ...] = ()  # DICOMDIR keys that show another image's value (see below)
+    relative: str = ""  # the input's path in its input folder (logs and notes)
+    notes: tuple[str, ...] = ()  # warnings raised while reading, converting and indexing it
+    millis: float = 0.0  # time step 3 took for it
 
 
-# -- step 3: per-instance work (runs in worker processes) ----------------------------------
-
-_worker_key: Ed25519PrivateKey | None = None
-_worker_key_id: bytes = b""
+# -- step 3: per-instance work (here, or in worker processes) ------------------------------
 
 
-def _init_worker(raw_key: bytes) -> None:
-    global _worker_key, _worker_key_id
-    _worker_key = Ed25519PrivateKey.from_private_bytes(raw_key)
-    _worker_key_id = signing.key_id(_worker_key.public_key())
+@dataclass(frozen=True)
+class _Job:
+    source: str
+    work_path: str
+    relative: str
+
+
+@dataclass(frozen=True)
+class _SealingKey:
+    """The context of one run's step 3: the key that seals every image and the id it has."""
+
+    key: Ed25519PrivateKey
+    key_id: bytes
+
+
+@contextmanager
+def _sealing_key(raw_key: bytes) -> Iterator[_SealingKey]:
+    """Setup of :func:`discmaker.parallel.run_jobs`: the run's key, from its 32 raw bytes."""
+    key = Ed25519PrivateKey.from_private_bytes(raw_key)
+    yield _SealingKey(key=key, key_id=signing.key_id(key.public_key()))
+
+
+def _prepare(sealing: _SealingKey, job: _Job) -> _Prepared:
+    """Step 3 for one instance; pydicom's warnings become the instance's notes."""
+    started = time.monotonic()
+    with captured_warnings() as notes:
+        norm = normalise(Path(job.source))
+        attrs = identity_attributes(norm.dataset)
+        status, reason = _watermark(norm, attrs, sealing)
+        data = _encode(norm.dataset)
+        with open(job.work_path, "wb") as fp:
+            fp.write(data)
+        prepared = _prepared(job, norm, attrs, status, reason, data)
+    return replace(prepared, notes=tuple(notes), millis=(time.monotonic() - started) * 1000)
+
+
+def _watermark(norm: Normalised, attrs: dict[str, str], sealing: _SealingKey) -> tuple[str, str]:
+    """Seal the pixels in place: ("embedded", "") or ("none", why not)."""
+    ds = norm.dataset
+    if norm.encoding == "lossy-carried":
+        return "none", "lossy compressed image carried unchanged; watermarking would alter it"
+    if "PixelData" not in ds:
+        return "none", "no pixel data (not an image)"
+    try:
+        seal_dataset(
+            ds,
+            identity_digest=watermark_digest(attrs),
+            signer=sealing.key,
+            key_id=sealing.key_id,
+        )
+    except (WatermarkCapacityError, UnsupportedPixelsError) as exc:
+        return "none", str(exc)
+    _mark_watermarked(ds, sealing.key_id)
+    return "embedded", ""
 
 
 def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
@@ -142,37 +207,19 @@ def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
     block.add_new(0x02, "LO", key_id.hex().upper())
 
 
-def _prepare(job: tuple[str, str]) -> _Prepared:
-    source, work_path = job
-    assert _worker_key is not None, "worker not initialised"
-    norm = normalise(Path(source))
-    ds = norm.dataset
-    attrs = identity_attributes(ds)
-    status, reason = "none", ""
-    if norm.encoding == "lossy-carried":
-        reason = "lossy compressed image carried unchanged; watermarking would alter it"
-    elif "PixelData" not in ds:
-        reason = "no pixel data (not an image)"
-    else:
-        try:
-            seal_dataset(
-                ds,
-                identity_digest=watermark_digest(attrs),
-                signer=_worker_key,
-                key_id=_worker_key_id,
-            )
-            _mark_watermarked(ds, _worker_key_id)
-            status = "embedded"
-        except (WatermarkCapacityError, UnsupportedPixelsError) as exc:
-            reason = str(exc)
+def _encode(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    data = buf.getvalue()
-    with open(work_path, "wb") as fp:
-        fp.write(data)
+    return buf.getvalue()
+
+
+def _prepared(
+    job: _Job, norm: Normalised, attrs: dict[str, str], status: str, reason: str, data: bytes
+) -> _Prepared:
+    ds = norm.dataset
     header, invented = header_for_record(ds)
     return _Prepared(
-        work_path=work_path,
+        work_path=job.work_path,
         header=header,
         invented=invented,
         identity=attrs,
@@ -189,6 +236,7 @@ def _prepare(job: tuple[str, str]) -> _Prepared:
         sha256=hashlib.sha256(data).hexdigest(),
         study_description=str(ds.get("StudyDescription", "") or ""),
         series_description=str(ds.get("SeriesDescription", "") or ""),
+        relative=job.relative,
     )
 
 
@@ -198,29 +246,27 @@ def _prepare_each(
     key: Ed25519PrivateKey,
     workers: int,
     progress: Progress | None,
-) -> Iterator[_Prepared]:
-    """Prepared instances in disc order, as they become ready."""
-    jobs = [(str(inst.path), str(work / f"{n:06d}.dcm")) for n, inst in enumerate(instances)]
-    raw = key.private_bytes_raw()
-    if workers <= 1 or len(jobs) < 8:
-        _init_worker(raw)
-        results: Iterator[_Prepared] = map(_prepare, jobs)
-        for n, result in enumerate(results, 1):
-            if progress:
-                progress("prepare", n, len(jobs))
-            yield result
-        return
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(raw,)
-    ) as pool:
-        try:
-            for n, result in enumerate(pool.map(_prepare, jobs, chunksize=4), 1):
-                if progress:
-                    progress("prepare", n, len(jobs))
-                yield result
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+) -> Generator[_Prepared, None, None]:
+    """Prepared instances in disc order, as they become ready.
+
+    Closing this generator early (a failure downstream) drops ``run_jobs``' generator with
+    it, which shuts its worker processes down.
+    """
+    jobs = [
+        _Job(source=str(inst.path), work_path=str(work / f"{n:06d}.dcm"), relative=inst.relative)
+        for n, inst in enumerate(instances)
+    ]
+    results = run_jobs(
+        _prepare,
+        jobs,
+        setup=_sealing_key,
+        setup_args=(key.private_bytes_raw(),),
+        workers=workers,
+    )
+    for n, result in enumerate(results, 1):
+        if progress:
+            progress("prepare", n, len(jobs))
+        yield result
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -292,15 +338,17 @@ def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
 
 def _note_shared_records(
     prepared: list[_Prepared], file_ids: dict[str, str], dicomdir: bytes
-) -> list[_Prepared]:
+) -> tuple[list[_Prepared], tuple[str, ...]]:
     """Record, per image, the DICOMDIR keys that are not its own values.
 
     One PATIENT, STUDY and SERIES record serves many images; when the images of one study
     disagree (one slice with another Study Date, a name in other letter case) the record
     carries the first image's value. The manifest lists those keys for each image, so the
-    checker knows the difference was there when the disc was signed.
+    checker knows the difference was there when the disc was signed. Also returns the notes
+    of reading the DICOMDIR back.
     """
-    records = {r.file_id: r for r in parse_dicomdir(dicomdir).records}
+    parsed = parse_dicomdir(dicomdir)
+    records = {r.file_id: r for r in parsed.records}
     out = []
     for p in prepared:
         record = records.get(file_ids[p.sop_instance_uid])
@@ -314,7 +362,7 @@ def _note_shared_records(
             )
         )
         out.append(replace(p, shared=differs) if differs else p)
-    return out
+    return out, parsed.notes
 
 
 # -- planning: which images go on which disc -------------------------------------------------
@@ -322,7 +370,7 @@ def _note_shared_records(
 # Per image on top of its own bytes: a DICOMDIR record (~0.5 kB) and a manifest entry (~1.5 kB).
 _PER_IMAGE_OVERHEAD = 2048
 # Per disc: README.TXT, INDEX.HTM, SIGNER.PEM, MANIFEST.SIG and the fixed parts of the rest.
-_FIXED_FILES = [64 * 1024, 64 * 1024, 4096, 1024, 16 * 1024]
+_FIXED_FILES = (64 * 1024, 64 * 1024, 4096, 1024, 16 * 1024)
 
 
 def estimate_disc_size(instances: Sequence[InputInstance]) -> int:
@@ -393,6 +441,17 @@ def numbered(out: Path, label: str, number: int, count: int) -> tuple[Path, str]
 
 
 @dataclass(frozen=True)
+class _Run:
+    """What every disc of one run shares, settled before any work."""
+
+    timestamp: datetime
+    label: str
+    fingerprint: str
+    institution: str
+    workers: int
+
+
+@dataclass(frozen=True)
 class _Disc:
     out: Path
     label: str
@@ -402,22 +461,61 @@ class _Disc:
 
 
 @dataclass(frozen=True)
+class _DiscSet:
+    """The discs of one run, as each disc's manifest lists them."""
+
+    discs: tuple[_Disc, ...]
+    set_id: str
+    members: tuple[manifest.SetMember, ...]
+
+
+@dataclass(frozen=True)
 class _DiscOutcome:
     prepared: list[_Prepared]
     file_ids: dict[str, str]
     bytes_written: int
+    notes: tuple[str, ...] = ()  # "FILE: note" for the DICOMDIR of this disc
+
+
+def _ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000
 
 
 def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorResult:
     """Author a signed, conforming patient disc (or set of discs with ``span``)."""
     started = time.monotonic()
+    run = _start(req)
+    intake = _intake(req, progress)  # 1. intake
+    discs = _plan(req, run, intake)  # 2. fit, before any work
+    outcomes = _author_set(req, run, discs, progress)  # 3-7, disc by disc
+    result = _result(req, run, intake, discs, outcomes, seconds=time.monotonic() - started)
+    log.debug(
+        "author: %d disc(s), %d image(s) in %.0f ms", len(discs.discs), result.images, _ms(started)
+    )
+    return result
+
+
+def _start(req: AuthorRequest) -> _Run:
+    """Everything about the run that needs no input: refuse a bad request before reading."""
     timestamp = (req.timestamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     label = validate_fileset_id(req.label or default_label(timestamp))
     signing.check_pair(req.key, req.cert)
     _check_output(req)
+    if req.workers is not None and req.workers < 1:
+        raise UsageError(f"workers must be at least 1, not {req.workers}")
+    return _Run(
+        timestamp=timestamp,
+        label=label,
+        fingerprint=signing.fingerprint(req.cert),
+        institution=req.institution or _organisation(req.cert),
+        workers=default_workers() if req.workers is None else req.workers,
+    )
 
-    # 1. intake
-    intake: Intake = scan(
+
+def _intake(req: AuthorRequest, progress: Progress | None) -> Intake:
+    """Step 1: the inputs, and the proof that they are still what staff confirmed."""
+    started = time.monotonic()
+    intake = scan(
         req.inputs,
         allow_mixed_patients=req.allow_mixed_patients,
         progress=(lambda d, t: progress("scan", d, t)) if progress else None,
@@ -432,59 +530,74 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
                 f"({added} image(s) appeared, {gone} disappeared). Nothing was written: "
                 "wait until the export has finished, then start again and confirm again."
             )
-    # 2. fit, before any work
+    log.debug("author: step 1 intake: %d image(s) in %.0f ms", len(intake.instances), _ms(started))
+    return intake
+
+
+def _plan(req: AuthorRequest, run: _Run, intake: Intake) -> _DiscSet:
+    """Step 2: which images go on which disc, refused now when they do not fit."""
     capacity = req.capacity if req.capacity is not None else req.medium.capacity
     if not req.span:
         check_fits(estimate_disc_size(intake.instances), req.medium, capacity=capacity)
     plan = plan_discs(intake.instances, capacity)
-    discs = [
-        _Disc(*numbered(req.out, label, k, len(plan)), k, len(plan), part)
+    discs = tuple(
+        _Disc(*numbered(req.out, run.label, k, len(plan)), k, len(plan), part)
         for k, part in enumerate(plan, 1)
-    ]
+    )
     for disc in discs:  # every name this run will write, before any work
         if disc.out.exists() and not req.overwrite:
             raise OutputError(f"{disc.out} already exists. Choose another name or remove it.")
     set_id = hashlib.sha256(
         "\n".join(
-            [label, timestamp.isoformat(), *(i.sop_instance_uid for i in intake.instances)]
+            [run.label, run.timestamp.isoformat(), *(i.sop_instance_uid for i in intake.instances)]
         ).encode()
     ).hexdigest()[:32]
     members = tuple(
         manifest.SetMember(number=d.number, fileset_id=d.label, images=len(d.instances))
         for d in discs
     )
+    log.debug("author: step 2 fit: %d disc(s)", len(discs))
+    return _DiscSet(discs=discs, set_id=set_id, members=members)
 
+
+def _author_set(
+    req: AuthorRequest, run: _Run, discs: _DiscSet, progress: Progress | None
+) -> list[_DiscOutcome]:
+    """Steps 3-7 for every disc; a set is only useful whole, so a failure removes them all."""
     outcomes: list[_DiscOutcome] = []
     written: list[Path] = []
     try:
-        for disc in discs:
-            outcomes.append(_author_disc(req, disc, timestamp, set_id, members, progress=progress))
+        for disc in discs.discs:
+            outcomes.append(_author_disc(req, run, disc, discs, progress=progress))
             written.append(disc.out)
     except BaseException:
-        # A set is only useful whole: remove the discs of this run already written.
         for path in written:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
         raise
+    return outcomes
 
+
+def _result(
+    req: AuthorRequest,
+    run: _Run,
+    intake: Intake,
+    discs: _DiscSet,
+    outcomes: Sequence[_DiscOutcome],
+    *,
+    seconds: float,
+) -> AuthorResult:
     prepared = [p for o in outcomes for p in o.prepared]
     file_ids = {uid: f for o in outcomes for uid, f in o.file_ids.items()}
-    shared = sorted({k for p in prepared for k in p.shared})
-    differing = sum(1 for p in prepared if p.shared)
-    notes = []
-    if differing:
-        notes.append(
-            f"{differing} image(s) differ from the rest of their study or series in "
-            f"{', '.join(shared)}. The DICOMDIR index can show only one value; the signed "
-            "manifest keeps each image's own, and the checker knows."
-        )
-    summaries = _summaries(prepared)
+    input_notes = tuple(f"{p.relative}: {n}" for p in prepared for n in p.notes) + tuple(
+        n for o in outcomes for n in o.notes
+    )
     return AuthorResult(
         out=req.out,
         format=req.format,
-        label=label,
+        label=run.label,
         medium=req.medium,
         images=len(prepared),
         watermarked=sum(1 for p in prepared if p.watermark == "embedded"),
@@ -500,154 +613,262 @@ def author(req: AuthorRequest, *, progress: Progress | None = None) -> AuthorRes
         non_dicom_skipped=len(intake.non_dicom),
         duplicates_skipped=intake.identical_duplicates,
         dicomdirs_skipped=len(intake.existing_dicomdirs),
-        fingerprint=signing.fingerprint(req.cert),
-        seconds=time.monotonic() - started,
-        summary=as_context(summaries),
-        outputs=tuple(d.out for d in discs),
-        notes=tuple(notes),
+        fingerprint=run.fingerprint,
+        seconds=seconds,
+        summary=as_context(_summaries(prepared)),
+        outputs=tuple(d.out for d in discs.discs),
+        notes=_operator_notes(prepared, outcomes),
+        input_notes=input_notes,
     )
+
+
+def _operator_notes(
+    prepared: Sequence[_Prepared], outcomes: Sequence[_DiscOutcome]
+) -> tuple[str, ...]:
+    notes = []
+    shared = sorted({k for p in prepared for k in p.shared})
+    differing = sum(1 for p in prepared if p.shared)
+    if differing:
+        notes.append(
+            f"{differing} image(s) differ from the rest of their study or series in "
+            f"{', '.join(shared)}. The DICOMDIR index can show only one value; the signed "
+            "manifest keeps each image's own, and the checker knows."
+        )
+    odd = sum(1 for p in prepared if p.notes) + sum(1 for o in outcomes if o.notes)
+    if odd:
+        notes.append(
+            f"{odd} file(s) hold values that do not follow the DICOM rules exactly (e.g. too "
+            "long for their type). They were carried as they are and did not stop the disc."
+        )
+    return tuple(notes)
 
 
 def _author_disc(
     req: AuthorRequest,
+    run: _Run,
     disc: _Disc,
-    timestamp: datetime,
-    set_id: str,
-    members: tuple[manifest.SetMember, ...],
+    discs: _DiscSet,
     *,
     progress: Progress | None,
 ) -> _DiscOutcome:
-    """Steps 3-7 for one disc."""
-    fingerprint = signing.fingerprint(req.cert)
-    institution = req.institution or _organisation(req.cert)
-    workers = req.workers or min(os.cpu_count() or 1, 8)
-    parent = disc.out.parent
-    stage = Path(tempfile.mkdtemp(prefix=f".{disc.out.name}.", suffix=".work", dir=parent))
+    """Steps 3-7 for one disc, in a work folder next to the output that is always removed."""
+    stage = Path(tempfile.mkdtemp(prefix=f".{disc.out.name}.", suffix=".work", dir=disc.out.parent))
     try:
-        work = stage / "work"
         root = stage / "disc"
-        work.mkdir()
         root.mkdir()
-        # 3. prepare every instance, and 4. its DICOMDIR records as each one is ready;
-        # then the DICOMDIR, and the real files over its stand-ins
-        prepared: list[_Prepared] = []
-        with FileSetWriter(fileset_id=disc.label, stage=stage) as dicomdir:
-            for p in _prepare_each(disc.instances, work, req.key, workers, progress):
-                assert p.header is not None
-                dicomdir.add(p.header)
-                prepared.append(replace(p, header=None))
-            file_ids = dicomdir.write(root, salt=timestamp.isoformat())
-        for p in prepared:
-            os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
-        prepared = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
-        dicomdir_entry = manifest.FileEntry(
-            path="DICOMDIR",
-            size=(root / "DICOMDIR").stat().st_size,
-            sha256=_file_sha256(root / "DICOMDIR"),
-        )
-        # 5. PDI root files
-        summaries = _summaries(prepared)
-        context = {
-            "institution": institution,
-            "created": timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "software": APP_NAME,
-            "version": __version__,
-            "label": disc.label,
-            "disc_number": disc.number,
-            "disc_count": disc.count,
-            "patients": as_context(summaries),
-            "image_count": len(prepared),
-            "watermarked": sum(1 for p in prepared if p.watermark == "embedded"),
-            "fingerprint": fingerprint,
-            "openssl_fingerprint": signing.OPENSSL_FINGERPRINT_COMMAND,
-            "openssl_verify": signing.OPENSSL_VERIFY_COMMAND_ONE_STEP,
-            "openssl_ok": signing.OPENSSL_VERIFY_OK,
-        }
-        pdi = {
-            "README.TXT": render("README.TXT.j2", **context).replace("\n", "\r\n"),
-            "INDEX.HTM": render("INDEX.HTM.j2", **context),
-        }
-        for name, text in pdi.items():
-            (root / name).write_bytes(text.encode("utf-8"))
-        (root / manifest.SECURITY_DIR).mkdir()
-        signer_pem = req.cert.public_bytes(serialization.Encoding.PEM)
-        (root / manifest.SIGNER_PATH).write_bytes(signer_pem)
-        # 6. manifest over every file but itself and its signature, then the signature
-        files = [dicomdir_entry]
-        files += [
-            manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
-            for p in prepared
-        ]
-        for name in (*pdi, manifest.SIGNER_PATH):
-            path = root / name
-            files.append(
-                manifest.FileEntry(path=name, size=path.stat().st_size, sha256=_file_sha256(path))
-            )
-        images = [
-            manifest.ImageEntry(
-                file_id=file_ids[p.sop_instance_uid],
-                sop_class_uid=p.sop_class_uid,
-                sop_instance_uid=p.sop_instance_uid,
-                transfer_syntax=p.transfer_syntax,
-                identity=p.identity,
-                identity_sha256=p.identity_sha256,
-                watermark=p.watermark,
-                watermark_reason=p.watermark_reason,
-                frames=p.frames,
-                encoding=p.encoding,
-                source_syntax=p.source_syntax,
-                invented=p.invented + p.shared,
-            )
-            for p in prepared
-        ]
-        manifest_bytes = manifest.build(
-            created=timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            institution=institution,
-            signer_subject=signing.subject_text(req.cert),
-            signer_fingerprint=fingerprint,
-            disc=manifest.DiscInfo(
-                fileset_id=disc.label,
-                medium=req.medium.name.lower(),
-                number=disc.number,
-                count=disc.count,
-                set_id=set_id,
-                members=members,
-            ),
-            dicomdir=dicomdir_entry,
-            files=files,
-            images=images,
-        )
-        (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
-        (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
-
-        # 7. output
-        disc_paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        disc_files = [DiscFile(path=p, source=root / p) for p in disc_paths]
-
-        def write_progress(done: int, total: int) -> None:
-            if progress:
-                progress("write", done, total)
-
-        if req.format == "iso":
-            write_iso(
-                disc_files,
-                disc.out,
-                VolumeInfo(
-                    volume_id=disc.label,
-                    application_id=f"{APP_NAME} {__version__}",
-                    publisher=iso_a_characters(institution)[:128],
-                    timestamp=timestamp,
-                    volume_set=(disc.number, disc.count),
-                ),
-                progress=write_progress,
-                overwrite=req.overwrite,
-            )
-        else:
-            write_folder(disc_files, disc.out, progress=write_progress, overwrite=req.overwrite)
-        written = sum((root / p).stat().st_size for p in disc_paths)
+        prepared, file_ids, notes = _prepare_and_index(req, run, disc, stage, root, progress)
+        dicomdir = _file_entry(root, "DICOMDIR")
+        pdi = _write_root_files(root, req, run, disc, prepared)
+        _write_manifest(root, req, run, disc, discs, dicomdir, pdi, prepared, file_ids)
+        written = _write_output(root, req, run, disc, progress)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return _DiscOutcome(prepared=prepared, file_ids=file_ids, bytes_written=written)
+    return _DiscOutcome(prepared=prepared, file_ids=file_ids, bytes_written=written, notes=notes)
+
+
+def _prepare_and_index(
+    req: AuthorRequest,
+    run: _Run,
+    disc: _Disc,
+    stage: Path,
+    root: Path,
+    progress: Progress | None,
+) -> tuple[list[_Prepared], dict[str, str], tuple[str, ...]]:
+    """Steps 3 and 4: prepare every instance and add its DICOMDIR records as each is ready;
+    then write the DICOMDIR, and put the real files over its stand-ins.
+
+    Returns the prepared instances, SOP Instance UID -> File ID, and the DICOMDIR's notes.
+    """
+    started = time.monotonic()
+    work = stage / "work"
+    work.mkdir()
+    prepared: list[_Prepared] = []
+    with FileSetWriter(fileset_id=disc.label, stage=stage) as writer:
+        ready = _prepare_each(disc.instances, work, req.key, run.workers, progress)
+        with closing(ready):
+            for inst, p in zip(disc.instances, ready, strict=True):
+                assert p.header is not None
+                with captured_warnings() as indexing:
+                    writer.add(p.header)
+                notes = _unique(inst.notes, p.notes, indexing)
+                prepared.append(replace(p, header=None, notes=notes))
+        with captured_warnings() as writing:
+            file_ids = writer.write(root, salt=run.timestamp.isoformat())
+    for p in prepared:
+        os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
+    log.debug(
+        "author: disc %d of %d: step 3 prepare and step 4 DICOMDIR: %d image(s) in %.0f ms",
+        disc.number,
+        disc.count,
+        len(prepared),
+        _ms(started),
+    )
+    _log_images(prepared, file_ids)
+    prepared, reading = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
+    where = "DICOMDIR" if disc.count == 1 else f"{disc.label}/DICOMDIR"
+    return prepared, file_ids, tuple(f"{where}: {n}" for n in _unique(writing, reading))
+
+
+def _log_images(prepared: Sequence[_Prepared], file_ids: dict[str, str]) -> None:
+    """One debug line per image: File ID, input path, watermark, timing; no patient data."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for p in prepared:
+        log.debug(
+            "author: image %s (input %s): watermark %s%s, %s, %d frame(s), %d note(s), %.0f ms",
+            file_ids[p.sop_instance_uid],
+            p.relative,
+            p.watermark,
+            f" ({p.watermark_reason})" if p.watermark_reason else "",
+            p.encoding,
+            p.frames,
+            len(p.notes),
+            p.millis,
+        )
+
+
+def _unique(*groups: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for group in groups for n in group))
+
+
+def _file_entry(root: Path, name: str) -> manifest.FileEntry:
+    path = root / name
+    return manifest.FileEntry(path=name, size=path.stat().st_size, sha256=_file_sha256(path))
+
+
+def _write_root_files(
+    root: Path, req: AuthorRequest, run: _Run, disc: _Disc, prepared: Sequence[_Prepared]
+) -> tuple[str, ...]:
+    """Step 5: README.TXT and INDEX.HTM, and the signer's certificate. Returns the names."""
+    context = {
+        "institution": run.institution,
+        "created": run.timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "software": APP_NAME,
+        "version": __version__,
+        "label": disc.label,
+        "disc_number": disc.number,
+        "disc_count": disc.count,
+        "patients": as_context(_summaries(prepared)),
+        "image_count": len(prepared),
+        "watermarked": sum(1 for p in prepared if p.watermark == "embedded"),
+        "fingerprint": run.fingerprint,
+        "openssl_fingerprint": signing.OPENSSL_FINGERPRINT_COMMAND,
+        "openssl_verify": signing.OPENSSL_VERIFY_COMMAND_ONE_STEP,
+        "openssl_ok": signing.OPENSSL_VERIFY_OK,
+    }
+    pdi = {
+        "README.TXT": render("README.TXT.j2", **context).replace("\n", "\r\n"),
+        "INDEX.HTM": render("INDEX.HTM.j2", **context),
+    }
+    for name, text in pdi.items():
+        (root / name).write_bytes(text.encode("utf-8"))
+    (root / manifest.SECURITY_DIR).mkdir()
+    (root / manifest.SIGNER_PATH).write_bytes(req.cert.public_bytes(serialization.Encoding.PEM))
+    log.debug("author: disc %d of %d: step 5 PDI files written", disc.number, disc.count)
+    return (*pdi, manifest.SIGNER_PATH)
+
+
+def _write_manifest(
+    root: Path,
+    req: AuthorRequest,
+    run: _Run,
+    disc: _Disc,
+    discs: _DiscSet,
+    dicomdir: manifest.FileEntry,
+    root_files: Sequence[str],
+    prepared: Sequence[_Prepared],
+    file_ids: dict[str, str],
+) -> None:
+    """Step 6: the manifest over every file but itself and its signature, then the signature."""
+    files = [dicomdir]
+    files += [
+        manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
+        for p in prepared
+    ]
+    files += [_file_entry(root, name) for name in root_files]
+    images = [
+        manifest.ImageEntry(
+            file_id=file_ids[p.sop_instance_uid],
+            sop_class_uid=p.sop_class_uid,
+            sop_instance_uid=p.sop_instance_uid,
+            transfer_syntax=p.transfer_syntax,
+            identity=p.identity,
+            identity_sha256=p.identity_sha256,
+            watermark=p.watermark,
+            watermark_reason=p.watermark_reason,
+            frames=p.frames,
+            encoding=p.encoding,
+            source_syntax=p.source_syntax,
+            invented=p.invented + p.shared,
+        )
+        for p in prepared
+    ]
+    manifest_bytes = manifest.build(
+        created=run.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        institution=run.institution,
+        signer_subject=signing.subject_text(req.cert),
+        signer_fingerprint=run.fingerprint,
+        disc=manifest.DiscInfo(
+            fileset_id=disc.label,
+            medium=req.medium.name.lower(),
+            number=disc.number,
+            count=disc.count,
+            set_id=discs.set_id,
+            members=discs.members,
+        ),
+        dicomdir=dicomdir,
+        files=files,
+        images=images,
+    )
+    (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
+    (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
+    log.debug(
+        "author: disc %d of %d: step 6 manifest of %d file(s) signed",
+        disc.number,
+        disc.count,
+        len(files),
+    )
+
+
+def _write_output(
+    root: Path, req: AuthorRequest, run: _Run, disc: _Disc, progress: Progress | None
+) -> int:
+    """Step 7: the ISO image or the folder, put in place whole. Returns the bytes of the files."""
+    started = time.monotonic()
+    disc_paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    disc_files = [DiscFile(path=p, source=root / p) for p in disc_paths]
+
+    def write_progress(done: int, total: int) -> None:
+        if progress:
+            progress("write", done, total)
+
+    if req.format == "iso":
+        write_iso(
+            disc_files,
+            disc.out,
+            VolumeInfo(
+                volume_id=disc.label,
+                application_id=f"{APP_NAME} {__version__}",
+                publisher=iso_a_characters(run.institution)[:128],
+                timestamp=run.timestamp,
+                volume_set=(disc.number, disc.count),
+            ),
+            progress=write_progress,
+            overwrite=req.overwrite,
+        )
+    else:
+        write_folder(disc_files, disc.out, progress=write_progress, overwrite=req.overwrite)
+    written = sum((root / p).stat().st_size for p in disc_paths)
+    log.debug(
+        "author: disc %d of %d: step 7 %s of %d file(s), %d bytes in %.0f ms",
+        disc.number,
+        disc.count,
+        req.format,
+        len(disc_paths),
+        written,
+        _ms(started),
+    )
+    return written
 
 
 __all__ = [

@@ -6,10 +6,13 @@ Nothing here writes anywhere: input folders are only ever read.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from pydicom import dcmread
@@ -17,7 +20,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from discmaker.author.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import NoImagesError, StudyError
+
+log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -35,31 +41,15 @@ REQUIRED = (
 # Type 1 in DICOMDIR records but type 2 (may be empty) in images. When an image leaves them
 # empty, the DICOMDIR record alone gets a documented placeholder (as `dcmmkdir +I` does); the
 # image itself is never changed, and the manifest lists what was invented. See README.
-INVENTED_DEFAULTS = {
-    "StudyDate": "19000101",
-    "StudyTime": "000000",
-    "StudyID": "0",
-    "SeriesNumber": "0",
-    "InstanceNumber": "0",
-}
-
-_HEADER_TAGS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "PatientID",
-    "PatientName",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "SeriesNumber",
-    "InstanceNumber",
-    "StudyDescription",
-    "SeriesDescription",
-    "NumberOfFrames",
-]
+INVENTED_DEFAULTS = MappingProxyType(
+    {
+        "StudyDate": "19000101",
+        "StudyTime": "000000",
+        "StudyID": "0",
+        "SeriesNumber": "0",
+        "InstanceNumber": "0",
+    }
+)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -80,6 +70,10 @@ class InputInstance:
     series_number: int = 0
     instance_number: int = 0
     estimated_output_size: int = 0  # bytes once normalised (decompressed when lossless)
+    # Where it was found, relative to its input folder (the file name for a file given
+    # itself): for logs and notes, which must not carry the absolute path.
+    relative: str = ""
+    notes: tuple[str, ...] = ()  # warnings pydicom raised while reading the header
 
     @property
     def sort_key(self) -> tuple[str, str, int, str, int, str]:
@@ -116,11 +110,12 @@ def _unreadable(exc: OSError) -> None:
     ) from exc
 
 
-def _walk(roots: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
+def _walk(roots: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Every file under ``roots``, in a fixed order, with its path relative to its root."""
+    files: list[tuple[Path, str]] = []
     for root in roots:
         if root.is_file():
-            files.append(root)
+            files.append((root, root.name))
             continue
         if not root.is_dir():
             raise NoImagesError(f"{root} does not exist or is not a folder. Check the path.")
@@ -131,7 +126,7 @@ def _walk(roots: Sequence[Path]) -> list[Path]:
             for name in sorted(filenames):
                 p = Path(dirpath) / name
                 if p.is_file():
-                    files.append(p)
+                    files.append((p, p.relative_to(root).as_posix()))
     return files
 
 
@@ -154,7 +149,11 @@ def _sha256(path: Path) -> str:
 
 
 def read_header(path: Path) -> Dataset:
-    """The header of one file (no pixel data), or StudyError naming the file."""
+    """The header of one file (no pixel data), or StudyError naming the file.
+
+    pydicom may warn here and when a value is first used; callers read it inside
+    :func:`discmaker.diagnostics.captured_warnings`.
+    """
     try:
         return dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
@@ -187,21 +186,26 @@ def _estimated_size(ds: Dataset, file_size: int, syntax: str) -> int:
     return file_size + 512
 
 
-def _describe(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
+def _describe(path: Path, relative: str) -> InputInstance | Literal["dicomdir", "other"]:
     """One file's header facts, or what else it is. A damaged file raises StudyError.
 
     pydicom decodes elements lazily, so every value is read inside the guard: a corrupt
-    value must not surface later as an internal error.
+    value must not surface later as an internal error. Its warnings are kept with the
+    instance (:attr:`InputInstance.notes`) instead of reaching the host.
     """
-    try:
-        return _describe_unguarded(path)
-    except StudyError:
-        raise
-    except Exception as exc:
-        raise StudyError(
-            f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
-            f"({type(exc).__name__}). Remove it or export it again from the PACS."
-        ) from exc
+    with captured_warnings() as notes:
+        try:
+            found = _describe_unguarded(path)
+        except StudyError:
+            raise
+        except Exception as exc:
+            raise StudyError(
+                f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
+                f"({type(exc).__name__}). Remove it or export it again from the PACS."
+            ) from exc
+    if isinstance(found, InputInstance):
+        return replace(found, relative=relative, notes=tuple(notes))
+    return found
 
 
 def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
@@ -243,40 +247,21 @@ def scan(
     progress: ProgressCallback | None = None,
 ) -> Intake:
     """Find and validate the DICOM instances under ``roots`` (folders or files)."""
+    started = time.monotonic()
     candidates = _walk(roots)
     if not candidates:
         where = ", ".join(str(r) for r in roots)
         raise NoImagesError(f"No files found in {where}. Choose the folder that holds the study.")
+    log.debug("intake: %d file(s) found", len(candidates))
 
     instances: dict[str, InputInstance] = {}
     non_dicom: list[Path] = []
     dicomdirs: list[Path] = []
     duplicates = 0
-    for done, path in enumerate(candidates, 1):
+    for done, (path, relative) in enumerate(candidates, 1):
         if progress:
             progress(done, len(candidates))
-        if not _looks_like_dicom(path):
-            non_dicom.append(path)
-            continue
-        found = _describe(path)
-        if found == "dicomdir":
-            dicomdirs.append(path)
-            continue
-        if found == "other":
-            non_dicom.append(path)
-            continue
-        inst = found
-        seen = instances.get(inst.sop_instance_uid)
-        if seen is not None:
-            # Hash only on a collision: reading every file twice would cost a second pass.
-            if _sha256(seen.path) == _sha256(path):
-                duplicates += 1
-                continue
-            raise StudyError(
-                f"{seen.path} and {path} have the same (0008,0018) SOP Instance UID but "
-                "different content. Only one of them can go on the disc: remove the wrong one."
-            )
-        instances[inst.sop_instance_uid] = inst
+        duplicates += _take(path, relative, instances, non_dicom, dicomdirs) == "duplicate"
 
     if not instances:
         raise NoImagesError(
@@ -294,6 +279,14 @@ def scan(
             "author one disc per patient, or pass --allow-mixed-patients if this is intended."
         )
     _check_hierarchy(ordered)
+    log.debug(
+        "intake: %d image(s), %d other, %d DICOMDIR, %d duplicate(s) in %.0f ms",
+        len(ordered),
+        len(non_dicom),
+        len(dicomdirs),
+        duplicates,
+        (time.monotonic() - started) * 1000,
+    )
     return Intake(
         instances=ordered,
         non_dicom=tuple(non_dicom),
@@ -304,6 +297,38 @@ def scan(
         series_uids=tuple(dict.fromkeys(i.series_uid for i in ordered)),
         total_bytes=sum(i.size for i in ordered),
     )
+
+
+def _take(
+    path: Path,
+    relative: str,
+    instances: dict[str, InputInstance],
+    non_dicom: list[Path],
+    dicomdirs: list[Path],
+) -> Literal["image", "duplicate", "dicomdir", "not DICOM"]:
+    """Sort one file into what :func:`scan` collects, and say what it was."""
+    found = _describe(path, relative) if _looks_like_dicom(path) else "other"
+    if found == "dicomdir":
+        dicomdirs.append(path)
+        log.debug("intake: %s: DICOMDIR, left out", relative)
+        return "dicomdir"
+    if found == "other":
+        non_dicom.append(path)
+        log.debug("intake: %s: not DICOM, left out", relative)
+        return "not DICOM"
+    seen = instances.get(found.sop_instance_uid)
+    if seen is not None:
+        # Hash only on a collision: reading every file twice would cost a second pass.
+        if _sha256(seen.path) == _sha256(path):
+            log.debug("intake: %s: duplicate of %s, left out", relative, seen.relative)
+            return "duplicate"
+        raise StudyError(
+            f"{seen.path} and {path} have the same (0008,0018) SOP Instance UID but "
+            "different content. Only one of them can go on the disc: remove the wrong one."
+        )
+    instances[found.sop_instance_uid] = found
+    log.debug("intake: %s: image, %d note(s)", relative, len(found.notes))
+    return "image"
 
 
 def _check_hierarchy(instances: Iterable[InputInstance]) -> None:

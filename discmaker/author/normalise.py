@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from discmaker import __version__
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
 
 # discmaker's Implementation Class UID (a 2.25 UUID-derived root) and version name.
@@ -53,6 +54,7 @@ class Normalised:
     dataset: Dataset
     source_syntax: str
     encoding: Encoding
+    notes: tuple[str, ...] = ()  # warnings pydicom raised while reading and converting
 
 
 def _swap_words(ds: Dataset) -> None:
@@ -115,17 +117,24 @@ def _check_native_length(ds: Dataset, path: Path) -> None:
 
 
 def normalise(path: Path) -> Normalised:
-    """Read ``path`` and return the dataset as it will be stored on the disc."""
-    try:
-        return _normalise(path)
-    except StudyError:
-        raise
-    except Exception as exc:  # pydicom raises many types on odd encodings; all are bad input
-        raise StudyError(
-            f"{path} cannot be converted to Explicit VR Little Endian "
-            f"({type(exc).__name__}: an element is encoded in a way discmaker cannot rewrite). "
-            "Export it again from the PACS, uncompressed."
-        ) from exc
+    """Read ``path`` and return the dataset as it will be stored on the disc.
+
+    pydicom's warnings do not reach the host: they are kept in :attr:`Normalised.notes`.
+    Values decoded later, from the returned dataset, may still warn; read them inside
+    :func:`discmaker.diagnostics.captured_warnings` too.
+    """
+    with captured_warnings() as notes:
+        try:
+            done = _normalise(path)
+        except StudyError:
+            raise
+        except Exception as exc:  # pydicom raises many types on odd encodings: all bad input
+            raise StudyError(
+                f"{path} cannot be converted to Explicit VR Little Endian "
+                f"({type(exc).__name__}: an element is encoded in a way discmaker cannot "
+                "rewrite). Export it again from the PACS, uncompressed."
+            ) from exc
+    return replace(done, notes=tuple(notes)) if notes else done
 
 
 def _normalise(path: Path) -> Normalised:

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from discmaker.author.intake import InputInstance, read_header, scan
+from discmaker.diagnostics import captured_warnings
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -112,6 +113,40 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _add_instance(
+    inst: InputInstance,
+    ds: Dataset,
+    patients: dict[str, PatientPreview],
+    studies: dict[str, dict[str, object]],
+    series: dict[str, dict[str, object]],
+) -> None:
+    """Note the patient, study and series of one instance the first time each is seen."""
+    if inst.patient_key not in patients:
+        patients[inst.patient_key] = PatientPreview(
+            name=_text(ds, "PatientName"),
+            id=inst.patient_key,
+            birth_date=_text(ds, "PatientBirthDate"),
+            sex=_text(ds, "PatientSex"),
+        )
+    studies.setdefault(
+        inst.study_uid,
+        {
+            "date": _text(ds, "StudyDate"),
+            "description": _text(ds, "StudyDescription"),
+            "accession": _text(ds, "AccessionNumber"),
+            "patient_id": inst.patient_key,
+            "series": [],
+        },
+    )
+    if inst.series_uid not in series:
+        series[inst.series_uid] = {
+            "study": inst.study_uid,
+            "modality": inst.modality,
+            "number": _text(ds, "SeriesNumber"),
+            "description": _text(ds, "SeriesDescription"),
+        }
+
+
 def preview(
     paths: Sequence[Path],
     *,
@@ -130,31 +165,9 @@ def preview(
     series_counts: dict[str, int] = {}
     inst: InputInstance
     for inst in intake.instances:
-        ds = read_header(inst.path)
-        if inst.patient_key not in patients:
-            patients[inst.patient_key] = PatientPreview(
-                name=_text(ds, "PatientName"),
-                id=inst.patient_key,
-                birth_date=_text(ds, "PatientBirthDate"),
-                sex=_text(ds, "PatientSex"),
-            )
-        studies.setdefault(
-            inst.study_uid,
-            {
-                "date": _text(ds, "StudyDate"),
-                "description": _text(ds, "StudyDescription"),
-                "accession": _text(ds, "AccessionNumber"),
-                "patient_id": inst.patient_key,
-                "series": [],
-            },
-        )
-        if inst.series_uid not in series:
-            series[inst.series_uid] = {
-                "study": inst.study_uid,
-                "modality": inst.modality,
-                "number": _text(ds, "SeriesNumber"),
-                "description": _text(ds, "SeriesDescription"),
-            }
+        # Any warnings were noted by the intake (InputInstance.notes); none reach the host.
+        with captured_warnings():
+            _add_instance(inst, read_header(inst.path), patients, studies, series)
         series_counts[inst.series_uid] = series_counts.get(inst.series_uid, 0) + 1
 
     by_study: dict[str, list[SeriesPreview]] = {uid: [] for uid in studies}

@@ -31,8 +31,13 @@ def restore_disc(
     out: Path,
     include_tampered: bool = False,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> RestoreResult:
+    """Check ``source`` and write the originals of the images that verify under ``out``.
+
+    ``workers`` > 1 checks the images of a large disc in that many processes. Safe to call
+    from several threads at once (with different ``out`` folders).
+    """
     if out.exists():
         raise OutputError(f"{out} already exists. Choose a new folder for the restored images.")
     parent = out.absolute().parent

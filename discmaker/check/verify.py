@@ -20,16 +20,28 @@ The steps, numbered the same in the README, the terminal summary and the reports
 
 A received disc is hostile input: every read goes through :mod:`discmaker.disc.source`, which
 refuses path escapes, symlinks and absurd sizes; parse failures become findings, not crashes.
+The warnings a parser raises about a file (a value that does not fit its VR, say) are captured
+with :func:`discmaker.diagnostics.captured_warnings` and kept as notes: a warning is never a
+verdict, and never escapes to the host.
+
+Safe in threads and long-lived processes: this module keeps no state between calls. Each check
+builds its own context (the opened disc, the public keys, the trusted key ids) and hands it to
+every image through :func:`discmaker.parallel.run_jobs`, in this thread or in worker processes.
+
+Logging (``discmaker.check.verify``, debug level) names steps, disc paths (File IDs), statuses,
+counts and timings; never patient data, UIDs, header values or parser notes (which may quote
+header values).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +53,7 @@ from pydicom.dataset import Dataset
 
 from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustStore
+from discmaker.diagnostics import captured_warnings
 from discmaker.disc.source import DiscSource, IsoSource, open_source
 from discmaker.errors import DiscError, OutputError, VerificationError
 from discmaker.format import manifest as manifest_mod
@@ -51,6 +64,7 @@ from discmaker.format.identity import (
     identity_attributes,
     watermark_digest,
 )
+from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP
 from discmaker.format.manifest import (
     MANIFEST_PATH,
     SIGNATURE_PATH,
@@ -67,16 +81,22 @@ from discmaker.models import (
     SetReport,
     Signer,
 )
+from discmaker.parallel import run_jobs
 from discmaker.watermark.seal import unseal_dataset
+
+log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 1 << 30
 MAX_DICOMDIR_BYTES = 64 << 20
 MAX_SMALL_FILE = 64 << 10
 
-PRIVATE_GROUP = 0x0009
-PRIVATE_CREATOR = "DISCMAKER 1"
+_SHA_MISMATCH = "file content differs from the signed manifest (SHA-256)"
 
 Progress = Callable[[str, int, int], None]
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
 
 @dataclass(frozen=True)
@@ -95,22 +115,70 @@ class _Outcome:
     key_id: bytes | None
     written: str | None
     made_by_discmaker: bool = False  # carries discmaker's private block
+    notes: tuple[str, ...] = ()  # warnings raised while parsing the file: notes, not findings
 
 
-# -- per image (steps 3 and 4), run in worker processes ---------------------------------------
-
-_source: DiscSource | None = None
-_keys: dict[bytes, Ed25519PublicKey] = {}
-_trusted: frozenset[bytes] = frozenset()
+# -- per image (steps 3 and 4), in this thread or in worker processes --------------------------
 
 
-def _init_worker(
+@dataclass(frozen=True)
+class _Context:
+    """What every image of one check is judged with. One per check, never shared."""
+
+    source: DiscSource
+    keys: Mapping[bytes, Ed25519PublicKey]
+    trusted: frozenset[bytes]
+
+
+@contextmanager
+def _image_context(
     source_path: str, raw_keys: Mapping[bytes, bytes], trusted: frozenset[bytes]
-) -> None:
-    global _source, _keys, _trusted
-    _source = open_source(Path(source_path))
-    _keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in raw_keys.items()}
-    _trusted = trusted
+) -> Iterator[_Context]:
+    """The ``setup`` of :func:`run_jobs`: picklable arguments in, the disc closed on exit."""
+    keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in raw_keys.items()}
+    with open_source(Path(source_path)) as source:
+        yield _Context(source=source, keys=keys, trusted=trusted)
+
+
+@dataclass
+class _Image:
+    """One image being judged, and what steps 3 and 4 have found about it so far."""
+
+    job: _Job
+    label: str = ""
+    altered: bool = False  # the file's bytes differ from the manifest, or it cannot be read
+    reasons: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    regions: tuple[Region, ...] = ()
+
+    def verdict(self, status: ImageStatus, *, restorable: bool = False) -> ImageVerdict:
+        entry, record = self.job.entry, self.job.record
+        if entry is not None:
+            sop_uid = entry.sop_instance_uid
+        else:
+            sop_uid = record.sop_instance_uid if record is not None else ""
+        return ImageVerdict(
+            path=self.job.path,
+            status=status,
+            reasons=tuple(self.reasons),
+            attributes=tuple(dict.fromkeys(self.attributes)),
+            regions=self.regions,
+            sop_instance_uid=sop_uid,
+            series_uid=entry.identity.get("SeriesInstanceUID", "") if entry else "",
+            series_label=self.label,
+            restorable=restorable,
+            altered=self.altered,
+        )
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """What step 4 learnt from the watermark."""
+
+    key_id: bytes | None = None
+    restored: bytes | None = None  # the original pixel data, when the watermark verified
+    watermark_ok: bool = False
+    signer_trusted: bool = True
 
 
 def _series_label(attrs: Mapping[str, str]) -> str:
@@ -161,6 +229,8 @@ def _write_tampered(ds: Dataset, pixel_data: bytes | None, out: str) -> str | No
         return _write_original(ds, pixel_data, out)
     except OutputError:
         raise
+    except Warning:
+        raise  # a warning is captured as a note by _verify_one; here it would be a bug
     except Exception:  # whatever the tampering broke, it is listed as refused instead
         Path(out).unlink(missing_ok=True)
         return None
@@ -174,122 +244,156 @@ def _has_bookkeeping(ds: Dataset) -> bool:
     return True
 
 
-def _verify_one(job: _Job) -> _Outcome:
-    assert _source is not None, "worker not initialised"
-    entry = job.entry
-    reasons: list[str] = []
-    attributes: list[str] = []
-    regions: tuple[Region, ...] = ()
-    key_id: bytes | None = None
-    sop_uid = (
-        entry.sop_instance_uid if entry else (job.record.sop_instance_uid if job.record else "")
-    )
-    label = _series_label(entry.identity) if entry else ""
-    altered = missing = False
+def _verify_one(context: _Context, job: _Job) -> _Outcome:
+    """Steps (3) and (4) for one image, and its verdict: the task of :func:`run_jobs`.
 
-    def verdict(status: ImageStatus, *, restorable: bool = False) -> ImageVerdict:
-        return ImageVerdict(
-            path=job.path,
-            status=status,
-            reasons=tuple(reasons),
-            attributes=tuple(dict.fromkeys(attributes)),
-            regions=regions,
-            sop_instance_uid=sop_uid,
-            series_uid=entry.identity.get("SeriesInstanceUID", "") if entry else "",
-            series_label=label,
-            restorable=restorable,
-            altered=altered or missing,
+    Everything done with the received file happens inside one warning capture: pydicom
+    converts header values when they are first used, so a warning can come from any step.
+    """
+    started = time.perf_counter()
+    with captured_warnings() as notes:
+        outcome = _judge_image(context, job)
+    if notes:
+        outcome = replace(
+            outcome, notes=tuple(notes), verdict=replace(outcome.verdict, notes=tuple(notes))
         )
+    log.debug(
+        "image %s: %s in %.1f ms (%d parser notes)",
+        job.path,
+        outcome.verdict.status.value,
+        _ms(started),
+        len(notes),
+    )
+    return outcome
 
+
+def _judge_image(context: _Context, job: _Job) -> _Outcome:
+    image = _Image(job, label=_series_label(job.entry.identity) if job.entry else "")
+    parsed = _read_image(context.source, image)
+    if parsed is None:
+        return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None)
+    ds, attrs = parsed
+    if not image.label:
+        image.label = _series_label(attrs)
+    entry = job.entry
+    if entry is None:  # unsigned disc: structure, and any watermark the image still carries
+        return _verify_unsigned(context, image, ds, attrs)
+    changed = _check_headers(image, entry, attrs)
+    pixels = _check_pixels(context, image, entry, ds, attrs, changed)
+    return _image_verdict(image, entry, ds, pixels)
+
+
+def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, str]] | None:
+    """The image's dataset and identity; None (with the reason noted) if it cannot be read."""
+    job = image.job
     try:
-        data = _source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
+        data = source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
     except DiscError as exc:
-        reasons.append(f"file cannot be read: {exc}")
-        missing = True
-        return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
-    altered = entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
+        image.reasons.append(f"file cannot be read: {exc}")
+        image.altered = True
+        return None
+    image.altered = job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
     try:
         ds = dcmread(io.BytesIO(data))
         attrs = identity_attributes(ds)
+    except Warning:
+        raise  # a warning is captured as a note by _verify_one; here it would be a bug
     except Exception as exc:  # hostile file: any parser failure means "not this image"
-        reasons.append(f"not a readable DICOM file any more ({type(exc).__name__})")
-        return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
-    if not label:
-        label = _series_label(attrs)
+        image.reasons.append(f"not a readable DICOM file any more ({type(exc).__name__})")
+        return None
+    return ds, attrs
 
-    if entry is None:  # unsigned disc: structure, and any watermark the image still carries
-        return _verify_unsigned(job, ds, attrs, reasons, attributes, verdict)
 
-    # (3) header identity against the manifest and the DICOMDIR record
+def _check_headers(image: _Image, entry: ImageEntry, attrs: Mapping[str, str]) -> list[str]:
+    """Step (3): the header's identity against the manifest and the DICOMDIR record.
+
+    Returns the keywords that differ from the manifest.
+    """
     changed = differing_keywords(entry.identity, attrs)
     if changed:
-        attributes.extend(changed)
+        image.attributes.extend(changed)
         if "SOPInstanceUID" in changed:
-            reasons.append("this file holds a different image than the one signed (file replaced)")
+            image.reasons.append(
+                "this file holds a different image than the one signed (file replaced)"
+            )
         else:
-            reasons.append("header attributes changed since signing: " + ", ".join(changed))
-    rec_changed = _record_mismatches(job.record, attrs, entry.invented)
+            image.reasons.append("header attributes changed since signing: " + ", ".join(changed))
+    rec_changed = _record_mismatches(image.job.record, attrs, entry.invented)
     if rec_changed:
-        attributes.extend(rec_changed)
-        reasons.append("header differs from its DICOMDIR record: " + ", ".join(rec_changed))
+        image.attributes.extend(rec_changed)
+        image.reasons.append("header differs from its DICOMDIR record: " + ", ".join(rec_changed))
+    return changed
 
-    # (4) watermark
-    restored: bytes | None = None
-    watermark_ok = False
-    signer_trusted = True
-    if entry.watermark == "embedded":
-        res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=_keys)
-        key_id = res.key_id
-        regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
-        if res.status == "ok":
-            watermark_ok = True
-            restored = res.restored_pixel_data
-            signer_trusted = key_id in _trusted
-        elif res.status == "no-watermark":
-            reasons.append(
-                "the watermark is missing: the image was re-saved, replaced or its pixels rewritten"
-            )
-        elif res.status == "unknown-signer":
-            reasons.append("the watermark was signed by a key that is not on this disc or trusted")
-        elif res.status == "bad-signature":
-            reasons.append("the watermark's signature does not verify")
-        elif res.status == "identity-mismatch":
-            if not changed:
-                attributes.extend(["identity"])
-            reasons.append(
-                "the header does not match the identity sealed in the pixels"
-                + (": " + ", ".join(changed) if changed else "")
-            )
-        else:  # tampered pixels
-            reasons.extend(res.reasons or ("pixel values changed since signing",))
-    elif altered and not changed:
-        reasons.append("file content differs from the signed manifest (SHA-256)")
 
-    if altered and not reasons:
-        reasons.append("file content differs from the signed manifest (SHA-256)")
-    if reasons:
+def _check_pixels(
+    context: _Context,
+    image: _Image,
+    entry: ImageEntry,
+    ds: Dataset,
+    attrs: Mapping[str, str],
+    changed: Sequence[str],
+) -> _Pixels:
+    """Step (4): the watermark, when the image carries one."""
+    if entry.watermark != "embedded":
+        if image.altered and not changed:
+            image.reasons.append(_SHA_MISMATCH)
+        return _Pixels()
+    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
+    image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
+    if res.status == "ok":
+        return _Pixels(
+            key_id=res.key_id,
+            restored=res.restored_pixel_data,
+            watermark_ok=True,
+            signer_trusted=res.key_id in context.trusted,
+        )
+    if res.status == "no-watermark":
+        image.reasons.append(
+            "the watermark is missing: the image was re-saved, replaced or its pixels rewritten"
+        )
+    elif res.status == "unknown-signer":
+        image.reasons.append(
+            "the watermark was signed by a key that is not on this disc or trusted"
+        )
+    elif res.status == "bad-signature":
+        image.reasons.append("the watermark's signature does not verify")
+    elif res.status == "identity-mismatch":
+        if not changed:
+            image.attributes.append("identity")
+        image.reasons.append(
+            "the header does not match the identity sealed in the pixels"
+            + (": " + ", ".join(changed) if changed else "")
+        )
+    else:  # tampered pixels
+        image.reasons.extend(res.reasons or ("pixel values changed since signing",))
+    return _Pixels(key_id=res.key_id)
+
+
+def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixels) -> _Outcome:
+    """Step (5) for one image of a signed disc, and its original written when restoring."""
+    job = image.job
+    if image.altered and not image.reasons:
+        image.reasons.append(_SHA_MISMATCH)
+    if image.reasons:
         written = None
         if job.restore_to is not None and job.restore_tampered:
-            written = _write_tampered(ds, restored, job.restore_to)
-        return _Outcome(verdict(ImageStatus.TAMPERED), key_id, written)
-    if entry.watermark == "embedded" and watermark_ok:
-        if not signer_trusted:
-            reasons.append("watermark signed by a sender who is not in your trust store")
-            return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), key_id, None)
-        written = _write_original(ds, restored, job.restore_to) if job.restore_to else None
-        return _Outcome(verdict(ImageStatus.OK, restorable=True), key_id, written)
-    reasons.append(entry.watermark_reason or "no watermark")
+            written = _write_tampered(ds, pixels.restored, job.restore_to)
+        return _Outcome(image.verdict(ImageStatus.TAMPERED), pixels.key_id, written)
+    if entry.watermark == "embedded" and pixels.watermark_ok:
+        if not pixels.signer_trusted:
+            image.reasons.append("watermark signed by a sender who is not in your trust store")
+            return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), pixels.key_id, None)
+        written = _write_original(ds, pixels.restored, job.restore_to) if job.restore_to else None
+        return _Outcome(image.verdict(ImageStatus.OK, restorable=True), pixels.key_id, written)
+    image.reasons.append(entry.watermark_reason or "no watermark")
     written = _write_original(ds, None, job.restore_to) if job.restore_to else None
-    return _Outcome(verdict(ImageStatus.MANIFEST_ONLY, restorable=True), key_id, written)
+    return _Outcome(
+        image.verdict(ImageStatus.MANIFEST_ONLY, restorable=True), pixels.key_id, written
+    )
 
 
 def _verify_unsigned(
-    job: _Job,
-    ds: Dataset,
-    attrs: Mapping[str, str],
-    reasons: list[str],
-    attributes: list[str],
-    verdict: Callable[[ImageStatus], ImageVerdict],
+    context: _Context, image: _Image, ds: Dataset, attrs: Mapping[str, str]
 ) -> _Outcome:
     """An image on a disc without a discmaker manifest.
 
@@ -297,37 +401,37 @@ def _verify_unsigned(
     disc look like any vendor's: check that watermark, so removing the signature cannot hide
     an edited header or pixel.
     """
-    mism = _record_mismatches(job.record, attrs, ())
+    mism = _record_mismatches(image.job.record, attrs, ())
     if mism:
-        attributes.extend(mism)
-        reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
-    marked = _has_bookkeeping(ds)
-    if not marked:
+        image.attributes.extend(mism)
+        image.reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
+    if not _has_bookkeeping(ds):
         if mism:
-            return _Outcome(verdict(ImageStatus.TAMPERED), None, None)
-        reasons.append("no discmaker signature on this disc: integrity cannot be proven")
-        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), None, None)
-    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=_keys)
+            return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None)
+        image.reasons.append("no discmaker signature on this disc: integrity cannot be proven")
+        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None)
+    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
     if res.status == "ok" and not mism:
-        reasons.append("watermark intact, but the disc's signed list of files (DISCSIG) is missing")
-        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+        image.reasons.append(
+            "watermark intact, but the disc's signed list of files (DISCSIG) is missing"
+        )
+        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "unknown-signer" and not mism:
-        reasons.append("watermarked by a sender who is not in your trust store")
-        return _Outcome(verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+        image.reasons.append("watermarked by a sender who is not in your trust store")
+        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "no-watermark":
-        reasons.append("made by discmaker, but its watermark is missing (re-saved or replaced)")
+        image.reasons.append(
+            "made by discmaker, but its watermark is missing (re-saved or replaced)"
+        )
     elif res.status == "identity-mismatch":
-        attributes.append("identity")
-        reasons.append("the header does not match the identity sealed in the pixels")
+        image.attributes.append("identity")
+        image.reasons.append("the header does not match the identity sealed in the pixels")
     elif res.status != "ok":
-        reasons.extend(res.reasons or ("the watermark does not verify",))
-    return _Outcome(verdict(ImageStatus.TAMPERED), res.key_id, None, True)
+        image.reasons.extend(res.reasons or ("the watermark does not verify",))
+    return _Outcome(image.verdict(ImageStatus.TAMPERED), res.key_id, None, True)
 
 
-# -- the disc (steps 1, 2 and 5) ---------------------------------------------------------------
-
-
-def _run_jobs(
+def _check_images(
     source: Path,
     jobs: Sequence[_Job],
     keys: Mapping[bytes, Ed25519PublicKey],
@@ -335,41 +439,93 @@ def _run_jobs(
     workers: int,
     progress: Progress | None,
 ) -> list[_Outcome]:
+    """Steps (3) and (4) for every image, in order, in ``workers`` processes when worth it."""
+    started = time.perf_counter()
     raw = {k: v.public_bytes(Encoding.Raw, PublicFormat.Raw) for k, v in keys.items()}
+    results = run_jobs(
+        _verify_one,
+        jobs,
+        setup=_image_context,
+        setup_args=(str(source), raw, trusted),
+        workers=workers,
+    )
     out: list[_Outcome] = []
-    if workers <= 1 or len(jobs) < 8:
-        _init_worker(str(source), raw, trusted)
-        try:
-            for n, job in enumerate(jobs, 1):
-                out.append(_verify_one(job))
-                if progress:
-                    progress("verify", n, len(jobs))
-        finally:
-            _close_worker_source()
-        return out
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(str(source), raw, trusted)
-    ) as pool:
-        for n, outcome in enumerate(pool.map(_verify_one, jobs, chunksize=4), 1):
+    try:
+        for n, outcome in enumerate(results, 1):
             out.append(outcome)
             if progress:
                 progress("verify", n, len(jobs))
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:  # close the disc (or the pool) now, not when collected
+            close()
+    log.debug(
+        "steps 3-4 headers and pixels: %d images, workers=%d, in %.1f ms",
+        len(jobs),
+        workers,
+        _ms(started),
+    )
     return out
 
 
-def _close_worker_source() -> None:
-    global _source
-    if _source is not None:
-        _source.close()
-        _source = None
+# -- the disc (steps 1, 2 and 5) ---------------------------------------------------------------
+
+
+@dataclass
+class _Disc:
+    """The disc's listing, and the findings and notes of the disc-level steps so far."""
+
+    entries: dict[str, int]
+    description: str
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """What step 1 learnt from DISCSIG/."""
+
+    manifest_bytes: bytes
+    signer: Signer | None = None
+    valid: bool = False
+    key: Ed25519PublicKey | None = None
+
+
+@dataclass(frozen=True)
+class _Files:
+    """What step 2 learnt: each non-image file's status, and the DICOMDIR records by File ID."""
+
+    status: dict[str, str]
+    records: dict[str, DirRecord]
+
+
+def _list_disc(src: DiscSource) -> _Disc:
+    disc = _Disc(entries={e.path: e.size for e in src.files()}, description=src.description)
+    if isinstance(src, IsoSource):
+        for path, problem in src.view_problems():
+            disc.findings.append(Finding(2, "structure", path, problem))
+    for skipped in src.skipped():
+        disc.findings.append(
+            Finding(
+                2,
+                "structure",
+                skipped.raw_path,
+                f"not a regular file ({skipped.reason}); not read",
+            )
+        )
+    return disc
 
 
 def _read_dicomdir(src: DiscSource, findings: list[Finding]) -> Dicomdir | None:
     try:
-        return parse_dicomdir(src.read_bytes("DICOMDIR", limit=MAX_DICOMDIR_BYTES))
+        data = src.read_bytes("DICOMDIR", limit=MAX_DICOMDIR_BYTES)
+        with captured_warnings() as notes:
+            dicomdir = parse_dicomdir(data)
     except DiscError as exc:
         findings.append(Finding(2, "structure", "DICOMDIR", f"DICOMDIR unusable: {exc}"))
         return None
+    log.debug("DICOMDIR: %d records (%d parser notes)", len(dicomdir.records), len(notes))
+    return dicomdir
 
 
 def _dicomdir_findings(
@@ -435,14 +591,238 @@ def _dicomdir_findings(
     return found
 
 
+def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signature:
+    """Step (1): the manifest's signature, and whether its signer is pinned."""
+    started = time.perf_counter()
+    manifest_bytes = src.read_bytes(MANIFEST_PATH, limit=manifest_mod.MAX_MANIFEST_BYTES)
+    signer: Signer | None = None
+    valid = False
+    key: Ed25519PublicKey | None = None
+    try:
+        with captured_warnings() as notes:
+            cert = signing.load_certificate_bytes(src.read_bytes(SIGNER_PATH, limit=MAX_SMALL_FILE))
+            pinned = trust.find(cert)
+            signer = Signer(
+                subject=signing.subject_text(cert),
+                fingerprint=signing.fingerprint(cert),
+                trusted=pinned is not None,
+            )
+            public = cert.public_key()
+        if notes:
+            log.debug("step 1: %d parser notes on %s", len(notes), SIGNER_PATH)
+        if isinstance(public, Ed25519PublicKey):
+            key = public
+        signature = src.read_bytes(SIGNATURE_PATH, limit=MAX_SMALL_FILE)
+        signing.verify(cert, signature, manifest_bytes, what="DISCSIG/MANIFEST.JSN")
+        valid = True
+    except VerificationError:
+        disc.findings.append(
+            Finding(
+                1,
+                "signature",
+                SIGNATURE_PATH,
+                "the manifest's signature does not match: the manifest or its "
+                "signature was changed after signing",
+            )
+        )
+    except DiscError as exc:
+        disc.findings.append(Finding(1, "signature", "DISCSIG", f"signature files unusable: {exc}"))
+    if signer is not None and not signer.trusted:
+        disc.notes.append(
+            f"Signed by {signer.subject}, fingerprint {signer.fingerprint}, which is not in "
+            "your trust store. Confirm the fingerprint with the sender by telephone, then "
+            "run: discmaker trust add <their certificate>."
+        )
+    if trust.is_empty():
+        disc.notes.append("Your trust store is empty: no disc can verify until you add a sender.")
+    log.debug(
+        "step 1 signature: valid=%s, signer trusted=%s, in %.1f ms",
+        valid,
+        signer is not None and signer.trusted,
+        _ms(started),
+    )
+    return _Signature(manifest_bytes=manifest_bytes, signer=signer, valid=valid, key=key)
+
+
+def _read_manifest(signature: _Signature, disc: _Disc) -> Manifest | None:
+    """The signed manifest (step 1 still: an unusable manifest is a signature finding)."""
+    try:
+        return manifest_mod.parse(signature.manifest_bytes)
+    except DiscError as exc:
+        disc.findings.append(Finding(1, "signature", MANIFEST_PATH, f"manifest unusable: {exc}"))
+        log.debug("step 1 signature: manifest unusable, no image is judged")
+        return None
+
+
+def _check_files(src: DiscSource, disc: _Disc, manifest: Manifest) -> _Files:
+    """Step (2): the manifest, the DICOMDIR and the files on the disc describe the same set."""
+    started = time.perf_counter()
+    entries, findings = disc.entries, disc.findings
+    listed = {f.path: f for f in manifest.files}
+    on_disc = set(entries) - {MANIFEST_PATH, SIGNATURE_PATH}
+    images_by_path = {img.file_id: img for img in manifest.images}
+    file_status: dict[str, str] = {}  # every file that is not an image (those: steps 3-4)
+    for path in sorted(set(listed) - on_disc):
+        if path not in images_by_path:
+            file_status[path] = "missing"
+            findings.append(
+                Finding(2, "missing", path, "listed in the signed manifest but not on the disc")
+            )
+    for path in sorted(on_disc - set(listed)):
+        file_status[path] = "extra"
+        findings.append(
+            Finding(2, "extra", path, "on the disc but not in the signed manifest (added)")
+        )
+    for path in sorted(on_disc & set(listed)):
+        if path in images_by_path:
+            continue  # judged per image in steps 3-4
+        want = listed[path]
+        data_ok = entries[path] == want.size and _sha256_of(src, path) == want.sha256
+        file_status[path] = "ok" if data_ok else "altered"
+        if not data_ok:
+            findings.append(
+                Finding(
+                    2,
+                    "altered",
+                    path,
+                    "content differs from the signed manifest (size or SHA-256)",
+                )
+            )
+    if manifest.dicomdir.path != "DICOMDIR" or (
+        "DICOMDIR" in listed and listed["DICOMDIR"].sha256 != manifest.dicomdir.sha256
+    ):
+        findings.append(
+            Finding(2, "structure", "DICOMDIR", "the manifest's DICOMDIR entries disagree")
+        )
+    dicomdir = _read_dicomdir(src, findings) if "DICOMDIR" in entries else None
+    records: dict[str, DirRecord] = {}
+    if dicomdir is not None:
+        findings.extend(_dicomdir_findings(dicomdir, entries, images_by_path))
+        records = {r.file_id: r for r in dicomdir.records}
+        if dicomdir.fileset_id != manifest.disc.fileset_id:
+            findings.append(
+                Finding(2, "structure", "DICOMDIR", "File-set ID differs from the signed manifest")
+            )
+    if not manifest.images:
+        disc.notes.append("The manifest lists no images: an empty disc never verifies.")
+    log.debug(
+        "step 2 files agree: %d on the disc, %d listed, %d findings so far, in %.1f ms",
+        len(entries),
+        len(listed),
+        len(findings),
+        _ms(started),
+    )
+    return _Files(status=file_status, records=records)
+
+
+def _image_jobs(
+    manifest: Manifest,
+    records: Mapping[str, DirRecord],
+    restore_dir: Path | None,
+    restore_tampered: bool,
+) -> list[_Job]:
+    sha_hints = {f.path: f.sha256 for f in manifest.files}
+    return [
+        _Job(
+            path=img.file_id,
+            entry=img,
+            record=records.get(img.file_id),
+            restore_to=str(restore_dir / img.file_id) if restore_dir is not None else None,
+            sha256=sha_hints.get(img.file_id, ""),
+            restore_tampered=restore_tampered,
+        )
+        for img in manifest.images
+    ]
+
+
+def _image_keys(trust: TrustStore, signature: _Signature) -> dict[bytes, Ed25519PublicKey]:
+    """The keys a watermark may verify with: the trusted ones, and the disc's own signer."""
+    keys = dict(trust.public_keys())
+    if signature.key is not None:
+        keys.setdefault(signing.key_id(signature.key), signature.key)
+    return keys
+
+
+def _missing_image(job: _Job) -> ImageVerdict:
+    entry = job.entry
+    return ImageVerdict(
+        path=job.path,
+        status=ImageStatus.TAMPERED,
+        reasons=("missing: listed in the signed manifest but not on the disc",),
+        altered=True,
+        sop_instance_uid=entry.sop_instance_uid if entry else "",
+        series_uid=entry.identity.get("SeriesInstanceUID", "") if entry else "",
+        series_label=_series_label(entry.identity) if entry else "",
+    )
+
+
+def _disc_verdict(
+    source: Path,
+    disc: _Disc,
+    signature: _Signature,
+    manifest: Manifest,
+    files: _Files,
+    missing: Sequence[_Job],
+    outcomes: Sequence[_Outcome],
+    trusted_ids: frozenset[bytes],
+) -> CheckReport:
+    """Step (5): every image's verdict and the disc's findings, as one report."""
+    verdicts = [o.verdict for o in outcomes] + [_missing_image(job) for job in missing]
+    signer = signature.signer
+    # A manifest re-signed by an untrusted key over images sealed by a trusted one.
+    resealed = any(o.key_id in trusted_ids for o in outcomes)
+    if signer is not None and not signer.trusted and resealed:
+        disc.findings.append(
+            Finding(
+                1,
+                "signature",
+                MANIFEST_PATH,
+                "the images were sealed by a trusted sender but the manifest is signed "
+                "by another key: the manifest was replaced",
+            )
+        )
+    return CheckReport(
+        source=str(source),
+        signed=True,
+        signature_valid=signature.valid,
+        signer=signer,
+        images=tuple(sorted(verdicts, key=lambda v: v.path)),
+        findings=tuple(disc.findings),
+        fileset_id=manifest.disc.fileset_id,
+        disc_number=manifest.disc.number,
+        disc_count=manifest.disc.count,
+        notes=tuple(disc.notes),
+        set_id=manifest.disc.set_id,
+        set_members=tuple((m.number, m.fileset_id, m.images) for m in manifest.disc.members),
+        files=tuple(sorted(files.status.items())),
+    )
+
+
+def _early_report(disc: _Disc, *, signed: bool, signature: _Signature | None) -> CheckReport:
+    """The report of a disc whose check stops before any image is judged."""
+    return CheckReport(
+        source=disc.description,
+        signed=signed,
+        signature_valid=signature.valid if signature else False,
+        signer=signature.signer if signature else None,
+        images=(),
+        findings=tuple(disc.findings),
+        notes=tuple(disc.notes),
+    )
+
+
 def check_disc(
     source: Path,
     *,
     trust: TrustStore,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> CheckReport:
-    """Check a disc, ISO image or folder (steps 1-5 above)."""
+    """Check a disc, ISO image or folder (steps 1-5 above).
+
+    ``workers`` > 1 checks the images of a large disc in that many processes. Safe to call
+    from several threads at once.
+    """
     report, _ = check_and_restore(source, trust=trust, progress=progress, workers=workers)
     return report
 
@@ -452,204 +832,38 @@ def check_and_restore(
     *,
     trust: TrustStore,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int = 1,
     restore_dir: Path | None = None,
     restore_tampered: bool = False,
 ) -> tuple[CheckReport, list[_Outcome]]:
     """The check, and when ``restore_dir`` is given each image's original written beneath it."""
-    workers = workers or min(os.cpu_count() or 1, 8)
-    findings: list[Finding] = []
-    notes: list[str] = []
+    started = time.perf_counter()
     with open_source(source) as src:
-        entries = {e.path: e.size for e in src.files()}
-        if isinstance(src, IsoSource):
-            for path, problem in src.view_problems():
-                findings.append(Finding(2, "structure", path, problem))
-        for skipped in src.skipped():
-            findings.append(
-                Finding(
-                    2,
-                    "structure",
-                    skipped.raw_path,
-                    f"not a regular file ({skipped.reason}); not read",
-                )
-            )
+        disc = _list_disc(src)
         if progress:
             progress("read", 0, 1)
-        if MANIFEST_PATH not in entries:
-            return _check_unsigned(src, source, entries, findings, workers, progress, trust)
-
-        # (1) signature
-        manifest_bytes = src.read_bytes(MANIFEST_PATH, limit=manifest_mod.MAX_MANIFEST_BYTES)
-        signer: Signer | None = None
-        signature_valid = False
-        signer_key: Ed25519PublicKey | None = None
-        try:
-            cert = signing.load_certificate_bytes(src.read_bytes(SIGNER_PATH, limit=MAX_SMALL_FILE))
-            pinned = trust.find(cert)
-            signer = Signer(
-                subject=signing.subject_text(cert),
-                fingerprint=signing.fingerprint(cert),
-                trusted=pinned is not None,
-            )
-            public = cert.public_key()
-            if isinstance(public, Ed25519PublicKey):
-                signer_key = public
-            signature = src.read_bytes(SIGNATURE_PATH, limit=MAX_SMALL_FILE)
-            signing.verify(cert, signature, manifest_bytes, what="DISCSIG/MANIFEST.JSN")
-            signature_valid = True
-        except VerificationError:
-            findings.append(
-                Finding(
-                    1,
-                    "signature",
-                    SIGNATURE_PATH,
-                    "the manifest's signature does not match: the manifest or its "
-                    "signature was changed after signing",
-                )
-            )
-        except DiscError as exc:
-            findings.append(Finding(1, "signature", "DISCSIG", f"signature files unusable: {exc}"))
-        if signer is not None and not signer.trusted:
-            notes.append(
-                f"Signed by {signer.subject}, fingerprint {signer.fingerprint}, which is not in "
-                "your trust store. Confirm the fingerprint with the sender by telephone, then "
-                "run: discmaker trust add <their certificate>."
-            )
-        if trust.is_empty():
-            notes.append("Your trust store is empty: no disc can verify until you add a sender.")
-        try:
-            manifest: Manifest = manifest_mod.parse(manifest_bytes)
-        except DiscError as exc:
-            findings.append(Finding(1, "signature", MANIFEST_PATH, f"manifest unusable: {exc}"))
-            return (
-                CheckReport(
-                    source=src.description,
-                    signed=True,
-                    signature_valid=signature_valid,
-                    signer=signer,
-                    images=(),
-                    findings=tuple(findings),
-                    notes=tuple(notes),
-                ),
-                [],
-            )
-
-        # (2) files agree
-        listed = {f.path: f for f in manifest.files}
-        on_disc = set(entries) - {MANIFEST_PATH, SIGNATURE_PATH}
-        images_by_path = {img.file_id: img for img in manifest.images}
-        file_status: dict[str, str] = {}  # every file that is not an image (those: steps 3-4)
-        for path in sorted(set(listed) - on_disc):
-            if path not in images_by_path:
-                file_status[path] = "missing"
-                findings.append(
-                    Finding(2, "missing", path, "listed in the signed manifest but not on the disc")
-                )
-        for path in sorted(on_disc - set(listed)):
-            file_status[path] = "extra"
-            findings.append(
-                Finding(2, "extra", path, "on the disc but not in the signed manifest (added)")
-            )
-        for path in sorted(on_disc & set(listed)):
-            if path in images_by_path:
-                continue  # judged per image in steps 3-4
-            want = listed[path]
-            data_ok = entries[path] == want.size and _sha256_of(src, path) == want.sha256
-            file_status[path] = "ok" if data_ok else "altered"
-            if not data_ok:
-                findings.append(
-                    Finding(
-                        2,
-                        "altered",
-                        path,
-                        "content differs from the signed manifest (size or SHA-256)",
-                    )
-                )
-        if manifest.dicomdir.path != "DICOMDIR" or (
-            "DICOMDIR" in listed and listed["DICOMDIR"].sha256 != manifest.dicomdir.sha256
-        ):
-            findings.append(
-                Finding(2, "structure", "DICOMDIR", "the manifest's DICOMDIR entries disagree")
-            )
-        dicomdir = _read_dicomdir(src, findings) if "DICOMDIR" in entries else None
-        records: dict[str, DirRecord] = {}
-        if dicomdir is not None:
-            findings.extend(_dicomdir_findings(dicomdir, entries, images_by_path))
-            records = {r.file_id: r for r in dicomdir.records}
-            if dicomdir.fileset_id != manifest.disc.fileset_id:
-                findings.append(
-                    Finding(
-                        2, "structure", "DICOMDIR", "File-set ID differs from the signed manifest"
-                    )
-                )
-        if not manifest.images:
-            notes.append("The manifest lists no images: an empty disc never verifies.")
+        if MANIFEST_PATH not in disc.entries:
+            return _check_unsigned(src, source, disc, workers, progress, trust)
+        signature = _check_signature(src, trust, disc)
+        manifest = _read_manifest(signature, disc)
+        if manifest is None:
+            return _early_report(disc, signed=True, signature=signature), []
+        files = _check_files(src, disc, manifest)
         if progress:
             progress("read", 1, 1)
-
-    # (3) + (4) per image
-    keys = dict(trust.public_keys())
-    if signer_key is not None:
-        keys.setdefault(signing.key_id(signer_key), signer_key)
+    jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
+    present = [j for j in jobs if j.path in disc.entries]
+    missing = [j for j in jobs if j.path not in disc.entries]
     trusted_ids = frozenset(trust.public_keys())
-    sha_hints = {f.path: f.sha256 for f in manifest.files}
-    jobs = []
-    for img in manifest.images:
-        restore_to = str(restore_dir / img.file_id) if restore_dir is not None else None
-        jobs.append(
-            _Job(
-                path=img.file_id,
-                entry=img,
-                record=records.get(img.file_id),
-                restore_to=restore_to,
-                sha256=sha_hints.get(img.file_id, ""),
-                restore_tampered=restore_tampered,
-            )
-        )
-    missing_images = [j for j in jobs if j.path not in entries]
-    present = [j for j in jobs if j.path in entries]
-    outcomes = _run_jobs(source, present, keys, trusted_ids, workers, progress)
-    verdicts = [o.verdict for o in outcomes]
-    for job in missing_images:
-        verdicts.append(
-            ImageVerdict(
-                path=job.path,
-                status=ImageStatus.TAMPERED,
-                reasons=("missing: listed in the signed manifest but not on the disc",),
-                altered=True,
-                sop_instance_uid=job.entry.sop_instance_uid if job.entry else "",
-                series_uid=job.entry.identity.get("SeriesInstanceUID", "") if job.entry else "",
-                series_label=_series_label(job.entry.identity) if job.entry else "",
-            )
-        )
-    # A manifest re-signed by an untrusted key over images sealed by a trusted one.
-    if signer is not None and not signer.trusted:
-        sealed_by_trusted = {o.key_id for o in outcomes if o.key_id in trusted_ids}
-        if sealed_by_trusted:
-            findings.append(
-                Finding(
-                    1,
-                    "signature",
-                    MANIFEST_PATH,
-                    "the images were sealed by a trusted sender but the manifest is signed "
-                    "by another key: the manifest was replaced",
-                )
-            )
-    report = CheckReport(
-        source=str(source),
-        signed=True,
-        signature_valid=signature_valid,
-        signer=signer,
-        images=tuple(sorted(verdicts, key=lambda v: v.path)),
-        findings=tuple(findings),
-        fileset_id=manifest.disc.fileset_id,
-        disc_number=manifest.disc.number,
-        disc_count=manifest.disc.count,
-        notes=tuple(notes),
-        set_id=manifest.disc.set_id,
-        set_members=tuple((m.number, m.fileset_id, m.images) for m in manifest.disc.members),
-        files=tuple(sorted(file_status.items())),
+    keys = _image_keys(trust, signature)
+    outcomes = _check_images(source, present, keys, trusted_ids, workers, progress)
+    report = _disc_verdict(source, disc, signature, manifest, files, missing, outcomes, trusted_ids)
+    log.debug(
+        "step 5 verdict: %s, %d images, %d findings; check done in %.1f ms",
+        report.verdict.value,
+        len(report.images),
+        len(report.findings),
+        _ms(started),
     )
     return report, outcomes
 
@@ -665,28 +879,20 @@ def _sha256_of(src: DiscSource, path: str) -> str:
 def _check_unsigned(
     src: DiscSource,
     source: Path,
-    entries: Mapping[str, int],
-    findings: list[Finding],
+    disc: _Disc,
     workers: int,
     progress: Progress | None,
     trust: TrustStore,
 ) -> tuple[CheckReport, list[_Outcome]]:
     """A disc without a discmaker signature: structure and consistency checks only."""
-    notes = ["This disc carries no discmaker signature: only its structure could be checked."]
+    entries, findings = disc.entries, disc.findings
+    disc.notes.append(
+        "This disc carries no discmaker signature: only its structure could be checked."
+    )
+    log.debug("step 1 signature: none on this disc")
     if "DICOMDIR" not in entries:
         findings.append(Finding(2, "structure", "DICOMDIR", "no DICOMDIR at the root of the disc"))
-        return (
-            CheckReport(
-                source=src.description,
-                signed=False,
-                signature_valid=False,
-                signer=None,
-                images=(),
-                findings=tuple(findings),
-                notes=tuple(notes),
-            ),
-            [],
-        )
+        return _early_report(disc, signed=False, signature=None), []
     dicomdir = _read_dicomdir(src, findings)
     records = {r.file_id: r for r in dicomdir.records} if dicomdir else {}
     if dicomdir is not None:
@@ -697,7 +903,7 @@ def _check_unsigned(
         if p in entries
     ]
     trusted = trust.public_keys()
-    outcomes = _run_jobs(source, jobs, trusted, frozenset(trusted), workers, progress)
+    outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
     if any(o.made_by_discmaker for o in outcomes):
         findings.append(
             Finding(
@@ -721,19 +927,18 @@ def _check_unsigned(
                     "one study is filed under two different Patient IDs",
                 )
             )
-    return (
-        CheckReport(
-            source=str(source),
-            signed=False,
-            signature_valid=False,
-            signer=None,
-            images=tuple(o.verdict for o in outcomes),
-            findings=tuple(findings),
-            fileset_id=dicomdir.fileset_id if dicomdir else "",
-            notes=tuple(notes),
-        ),
-        outcomes,
+    report = CheckReport(
+        source=str(source),
+        signed=False,
+        signature_valid=False,
+        signer=None,
+        images=tuple(o.verdict for o in outcomes),
+        findings=tuple(findings),
+        fileset_id=dicomdir.fileset_id if dicomdir else "",
+        notes=tuple(disc.notes),
     )
+    log.debug("step 5 verdict (unsigned disc): %s", report.verdict.value)
+    return report, outcomes
 
 
 def check_set(reports: Sequence[CheckReport]) -> SetReport:
@@ -793,11 +998,14 @@ def tamper_thumbnails(
         for verdict in wanted:
             frame = min((r.frame for r in verdict.regions), default=0)
             try:
-                ds = dcmread(io.BytesIO(src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)))
-                pixels = np.asarray(ds.pixel_array, dtype=np.float32)
+                with captured_warnings():
+                    ds = dcmread(io.BytesIO(src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)))
+                    pixels = np.asarray(ds.pixel_array, dtype=np.float32)
+                    frames = int(ds.get("NumberOfFrames", 1) or 1)
+            except Warning:
+                raise  # captured above; a warning here would be a bug, not a damaged file
             except Exception:  # a damaged or hostile file simply gets no picture
                 continue
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
             if frames > 1:
                 pixels = pixels[min(frame, frames - 1)]
             if pixels.ndim == 3:

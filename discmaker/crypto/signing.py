@@ -37,7 +37,6 @@ import datetime as dt
 import hashlib
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import NameOID
 
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import (
     DiscError,
     InternalError,
@@ -392,9 +392,9 @@ def _read_small_file(path: Path, *, what: str) -> bytes:
 
 def _parse_certificate(data: bytes) -> x509.Certificate:
     """Parse exactly one Ed25519 certificate (PEM or DER); ValueError with a reason if not."""
-    with warnings.catch_warnings():
-        # Odd-but-parseable encodings raise deprecation warnings; the caller judges the result.
-        warnings.simplefilter("ignore")
+    # Odd-but-parseable encodings raise deprecation warnings; the caller judges the result.
+    # captured_warnings, unlike warnings.catch_warnings, is safe with other threads.
+    with captured_warnings():
         try:
             if b"-----BEGIN" in data:
                 certs = x509.load_pem_x509_certificates(data)

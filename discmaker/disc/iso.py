@@ -15,20 +15,22 @@ the same files and the same :class:`VolumeInfo` give a byte-identical image.
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
 import os
 import re
 import shutil
 import stat
 import tempfile
-import threading
 import time as _time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import pycdlib
 import pycdlib.dates
@@ -37,6 +39,11 @@ import pycdlib.pycdlib
 import pycdlib.utils
 
 from discmaker.errors import InternalError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -221,37 +228,32 @@ _CLOCK_MODULES: tuple[ModuleType, ...] = (
     pycdlib.dates,
     pycdlib.utils,
 )
-_CLOCK_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _pycdlib_clock(timestamp: datetime) -> Iterator[None]:
-    """PRIVATE PATCH: make pycdlib take every date from ``timestamp`` (reproducible images).
+    """PRIVATE PATCH, only ever applied in a builder process of our own (:func:`_build_in_child`).
 
-    pycdlib (1.14-1.22) has no API for this: it calls ``time.time()`` when it creates the
-    volume descriptors, each directory record and each Rock Ridge TF entry, and
-    ``time.localtime()`` to encode them. We swap the module-global name ``time`` in those
-    pycdlib modules for a :class:`_FixedClock` for the duration of one build, under a lock,
-    and always restore it. Nothing outside pycdlib is affected (the real ``time`` module is
-    untouched). If a pycdlib upgrade reads the clock elsewhere, the reproducibility test fails.
+    pycdlib (1.14-1.22) has no API for dates: it calls ``time.time()`` when it creates the
+    volume descriptors, each directory record and each Rock Ridge TF entry (some lazily, in
+    ``write_fp``), and ``time.localtime()`` to encode them. We swap the module-global name
+    ``time`` in those pycdlib modules for a :class:`_FixedClock`. Because that is a change to
+    another library for a whole process, it is made only inside a short-lived process that
+    builds one image and exits: the host process, and any pycdlib use in it, never sees it,
+    and two builds in two threads run side by side. If a pycdlib upgrade reads the clock
+    elsewhere, the reproducibility test fails; if it stops importing ``time`` the same way,
+    the build refuses with an InternalError instead of writing a non-reproducible image.
     """
     seconds, offset = _timestamp_parts(timestamp)
     clock = _FixedClock(seconds, offset)
-    with _CLOCK_LOCK:
-        saved = [(m, m.__dict__.get("time")) for m in _CLOCK_MODULES]
-        try:
-            for module, _ in saved:
-                if getattr(module, "time", None) is not _time:
-                    raise InternalError(
-                        f"{module.__name__} no longer imports time as expected; "
-                        "reproducible ISO output needs updating for this pycdlib version"
-                    )
-                module.time = clock  # type: ignore[attr-defined]
-            yield
-        finally:
-            for module, original in saved:
-                if original is not None:
-                    module.time = original  # type: ignore[attr-defined]
+    for module in _CLOCK_MODULES:
+        if getattr(module, "time", None) is not _time:
+            raise InternalError(
+                f"{module.__name__} no longer imports time as expected; "
+                "reproducible ISO output needs updating for this pycdlib version"
+            )
+        module.time = clock  # type: ignore[attr-defined]
+    yield
 
 
 # --------------------------------------------------------------------------- atomic output
@@ -358,10 +360,8 @@ def write_iso(
         raise _output_error(out, exc) from exc
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w+b") as fp:
-            _build_iso(entries, dirs, fp, volume, progress)
-            fp.flush()
-            os.fsync(fp.fileno())
+        os.close(fd)
+        _build_in_child(entries, dirs, tmp, volume, progress)
         os.chmod(tmp, _OUT_MODE)
         for f, size in entries:  # the bytes written must be the bytes that were validated
             st = os.stat(f.source)
@@ -378,58 +378,148 @@ def write_iso(
         raise
 
 
+_POLL_SECONDS = 0.2
+"""How often the caller's thread looks at the builder: progress, Ctrl-C, a dead child."""
+
+
+def _build_in_child(
+    entries: list[tuple[DiscFile, int]],
+    dirs: list[str],
+    tmp: Path,
+    volume: VolumeInfo,
+    progress: Progress | None,
+) -> None:
+    """Build the image into ``tmp`` in a process of our own (see :func:`_pycdlib_clock`).
+
+    Progress is the size of ``tmp`` against the expected image size; an exception from
+    ``progress`` (a cancel) or Ctrl-C stops the builder at once.
+    """
+    started = _time.monotonic()
+    # Never fork: a forked copy of a multi-threaded host can inherit a lock another thread
+    # holds. forkserver (spawn where there is none) starts the builder from a clean process.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = cast("ForkServerContext", multiprocessing.get_context(method))
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_child_main, args=(send, entries, dirs, os.fspath(tmp), volume), daemon=True
+    )
+    child.start()
+    send.close()
+    expected = _expected_size(entries, dirs)
+    try:
+        while not receive.poll(_POLL_SECONDS):
+            if not child.is_alive() and not receive.poll(0):
+                raise InternalError(
+                    f"the ISO builder process ended unexpectedly (exit {child.exitcode}); "
+                    "please report this bug"
+                )
+            if progress is not None:
+                progress(min(_size_of(tmp), expected), expected)
+        outcome = receive.recv()
+    finally:
+        if child.is_alive() and not receive.poll(0):
+            child.terminate()
+        child.join()
+        receive.close()
+    if outcome is not None:
+        kind, message = outcome
+        raise (OutputError if kind == "os" else InternalError)(message)
+    if progress is not None:
+        done = _size_of(tmp)
+        progress(done, done)
+    log.debug("iso: %d file(s), %d folder(s) in %.0f ms", len(entries), len(dirs), _ms(started))
+
+
+def _child_main(
+    send: Connection,
+    entries: list[tuple[DiscFile, int]],
+    dirs: list[str],
+    tmp: str,
+    volume: VolumeInfo,
+) -> None:
+    """The builder process: one image, then report ``None`` or (kind, message) and exit."""
+    outcome: tuple[str, str] | None = None
+    try:
+        with open(tmp, "r+b") as fp:
+            _build_iso(entries, dirs, fp, volume)
+            fp.flush()
+            os.fsync(fp.fileno())
+    except OSError as exc:
+        outcome = ("os", f"the ISO image cannot be written: {exc}")
+    except Exception as exc:  # reported to the parent, which raises it there
+        outcome = ("internal", f"the ISO image could not be built ({type(exc).__name__}: {exc})")
+    send.send(outcome)
+    send.close()
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _expected_size(entries: list[tuple[DiscFile, int]], dirs: list[str]) -> int:
+    """About the image size: data extents plus descriptors, tables and directories."""
+    sectors = sum(-(-size // 2048) for _f, size in entries)
+    return (sectors + 32 + 4 * (len(dirs) + 1) + len(entries) // 8) * 2048
+
+
 def _build_iso(
     entries: list[tuple[DiscFile, int]],
     dirs: list[str],
     fp: BinaryIO,
     volume: VolumeInfo,
-    progress: Progress | None,
 ) -> None:
-    seq, size = volume.volume_set
     iso = pycdlib.PyCdlib()
     with _pycdlib_clock(volume.timestamp):
-        iso.new(
-            interchange_level=1,
-            vol_ident=volume.volume_id,
-            sys_ident="",
-            set_size=size,
-            seqnum=seq,
-            vol_set_ident=volume.volume_id,
-            pub_ident_str=volume.publisher,
-            preparer_ident_str="",
-            app_ident_str=volume.application_id,
-            joliet=3,
-            rock_ridge="1.09",
-        )
+        _new_volume(iso, volume)
         try:
-            for d in dirs:
-                iso.add_directory(
-                    iso_path=_iso_path(d, is_file=False),
-                    rr_name=d.rsplit("/", 1)[-1],
-                    joliet_path="/" + d,
-                    file_mode=_DIR_MODE,
-                )
-            for f, _size in entries:
-                # add_file keeps only the file name; pycdlib opens each source while
-                # writing and closes it right after, so handles stay bounded.
-                iso.add_file(
-                    os.fspath(f.source),
-                    iso_path=_iso_path(f.path, is_file=True),
-                    rr_name=f.path.rsplit("/", 1)[-1],
-                    joliet_path="/" + f.path,
-                    file_mode=_FILE_MODE,
-                )
-            if progress is None:
-                iso.write_fp(fp)
-            else:
-                cb = progress
-
-                def _cb(done: int, total: int, _opaque: Any) -> None:
-                    cb(done, total)
-
-                iso.write_fp(fp, progress_cb=_cb)
+            _add_tree(iso, entries, dirs)
+            iso.write_fp(fp)
         finally:
             iso.close()
+
+
+def _ms(since: float) -> float:
+    return (_time.monotonic() - since) * 1000
+
+
+def _new_volume(iso: pycdlib.PyCdlib, volume: VolumeInfo) -> None:
+    seq, size = volume.volume_set
+    iso.new(
+        interchange_level=1,
+        vol_ident=volume.volume_id,
+        sys_ident="",
+        set_size=size,
+        seqnum=seq,
+        vol_set_ident=volume.volume_id,
+        pub_ident_str=volume.publisher,
+        preparer_ident_str="",
+        app_ident_str=volume.application_id,
+        joliet=3,
+        rock_ridge="1.09",
+    )
+
+
+def _add_tree(iso: pycdlib.PyCdlib, entries: list[tuple[DiscFile, int]], dirs: list[str]) -> None:
+    for d in dirs:
+        iso.add_directory(
+            iso_path=_iso_path(d, is_file=False),
+            rr_name=d.rsplit("/", 1)[-1],
+            joliet_path="/" + d,
+            file_mode=_DIR_MODE,
+        )
+    for f, _size in entries:
+        # add_file keeps only the file name; pycdlib opens each source while
+        # writing and closes it right after, so handles stay bounded.
+        iso.add_file(
+            os.fspath(f.source),
+            iso_path=_iso_path(f.path, is_file=True),
+            rr_name=f.path.rsplit("/", 1)[-1],
+            joliet_path="/" + f.path,
+            file_mode=_FILE_MODE,
+        )
 
 
 # --------------------------------------------------------------------------- folder (USB)
@@ -448,6 +538,7 @@ def write_folder(
     ``progress(done, total)`` counts file bytes copied.
     """
     out = Path(out)
+    started = _time.monotonic()
     entries, dirs = _validate_files(files)
     _check_target(out, overwrite)
     if overwrite and (out.is_symlink() or (out.exists() and not out.is_dir())):
@@ -481,6 +572,13 @@ def write_folder(
                 os.replace(old / "x", out)
             raise
         _fsync_dir(out.parent)
+        log.debug(
+            "folder: %d file(s), %d folder(s), %d bytes in %.0f ms",
+            len(entries),
+            len(dirs),
+            total,
+            _ms(started),
+        )
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):

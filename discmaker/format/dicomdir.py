@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import DiscError, UsageError
 
 FILESET_ID_PATTERN = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -49,13 +51,16 @@ class Dicomdir:
     patient_count: int
     study_count: int
     offsets_consistent: bool = True  # False: the record links were broken; order was used
+    notes: tuple[str, ...] = ()  # warnings pydicom raised while reading it
 
 
-_KEY_KEYWORDS = {
-    "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
-    "STUDY": ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID"),
-    "SERIES": ("SeriesInstanceUID", "SeriesNumber", "Modality"),
-}
+_KEY_KEYWORDS = MappingProxyType(
+    {
+        "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+        "STUDY": ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID"),
+        "SERIES": ("SeriesInstanceUID", "SeriesNumber", "Modality"),
+    }
+)
 
 _MAX_RECORDS = 200_000
 
@@ -70,13 +75,19 @@ def _value(record: Dataset, keyword: str) -> str:
 
 
 def parse_dicomdir(data: bytes) -> Dicomdir:
-    """Parse DICOMDIR bytes from a received disc. Malformed input raises DiscError."""
-    try:
-        return _parse(data)
-    except DiscError:
-        raise
-    except Exception as exc:  # a hostile DICOMDIR can make the parser raise anything
-        raise DiscError(f"The DICOMDIR cannot be read ({type(exc).__name__}).") from exc
+    """Parse DICOMDIR bytes from a received disc. Malformed input raises DiscError.
+
+    Warnings pydicom raises on odd values do not reach the host: they are kept, as text, in
+    :attr:`Dicomdir.notes`.
+    """
+    with captured_warnings() as notes:
+        try:
+            parsed = _parse(data)
+        except DiscError:
+            raise
+        except Exception as exc:  # a hostile DICOMDIR can make the parser raise anything
+            raise DiscError(f"The DICOMDIR cannot be read ({type(exc).__name__}).") from exc
+    return replace(parsed, notes=tuple(notes)) if notes else parsed
 
 
 def _offset(record: Dataset, keyword: str) -> int:

@@ -3,7 +3,11 @@
 Exit codes: `check` and `restore` use the check contract (0 verified, 1 tampered or
 inconsistent, 2 not verifiable, 3 unreadable input or usage error). The other commands use
 sysexits codes (64 usage, 65 bad data, 66 no input, 73 cannot create output, 77 key problem,
-70 internal error); see the README.
+70 internal error); 130 after Ctrl-C. See the README and :func:`discmaker.errors.exit_code_for`.
+
+Logging: ``--verbose`` / ``-v`` (anywhere on the line), or ``DISCMAKER_LOG=debug`` (or info,
+warning, error), sends the ``discmaker`` loggers to stderr with timestamps. stdout stays
+reserved for ``--json`` documents.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +31,18 @@ from rich.text import Text
 from discmaker import APP_NAME, __version__, errors
 from discmaker.crypto import signing
 from discmaker.disc.media import Medium
+from discmaker.parallel import default_workers
 from discmaker.ui.render import progress_bars
 from discmaker.ui.wording import plain
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
+LOG_ENV = "DISCMAKER_LOG"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LOG_LEVELS |= {"error": logging.ERROR}
+
+log = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run without arguments for the guided workflow.",
     )
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    _add_verbose(parser, default=False)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     p = sub.add_parser("keygen", help="create the imaging centre's signing key and certificate")
@@ -103,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         help="usable size of the medium, e.g. 650M or 7.8G (default: the medium's standard size)",
     )
-    p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument("--workers", type=int, help="worker processes (default: every core)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     p = sub.add_parser("check", help="check a received disc, ISO image or folder")
@@ -131,7 +145,62 @@ def build_parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="list trusted senders")
     t = tsub.add_parser("remove", help="stop trusting a sender")
     t.add_argument("fingerprint")
+    for command in (*sub.choices.values(), *tsub.choices.values()):
+        _add_verbose(command, default=argparse.SUPPRESS)  # `-v` after the command works too
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help=f"log what discmaker does to stderr (or set {LOG_ENV}=debug|info|warning|error)",
+    )
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def _log_level(verbose: bool) -> int | None:
+    """The level asked for by --verbose or DISCMAKER_LOG; None: no log output."""
+    named = os.environ.get(LOG_ENV, "").strip().lower()
+    if named and named not in _LOG_LEVELS:
+        raise errors.UsageError(
+            f"{LOG_ENV}={named!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}."
+        )
+    if verbose:
+        return logging.DEBUG
+    return _LOG_LEVELS.get(named)
+
+
+class _StderrLog:
+    """A timestamped stderr handler on the ``discmaker`` logger, removed again by :meth:`close`
+    (``main`` runs many times in one test process)."""
+
+    def __init__(self, level: int) -> None:
+        self.logger = logging.getLogger(APP_NAME)
+        self.previous_level = self.logger.level
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.handler.setLevel(level)
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(level)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.previous_level)
+        self.handler.close()
+
+
+def _start_logging(verbose: bool) -> _StderrLog | None:
+    level = _log_level(verbose)
+    return None if level is None else _StderrLog(level)
+
+
+def _write_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -191,33 +260,23 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         institution=args.institution,
         timestamp=args.timestamp,
         allow_mixed_patients=args.allow_mixed_patients,
-        workers=args.workers,
+        workers=args.workers if args.workers is not None else default_workers(),
         span=args.span,
         capacity=args.capacity,
     )
     with progress_bars(console, enabled=not args.json) as progress:
         result = author(req, progress=progress)
+    log.debug(
+        "authored %d image(s) (%d watermarked), %d bytes in %.1f s",
+        result.images,
+        result.watermarked,
+        result.bytes_written,
+        result.seconds,
+    )
     if args.json:
-        doc = {
-            "format": "discmaker-author-result",
-            "format_version": 1,
-            "out": str(result.out),
-            "outputs": [str(p) for p in result.outputs],
-            "disc_format": result.format,
-            "label": result.label,
-            "medium": result.medium.name.lower(),
-            "images": result.images,
-            "watermarked": result.watermarked,
-            "manifest_only": [{"file": f, "reason": r} for f, r in result.manifest_only],
-            "bytes": result.bytes_written,
-            "signer_fingerprint": result.fingerprint,
-            "skipped": {
-                "non_dicom": result.non_dicom_skipped,
-                "identical_duplicates": result.duplicates_skipped,
-                "dicomdir": result.dicomdirs_skipped,
-            },
-        }
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        from discmaker.models import author_result_to_json
+
+        _write_json(author_result_to_json(result))
         return 0
     from discmaker.ui.render import author_summary
 
@@ -227,14 +286,25 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from discmaker.check.verify import check_disc, check_set, tamper_thumbnails
-    from discmaker.ui.render import check_json, check_summary
+    from discmaker.ui.render import check_summary
     from discmaker.ui.report_html import write_html_report
 
     trust = _trust_store(args.trust)
     reports = []
     for source in args.source:
+        log.debug("checking %s", source)
+        started = time.monotonic()
         with progress_bars(console, enabled=not args.json) as progress:
-            reports.append(check_disc(source, trust=trust, progress=progress))
+            report = check_disc(source, trust=trust, progress=progress, workers=default_workers())
+        log.debug(
+            "checked %s: %s, %d image(s), %d finding(s) in %.1f s",
+            source,
+            report.verdict.value,
+            len(report.images),
+            len(report.findings),
+            time.monotonic() - started,
+        )
+        reports.append(report)
     for n, (source, report) in enumerate(zip(args.source, reports, strict=True), 1):
         if not args.json:
             console.print(check_summary(report))
@@ -247,22 +317,11 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
                 console.print(Text(f"HTML report written to {path}"))
     if len(reports) == 1:
         if args.json:
-            sys.stdout.write(json.dumps(check_json(reports[0]), indent=2, sort_keys=True) + "\n")
+            _write_json(reports[0].to_json())
         return reports[0].exit_code
     result = check_set(reports)
     if args.json:
-        doc = {
-            "format": "discmaker-check-set-report",
-            "format_version": 1,
-            "complete": result.complete,
-            "exit_code": result.exit_code,
-            "set_findings": [
-                {"step": f.step, "kind": f.kind, "path": f.path, "message": f.message}
-                for f in result.findings
-            ],
-            "discs": [check_json(r) for r in reports],
-        }
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        _write_json(result.to_json())
     elif result.complete:
         console.print(f"[green]Set complete:[/] all {len(reports)} discs of the set are present.")
     else:
@@ -283,9 +342,16 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
             out=args.out,
             include_tampered=args.include_tampered,
             progress=progress,
+            workers=default_workers(),
         )
+    log.debug(
+        "restored %d, held back %d, tampered written %d",
+        len(result.restored),
+        len(result.refused),
+        len(result.tampered_written),
+    )
     if args.json:
-        sys.stdout.write(json.dumps(result.as_json(), indent=2, sort_keys=True) + "\n")
+        _write_json(result.to_json())
     else:
         console.print(restore_summary(result))
     return result.exit_code
@@ -341,37 +407,45 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     # No emoji codes (":AB:" in a fingerprint) and no markup in anything that is not ours.
     console = console or Console(stderr=True, highlight=False, emoji=False)
     command = argv[0] if argv else None
+    stderr_log: _StderrLog | None = None
     try:
         if not argv:
+            stderr_log = _start_logging(verbose=False)
             from discmaker.ui.guide import run_guide
 
             return int(run_guide(console=console))
         args = build_parser().parse_args(argv)
+        stderr_log = _start_logging(verbose=args.verbose)
         if args.command is None:
             raise errors.UsageError(f"No command given. Run '{APP_NAME} --help' for usage.")
         command = args.command
-        return COMMANDS[args.command](args, console)
-    except errors.DiscmakerError as exc:
-        code = exc.exit_code
-        if command in CHECK_COMMANDS and isinstance(exc, errors.InputError | errors.DiscError):
-            code = errors.CHECK_UNREADABLE
-        console.print(Text.assemble(("Error: ", "bold red"), plain(exc)))
+        log.debug("%s %s: %s", APP_NAME, __version__, " ".join(argv))
+        code = COMMANDS[args.command](args, console)
+        log.debug("%s finished with exit status %d", command, code)
         return code
-    except KeyboardInterrupt:
+    except errors.DiscmakerError as exc:
+        log.debug("%s stopped: %s", command, type(exc).__name__, exc_info=True)
+        console.print(Text.assemble(("Error: ", "bold red"), plain(exc)))
+        return errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+    except KeyboardInterrupt as exc:
         console.print(
             "[bold yellow]Interrupted.[/] Nothing was left half-written: any partial output "
             "was removed. Input folders were not touched."
         )
-        return 130
+        return errors.exit_code_for(exc)
     except Exception as exc:
         if os.environ.get("DISCMAKER_DEBUG"):
             raise
+        log.debug("internal error", exc_info=True)
         console.print(
             f"[bold red]Internal error[/] ({type(exc).__name__}): this is a bug in discmaker. "
             "Please report it with the command you ran (run again with DISCMAKER_DEBUG=1 "
-            "for details). No partial output was kept."
+            "or --verbose for details). No partial output was kept."
         )
-        return errors.CHECK_UNREADABLE if command in CHECK_COMMANDS else errors.EX_SOFTWARE
+        return errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+    finally:
+        if stderr_log is not None:
+            stderr_log.close()
 
 
 __all__ = ["build_parser", "main"]

@@ -35,7 +35,7 @@ from discmaker.ui.wording import plain
 
 CONFIG_DIR_ENV = "DISCMAKER_CONFIG_DIR"
 SETTINGS_FILE = "guide.json"
-EXIT_CANCELLED = 130
+EXIT_CANCELLED = errors.EX_INTERRUPTED
 EXIT_STOPPED = 1  # staff stopped the task on purpose (e.g. wrong patient); nothing written
 
 
@@ -236,9 +236,7 @@ class Session:
         try:
             return action()
         except errors.DiscmakerError as exc:
-            code = exc.exit_code
-            if check_contract and isinstance(exc, errors.InputError | errors.DiscError):
-                code = errors.CHECK_UNREADABLE
+            code = errors.exit_code_for(exc, check_contract=check_contract)
             self.console.print(Text.assemble(("Problem: ", "bold red"), plain(exc)))
             self.say(
                 "The task stopped and left nothing half-written. Fix the problem above, "

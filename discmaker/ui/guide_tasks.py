@@ -28,6 +28,7 @@ from rich.text import Text
 from discmaker import APP_NAME, errors
 from discmaker.crypto import signing
 from discmaker.disc.media import Medium
+from discmaker.parallel import default_workers
 from discmaker.ui.guide_session import EXIT_CANCELLED, EXIT_STOPPED, Session, Stop, config_dir
 from discmaker.ui.render import author_summary, check_summary, restore_summary
 from discmaker.ui.wording import human_size, plain, plural
@@ -155,6 +156,7 @@ def create_disc(session: Session) -> int:
             label=label,
             medium=medium,
             expected_instances=found.sop_instance_uids,
+            workers=default_workers(),
         )
         session.say("Making the disc: watermarking every image, then signing the disc...")
         with session.progress() as bar:
@@ -355,7 +357,9 @@ def _burn_and_verify(
     session.say("Reading the disc back to check it...")
     try:
         with session.progress() as bar:
-            report = verify_burn(drive, TrustStore.from_paths([cert_path]), progress=bar)
+            report = verify_burn(
+                drive, TrustStore.from_paths([cert_path]), progress=bar, workers=default_workers()
+            )
     except KeyboardInterrupt:
         session.say(
             "Cancelled while reading the disc back: the disc was burned but NOT checked. "
@@ -385,7 +389,12 @@ def _check_own(session: Session, out: Path, cert_path: Path) -> int:
     from discmaker.crypto.trust import TrustStore
 
     with session.progress() as bar:
-        report = check_disc(out, trust=TrustStore.from_paths([cert_path]), progress=bar)
+        report = check_disc(
+            out,
+            trust=TrustStore.from_paths([cert_path]),
+            progress=bar,
+            workers=default_workers(),
+        )
     session.console.print(check_summary(report))
     if not report.ok:
         session.say("The new disc did not verify. Do not give it out.", "bold red")
@@ -428,7 +437,7 @@ def check_received(session: Session) -> int:
             "yellow",
         )
     with session.progress() as bar:
-        report = check_disc(source, trust=store, progress=bar)
+        report = check_disc(source, trust=store, progress=bar, workers=default_workers())
     session.console.print(check_summary(report))
     # Remember the folder only: received file names often carry the patient's name.
     if source.is_file():
@@ -471,7 +480,13 @@ def restore(session: Session) -> int:
         "New folder for the restored images", default=parent / "RESTORED", exists=False
     )
     with session.progress() as bar:
-        result = restore_disc(source, trust=TrustStore.default(), out=out, progress=bar)
+        result = restore_disc(
+            source,
+            trust=TrustStore.default(),
+            out=out,
+            progress=bar,
+            workers=default_workers(),
+        )
     session.kept.append(str(out))
     session.console.print(restore_summary(result))
     session.remember(restore_dir=str(out.parent))

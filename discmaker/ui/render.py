@@ -1,5 +1,6 @@
-"""What people read in the terminal: rich renderables for the CLI and the guide, and the
-versioned JSON report of a check.
+"""What people read in the terminal: rich renderables for the CLI and the guide.
+
+(The versioned JSON documents come from the models: :meth:`CheckReport.to_json` and friends.)
 
 Nothing here prints: the CLI prints what these functions return. Every string that came off a
 received disc (paths, certificate subjects, reasons) is hostile input, so it is shown as plain
@@ -10,10 +11,9 @@ decided in :mod:`discmaker.ui.wording`; the HTML report is :mod:`discmaker.ui.re
 from __future__ import annotations
 
 import shlex
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -31,8 +31,6 @@ from rich.tree import Tree
 
 from discmaker import APP_NAME
 from discmaker.models import (
-    REPORT_FORMAT,
-    REPORT_VERSION,
     CheckReport,
     ImageStatus,
     ImageVerdict,
@@ -41,7 +39,6 @@ from discmaker.models import (
 )
 from discmaker.ui.wording import (
     STATE_LABEL,
-    STATUS_ORDER,
     SeriesRow,
     Step,
     StepState,
@@ -125,66 +122,10 @@ def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[Progres
 # -- JSON ----------------------------------------------------------------------------------
 
 
-def check_json(report: CheckReport) -> dict[str, object]:
-    """The versioned ``check --json`` document: plain types only, in a deterministic order."""
-    counts = Counter(i.status for i in report.images)
-    signer = report.signer
-    images = sorted(report.images, key=lambda i: (i.path, i.sop_instance_uid))
-    findings = sorted(report.findings, key=lambda f: (f.step, f.path, f.kind, f.message))
-    return {
-        "format": REPORT_FORMAT,
-        "format_version": REPORT_VERSION,
-        "verdict": report.verdict.value,
-        "exit_code": report.exit_code,
-        "source": report.source,
-        "signed": report.signed,
-        "signature_valid": report.signature_valid,
-        "signer": None
-        if signer is None
-        else {
-            "subject": signer.subject,
-            "fingerprint": signer.fingerprint,
-            "trusted": signer.trusted,
-        },
-        "disc": {
-            "fileset_id": report.fileset_id,
-            "number": report.disc_number,
-            "count": report.disc_count,
-        },
-        "summary": {status.value: counts[status] for status in STATUS_ORDER},
-        "images": [
-            {
-                "path": i.path,
-                "status": i.status.value,
-                "reasons": list(i.reasons),
-                "attributes": sorted(i.attributes),
-                "regions": [
-                    {
-                        "frame": r.frame,
-                        "row0": r.row0,
-                        "col0": r.col0,
-                        "row1": r.row1,
-                        "col1": r.col1,
-                    }
-                    for r in sorted(
-                        i.regions, key=lambda r: (r.frame, r.row0, r.col0, r.row1, r.col1)
-                    )
-                ],
-                "sop_instance_uid": i.sop_instance_uid,
-                "series": i.series_label,
-                "series_uid": i.series_uid,
-                "restorable": i.restorable,
-                "altered": i.altered,
-            }
-            for i in images
-        ],
-        # Every other file of the disc (DICOMDIR, README.TXT, ...): ok, altered, missing, extra.
-        "files": [{"path": path, "status": status} for path, status in report.files],
-        "findings": [
-            {"step": f.step, "kind": f.kind, "path": f.path, "message": f.message} for f in findings
-        ],
-        "notes": list(report.notes),
-    }
+def check_json(report: CheckReport) -> dict[str, Any]:
+    """The versioned ``check --json`` document: :meth:`CheckReport.to_json` (kept for callers
+    of this older name)."""
+    return report.to_json()
 
 
 # -- terminal ------------------------------------------------------------------------------

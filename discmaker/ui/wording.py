@@ -21,7 +21,15 @@ from typing import Literal
 
 from discmaker import APP_NAME
 from discmaker.format.manifest import SIGNER_PATH
-from discmaker.models import CheckReport, Finding, ImageStatus, ImageVerdict, Region, Verdict
+from discmaker.models import (
+    STATUS_ORDER,
+    CheckReport,
+    Finding,
+    ImageStatus,
+    ImageVerdict,
+    Region,
+    Verdict,
+)
 
 StepState = Literal["pass", "fail", "warn", "skip"]
 
@@ -42,12 +50,6 @@ _VERDICT_STATE: dict[Verdict, StepState] = {
     Verdict.TAMPERED: "fail",
     Verdict.NOT_VERIFIABLE: "warn",
 }
-STATUS_ORDER = (
-    ImageStatus.OK,
-    ImageStatus.TAMPERED,
-    ImageStatus.MANIFEST_ONLY,
-    ImageStatus.NOT_VERIFIABLE,
-)
 
 
 def plain(text: object) -> str:

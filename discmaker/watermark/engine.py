@@ -30,6 +30,8 @@ from discmaker.errors import InputError
 
 __all__ = [
     "HEADER_BITS",
+    "THRESHOLDS",
+    "T_MAX",
     "Box",
     "PixelFormat",
     "UnsupportedPixelsError",
@@ -39,6 +41,8 @@ __all__ = [
     "extract_region",
     "grid_boxes",
     "region_capacity",
+    "to_stored",
+    "usable_ring",
 ]
 
 I32 = npt.NDArray[np.int32]
@@ -53,9 +57,13 @@ _LOC_LEN_BITS = 16  # location-map length, present only when the flag is set
 _CRC_BITS = 24  # CRC at the front of the embedded stream (after the saved ring LSBs)
 _EG_K = 4  # payload byte count: order-4 Exp-Golomb code (7 bits for 16..47 bytes)
 _N_MAX = 0xFFFF  # location-map length limit
-# representable thresholds: 0..63 exactly, then 16 steps per octave up to 31 << 11
-_TV = np.array([*range(64), *((16 + m) << e for e in range(2, 12) for m in range(16))], np.int32)
-_T_MAX = int(_TV[-1])  # complexity is clipped to this (selects everything)
+THRESHOLDS = np.array(
+    [*range(64), *((16 + m) << e for e in range(2, 12) for m in range(16))], np.int32
+)
+"""Representable thresholds (read-only): 0..63 exactly, then 16 steps per octave to 31 << 11."""
+THRESHOLDS.setflags(write=False)
+T_MAX = int(THRESHOLDS[-1])
+"""Complexity is clipped to this (a threshold that selects everything)."""
 _T_UNUSED = 0xFF  # T code of an unused pass
 _BOX_TARGET = 128  # default box edge in pixels
 _GRID_MAX = 8  # at most 8 x 8 boxes per frame (keeps the signed block small)
@@ -126,7 +134,7 @@ def complexity(u: Any, d: Any, lf: Any, rt: Any, fmt: PixelFormat) -> Any:
     """Local complexity of a target: the spread (max - min) of its four neighbours.
 
     The same function for the embedder, the decoder and the carrier planner, so that all
-    three rank targets identically. Capped at _T_MAX for 16-bit data (codes must fit).
+    three rank targets identically. Capped at T_MAX for 16-bit data (codes must fit).
     """
     hi = np.maximum(u, d)
     np.maximum(hi, lf, out=hi)
@@ -136,7 +144,7 @@ def complexity(u: Any, d: Any, lf: Any, rt: Any, fmt: PixelFormat) -> Any:
     np.minimum(lo, rt, out=lo)
     hi -= lo
     if fmt.bits_stored >= 16:
-        np.minimum(hi, _T_MAX, out=hi)
+        np.minimum(hi, T_MAX, out=hi)
     return hi
 
 
@@ -177,7 +185,8 @@ def grid_boxes(shape: tuple[int, int], *, grid: tuple[int, int]) -> list[Box]:
 # stored values <-> raw words
 
 
-def _to_stored(raw: RawPlane, fmt: PixelFormat) -> I32:
+def to_stored(raw: RawPlane, fmt: PixelFormat) -> I32:
+    """The stored values of raw words (high bits dropped, sign-extended when signed)."""
     v = raw.astype(np.int32) & fmt.mask
     if fmt.signed:
         sb = 1 << (fmt.bits_stored - 1)
@@ -239,7 +248,7 @@ def _ring_index(h: int, w: int) -> npt.NDArray[np.intp]:
     return idx
 
 
-def _usable_ring(a: I32, fmt: PixelFormat) -> npt.NDArray[np.intp]:
+def usable_ring(a: I32, fmt: PixelFormat) -> npt.NDArray[np.intp]:
     """Ring-0 pixels whose LSB may carry side info (neither s nor s^1 is padding)."""
     h, w = a.shape
     idx = _ring_index(h, w)
@@ -474,19 +483,19 @@ def _threshold(cum: npt.NDArray[np.int64], n: int) -> int:
     if n <= 0:
         return _T_UNUSED
     t = int(np.searchsorted(cum, n, side="left"))
-    return int(np.searchsorted(_TV, t, side="left"))
+    return int(np.searchsorted(THRESHOLDS, t, side="left"))
 
 
 def _t_of(code: int) -> int:
     """Threshold of a T code (-1: pass unused)."""
-    return -1 if code == _T_UNUSED else int(_TV[code])
+    return -1 if code == _T_UNUSED else int(THRESHOLDS[code])
 
 
 def _carried(cum: npt.NDArray[np.int64], code: int) -> int:
     """Carrier count at a T code (every carrier of a used pass carries a stream bit)."""
     if code == _T_UNUSED:
         return 0
-    return int(cum[min(int(_TV[code]), cum.size - 1)])
+    return int(cum[min(int(THRESHOLDS[code]), cum.size - 1)])
 
 
 def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: int) -> list[U8]:
@@ -700,11 +709,11 @@ def _split(pre: _Pre, nbits: int) -> int:
     half = min(int(cum1[-1]), (nbits + 1) // 2)
     if cum1.size < 2 or cum2.size < 2:
         return half
-    t1 = np.minimum(_TV, cum1.size - 1)
+    t1 = np.minimum(THRESHOLDS, cum1.size - 1)
     n1 = np.concatenate([[0], np.minimum(cum1[t1], nbits)])
     n2 = nbits - n1
-    code2 = np.searchsorted(_TV, np.searchsorted(cum2, np.maximum(n2, 1)))
-    t2 = np.minimum(_TV[np.minimum(code2, _TV.size - 1)], cum2.size - 1)
+    code2 = np.searchsorted(THRESHOLDS, np.searchsorted(cum2, np.maximum(n2, 1)))
+    t2 = np.minimum(THRESHOLDS[np.minimum(code2, THRESHOLDS.size - 1)], cum2.size - 1)
     cost = n1 / 2 + np.where(n2 > 0, act2[t2] - cum2[t2] + n2 / 2, 0)
     cost[1:] += act1[t1] - cum1[t1]
     cost[(n2 > 0) & (cum2[t2] < n2)] = np.inf
@@ -719,11 +728,11 @@ def _overhead(nside: int, nbytes: int) -> int:
 
 def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
     """Payload bits this region can carry (a close estimate; a multiple of 8)."""
-    s = _to_stored(_region(plane, box), fmt)
+    s = to_stored(_region(plane, box), fmt)
     h, w = s.shape
     if h < 5 or w < 5:
         return 0
-    nring = int(_usable_ring(s, fmt).size)
+    nring = int(usable_ring(s, fmt).size)
     if nring < HEADER_BITS:
         return 0
     a = s.copy()
@@ -742,13 +751,13 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
     when the region cannot carry it.
     """
     raw = _region(plane, box)
-    s = _to_stored(raw, fmt)
+    s = to_stored(raw, fmt)
     h, w = s.shape
     pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
     body = np.concatenate([_eg_encode(len(payload)), pbits])
     if h < 5 or w < 5:
         raise WatermarkCapacityError(0, _overhead(HEADER_BITS, len(payload)) + pbits.size)
-    ring = _usable_ring(s, fmt)
+    ring = usable_ring(s, fmt)
     flat = s.ravel()
     nbok = _nb_ok(_pad_map(s, fmt))
     pre = _pre(s, fmt, nbok)
@@ -791,7 +800,7 @@ def _read_header(s: I32, fmt: PixelFormat) -> tuple[npt.NDArray[np.intp], int, i
     h, w = s.shape
     if h < 5 or w < 5:
         return None
-    ring = _usable_ring(s, fmt)
+    ring = usable_ring(s, fmt)
     if ring.size < HEADER_BITS:
         return None
     flat = s.ravel()
@@ -799,7 +808,7 @@ def _read_header(s: I32, fmt: PixelFormat) -> tuple[npt.NDArray[np.intp], int, i
     if hdr[0] >> 1 != _MAGIC:
         return None
     c1, c2 = hdr[1], hdr[2]
-    if (c1 >= _TV.size and c1 != _T_UNUSED) or (c2 >= _TV.size and c2 != _T_UNUSED):
+    if (c1 >= THRESHOLDS.size and c1 != _T_UNUSED) or (c2 >= THRESHOLDS.size and c2 != _T_UNUSED):
         return None
     nloc = 0
     nside = HEADER_BITS
@@ -823,7 +832,7 @@ def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
     stream fails its check (a damaged carrier).
     """
     raw = _region(plane, box)
-    s = _to_stored(raw, fmt)
+    s = to_stored(raw, fmt)
     hdr = _read_header(s, fmt)
     if hdr is None:
         return None
@@ -856,3 +865,4 @@ def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
 
 
 _NOFLAGS = np.zeros(0, np.uint8)
+_NOFLAGS.setflags(write=False)

@@ -20,7 +20,7 @@ __all__ = ["frames_view", "pixel_bytes", "pixel_format", "write_back"]
 
 RawFrames = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
 
-_SUBSAMPLED = {"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"}
+_SUBSAMPLED = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"})
 
 
 def _transfer_syntax(ds: pydicom.Dataset) -> UID | None:
@@ -32,7 +32,22 @@ def _transfer_syntax(ds: pydicom.Dataset) -> UID | None:
 
 
 def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
-    """(frames, samples, rows, cols, bytes per word, planar configuration); validates."""
+    """(frames, samples, rows, cols, bytes per word, planar configuration); validates.
+
+    A received file may hold anything in these elements (a sequence, several values, text):
+    whatever cannot be read is :class:`UnsupportedPixelsError`, never another exception.
+    """
+    try:
+        return _layout_unguarded(ds)
+    except UnsupportedPixelsError:
+        raise
+    except Exception as exc:  # pydicom raises many types on hostile values: all unreadable
+        raise UnsupportedPixelsError(
+            f"its pixel attributes cannot be read ({type(exc).__name__})"
+        ) from exc
+
+
+def _layout_unguarded(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
     if "PixelData" not in ds:
         raise UnsupportedPixelsError("the dataset has no Pixel Data")
     ts = _transfer_syntax(ds)
@@ -66,8 +81,23 @@ def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
 
 
 def pixel_format(ds: pydicom.Dataset) -> PixelFormat:
-    """Stored-value format, with Pixel Padding Value (and Range Limit) in the stored domain."""
+    """Stored-value format, with Pixel Padding Value (and Range Limit) in the stored domain.
+
+    :class:`UnsupportedPixelsError` when the Pixel Data cannot carry the watermark or its
+    attributes cannot be read.
+    """
     _layout(ds)
+    try:
+        return _pixel_format(ds)
+    except UnsupportedPixelsError:
+        raise
+    except Exception as exc:  # as in _layout: a hostile value is unreadable, not a crash
+        raise UnsupportedPixelsError(
+            f"its pixel attributes cannot be read ({type(exc).__name__})"
+        ) from exc
+
+
+def _pixel_format(ds: pydicom.Dataset) -> PixelFormat:
     bs = int(ds.get("BitsStored", ds.BitsAllocated))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     fmt = PixelFormat(bs, signed)

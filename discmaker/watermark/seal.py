@@ -23,24 +23,24 @@ import numpy.typing as npt
 import pydicom
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+# The one key-id function; the old name stays for existing callers (tests, bench).
 from discmaker.watermark.engine import (
-    _T_MAX,
-    _TV,
     HEADER_BITS,
+    T_MAX,
+    THRESHOLDS,
     Box,
     PixelFormat,
     UnsupportedPixelsError,
     WatermarkCapacityError,
-    _to_stored,
-    _usable_ring,
     complexity,
     default_grid,
     embed_region,
     extract_region,
     grid_boxes,
     region_capacity,
+    to_stored,
+    usable_ring,
 )
 from discmaker.watermark.pixels import RawFrames, frames_view, pixel_bytes, pixel_format, write_back
 
@@ -49,7 +49,6 @@ __all__ = [
     "SealStats",
     "TamperedRegion",
     "UnsealResult",
-    "key_id_for",
     "plan_carriers",
     "rs_decode",
     "rs_encode",
@@ -102,12 +101,6 @@ class UnsealResult:
     restored_pixel_data: bytes | None
 
 
-def key_id_for(public_key: Ed25519PublicKey) -> bytes:
-    """sha256 of the raw public key, first 8 bytes."""
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return hashlib.sha256(raw).digest()[:8]
-
-
 def signed_block_size(nboxes: int) -> int:
     """Bytes of G for a frame of ``nboxes`` boxes (89 + 8 x boxes)."""
     return _HEAD.size + _HASH * nboxes + _SIG
@@ -134,6 +127,8 @@ def _gf_tables() -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         if x & 0x100:
             x ^= 0x11D
     exp[255:510] = exp[:255]
+    exp.setflags(write=False)  # module-wide tables, shared by every thread: never written
+    log.setflags(write=False)
     return exp, log
 
 
@@ -263,7 +258,7 @@ def _target_keys(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[n
     """Per interior pixel: the base bin (box, colour) of `_slot_curves`' histogram, or the first
     dump bin (past every real bin) for ring 0/1 pixels."""
     nb = grid[0] * grid[1]
-    nc = int(_TV.size)
+    nc = int(THRESHOLDS.size)
     lab = _target_labels(shape, grid)
     out = np.where(lab >= 0, lab * (2 * nc), nb * 4 * nc).astype(np.int32)
     out.setflags(write=False)
@@ -271,7 +266,7 @@ def _target_keys(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[n
 
 
 def _code_lut() -> npt.NDArray[np.int32]:
-    lut = np.searchsorted(_TV, np.arange(_T_MAX + 1)).astype(np.int32)
+    lut = np.searchsorted(THRESHOLDS, np.arange(T_MAX + 1)).astype(np.int32)
     lut.setflags(write=False)
     return lut
 
@@ -284,9 +279,9 @@ _LUT2.setflags(write=False)
 def _stored_plane(
     plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], fmt: PixelFormat
 ) -> npt.NDArray[np.int16] | npt.NDArray[np.int32]:
-    """Stored values as `_to_stored`, in int16 when a sum of four of them still fits."""
+    """Stored values as `to_stored`, in int16 when a sum of four of them still fits."""
     if fmt.bits_stored > 13:
-        return _to_stored(plane, fmt)
+        return to_stored(plane, fmt)
     v = (plane & fmt.mask).astype(np.int16)
     if fmt.signed:
         sb = 1 << (fmt.bits_stored - 1)
@@ -310,7 +305,7 @@ def _slot_curves(
     """
     rows, cols = plane.shape
     nb = grid[0] * grid[1]
-    nc = int(_TV.size)
+    nc = int(THRESHOLDS.size)
     out = np.zeros((nb, 2, 2, nc), np.int64)
     if rows < 5 or cols < 5:
         return out
@@ -440,7 +435,7 @@ def _spread(
         for q in range(planes):
             for i, b in enumerate(boxes):
                 if np.isfinite(costs[q * nb + i, 0]):
-                    ring = _usable_ring(_to_stored(arr[f, q][b.slices()], fmt), fmt)
+                    ring = usable_ring(to_stored(arr[f, q][b.slices()], fmt), fmt)
                     if ring.size < HEADER_BITS + 16:
                         costs[q * nb + i] = np.inf
     tag = _tag(block)
