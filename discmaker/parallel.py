@@ -82,7 +82,11 @@ def run_jobs(
         initializer=_init_process,
         initargs=(setup, setup_args),
     ) as pool:
-        yield from pool.map(partial(_in_process, task), jobs, chunksize=chunksize)
+        try:
+            yield from pool.map(partial(_in_process, task), jobs, chunksize=chunksize)
+        except BaseException:  # an error, a cancel from the caller, or the caller stopped early
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 __all__ = ["MIN_JOBS_FOR_POOL", "default_workers", "run_jobs"]

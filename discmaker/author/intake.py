@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from discmaker.author.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import NoImagesError, StudyError
+from discmaker.format.identity import text_of
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +164,6 @@ def read_header(path: Path) -> Dataset:
         ) from exc
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
 def _int(ds: Dataset, keyword: str) -> int:
     try:
         return int(str(ds.get(keyword, "") or "0").strip() or 0)
@@ -211,28 +207,28 @@ def _describe(path: Path, relative: str) -> InputInstance | Literal["dicomdir", 
 def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
     ds = read_header(path)
     meta = getattr(ds, "file_meta", None)
-    sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
+    sop_class = text_of(meta, "MediaStorageSOPClassUID") if meta is not None else ""
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         return "dicomdir"
     if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
         return "other"
     for tag, keyword in REQUIRED:
-        if not _text(ds, keyword):
+        if not text_of(ds, keyword):
             raise StudyError(
                 f"{path}: {tag} {keyword} is missing or empty, and the DICOMDIR needs it. "
                 "Fix the file in the source system or leave it out."
             )
-    ts = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    ts = text_of(meta, "TransferSyntaxUID") if meta is not None else ""
     size = path.stat().st_size
     return InputInstance(
         path=path,
         size=size,
-        sop_class_uid=_text(ds, "SOPClassUID"),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        patient_key=_text(ds, "PatientID"),
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        modality=_text(ds, "Modality"),
+        sop_class_uid=text_of(ds, "SOPClassUID"),
+        sop_instance_uid=text_of(ds, "SOPInstanceUID"),
+        patient_key=text_of(ds, "PatientID"),
+        study_uid=text_of(ds, "StudyInstanceUID"),
+        series_uid=text_of(ds, "SeriesInstanceUID"),
+        modality=text_of(ds, "Modality"),
         transfer_syntax=ts,
         series_number=_int(ds, "SeriesNumber"),
         instance_number=_int(ds, "InstanceNumber"),

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from discmaker.author.intake import InputInstance, read_header, scan
 from discmaker.diagnostics import captured_warnings
+from discmaker.format.identity import text_of
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -108,11 +109,6 @@ def format_date(value: str) -> str:
     return text or "(not recorded)"
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
 def _add_instance(
     inst: InputInstance,
     ds: Dataset,
@@ -123,17 +119,17 @@ def _add_instance(
     """Note the patient, study and series of one instance the first time each is seen."""
     if inst.patient_key not in patients:
         patients[inst.patient_key] = PatientPreview(
-            name=_text(ds, "PatientName"),
+            name=text_of(ds, "PatientName"),
             id=inst.patient_key,
-            birth_date=_text(ds, "PatientBirthDate"),
-            sex=_text(ds, "PatientSex"),
+            birth_date=text_of(ds, "PatientBirthDate"),
+            sex=text_of(ds, "PatientSex"),
         )
     studies.setdefault(
         inst.study_uid,
         {
-            "date": _text(ds, "StudyDate"),
-            "description": _text(ds, "StudyDescription"),
-            "accession": _text(ds, "AccessionNumber"),
+            "date": text_of(ds, "StudyDate"),
+            "description": text_of(ds, "StudyDescription"),
+            "accession": text_of(ds, "AccessionNumber"),
             "patient_id": inst.patient_key,
             "series": [],
         },
@@ -142,8 +138,8 @@ def _add_instance(
         series[inst.series_uid] = {
             "study": inst.study_uid,
             "modality": inst.modality,
-            "number": _text(ds, "SeriesNumber"),
-            "description": _text(ds, "SeriesDescription"),
+            "number": text_of(ds, "SeriesNumber"),
+            "description": text_of(ds, "SeriesDescription"),
         }
 
 

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import DiscError, UsageError
+from discmaker.format.identity import PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, text_of
 
 FILESET_ID_PATTERN = re.compile(r"^[A-Z0-9_]{1,16}$")
 
@@ -55,23 +56,14 @@ class Dicomdir:
 
 
 _KEY_KEYWORDS = MappingProxyType(
-    {
-        "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
-        "STUDY": ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID"),
-        "SERIES": ("SeriesInstanceUID", "SeriesNumber", "Modality"),
-    }
+    {"PATIENT": PATIENT_KEYWORDS, "STUDY": STUDY_KEYWORDS, "SERIES": SERIES_KEYWORDS}
 )
 
 _MAX_RECORDS = 200_000
 
 
 def _value(record: Dataset, keyword: str) -> str:
-    value = record.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+    return text_of(record, keyword)
 
 
 def parse_dicomdir(data: bytes) -> Dicomdir:

@@ -53,11 +53,12 @@ IDENTITY_KEYWORDS: tuple[str, ...] = (
 WATERMARK_DIGEST_BYTES = 16
 
 
-def _text(value: object) -> str:
+def element_text(value: object) -> str:
+    """An element value as the canonical text every comparison uses (one rule, both sides)."""
     if value is None:
         return ""
     if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(_text(v) for v in value)
+        return "\\".join(element_text(v) for v in value)
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
     if isinstance(value, int):
@@ -65,12 +66,17 @@ def _text(value: object) -> str:
     return str(value).rstrip(" \x00").lstrip(" ")
 
 
+def text_of(ds: Dataset, keyword: str) -> str:
+    """The element ``keyword`` of ``ds`` as canonical text; empty when absent."""
+    return element_text(ds.get(keyword))
+
+
 def identity_attributes(ds: Dataset) -> dict[str, str]:
     """The identity attributes of ``ds`` as canonical text, in canonical order."""
     attrs: dict[str, str] = {}
     for keyword in IDENTITY_KEYWORDS:
         value = ds.get(keyword)
-        text = _text(value)
+        text = element_text(value)
         if keyword == "NumberOfFrames" and text == "":
             text = "1"  # absent means one frame (PS3.3 C.7.6.6)
         attrs[keyword] = text
@@ -113,7 +119,9 @@ __all__ = [
     "WATERMARK_DIGEST_BYTES",
     "canonical_text",
     "differing_keywords",
+    "element_text",
     "identity_attributes",
     "identity_digest",
+    "text_of",
     "watermark_digest",
 ]
