@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("discmaker")
@@ -108,9 +108,50 @@ _LAZY: dict[str, tuple[str, str]] = {
     },
 }
 
-# No `if TYPE_CHECKING:` imports of the names above: import-linter counts them, and the lower
-# layers import this package (APP_NAME), so they would read as format -> check. Type checkers
-# see these names as Any here; import them from their modules for precise types.
+# Precise types for type checkers; at run time the names load lazily through __getattr__.
+# (import-linter is told to ignore these imports: exclude_type_checking_imports.)
+if TYPE_CHECKING:
+    from discmaker.author.create import AuthorRequest, AuthorResult
+    from discmaker.author.create import author as author_disc
+    from discmaker.check.restore import restore_disc
+    from discmaker.check.verify import check_disc, check_set
+    from discmaker.crypto.signing import (
+        Identity,
+        fingerprint,
+        generate_identity,
+        load_certificate,
+        load_private_key,
+        write_identity,
+    )
+    from discmaker.crypto.trust import TrustedSigner, TrustStore
+    from discmaker.disc.media import Medium
+    from discmaker.errors import (
+        DiscError,
+        DiscmakerError,
+        InputError,
+        InternalError,
+        KeyFileError,
+        NoImagesError,
+        OutputError,
+        StudyError,
+        TooLargeError,
+        UntrustedSignerError,
+        UsageError,
+        VerificationError,
+    )
+    from discmaker.models import (
+        CheckReport,
+        Finding,
+        ImageStatus,
+        ImageVerdict,
+        Region,
+        RestoreResult,
+        SetReport,
+        Signer,
+        Verdict,
+        author_result_to_json,
+    )
+
 __all__ = [
     "APP_NAME",
     "AuthorRequest",
