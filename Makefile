@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test lint bench wheel-smoke clean
+.PHONY: demo test lint bench fuzz wheel-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check discmaker tests bench
-	$(BIN)/ruff format --check discmaker tests bench
+	$(BIN)/ruff check discmaker tests bench fuzz
+	$(BIN)/ruff format --check discmaker tests bench fuzz
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Thousands of hostile discs through the real CLI, each with time and memory limits.
+FUZZ_CASES ?= 3000
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --cases $(FUZZ_CASES) --out fuzz-out
 
 wheel-smoke:
 	bash .ci/wheel-smoke
