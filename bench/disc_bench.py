@@ -72,7 +72,7 @@ def main() -> None:
     files = sorted(p for p in study.rglob("*") if p.is_file())
     print(f"\n== Disc benchmarks: {len(files)} CT slices 512x512 16-bit, {mb:.0f} MB ==")
 
-    iso = OUT / "discmaker.disc.iso"
+    iso = OUT / "discmaker.iso"
     iso.unlink(missing_ok=True)
     ours = _measure("author", str(study), str(iso), str(cert), str(key))
     print(

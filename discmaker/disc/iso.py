@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ import pycdlib.pycdlib
 import pycdlib.utils
 
 from discmaker.errors import InternalError, OutputError, UsageError
+from discmaker.parallel import process_context
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext
@@ -395,10 +395,7 @@ def _build_in_child(
     ``progress`` (a cancel) or Ctrl-C stops the builder at once.
     """
     started = _time.monotonic()
-    # Never fork: a forked copy of a multi-threaded host can inherit a lock another thread
-    # holds. forkserver (spawn where there is none) starts the builder from a clean process.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = cast("ForkServerContext", multiprocessing.get_context(method))
+    context = cast("ForkServerContext", process_context())  # fork only when single-threaded
     receive, send = context.Pipe(duplex=False)
     child = context.Process(
         target=_child_main, args=(send, entries, dirs, os.fspath(tmp), volume), daemon=True

@@ -11,6 +11,7 @@ decided in :mod:`discmaker.ui.wording`; the HTML report is :mod:`discmaker.ui.re
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,9 @@ PROGRESS_LABELS = {
 _BYTE_STAGES = frozenset({"write"})
 
 
+_REDRAW_SECONDS = 0.1
+
+
 @contextmanager
 def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[ProgressFn]:
     """Progress bars for the library's ``progress(stage, done, total)`` callbacks.
@@ -106,8 +110,12 @@ def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[Progres
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        # No refresh thread: redrawn from the callbacks instead, so the process stays
+        # single-threaded and its workers can be forked (discmaker.parallel.process_context).
+        auto_refresh=False,
     ) as bar:
         tasks: dict[str, TaskID] = {}
+        drawn = [0.0]
 
         def update(stage: str, done: int, total: int) -> None:
             if stage in _BYTE_STAGES:
@@ -115,6 +123,10 @@ def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[Progres
             if stage not in tasks:
                 tasks[stage] = bar.add_task(PROGRESS_LABELS.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
+            now = time.monotonic()
+            if done >= total or now - drawn[0] >= _REDRAW_SECONDS:
+                drawn[0] = now
+                bar.refresh()
 
         yield update
 
