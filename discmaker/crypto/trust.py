@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from discmaker import APP_NAME
+from discmaker.atomic import replace_file
 from discmaker.crypto.signing import fingerprint, key_id, load_certificate, subject_text
 from discmaker.errors import InternalError, KeyFileError, OutputError, UsageError
 
@@ -132,23 +132,9 @@ class TrustStore:
                 return entry.signer  # already pinned (perhaps under another file name)
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".add-", suffix=".tmp", dir=directory)
+            replace_file(target, certificate.public_bytes(serialization.Encoding.PEM))
         except OSError as exc:
             raise OutputError(f"cannot write to the trust store {directory}: {exc}") from exc
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(certificate.public_bytes(serialization.Encoding.PEM))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write to the trust store {directory}: {exc}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return signer
 
     def remove(self, fingerprint: str) -> TrustedSigner:

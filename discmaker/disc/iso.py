@@ -37,6 +37,7 @@ import pycdlib.headervd
 import pycdlib.pycdlib
 import pycdlib.utils
 
+from discmaker.atomic import fsync_dir
 from discmaker.errors import InternalError, OutputError, UsageError
 from discmaker.parallel import process_context
 
@@ -279,19 +280,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (FAT on some kernels) refuse directory fsync
-    finally:
-        os.close(fd)
-
-
 def _publish_file(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move a finished temporary file to ``out``; never clobber unless ``overwrite``."""
     if overwrite:
@@ -313,7 +301,7 @@ def _publish_file(tmp: Path, out: Path, overwrite: bool) -> None:
             os.replace(tmp, out)
         else:
             tmp.unlink()
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 # --------------------------------------------------------------------------- ISO
@@ -555,7 +543,7 @@ def write_folder(
         for f, size in entries:
             done = _copy_file(f, size, tmp / f.path, (done, total), progress)
         for d in [*reversed(dirs), ""]:
-            _fsync_dir(tmp / d if d else tmp)
+            fsync_dir(tmp / d if d else tmp)
         os.chmod(tmp, 0o755)
         if out.exists():
             if not overwrite:
@@ -568,7 +556,7 @@ def write_folder(
             if old is not None:  # put the previous folder back
                 os.replace(old / "x", out)
             raise
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         log.debug(
             "folder: %d file(s), %d folder(s), %d bytes in %.0f ms",
             len(entries),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -29,6 +28,7 @@ from rich.prompt import Confirm, Prompt
 from rich.text import Text
 
 from discmaker import APP_NAME, errors
+from discmaker.atomic import replace_file
 from discmaker.crypto import signing
 from discmaker.ui.render import ProgressFn, progress_bars
 from discmaker.ui.wording import plain
@@ -74,14 +74,8 @@ def save_settings(settings: dict[str, str]) -> bool:
     directory = config_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".guide.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fp:
-                json.dump(settings, fp, indent=2, sort_keys=True)
-            os.replace(tmp, directory / SETTINGS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(settings, indent=2, sort_keys=True)
+        replace_file(directory / SETTINGS_FILE, text.encode("utf-8"), mode=0o600)
     except OSError:
         return False
     return True

@@ -10,11 +10,8 @@ never as raw HTML.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from discmaker import APP_NAME, __version__, templating
+from discmaker.atomic import replace_file
 from discmaker.errors import InternalError, OutputError
 from discmaker.models import CheckReport, ImageStatus, ImageVerdict, Region
 from discmaker.ui.wording import (
@@ -228,23 +226,9 @@ def write_html_report(
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name for the report, e.g. report.htm")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+        replace_file(out, html.encode("utf-8"), mode=_REPORT_MODE)
     except OSError as exc:
         raise OutputError(f"Cannot write the report to {out}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fp:
-            fp.write(html)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.chmod(tmp, _REPORT_MODE)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise OutputError(f"Cannot write the report to {out}: {exc.strerror or exc}") from exc
-        raise
 
 
 __all__ = [
