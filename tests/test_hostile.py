@@ -205,3 +205,29 @@ def test_removing_the_signature_folder_does_not_hide_an_edit(
     assert any(f.path == "DISCSIG" and "removed" in f.message for f in report.findings)
     rel = target.relative_to(disc).as_posix()
     assert next(v for v in report.images if v.path == rel).status is ImageStatus.TAMPERED
+
+
+@pytest.mark.parametrize("listing", ["files", "images"])
+def test_a_repeated_manifest_entry_is_refused_even_when_signed_by_the_sender(
+    disc_copy: Callable[[], Path], centre: Centre, listing: str
+) -> None:
+    """A trusted sender's key over a manifest listing one entry twice is still not a disc
+    discmaker wrote, and the repeats must not decide how much the checker hashes."""
+    import json
+
+    from discmaker.crypto import signing
+
+    disc = disc_copy()
+    manifest_path = disc / "DISCSIG" / "MANIFEST.JSN"
+    doc = json.loads(manifest_path.read_bytes())
+    if listing == "files":
+        doc["files"] = doc["files"] + [doc["files"][0]] * 500
+    else:
+        series = doc["patients"][0]["studies"][0]["series"][0]
+        series["images"] = series["images"] + [series["images"][0]] * 500
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    manifest_path.write_bytes(data)
+    (disc / "DISCSIG" / "MANIFEST.SIG").write_bytes(signing.sign(centre.identity.private_key, data))
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    assert any("more than once" in f.message for f in report.findings)

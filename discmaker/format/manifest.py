@@ -255,7 +255,7 @@ def parse(data: bytes) -> Manifest:
                             ),
                         )
                     )
-    return Manifest(
+    manifest = Manifest(
         created=_req(doc, "created", str, "manifest"),
         software=_req(software, "name", str, "software"),
         software_version=_req(software, "version", str, "software"),
@@ -284,6 +284,27 @@ def parse(data: bytes) -> Manifest:
         ),
         images=tuple(images),
     )
+    _refuse_duplicates(manifest)
+    return manifest
+
+
+def _refuse_duplicates(manifest: Manifest) -> None:
+    """Each file and each image is listed once: a repeated entry is never what we write, and
+    would let the manifest, not the disc, decide how much work a check does."""
+    for what, values in (
+        ("file", [f.path for f in manifest.files]),
+        ("image file", [i.file_id for i in manifest.images]),
+        ("SOP Instance UID", [i.sop_instance_uid for i in manifest.images]),
+    ):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                shown = value if what != "SOP Instance UID" else "one image"
+                raise DiscError(
+                    f"The manifest lists {what} {shown} more than once; discmaker never writes "
+                    "that, so the manifest was altered."
+                )
+            seen.add(value)
 
 
 __all__ = [
