@@ -231,3 +231,22 @@ def test_a_repeated_manifest_entry_is_refused_even_when_signed_by_the_sender(
     report = _check(disc, centre)
     assert report.exit_code == 1
     assert any("more than once" in f.message for f in report.findings)
+
+
+def test_an_image_padded_past_its_signed_size_is_judged_on_its_signed_length(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    """Appended bytes (here 32 MiB of zeros, which pydicom would parse as millions of empty
+    elements) make the image tampered without being parsed."""
+    disc = disc_copy()
+    image = next(p for p in sorted(disc.rglob("IM*")) if p.is_file())
+    signed = image.stat().st_size
+    with image.open("ab") as fp:
+        fp.truncate(signed + (32 << 20))
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    rel = image.relative_to(disc).as_posix()
+    verdict = next(v for v in report.images if v.path == rel)
+    assert verdict.status is ImageStatus.TAMPERED
+    assert any("more than signed" in r for r in verdict.reasons)
+    assert all(v.status is not ImageStatus.TAMPERED for v in report.images if v.path != rel)

@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 1 << 30
 MAX_DICOMDIR_BYTES = 64 << 20
 MAX_SMALL_FILE = 64 << 10
+MAX_IMAGE_GROWTH = 64 << 10
+"""Bytes past its signed size an altered image is still read for: enough for edited header
+values to be named (a longer name, another UID), too few for appended junk to cost time."""
 
 _SHA_MISMATCH = "file content differs from the signed manifest (SHA-256)"
 
@@ -106,6 +109,7 @@ class _Job:
     record: DirRecord | None
     restore_to: str | None  # where to write the original, when restoring
     sha256: str = ""  # as signed in the manifest's file list
+    size: int | None = None  # as signed in the manifest's file list; None: unsigned
     restore_tampered: bool = False  # also write what failed (restore --include-tampered)
 
 
@@ -283,16 +287,37 @@ def _judge_image(context: _Context, job: _Job) -> _Outcome:
     return _image_verdict(image, entry, ds, pixels)
 
 
+def _image_bytes(source: DiscSource, image: _Image) -> bytes:
+    """The bytes to judge. A file that grew past its signed size is read only so far (plus
+    :data:`MAX_IMAGE_GROWTH`): what was appended cannot be the signed image, and its length,
+    chosen by whoever altered the disc, must not decide how long the parser runs."""
+    job = image.job
+    if job.size is not None:
+        found = source.entry(job.path).size
+        allowed = job.size + MAX_IMAGE_GROWTH
+        if found > allowed:
+            image.altered = True
+            image.reasons.append(
+                f"the file is {found:,} bytes, {found - job.size:,} more than signed; "
+                f"only its first {allowed:,} bytes were examined"
+            )
+            with source.open(job.path) as fp:
+                return fp.read(allowed)
+    return source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
+
+
 def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, str]] | None:
     """The image's dataset and identity; None (with the reason noted) if it cannot be read."""
     job = image.job
     try:
-        data = source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
+        data = _image_bytes(source, image)
     except DiscError as exc:
         image.reasons.append(f"file cannot be read: {exc}")
         image.altered = True
         return None
-    image.altered = job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
+    image.altered = image.altered or (
+        job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
+    )
     try:
         ds = dcmread(io.BytesIO(data))
         attrs = identity_attributes(ds)
@@ -722,6 +747,7 @@ def _image_jobs(
     restore_tampered: bool,
 ) -> list[_Job]:
     sha_hints = {f.path: f.sha256 for f in manifest.files}
+    size_hints = {f.path: f.size for f in manifest.files}
     return [
         _Job(
             path=img.file_id,
@@ -729,6 +755,7 @@ def _image_jobs(
             record=records.get(img.file_id),
             restore_to=str(restore_dir / img.file_id) if restore_dir is not None else None,
             sha256=sha_hints.get(img.file_id, ""),
+            size=size_hints.get(img.file_id),
             restore_tampered=restore_tampered,
         )
         for img in manifest.images
