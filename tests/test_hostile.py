@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from discmaker.check.verify import check_disc
+from discmaker.check.verify import check_disc, tamper_thumbnails, through_pixel_data
 from discmaker.crypto.trust import TrustStore
 from discmaker.format import canonical
 from discmaker.format.manifest import MANIFEST_PATH, SIGNER_PATH
@@ -250,3 +251,16 @@ def test_an_image_padded_past_its_signed_size_is_judged_on_its_signed_length(
     assert verdict.status is ImageStatus.TAMPERED
     assert any("more than signed" in r for r in verdict.reasons)
     assert all(v.status is not ImageStatus.TAMPERED for v in report.images if v.path != rel)
+    # The HTML report's picture of it is decoded from the image as signed, padding cut off.
+    assert rel in tamper_thumbnails(disc, report)
+
+
+def test_through_pixel_data_cuts_what_follows_pixel_data_only() -> None:
+    from pydicom.data import get_testdata_file
+
+    original = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
+    cut = through_pixel_data(original + bytes(1 << 20))
+    assert cut == through_pixel_data(original)
+    assert original.startswith(cut) and len(cut) < len(original)  # CT_small has trailing elements
+    assert (dcmread(BytesIO(cut)).pixel_array == dcmread(BytesIO(original)).pixel_array).all()
+    assert through_pixel_data(b"not dicom" * 3) == b"not dicom" * 3

@@ -1009,6 +1009,39 @@ def check_set(reports: Sequence[CheckReport]) -> SetReport:
     return SetReport(discs=tuple(reports), findings=tuple(findings))
 
 
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def through_pixel_data(data: bytes) -> bytes:
+    """``data`` cut after its Pixel Data element, for display only.
+
+    What follows Pixel Data on an altered disc can be anything, and pydicom parses each 8
+    bytes of appended zeros as one more empty element (64 MiB took 14 s). The header is read
+    without pixels first, which leaves the stream at the Pixel Data tag; the element's own
+    length then says where it ends. Encapsulated (undefined length) or unrecognisable pixel
+    data is left as it is.
+    """
+    stream = io.BytesIO(data)
+    try:
+        dcmread(stream, stop_before_pixels=True)
+    except Warning:
+        raise  # callers capture warnings; one raised here would be a bug
+    except Exception:  # not DICOM enough to find its Pixel Data: leave it to the caller
+        return data
+    start = stream.tell()
+    if data[start : start + 4] != _PIXEL_DATA_TAG:
+        return data
+    if data[start + 4 : start + 6] in (b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"):
+        header, length = 12, int.from_bytes(data[start + 8 : start + 12], "little")
+    else:  # implicit VR
+        header, length = 8, int.from_bytes(data[start + 4 : start + 8], "little")
+    end = start + header + length
+    if length == _UNDEFINED_LENGTH or end > len(data):
+        return data
+    return data[:end]
+
+
 def tamper_thumbnails(
     source: Path, report: CheckReport, *, limit: int = 50
 ) -> dict[str, npt.NDArray[np.float32]]:
@@ -1026,7 +1059,8 @@ def tamper_thumbnails(
             frame = min((r.frame for r in verdict.regions), default=0)
             try:
                 with captured_warnings():
-                    ds = dcmread(io.BytesIO(src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)))
+                    data = src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)
+                    ds = dcmread(io.BytesIO(through_pixel_data(data)))
                     pixels = np.asarray(ds.pixel_array, dtype=np.float32)
                     frames = int(ds.get("NumberOfFrames", 1) or 1)
             except Warning:
