@@ -28,7 +28,6 @@ SET_REPORT_FORMAT = "discmaker-check-set-report"
 RESTORE_RESULT_FORMAT = "discmaker-restore-result"
 AUTHOR_RESULT_FORMAT = "discmaker-author-result"
 REPORT_VERSION = 1  # format_version of every document above
-REPORT_FORMAT = CHECK_REPORT_FORMAT  # the older name
 
 
 class ImageStatus(StrEnum):
@@ -340,7 +339,6 @@ def author_result_to_json(result: AuthorResultFields) -> Json:
 __all__ = [
     "AUTHOR_RESULT_FORMAT",
     "CHECK_REPORT_FORMAT",
-    "REPORT_FORMAT",
     "REPORT_VERSION",
     "RESTORE_RESULT_FORMAT",
     "SET_REPORT_FORMAT",

@@ -178,13 +178,17 @@ def test_docstring_example_runs(tmp_path: Path) -> None:
 # -- JSON documents come from the models ----------------------------------------------------
 
 
-def test_render_check_json_is_the_model_document(disc_folder: Path, centre: Centre) -> None:
-    from discmaker.ui import render
+def test_cli_check_json_is_the_model_document(
+    disc_folder: Path, centre: Centre, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from discmaker.ui.cli import main
 
     report = discmaker.check_disc(
         disc_folder, trust=discmaker.TrustStore.from_paths([centre.cert_path])
     )
-    assert render.check_json(report) == report.to_json()
+    capsys.readouterr()
+    assert main(["check", str(disc_folder), "--trust", str(centre.cert_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == report.to_json()
     doc = report.to_json()
     assert (doc["format"], doc["format_version"]) == ("discmaker-check-report", 1)
     json.dumps(doc)  # plain types only

@@ -22,7 +22,7 @@ from discmaker import templating
 from discmaker.disc.media import Medium
 from discmaker.errors import OutputError
 from discmaker.models import (
-    REPORT_FORMAT,
+    CHECK_REPORT_FORMAT,
     REPORT_VERSION,
     CheckReport,
     Finding,
@@ -142,7 +142,7 @@ def _text(renderable: RenderableType) -> str:
 
 
 def _doc(report: CheckReport) -> dict[str, Any]:
-    return cast(dict[str, Any], render.check_json(report))
+    return cast(dict[str, Any], report.to_json())
 
 
 def _plain_types(value: object) -> bool:
@@ -208,7 +208,7 @@ def test_check_json_is_versioned_plain_and_round_trips(
     doc = _doc(report)
     assert json.loads(json.dumps(doc)) == doc
     assert _plain_types(doc)
-    assert doc["format"] == REPORT_FORMAT
+    assert doc["format"] == CHECK_REPORT_FORMAT
     assert doc["format_version"] == REPORT_VERSION
     assert doc["verdict"] == verdict
     assert doc["exit_code"] == exit_code == report.exit_code
@@ -245,8 +245,8 @@ def test_check_json_is_deterministic(tampered: CheckReport) -> None:
         images=tuple(reversed(tampered.images)),
         findings=tuple(reversed(tampered.findings)),
     )
-    first = json.dumps(render.check_json(tampered))
-    assert json.dumps(render.check_json(shuffled)) == first
+    first = json.dumps(tampered.to_json())
+    assert json.dumps(shuffled.to_json()) == first
     paths = [i["path"] for i in _doc(tampered)["images"]]
     assert paths == sorted(paths)
 

@@ -38,6 +38,7 @@ import pycdlib.pycdlib
 import pycdlib.utils
 
 from discmaker.atomic import fsync_dir
+from discmaker.disc.media import estimate_iso_size
 from discmaker.errors import InternalError, OutputError, UsageError
 from discmaker.parallel import process_context
 
@@ -390,7 +391,7 @@ def _build_in_child(
     )
     child.start()
     send.close()
-    expected = _expected_size(entries, dirs)
+    expected = estimate_iso_size((size for _f, size in entries), len(dirs))
     try:
         while not receive.poll(_POLL_SECONDS):
             if not child.is_alive() and not receive.poll(0):
@@ -442,12 +443,6 @@ def _size_of(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _expected_size(entries: list[tuple[DiscFile, int]], dirs: list[str]) -> int:
-    """About the image size: data extents plus descriptors, tables and directories."""
-    sectors = sum(-(-size // 2048) for _f, size in entries)
-    return (sectors + 32 + 4 * (len(dirs) + 1) + len(entries) // 8) * 2048
 
 
 def _build_iso(

@@ -14,7 +14,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -132,12 +132,6 @@ def progress_bars(console: Console, *, enabled: bool = True) -> Iterator[Progres
 
 
 # -- JSON ----------------------------------------------------------------------------------
-
-
-def check_json(report: CheckReport) -> dict[str, Any]:
-    """The versioned ``check --json`` document: :meth:`CheckReport.to_json` (kept for callers
-    of this older name)."""
-    return report.to_json()
 
 
 # -- terminal ------------------------------------------------------------------------------
@@ -463,7 +457,6 @@ __all__ = [
     "PROGRESS_LABELS",
     "ProgressFn",
     "author_summary",
-    "check_json",
     "check_summary",
     "progress_bars",
     "restore_summary",
