@@ -130,12 +130,29 @@ class Finding:
 
 @dataclass(frozen=True)
 class Signer:
+    """The certificate that signed the manifest. ``trusted``: its public key is pinned (a
+    certificate renewed over the same key is the same signer)."""
+
     subject: str
-    fingerprint: str
+    fingerprint: str  # SHA-256 of the certificate
     trusted: bool
+    key_fingerprint: str = ""  # SHA-256 of the public key: the same across renewals
+    not_before: str = ""  # the certificate's validity, ISO 8601 UTC ("2026-01-02T09:00:00Z")
+    not_after: str = ""
+    valid_at_signing: bool | None = None  # at the manifest's "created"; None: time unknown
+    valid_now: bool | None = None  # at the time of the check
 
     def to_json(self) -> Json:
-        return {"subject": self.subject, "fingerprint": self.fingerprint, "trusted": self.trusted}
+        return {
+            "subject": self.subject,
+            "fingerprint": self.fingerprint,
+            "trusted": self.trusted,
+            "key_fingerprint": self.key_fingerprint,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "valid_at_signing": self.valid_at_signing,
+            "valid_now": self.valid_now,
+        }
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PASSPHRASE = "fuzz-passphrase"
 TIMESTAMP = "2026-01-01T00:00:00"
+_SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # TIMESTAMP: the certificates are valid then
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,8 @@ def build_fixture(root: Path, *, ct_size: int = 256, mr_size: int = 128) -> Fixt
     root.mkdir(parents=True, exist_ok=True)
     study = root / "study"
     write_sample_study(study, ct_slices=3, ct_size=ct_size, mr_slices=2, mr_size=mr_size)
-    trusted = generate_identity("Fuzz Centre")
-    untrusted = generate_identity("Mallory Imaging")
+    trusted = generate_identity("Fuzz Centre", now=_SIGNED_AT)
+    untrusted = generate_identity("Mallory Imaging", now=_SIGNED_AT)
     key_path, cert_path = write_identity(trusted, root / "id", passphrase=PASSPHRASE.encode())
     folder = root / "disc"
     iso = root / "disc.iso"

@@ -31,7 +31,7 @@ class Centre:
 
 
 def make_centre(tmp: Path, org: str) -> Centre:
-    identity = signing.generate_identity(org)
+    identity = signing.generate_identity(org, now=FIXED_TIME)  # valid when its discs are made
     key, cert = signing.write_identity(identity, tmp, passphrase=PASSPHRASE)
     return Centre(identity, key, cert)
 

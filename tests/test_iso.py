@@ -31,6 +31,10 @@ TREE: dict[str, bytes] = {
 }
 
 
+#: sha256 of the image test_layout_is_the_golden_one writes (pycdlib 1.22, ISO_LAYOUT 1)
+GOLDEN_LAYOUT_1 = "638a76867cc5e65cb0c7d28744423e71f82e203dff8edf07d0d61b86e121932c"
+
+
 def make_files(root: Path, tree: dict[str, bytes] | None = None) -> list[DiscFile]:
     tree = TREE if tree is None else tree
     files = []
@@ -470,3 +474,18 @@ def test_permission_denied_message(
     with pytest.raises(OutputError, match="permissions"):
         write_folder(files, tmp_path / "usb")
     assert _listing(tmp_path) == ["staging"]
+
+
+def test_layout_is_the_golden_one(tmp_path: Path) -> None:
+    """ISO_LAYOUT 1, byte for byte. Checkers rebuild signed images and compare media with
+    them (discmaker/disc/compare.py), so if a pycdlib upgrade moves anything, this fails:
+    then raise ISO_LAYOUT and keep the old layout readable, never just update the digest."""
+    tree = {
+        "DICOMDIR": b"\0" * 128 + b"DICM" + b"golden" * 50,
+        "README.TXT": b"Patient disc\r\n",
+        "PT000000/ST000000/SE000000/IM000000": bytes(range(256)) * 40,
+        "PT000000/ST000000/SE000001/IM000000": b"",
+    }
+    out = tmp_path / "golden.iso"
+    write_iso(make_files(tmp_path, tree), out, volume())
+    assert sha(out) == GOLDEN_LAYOUT_1

@@ -50,7 +50,14 @@ from discmaker.author.intake import InputInstance, Intake, scan
 from discmaker.author.normalise import Normalised, normalise
 from discmaker.crypto import signing
 from discmaker.diagnostics import captured_warnings
-from discmaker.disc.iso import DiscFile, VolumeInfo, iso_a_characters, write_folder, write_iso
+from discmaker.disc.iso import (
+    ISO_LAYOUT,
+    DiscFile,
+    VolumeInfo,
+    iso_a_characters,
+    write_folder,
+    write_iso,
+)
 from discmaker.disc.media import Medium, check_fits, estimate_iso_size
 from discmaker.errors import OutputError, StudyError, TooLargeError, UsageError
 from discmaker.format import manifest
@@ -500,6 +507,7 @@ def _start(req: AuthorRequest) -> _Run:
     timestamp = (req.timestamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     label = validate_fileset_id(req.label or default_label(timestamp))
     signing.check_pair(req.key, req.cert)
+    signing.check_valid_at(req.cert, timestamp)  # a disc signed outside it never verifies
     _check_output(req)
     if req.workers is not None and req.workers < 1:
         raise UsageError(f"workers must be at least 1, not {req.workers}")
@@ -819,6 +827,7 @@ def _write_manifest(
         dicomdir=dicomdir,
         files=files,
         images=images,
+        iso=_iso_info(_volume_info(run, disc)) if req.format == "iso" else None,
     )
     (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
     (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
@@ -827,6 +836,28 @@ def _write_manifest(
         disc.number,
         disc.count,
         len(files),
+    )
+
+
+def _volume_info(run: _Run, disc: _Disc) -> VolumeInfo:
+    return VolumeInfo(
+        volume_id=disc.label,
+        application_id=f"{APP_NAME} {__version__}",
+        publisher=iso_a_characters(run.institution)[:128],
+        timestamp=run.timestamp,
+        volume_set=(disc.number, disc.count),
+    )
+
+
+def _iso_info(volume: VolumeInfo) -> manifest.IsoInfo:
+    """The signed description of the ISO image (what a checker rebuilds it from)."""
+    return manifest.IsoInfo(
+        layout=ISO_LAYOUT,
+        volume_id=volume.volume_id,
+        application_id=volume.application_id,
+        publisher=volume.publisher,
+        timestamp=volume.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        volume_set=volume.volume_set,
     )
 
 
@@ -846,13 +877,7 @@ def _write_output(
         write_iso(
             disc_files,
             disc.out,
-            VolumeInfo(
-                volume_id=disc.label,
-                application_id=f"{APP_NAME} {__version__}",
-                publisher=iso_a_characters(run.institution)[:128],
-                timestamp=run.timestamp,
-                volume_set=(disc.number, disc.count),
-            ),
+            _volume_info(run, disc),
             progress=write_progress,
             overwrite=req.overwrite,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from discmaker.check.verify import Progress, check_and_restore
 from discmaker.crypto.trust import TrustStore
-from discmaker.errors import OutputError
+from discmaker.errors import OutputError, UsageError
 from discmaker.models import ImageStatus, RestoreResult
 
 TAMPERED_DIR = "TAMPERED"
@@ -35,11 +35,12 @@ def restore_disc(
 ) -> RestoreResult:
     """Check ``source`` and write the originals of the images that verify under ``out``.
 
-    ``workers`` > 1 checks the images of a large disc in that many processes. Safe to call
-    from several threads at once (with different ``out`` folders).
+    ``out`` must be a new folder outside ``source`` and not a symbolic link; anything else is
+    refused before the disc is read (:class:`UsageError`, :class:`OutputError`). ``workers``
+    > 1 checks the images of a large disc in that many processes. Safe to call from several
+    threads at once (with different ``out`` folders).
     """
-    if out.exists():
-        raise OutputError(f"{out} already exists. Choose a new folder for the restored images.")
+    _check_destination(source, out)
     parent = out.absolute().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(
@@ -60,12 +61,20 @@ def restore_disc(
         refused: list[str] = []
         final = stage / "final"
         final.mkdir()
+        # A trusted, valid signature with no step-1 finding (e.g. a certificate that was not
+        # valid when the disc was made) vouches for the images; nothing else does.
+        vouched = (
+            report.signed
+            and report.signature_valid
+            and report.signer is not None
+            and report.signer.trusted
+            and not any(f.step == 1 for f in report.findings)
+        )
         for outcome in outcomes:
             v = outcome.verdict
             written = Path(outcome.written) if outcome.written else None
-            good = v.status in (ImageStatus.OK, ImageStatus.MANIFEST_ONLY) and report.signed
-            trusted = report.signer is not None and report.signer.trusted
-            if written is not None and good and trusted and report.signature_valid:
+            good = v.status in (ImageStatus.OK, ImageStatus.MANIFEST_ONLY)
+            if written is not None and good and vouched:
                 dest = final / v.path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(written, dest)
@@ -89,6 +98,36 @@ def restore_disc(
         tampered_written=tuple(tampered),
         refused=tuple(sorted(set(refused))),
     )
+
+
+def _check_destination(source: Path, out: Path) -> None:
+    """Refuse an output that is a symbolic link, exists, or lies in (or is) the source."""
+    if out.is_symlink():
+        target = "a missing target" if not out.exists() else "another place"
+        raise OutputError(
+            f"The output {out} is a symbolic link to {target}. discmaker restores only into a "
+            "new, real folder: choose another output."
+        )
+    src = source.resolve()
+    dest = out.resolve()
+    inside = dest == src or src in dest.parents
+    if not inside and src.is_dir():
+        # Also through another name for the same folder (a bind mount, a case-insensitive
+        # file system): compare the output's existing ancestors with the source itself.
+        for folder in (dest, *dest.parents):
+            try:
+                inside = os.path.samefile(folder, src)
+            except OSError:  # not there (yet), or not ours to look at
+                continue
+            if inside:
+                break
+    if inside:
+        raise UsageError(
+            f"The output {out} is inside the disc being restored, {source}. discmaker never "
+            "writes into its input: choose an output outside it."
+        )
+    if out.exists():
+        raise OutputError(f"{out} already exists. Choose a new folder for the restored images.")
 
 
 __all__ = ["TAMPERED_DIR", "restore_disc"]

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from discmaker.crypto import signing
-from discmaker.crypto.trust import TrustStore
+from discmaker.crypto.trust import TrustedSigner, TrustStore
 from discmaker.diagnostics import captured_warnings
+from discmaker.disc.compare import compare_with_rebuild, foreign_structures, signed_volume
 from discmaker.disc.source import DiscSource, IsoSource, open_source
 from discmaker.errors import DiscError, OutputError, VerificationError
 from discmaker.format import manifest as manifest_mod
@@ -215,7 +217,10 @@ def _strip_bookkeeping(ds: Dataset) -> None:
         del ds[creator_tag]
 
 
-def _write_original(ds: Dataset, pixel_data: bytes | None, out: str) -> str:
+def _write_original(ds: Dataset, pixel_data: bytes | None, out: str) -> str | None:
+    """Write the original to ``out``; None (nothing written) when the dataset cannot be a DICOM
+    file, e.g. its file meta information lacks the Transfer Syntax UID: such a file is held
+    back by restore, never an internal error."""
     if pixel_data is not None:
         ds.PixelData = pixel_data
     _strip_bookkeeping(ds)
@@ -224,6 +229,10 @@ def _write_original(ds: Dataset, pixel_data: bytes | None, out: str) -> str:
         ds.save_as(out, enforce_file_format=True)
     except OSError as exc:
         raise OutputError(f"{out} cannot be written ({exc.strerror}). Check the disk.") from exc
+    except (AttributeError, ValueError) as exc:  # pydicom: required file meta missing or bad
+        Path(out).unlink(missing_ok=True)
+        log.debug("restore: an image cannot be written as a DICOM file (%s)", type(exc).__name__)
+        return None
     return out
 
 
@@ -420,25 +429,30 @@ def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixel
 def _verify_unsigned(
     context: _Context, image: _Image, ds: Dataset, attrs: Mapping[str, str]
 ) -> _Outcome:
-    """An image on a disc without a discmaker manifest.
+    """An image on a disc without a (valid) discmaker manifest, judged by its watermark.
 
-    A discmaker image keeps its watermark even when someone deletes DISCSIG/ to make the
-    disc look like any vendor's: check that watermark, so removing the signature cannot hide
-    an edited header or pixel.
+    A discmaker image keeps its watermark when someone deletes DISCSIG/ and the private
+    block to make the disc look like any vendor's: every image is searched for one, so
+    removing the signature cannot hide an edited header or pixel.
     """
     mism = _record_mismatches(image.job.record, attrs, ())
     if mism:
         image.attributes.extend(mism)
         image.reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
-    if not _has_bookkeeping(ds):
+    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
+    image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
+    bookkeeping = _has_bookkeeping(ds)
+    if res.status == "no-watermark" and not bookkeeping:  # another vendor's image
         if mism:
             return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None)
         image.reasons.append("no discmaker signature on this disc: integrity cannot be proven")
         return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None)
-    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
+    trusted = res.key_id is not None and res.key_id in context.trusted
     if res.status == "ok" and not mism:
         image.reasons.append(
-            "watermark intact, but the disc's signed list of files (DISCSIG) is missing"
+            "watermark intact"
+            + (" (sealed by a trusted sender)" if trusted else "")
+            + ", but the disc's signed list of files (DISCSIG) is missing or invalid"
         )
         return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "unknown-signer" and not mism:
@@ -450,7 +464,11 @@ def _verify_unsigned(
         )
     elif res.status == "identity-mismatch":
         image.attributes.append("identity")
-        image.reasons.append("the header does not match the identity sealed in the pixels")
+        image.reasons.append(
+            "the header (patient, study, series or image identity) does not match the "
+            "identity sealed in the pixels: it was edited, or another image's pixels were "
+            "put under this header"
+        )
     elif res.status != "ok":
         image.reasons.extend(res.reasons or ("the watermark does not verify",))
     return _Outcome(image.verdict(ImageStatus.TAMPERED), res.key_id, None, True)
@@ -514,6 +532,8 @@ class _Signature:
     signer: Signer | None = None
     valid: bool = False
     key: Ed25519PublicKey | None = None
+    manifest: Manifest | None = None  # parsed, whether or not the signature verifies
+    manifest_problem: str = ""  # why it could not be parsed
 
 
 @dataclass(frozen=True)
@@ -526,9 +546,6 @@ class _Files:
 
 def _list_disc(src: DiscSource) -> _Disc:
     disc = _Disc(entries={e.path: e.size for e in src.files()}, description=src.description)
-    if isinstance(src, IsoSource):
-        for path, problem in src.view_problems():
-            disc.findings.append(Finding(2, "structure", path, problem))
     for skipped in src.skipped():
         disc.findings.append(
             Finding(
@@ -539,6 +556,50 @@ def _list_disc(src: DiscSource) -> _Disc:
             )
         )
     return disc
+
+
+def _medium_findings(
+    src: DiscSource, medium: Path, disc: _Disc, manifest: Manifest | None, signature_valid: bool
+) -> None:
+    """Step (2) for an ISO image or a drive: the medium as any reader may see it.
+
+    A disc discmaker wrote as an ISO image is rebuilt from its signed volume fields and the
+    names and sizes of its files, and the medium must be that image byte for byte, its files'
+    contents aside (steps 2-4 verify those): then no UDF bridge, second session, name tree,
+    path table, boot record or appended data can show a reader anything else. A disc that
+    cannot be rebuilt (unsigned, or signed but written as a folder and put on a disc later)
+    gets the checks between its views instead.
+    """
+    if not isinstance(src, IsoSource):
+        return
+    iso = manifest.iso if manifest is not None and signature_valid else None
+    if iso is not None:
+        try:
+            volume = signed_volume(iso)
+            files = [(e.path, e.size) for e in src.files()]
+            for difference in compare_with_rebuild(medium, files, volume):
+                disc.findings.append(
+                    Finding(2, "medium", difference.path or "ISO image", difference.message)
+                )
+            return
+        except DiscError as exc:
+            disc.findings.append(
+                Finding(2, "medium", "ISO image", f"the image cannot be compared: {exc}")
+            )
+            return
+    if manifest is not None and signature_valid:
+        disc.notes.append(
+            "This disc was signed as a folder and put on a disc afterwards: its name trees "
+            "were compared, but not the medium byte for byte."
+        )
+    for path, problem in src.view_problems():
+        disc.findings.append(Finding(2, "structure", path, problem))
+    try:
+        structures = foreign_structures(medium)
+    except OSError as exc:
+        raise DiscError(f"cannot read {src.description}: {exc.strerror or exc}") from exc
+    for difference in structures:
+        disc.findings.append(Finding(2, "medium", "ISO image", difference.message))
 
 
 def _read_dicomdir(src: DiscSource, findings: list[Finding]) -> Dicomdir | None:
@@ -617,20 +678,54 @@ def _dicomdir_findings(
 
 
 def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signature:
-    """Step (1): the manifest's signature, and whether its signer is pinned."""
+    """Step (1): the manifest's signature, whether its signer's key is pinned, and whether the
+    signer's certificate was valid when the disc was made (the manifest's ``created``)."""
     started = time.perf_counter()
     manifest_bytes = src.read_bytes(MANIFEST_PATH, limit=manifest_mod.MAX_MANIFEST_BYTES)
     signer: Signer | None = None
     valid = False
     key: Ed25519PublicKey | None = None
+    parsed: Manifest | None = None
+    unusable = ""
+    try:
+        # Parsed once, here: `created` says when the disc was made; an unusable manifest is
+        # reported right after (_read_manifest).
+        parsed = manifest_mod.parse(manifest_bytes)
+    except DiscError as exc:
+        unusable = str(exc)
+    created = parsed.created if parsed is not None else None
+    signed_at: datetime | None = None
+    pinned: TrustedSigner | None = None
     try:
         with captured_warnings() as notes:
             cert = signing.load_certificate_bytes(src.read_bytes(SIGNER_PATH, limit=MAX_SMALL_FILE))
             pinned = trust.find(cert)
+            if not signing.self_signed(cert):  # anyone can put a key in a certificate
+                disc.findings.append(
+                    Finding(
+                        1,
+                        "signature",
+                        SIGNER_PATH,
+                        "the signer's certificate is not signed by its own key: it was "
+                        "forged or damaged, so it says nothing about who signed the disc",
+                    )
+                )
+            if created is not None:
+                try:
+                    signed_at = datetime.fromisoformat(created)
+                except ValueError:
+                    signed_at = None
+                if signed_at is not None and signed_at.tzinfo is None:
+                    signed_at = None  # "created" is always UTC with its "Z"
             signer = Signer(
                 subject=signing.subject_text(cert),
                 fingerprint=signing.fingerprint(cert),
                 trusted=pinned is not None,
+                key_fingerprint=signing.key_fingerprint(cert),
+                not_before=signing.utc_text(cert.not_valid_before_utc),
+                not_after=signing.utc_text(cert.not_valid_after_utc),
+                valid_at_signing=None if signed_at is None else signing.valid_at(cert, signed_at),
+                valid_now=signing.valid_at(cert, datetime.now(UTC)),
             )
             public = cert.public_key()
         if notes:
@@ -652,6 +747,39 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
         )
     except DiscError as exc:
         disc.findings.append(Finding(1, "signature", "DISCSIG", f"signature files unusable: {exc}"))
+    if signer is not None:
+        dates = f"valid from {signer.not_before[:10]} to {signer.not_after[:10]}"
+        if created is not None and signer.valid_at_signing is None:
+            disc.findings.append(
+                Finding(
+                    1,
+                    "signature",
+                    MANIFEST_PATH,
+                    "the manifest's creation time cannot be read, so nobody can tell whether "
+                    "the signer's certificate was valid when the disc was made",
+                )
+            )
+        elif signer.valid_at_signing is False and signed_at is not None:
+            disc.findings.append(
+                Finding(
+                    1,
+                    "signature",
+                    SIGNER_PATH,
+                    f"the signer's certificate ({dates}) was not valid when the disc was made "
+                    f"({signed_at:%Y-%m-%d %H:%M} UTC): this disc cannot be verified. Ask the "
+                    "sender for a new disc made with a current certificate.",
+                )
+            )
+        elif signer.valid_at_signing and not signer.valid_now:
+            disc.notes.append(
+                f"The signer's certificate ({dates}) has expired since the disc was made; "
+                "the disc's signature stays valid."
+            )
+        if pinned is not None and pinned.subject != signer.subject:
+            disc.notes.append(
+                f"The certificate on this disc names {signer.subject}; you trusted its key "
+                f"as {pinned.subject} (fingerprint {pinned.fingerprint})."
+            )
     if signer is not None and not signer.trusted:
         disc.notes.append(
             f"Signed by {signer.subject}, fingerprint {signer.fingerprint}, which is not in "
@@ -661,22 +789,29 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
     if trust.is_empty():
         disc.notes.append("Your trust store is empty: no disc can verify until you add a sender.")
     log.debug(
-        "step 1 signature: valid=%s, signer trusted=%s, in %.1f ms",
+        "step 1 signature: valid=%s, signer trusted=%s, valid at signing=%s, in %.1f ms",
         valid,
         signer is not None and signer.trusted,
+        signer.valid_at_signing if signer is not None else None,
         _ms(started),
     )
-    return _Signature(manifest_bytes=manifest_bytes, signer=signer, valid=valid, key=key)
+    return _Signature(
+        manifest_bytes=manifest_bytes,
+        signer=signer,
+        valid=valid,
+        key=key,
+        manifest=parsed,
+        manifest_problem=unusable,
+    )
 
 
 def _read_manifest(signature: _Signature, disc: _Disc) -> Manifest | None:
     """The signed manifest (step 1 still: an unusable manifest is a signature finding)."""
-    try:
-        return manifest_mod.parse(signature.manifest_bytes)
-    except DiscError as exc:
-        disc.findings.append(Finding(1, "signature", MANIFEST_PATH, f"manifest unusable: {exc}"))
+    if signature.manifest is None:
+        message = f"manifest unusable: {signature.manifest_problem}"
+        disc.findings.append(Finding(1, "signature", MANIFEST_PATH, message))
         log.debug("step 1 signature: manifest unusable, no image is judged")
-        return None
+    return signature.manifest
 
 
 def _check_files(src: DiscSource, disc: _Disc, manifest: Manifest) -> _Files:
@@ -873,9 +1008,10 @@ def check_and_restore(
             return _check_unsigned(src, source, disc, workers, progress, trust)
         signature = _check_signature(src, trust, disc)
         manifest = _read_manifest(signature, disc)
-        if manifest is None:
-            return _early_report(disc, signed=True, signature=signature), []
+        if manifest is None:  # nothing signed to compare with: the watermarks still speak
+            return _check_unsigned(src, source, disc, workers, progress, trust, signature)
         files = _check_files(src, disc, manifest)
+        _medium_findings(src, Path(source), disc, manifest, signature.valid)
         if progress:
             progress("read", 1, 1)
     jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
@@ -910,16 +1046,24 @@ def _check_unsigned(
     workers: int,
     progress: Progress | None,
     trust: TrustStore,
+    signature: _Signature | None = None,
 ) -> tuple[CheckReport, list[_Outcome]]:
-    """A disc without a discmaker signature: structure and consistency checks only."""
+    """A disc without a usable discmaker manifest: structure and consistency checks, and
+    each image judged by the watermark it may still carry.
+
+    ``signature`` is step 1's result when DISCSIG/ is there but its manifest is unusable.
+    """
     entries, findings = disc.entries, disc.findings
-    disc.notes.append(
-        "This disc carries no discmaker signature: only its structure could be checked."
-    )
-    log.debug("step 1 signature: none on this disc")
+    if signature is None:
+        disc.notes.append(
+            "This disc carries no discmaker signature: only its structure could be checked."
+        )
+        log.debug("step 1 signature: none on this disc")
+    _medium_findings(src, source, disc, None, False)
+    signed = signature is not None
     if "DICOMDIR" not in entries:
         findings.append(Finding(2, "structure", "DICOMDIR", "no DICOMDIR at the root of the disc"))
-        return _early_report(disc, signed=False, signature=None), []
+        return _early_report(disc, signed=signed, signature=signature), []
     dicomdir = _read_dicomdir(src, findings)
     records = {r.file_id: r for r in dicomdir.records} if dicomdir else {}
     if dicomdir is not None:
@@ -931,14 +1075,20 @@ def _check_unsigned(
     ]
     trusted = trust.public_keys()
     outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
-    if any(o.made_by_discmaker for o in outcomes):
+    if any(o.made_by_discmaker for o in outcomes) and not signed:
+        sealed_by_trusted = any(o.key_id in trusted for o in outcomes if o.key_id is not None)
         findings.append(
             Finding(
                 1,
                 "signature",
                 "DISCSIG",
-                "these images were made and watermarked by discmaker, but the disc's signature "
-                "folder is missing: it was removed",
+                (
+                    "these images carry watermarks sealed by a sender in your trust store, "
+                    if sealed_by_trusted
+                    else "these images were made and watermarked by discmaker, "
+                )
+                + "but the disc's signature folder (DISCSIG) is missing: the sender's "
+                "signature was removed",
             )
         )
     # patient / study consistency across the whole disc
@@ -956,9 +1106,9 @@ def _check_unsigned(
             )
     report = CheckReport(
         source=str(source),
-        signed=False,
-        signature_valid=False,
-        signer=None,
+        signed=signed,
+        signature_valid=signature.valid if signature is not None else False,
+        signer=signature.signer if signature is not None else None,
         images=tuple(o.verdict for o in outcomes),
         findings=tuple(findings),
         fileset_id=dicomdir.fileset_id if dicomdir else "",

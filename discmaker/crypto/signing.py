@@ -27,6 +27,11 @@ it, compare the certificate's fingerprint with the one the sender gave by phone:
 
 which prints ``sha256 Fingerprint=AB:CD:...`` in the same form as :func:`fingerprint`.
 
+A centre whose certificate nears its end renews it over the same key (:func:`renew_certificate`):
+clinics trust the key, so they keep trusting the centre, and :func:`key_fingerprint` stays the
+same. A disc is only made while the certificate is valid (:func:`check_valid_at`), and the
+checker refuses a disc signed outside its certificate's validity.
+
 Key-file policy: on POSIX, :func:`load_private_key` refuses a key file that group or other users
 can read (like ssh does) and says to run ``chmod 600``; unencrypted key files are refused too.
 """
@@ -108,48 +113,26 @@ def generate_identity(org: str, *, now: dt.datetime | None = None) -> Identity:
     of UTF-8; the organisation attribute always holds ``org`` (at most 64 characters) in full.
     """
     org = _check_org(org)
-    if now is None:
-        now = dt.datetime.now(dt.UTC)
-    elif now.tzinfo is None:
-        now = now.replace(tzinfo=dt.UTC)
-    now = now.astimezone(dt.UTC).replace(microsecond=0)
-
-    common_name = _common_name(org)
+    now = _utc(now)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, _common_name(org)),
         ]
     )
     key = Ed25519PrivateKey.generate()
-    public_key = key.public_key()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(key, algorithm=None)
-    )
-    return Identity(private_key=key, certificate=certificate)
+    return Identity(private_key=key, certificate=_self_signed(key, name, now))
+
+
+def renew_certificate(identity: Identity, *, now: dt.datetime | None = None) -> Identity:
+    """The same key with a new ten-year certificate: same subject, validity from ``now``.
+
+    Receiving clinics trust the key (:mod:`discmaker.crypto.trust`), so they keep trusting a
+    centre that renews this way, and its older discs stay verifiable.
+    """
+    check_pair(identity.private_key, identity.certificate)
+    certificate = _self_signed(identity.private_key, identity.certificate.subject, _utc(now))
+    return Identity(private_key=identity.private_key, certificate=certificate)
 
 
 def write_identity(identity: Identity, out_dir: Path, *, passphrase: bytes) -> tuple[Path, Path]:
@@ -285,6 +268,65 @@ def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
+def key_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's public key (its DER SubjectPublicKeyInfo) as ``AB:CD:...``.
+
+    The same for every certificate of one key, a renewed one included. OpenSSL prints it
+    (without colons) with ``openssl x509 -in SIGNER.PEM -pubkey -noout | openssl pkey -pubin
+    -outform DER | openssl dgst -sha256``.
+    """
+    der = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+def self_signed(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is signed by its own key, i.e. was made by whoever holds that key.
+
+    Anyone can copy a public key into a certificate of their own making; only the key's holder
+    can sign one, so a certificate that fails this says nothing about its key's owner.
+    """
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def valid_at(cert: x509.Certificate, when: dt.datetime) -> bool:
+    """Whether ``when`` (naive is UTC) lies within the certificate's validity, ends included."""
+    return cert.not_valid_before_utc <= _utc(when) <= cert.not_valid_after_utc
+
+
+def utc_text(when: dt.datetime) -> str:
+    """``when`` as ISO 8601 UTC to the second, e.g. ``2026-01-02T10:00:00Z``."""
+    return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_valid_at(cert: x509.Certificate, when: dt.datetime) -> None:
+    """:class:`KeyFileError` unless the signing certificate is valid at ``when``, the time the
+    disc is made (a disc signed outside its certificate's validity never verifies)."""
+    if valid_at(cert, when):
+        return
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    dates = f"(valid from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC)"
+    at = f"{_utc(when):%Y-%m-%d %H:%M} UTC"
+    if _utc(when) > end:
+        raise KeyFileError(
+            f"The signing certificate of {subject_text(cert)} expired on {end:%Y-%m-%d} "
+            f"{dates}: a disc made at {at} could never be verified. Nothing was written. "
+            "Renew the certificate over the same key (clinics that trust you keep trusting "
+            "you), or make a new key and certificate with: discmaker keygen, and give the "
+            "clinics the new cert.pem and its fingerprint."
+        )
+    raise KeyFileError(
+        f"The signing certificate of {subject_text(cert)} is not valid yet at {at} {dates}. "
+        "Nothing was written. Check this computer's date and time (and --timestamp, if you "
+        "gave one), or use a certificate that is valid now."
+    )
+
+
 def sign(private_key: Ed25519PrivateKey, data: bytes) -> bytes:
     """Raw 64-byte Ed25519 signature over ``data``."""
     return private_key.sign(data)
@@ -330,6 +372,45 @@ def passphrase_from_env(var: str = PASSPHRASE_ENV) -> bytes | None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _utc(when: dt.datetime | None) -> dt.datetime:
+    """``when`` (default: now; naive is UTC) in UTC, to the second."""
+    if when is None:
+        when = dt.datetime.now(dt.UTC)
+    elif when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _self_signed(key: Ed25519PrivateKey, name: x509.Name, now: dt.datetime) -> x509.Certificate:
+    public_key = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(key, algorithm=None)
+    )
 
 
 def _check_org(org: str) -> str:
@@ -449,15 +530,21 @@ __all__ = [
     "PASSPHRASE_ENV",
     "Identity",
     "check_pair",
+    "check_valid_at",
     "fingerprint",
     "generate_identity",
+    "key_fingerprint",
     "key_id",
     "load_certificate",
     "load_certificate_bytes",
     "load_private_key",
     "passphrase_from_env",
+    "renew_certificate",
+    "self_signed",
     "sign",
     "subject_text",
+    "utc_text",
+    "valid_at",
     "verify",
     "write_identity",
 ]

@@ -5,8 +5,13 @@ A managed store is one folder holding ``<FINGERPRINT without colons>.pem`` files
 ``DISCMAKER_TRUST_DIR`` points it elsewhere. :meth:`TrustStore.from_paths` gives a read-only
 view over ``--trust`` folders (every ``*.pem`` in them) and certificate files.
 
-Pinning is by the exact certificate (DER bytes, i.e. its SHA-256 fingerprint), not merely the
-key. An empty store trusts nobody: the caller must report "not verifiable", never "ok".
+Trust belongs to the public key, as it does for the watermarks (named by key id): a centre
+that renews its certificate over the same key stays the same signer, for its new discs and its
+old ones, whichever of the certificates is pinned. A certificate only counts for a pinned key
+when it is signed by that key (:func:`~discmaker.crypto.signing.self_signed`), so nobody can
+pass off dates or a name of their own under someone else's key. Files are still named, listed
+and removed by certificate fingerprint. An empty store trusts nobody: the caller must report
+"not verifiable", never "ok".
 
 Files in a store folder that are not usable Ed25519 certificates are skipped and listed in
 :attr:`TrustStore.problems` instead of stopping the check; a certificate file named explicitly
@@ -30,7 +35,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from discmaker import APP_NAME
 from discmaker.atomic import replace_file
-from discmaker.crypto.signing import fingerprint, key_id, load_certificate, subject_text
+from discmaker.crypto.signing import (
+    fingerprint,
+    key_id,
+    load_certificate,
+    self_signed,
+    subject_text,
+)
 from discmaker.errors import InternalError, KeyFileError, OutputError, UsageError
 
 TRUST_DIR_ENV = "DISCMAKER_TRUST_DIR"
@@ -165,12 +176,23 @@ class TrustStore:
         return sorted(unique.values(), key=lambda signer: (signer.subject, signer.fingerprint))
 
     def find(self, cert: x509.Certificate) -> TrustedSigner | None:
-        """The pinned signer whose certificate is byte-for-byte ``cert``, or None."""
+        """The pinned signer with ``cert``'s public key, or None.
+
+        A pinned copy of ``cert`` itself is preferred; otherwise ``cert`` must be signed by its
+        own key (a renewal), and the pinned certificate of that key valid longest is returned.
+        """
         der = cert.public_bytes(serialization.Encoding.DER)
-        for signer in self.list():
+        public_key = cert.public_key()
+        if not isinstance(public_key, Ed25519PublicKey):
+            return None
+        wanted = key_id(public_key)
+        same_key = [s for s in self.list() if s.key_id == wanted and _same_key(s, public_key)]
+        for signer in same_key:
             if signer.certificate.public_bytes(serialization.Encoding.DER) == der:
                 return signer
-        return None
+        if not same_key or not self_signed(cert):
+            return None
+        return max(same_key, key=lambda signer: signer.not_after)
 
     def public_keys(self) -> dict[bytes, Ed25519PublicKey]:
         """key_id -> public key of every pinned signer (for watermark verification)."""
@@ -227,6 +249,14 @@ def normalise_fingerprint(text: str) -> str:
             f"{text.strip()[:100]!r} is not a SHA-256 fingerprint (64 hex digits, colons optional)"
         )
     return cleaned
+
+
+def _same_key(signer: TrustedSigner, public_key: Ed25519PublicKey) -> bool:
+    """The whole key, not only its 8-byte id."""
+    pinned = signer.certificate.public_key()
+    return isinstance(pinned, Ed25519PublicKey) and (
+        pinned.public_bytes_raw() == public_key.public_bytes_raw()
+    )
 
 
 def _read_signers(path: Path) -> list[TrustedSigner]:

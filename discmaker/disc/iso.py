@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pycdlib
 import pycdlib.dates
@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+#: How discmaker lays out an ISO image (names, order, dates, modes, pycdlib's placement).
+#: Signed in the manifest; a checker rebuilds the image only for a layout it knows. Raise it
+#: whenever the same files and volume fields would give other bytes.
+ISO_LAYOUT = 1
 
 #: At most this many directory levels, counting the root (DISC-RULES 2), hence at most
 #: this many components in a disc path.
@@ -131,7 +136,8 @@ def validate_disc_path(path: str) -> None:
         )
 
 
-def _validate_volume(volume: VolumeInfo) -> None:
+def validate_volume(volume: VolumeInfo) -> None:
+    """Raise :class:`UsageError` unless ``volume``'s fields fit the volume descriptor."""
     if not _VOLUME_ID.fullmatch(volume.volume_id):
         raise UsageError(
             f"volume id {volume.volume_id!r} must be 1-16 characters of A-Z 0-9 _ "
@@ -167,16 +173,12 @@ def _timestamp_parts(ts: datetime) -> tuple[float, int]:
 def _validate_files(files: Sequence[DiscFile]) -> tuple[list[tuple[DiscFile, int]], list[str]]:
     """Validate names and sources; return (file, size) sorted by path and the directories."""
     seen: dict[str, str] = {}
-    dirs: set[str] = set()
     out: list[tuple[DiscFile, int]] = []
     for f in sorted(files, key=lambda f: f.path):
         validate_disc_path(f.path)
         if f.path in seen:
             raise InternalError(f"disc path {f.path!r} appears twice; please report this bug")
         seen[f.path] = "file"
-        parts = f.path.split("/")
-        for i in range(1, len(parts)):
-            dirs.add("/".join(parts[:i]))
         try:
             st = os.stat(f.source)
         except OSError as exc:
@@ -186,12 +188,13 @@ def _validate_files(files: Sequence[DiscFile]) -> tuple[list[tuple[DiscFile, int
         if not stat.S_ISREG(st.st_mode):
             raise InternalError(f"staged file for {f.path} is not a regular file")
         out.append((f, st.st_size))
-    clash = dirs.intersection(seen)
+    dirs = disc_directories(list(seen))
+    clash = set(dirs).intersection(seen)
     if clash:
         raise InternalError(
             f"disc path {sorted(clash)[0]!r} is both a file and a directory; please report this bug"
         )
-    return out, sorted(dirs, key=lambda d: (d.count("/"), d))
+    return out, dirs
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -233,8 +236,8 @@ _CLOCK_MODULES: tuple[ModuleType, ...] = (
 
 
 @contextlib.contextmanager
-def _pycdlib_clock(timestamp: datetime) -> Iterator[None]:
-    """PRIVATE PATCH, only ever applied in a builder process of our own (:func:`_build_in_child`).
+def pycdlib_clock(timestamp: datetime) -> Iterator[None]:
+    """PRIVATE PATCH, only ever applied in a process of our own (:func:`in_child_process`).
 
     pycdlib (1.14-1.22) has no API for dates: it calls ``time.time()`` when it creates the
     volume descriptors, each directory record and each Rock Ridge TF entry (some lazily, in
@@ -337,7 +340,7 @@ def write_iso(
     Source files are opened one at a time while the image is written (bounded file handles).
     """
     out = Path(out)
-    _validate_volume(volume)
+    validate_volume(volume)
     entries, dirs = _validate_files(files)
     _check_target(out, overwrite)
     if out.is_dir() and not out.is_symlink():
@@ -368,7 +371,65 @@ def write_iso(
 
 
 _POLL_SECONDS = 0.2
-"""How often the caller's thread looks at the builder: progress, Ctrl-C, a dead child."""
+"""How often the caller's thread looks at the child: progress, Ctrl-C, a dead child."""
+
+_T = TypeVar("_T")
+
+
+def in_child_process(
+    target: Callable[..., _T],
+    args: tuple[Any, ...],
+    *,
+    what: str,
+    on_os_error: Callable[[str], Exception],
+    poll: Callable[[], None] | None = None,
+) -> _T:
+    """``target(*args)`` in a short-lived process of our own, where :func:`pycdlib_clock` may
+    patch pycdlib without the host process ever seeing it. Returns what ``target`` returns.
+
+    ``poll()`` runs in the caller's thread every :data:`_POLL_SECONDS`; an exception from it
+    (a cancel) or Ctrl-C stops the child at once. An OSError in the child is raised here as
+    ``on_os_error(message)``, anything else as :class:`InternalError`.
+    """
+    context = cast("ForkServerContext", process_context())  # fork only when single-threaded
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, target, args, what), daemon=True)
+    child.start()
+    send.close()
+    try:
+        while not receive.poll(_POLL_SECONDS):
+            if not child.is_alive() and not receive.poll(0):
+                raise InternalError(
+                    f"{what} ended unexpectedly (exit {child.exitcode}); please report this bug"
+                )
+            if poll is not None:
+                poll()
+        kind, value = receive.recv()
+    finally:
+        if child.is_alive() and not receive.poll(0):
+            child.terminate()
+        child.join()
+        receive.close()
+    if kind == "os":
+        raise on_os_error(value)
+    if kind == "internal":
+        raise InternalError(value)
+    return cast("_T", value)
+
+
+def _child_main(
+    send: Connection, target: Callable[..., Any], args: tuple[Any, ...], what: str
+) -> None:
+    """The child of :func:`in_child_process`: one call, then ("ok"|"os"|"internal", value)."""
+    outcome: tuple[str, Any]
+    try:
+        outcome = ("ok", target(*args))
+    except OSError as exc:
+        outcome = ("os", f"{what}: {exc}")
+    except Exception as exc:  # reported to the parent, which raises it there
+        outcome = ("internal", f"{what} failed ({type(exc).__name__}: {exc})")
+    send.send(outcome)
+    send.close()
 
 
 def _build_in_child(
@@ -378,64 +439,50 @@ def _build_in_child(
     volume: VolumeInfo,
     progress: Progress | None,
 ) -> None:
-    """Build the image into ``tmp`` in a process of our own (see :func:`_pycdlib_clock`).
+    """Build the image into ``tmp`` in a process of our own (see :func:`pycdlib_clock`).
 
     Progress is the size of ``tmp`` against the expected image size; an exception from
     ``progress`` (a cancel) or Ctrl-C stops the builder at once.
     """
     started = _time.monotonic()
-    context = cast("ForkServerContext", process_context())  # fork only when single-threaded
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child_main, args=(send, entries, dirs, os.fspath(tmp), volume), daemon=True
-    )
-    child.start()
-    send.close()
     expected = estimate_iso_size((size for _f, size in entries), len(dirs))
-    try:
-        while not receive.poll(_POLL_SECONDS):
-            if not child.is_alive() and not receive.poll(0):
-                raise InternalError(
-                    f"the ISO builder process ended unexpectedly (exit {child.exitcode}); "
-                    "please report this bug"
-                )
-            if progress is not None:
-                progress(min(_size_of(tmp), expected), expected)
-        outcome = receive.recv()
-    finally:
-        if child.is_alive() and not receive.poll(0):
-            child.terminate()
-        child.join()
-        receive.close()
-    if outcome is not None:
-        kind, message = outcome
-        raise (OutputError if kind == "os" else InternalError)(message)
+
+    def poll() -> None:
+        if progress is not None:
+            progress(min(_size_of(tmp), expected), expected)
+
+    in_child_process(
+        _build_file,
+        (entries, dirs, os.fspath(tmp), volume),
+        what="the ISO builder process",
+        on_os_error=lambda message: OutputError(f"the ISO image cannot be written: {message}"),
+        poll=poll,
+    )
     if progress is not None:
         done = _size_of(tmp)
         progress(done, done)
     log.debug("iso: %d file(s), %d folder(s) in %.0f ms", len(entries), len(dirs), _ms(started))
 
 
-def _child_main(
-    send: Connection,
-    entries: list[tuple[DiscFile, int]],
-    dirs: list[str],
-    tmp: str,
-    volume: VolumeInfo,
+def _build_file(
+    entries: list[tuple[DiscFile, int]], dirs: list[str], tmp: str, volume: VolumeInfo
 ) -> None:
-    """The builder process: one image, then report ``None`` or (kind, message) and exit."""
-    outcome: tuple[str, str] | None = None
-    try:
-        with open(tmp, "r+b") as fp:
-            _build_iso(entries, dirs, fp, volume)
-            fp.flush()
-            os.fsync(fp.fileno())
-    except OSError as exc:
-        outcome = ("os", f"the ISO image cannot be written: {exc}")
-    except Exception as exc:  # reported to the parent, which raises it there
-        outcome = ("internal", f"the ISO image could not be built ({type(exc).__name__}: {exc})")
-    send.send(outcome)
-    send.close()
+    """In the builder process: write one image to ``tmp``, durably."""
+    with open(tmp, "r+b") as fp:
+        iso = pycdlib.PyCdlib()
+        with pycdlib_clock(volume.timestamp):
+            new_volume(iso, volume)
+            try:
+                add_directories(iso, dirs)
+                for f, _size in entries:
+                    # pycdlib opens each source while writing and closes it right after,
+                    # so handles stay bounded.
+                    iso.add_file(os.fspath(f.source), **file_names(f.path))
+                iso.write_fp(fp)
+            finally:
+                iso.close()
+        fp.flush()
+        os.fsync(fp.fileno())
 
 
 def _size_of(path: Path) -> int:
@@ -445,27 +492,12 @@ def _size_of(path: Path) -> int:
         return 0
 
 
-def _build_iso(
-    entries: list[tuple[DiscFile, int]],
-    dirs: list[str],
-    fp: BinaryIO,
-    volume: VolumeInfo,
-) -> None:
-    iso = pycdlib.PyCdlib()
-    with _pycdlib_clock(volume.timestamp):
-        _new_volume(iso, volume)
-        try:
-            _add_tree(iso, entries, dirs)
-            iso.write_fp(fp)
-        finally:
-            iso.close()
-
-
 def _ms(since: float) -> float:
     return (_time.monotonic() - since) * 1000
 
 
-def _new_volume(iso: pycdlib.PyCdlib, volume: VolumeInfo) -> None:
+def new_volume(iso: pycdlib.PyCdlib, volume: VolumeInfo) -> None:
+    """Start a new image in ``iso``: ISO 9660 level 1, Joliet level 3, Rock Ridge 1.09."""
     seq, size = volume.volume_set
     iso.new(
         interchange_level=1,
@@ -482,7 +514,8 @@ def _new_volume(iso: pycdlib.PyCdlib, volume: VolumeInfo) -> None:
     )
 
 
-def _add_tree(iso: pycdlib.PyCdlib, entries: list[tuple[DiscFile, int]], dirs: list[str]) -> None:
+def add_directories(iso: pycdlib.PyCdlib, dirs: Sequence[str]) -> None:
+    """Add ``dirs`` (parents first) under their ISO 9660, Rock Ridge and Joliet names."""
     for d in dirs:
         iso.add_directory(
             iso_path=_iso_path(d, is_file=False),
@@ -490,16 +523,22 @@ def _add_tree(iso: pycdlib.PyCdlib, entries: list[tuple[DiscFile, int]], dirs: l
             joliet_path="/" + d,
             file_mode=_DIR_MODE,
         )
-    for f, _size in entries:
-        # add_file keeps only the file name; pycdlib opens each source while
-        # writing and closes it right after, so handles stay bounded.
-        iso.add_file(
-            os.fspath(f.source),
-            iso_path=_iso_path(f.path, is_file=True),
-            rr_name=f.path.rsplit("/", 1)[-1],
-            joliet_path="/" + f.path,
-            file_mode=_FILE_MODE,
-        )
+
+
+def file_names(path: str) -> dict[str, Any]:
+    """The keyword arguments naming disc file ``path`` for pycdlib's add_file / add_fp."""
+    return {
+        "iso_path": _iso_path(path, is_file=True),
+        "rr_name": path.rsplit("/", 1)[-1],
+        "joliet_path": "/" + path,
+        "file_mode": _FILE_MODE,
+    }
+
+
+def disc_directories(paths: Sequence[str]) -> list[str]:
+    """Every directory of the disc paths ``paths``, parents first."""
+    dirs = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
 
 
 # --------------------------------------------------------------------------- folder (USB)
@@ -588,6 +627,7 @@ def _copy_file(
 
 
 __all__ = [
+    "ISO_LAYOUT",
     "MAX_DEPTH",
     "DiscFile",
     "Progress",

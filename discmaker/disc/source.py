@@ -15,9 +15,13 @@ Everything here treats the medium as hostile:
 * Malformed images (random bytes, truncated, inconsistent descriptors) raise
   :class:`DiscError`, never a traceback.
 
-ISO images are read with pycdlib from a read-only file object; nothing is mounted. Names are
-the ISO 9660 ones (what DICOM File IDs map to) with the ``;1`` version and a trailing ``.``
-stripped; the Joliet and Rock Ridge names are not used.
+ISO images are read from a read-only file descriptor by a small reader of their own; nothing is
+mounted. Both name trees are walked iteratively from the volume descriptors, every directory at
+most once, with caps on depth, directories, entries, directory bytes and Rock Ridge
+continuation areas checked before anything beyond them is read (pycdlib, which parses the whole
+image into objects first, took 1.1 GiB and 23 s for a million empty files). Names are the
+ISO 9660 ones (what DICOM File IDs map to) with the ``;1`` version and a trailing ``.``
+stripped; the Joliet and Rock Ridge names are only compared with them (:meth:`view_problems`).
 """
 
 from __future__ import annotations
@@ -33,20 +37,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
-import pycdlib
-
 from discmaker.errors import DiscError
 
 SECTOR = 2048
 #: Deeper trees than this are refused (DICOM allows 8 levels; this only bounds the work).
 MAX_WALK_DEPTH = 64
-#: More entries than this are refused (bounds memory on a hostile image).
-MAX_ENTRIES = 1_000_000
-_MAX_PATH_TABLE = 64 * 1024 * 1024
-_MAX_DESCRIPTORS = 64
-_MAX_DIRECTORY = 16 * 1024 * 1024
-_FLAG_MULTI_EXTENT = 0x80
+#: More entries (files and links) than this are refused, counted while listing. A full 25 GB
+#: Blu-ray holds about 50,000 CT images and a viewer a few thousand files, so four times that
+#: is no patient disc; an entry costs about half a KiB, so a listing stays near 100 MiB.
+MAX_ENTRIES = 200_000
+#: More directories than this (in the ISO 9660 tree, or in the Joliet tree) are refused: a
+#: patient disc has one per series, plus a viewer's few hundred.
+MAX_DIRECTORIES = 50_000
+#: Directory bytes read per tree, at most: 200,000 records of about 120 bytes (Rock Ridge
+#: entries included) fill 24 MiB. Bounds the time a hostile tree of tiny records costs.
+MAX_TREE_BYTES = 64 * 1024 * 1024
+_MAX_PATH_TABLE = 64 * 1024 * 1024  # the volume's declared path table (not read; a sanity check)
+_MAX_DESCRIPTORS = 64  # volume descriptors before the terminator (real images have 2 to 5)
+_MAX_DIRECTORY = 16 * 1024 * 1024  # one directory's extent: about 130,000 records
+#: Rock Ridge continuation areas followed from one record (a long name or link needs one),
+#: and their bytes over the whole image (real images: a few sectors).
+_MAX_CONTINUATIONS = 4
+_MAX_CONTINUATION_BYTES = 16 * 1024 * 1024
+_FLAG_DIRECTORY = 0x02
 _FLAG_ASSOCIATED = 0x04
+_FLAG_MULTI_EXTENT = 0x80
+_JOLIET_ESCAPES = (b"%/@", b"%/C", b"%/E")  # UCS-2 levels 1-3 (Joliet specification)
 
 
 @dataclass(frozen=True)
@@ -229,8 +245,8 @@ class _ExtentReader(io.RawIOBase):
         return len(data)
 
 
-def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> None:
-    """Sanity-check the ISO 9660 descriptors before pycdlib sees them."""
+def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> tuple[bytes, bytes | None]:
+    """Sanity-check the ISO 9660 volume descriptors; (primary, first Joliet one or None)."""
     if size < 17 * SECTOR:
         raise DiscError(f"{what} is not an ISO 9660 image (only {size:,} bytes)")
     fp.seek(16 * SECTOR)
@@ -239,9 +255,11 @@ def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> None:
         raise DiscError(f"{what} is not an ISO 9660 image (no CD001 volume descriptor)")
     if pvd[0] != 1:
         raise DiscError(f"{what}: the first volume descriptor is not a primary one")
-    space = struct.unpack_from("<I", pvd, 80)[0]
+    (space,) = _both_endian(pvd, 80, 1, "the volume space size", what)
     block = struct.unpack_from("<H", pvd, 128)[0]
-    path_table = struct.unpack_from("<I", pvd, 132)[0]
+    if struct.unpack_from(">H", pvd, 130)[0] != block:
+        raise DiscError(f"{what}: the logical block size differs between byte orders")
+    (path_table,) = _both_endian(pvd, 132, 1, "the path table size", what)
     if block != SECTOR:
         raise DiscError(f"{what}: logical block size {block} is not supported (only 2048)")
     if space * SECTOR > size:
@@ -251,13 +269,18 @@ def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> None:
         )
     if path_table > min(_MAX_PATH_TABLE, size):
         raise DiscError(f"{what}: implausible path table size {path_table:,}")
+    joliet: bytes | None = None
     for n in range(17, 16 + _MAX_DESCRIPTORS):
         fp.seek(n * SECTOR)
-        desc = fp.read(7)
-        if len(desc) != 7 or desc[1:6] != b"CD001":
+        desc = fp.read(SECTOR)
+        if len(desc) != SECTOR or desc[1:6] != b"CD001":
             raise DiscError(f"{what}: malformed volume descriptor set (sector {n})")
         if desc[0] == 255:
-            return
+            return pvd, joliet
+        if desc[0] == 2 and joliet is None and desc[88:91] in _JOLIET_ESCAPES:
+            if struct.unpack_from("<H", desc, 128)[0] != SECTOR:
+                raise DiscError(f"{what}: the Joliet volume's block size is not 2048")
+            joliet = desc
     raise DiscError(f"{what}: no volume descriptor set terminator")
 
 
@@ -275,14 +298,320 @@ def _iso_component(raw: bytes, *, is_dir: bool, where: str, what: str) -> tuple[
     return name, clean.upper()
 
 
+class _RockRidgeName:
+    """A record's Rock Ridge alternate name (pycdlib's ``RockRidge.name()``)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: bytes) -> None:
+        self._name = name
+
+    def name(self) -> bytes:
+        return self._name
+
+
+class _Record:
+    """One directory record as read from the image.
+
+    Its methods are the part of pycdlib's ``DirectoryRecord`` that :meth:`IsoSource.view_problems`
+    uses; ``children`` is filled for the directories of the Joliet tree only.
+    """
+
+    __slots__ = ("children", "extent", "file_flags", "ident", "length", "rock_ridge", "symlink")
+
+    def __init__(
+        self,
+        ident: bytes,
+        flags: int,
+        extent: int,
+        length: int,
+        rr_name: bytes | None = None,
+        symlink: bool = False,
+    ) -> None:
+        self.ident = ident
+        self.file_flags = flags
+        self.extent = extent
+        self.length = length
+        self.rock_ridge = _RockRidgeName(rr_name) if rr_name is not None else None
+        self.symlink = symlink
+        self.children: list[_Record] = []
+
+    def file_identifier(self) -> bytes:
+        return self.ident
+
+    def is_dir(self) -> bool:
+        return bool(self.file_flags & _FLAG_DIRECTORY)
+
+    def is_dot(self) -> bool:
+        return self.ident == b"\x00"
+
+    def is_dotdot(self) -> bool:
+        return self.ident == b"\x01"
+
+    def is_symlink(self) -> bool:
+        return self.symlink
+
+    def extent_location(self) -> int:
+        return self.extent
+
+    def get_data_length(self) -> int:
+        return self.length
+
+
+def _root_record(descriptor: bytes, what: str) -> _Record:
+    """The root directory record of a primary or Joliet volume descriptor."""
+    raw = descriptor[156:190]
+    extent, length = _both_endian(raw, 2, 2, "the root directory record", what)
+    if raw[0] != 34 or not raw[25] & _FLAG_DIRECTORY or raw[32] != 1:
+        raise DiscError(f"{what}: malformed root directory record")
+    return _Record(b"\x00", raw[25], extent, length)
+
+
+class _TreeReader:
+    """Reads the directory extents of one tree (ISO 9660 or Joliet), bounded as it goes.
+
+    Each directory is read at most once (a directory reached twice is a loop, refused), and
+    the directories, their bytes and Rock Ridge continuation areas are counted against
+    :data:`MAX_DIRECTORIES`, :data:`MAX_TREE_BYTES` and ``_MAX_CONTINUATION_BYTES`` before
+    anything is read, so a hostile image costs at most those bounds.
+    """
+
+    def __init__(self, fd: int, size: int, what: str, *, xa: bool) -> None:
+        self._fd = fd
+        self._size = size
+        self._what = what
+        self._xa = xa
+        self._visited: set[int] = set()
+        self._bytes = 0
+        self._continuation = 0
+        self.rock_ridge_skip: int | None = None  # SUSP bytes to skip, once the root says so
+        self.directories = 0
+
+    def _read(self, offset: int, length: int, what: str) -> bytes:
+        if offset + length > self._size:
+            raise DiscError(f"{self._what} is truncated: {what} lies beyond the end of the image")
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise DiscError(f"{self._what} is truncated: {what} cannot be read")
+        return data
+
+    def count_directory(self, where: str) -> None:
+        self.directories += 1
+        if self.directories > MAX_DIRECTORIES:
+            raise DiscError(
+                f"{self._what}: more than {MAX_DIRECTORIES:,} directories (at {where or '/'})"
+            )
+
+    def directory(
+        self, record: _Record, where: str, *, rock_ridge: bool, root: bool = False
+    ) -> list[_Record]:
+        """The records of the directory ``record`` (dot and dotdot included).
+
+        With ``rock_ridge``, each record's System Use area is read for its Rock Ridge name
+        and symbolic-link entry, once the root's "." record has shown that SUSP is in use.
+        """
+        where = where or "/"
+        if record.extent in self._visited:
+            raise DiscError(f"{self._what}: directory {where} is reached twice (a loop)")
+        self._visited.add(record.extent)
+        length = record.length
+        if length > _MAX_DIRECTORY:
+            raise DiscError(f"{self._what}: directory {where} is {length:,} bytes, too large")
+        self._bytes += length
+        if self._bytes > MAX_TREE_BYTES:
+            raise DiscError(
+                f"{self._what}: its directories hold more than {MAX_TREE_BYTES:,} bytes"
+            )
+        data = self._read(record.extent * SECTOR, length, f"directory {where}")
+        out: list[_Record] = []
+        pos = 0
+        while pos < length:
+            rec_len = data[pos]
+            if rec_len == 0:  # records do not cross sectors: skip to the next one
+                pos = (pos // SECTOR + 1) * SECTOR
+                continue
+            name_len = data[pos + 32] if pos + 33 <= length else 0
+            if (
+                rec_len < 34
+                or name_len == 0
+                or 33 + name_len > rec_len
+                or pos % SECTOR + rec_len > SECTOR
+                or pos + rec_len > length
+            ):
+                raise DiscError(f"{self._what}: malformed directory record in {where}")
+            if data[pos + 1] or data[pos + 26] or data[pos + 27]:
+                raise DiscError(
+                    f"{self._what}: a record in {where} uses extended attributes or "
+                    "interleaving, which a patient disc never holds"
+                )
+            extent, size = _both_endian(data, pos + 2, 2, f"a record in {where}", self._what)
+            flags = data[pos + 25]
+            ident = data[pos + 33 : pos + 33 + name_len]
+            name: bytes | None = None
+            symlink = False
+            special = ident in (b"\x00", b"\x01")  # "." and ".."
+            if rock_ridge and ((root and not out) or not special):
+                use = pos + 33 + name_len + (1 - name_len % 2)
+                area = data[use : pos + rec_len]
+                if self._xa:
+                    area = _skip_xa(area, name_len)
+                if root and not out:
+                    self._detect_rock_ridge(area)
+                elif self.rock_ridge_skip is not None:
+                    name, symlink = self._susp(area[self.rock_ridge_skip :], where)
+            out.append(_Record(ident, flags, extent, size, name, symlink))
+            pos += rec_len
+        return out
+
+    def _detect_rock_ridge(self, area: bytes) -> None:
+        """SUSP is in use when the root's "." record begins with an SP entry (SUSP 5.3)."""
+        if len(area) >= 7 and area[:2] == b"SP" and area[4:6] == b"\xbe\xef":
+            self.rock_ridge_skip = area[6]
+
+    def _susp(self, area: bytes, where: str) -> tuple[bytes | None, bool]:
+        """(Rock Ridge NM name or None, has an SL entry) from a System Use area and the
+        continuation areas it chains to (at most ``_MAX_CONTINUATIONS`` of them)."""
+        names: list[bytes] = []
+        symlink = False
+        for _ in range(_MAX_CONTINUATIONS + 1):
+            pos, follow = 0, None
+            while len(area) - pos >= 4:
+                sig, entry_len = area[pos : pos + 2], area[pos + 2]
+                if sig == b"\x00\x00":
+                    break  # padding
+                if entry_len < 4 or pos + entry_len > len(area):
+                    raise DiscError(f"{self._what}: malformed Rock Ridge entry in {where}")
+                if sig == b"NM" and entry_len >= 5:
+                    names.append(area[pos + 5 : pos + entry_len])
+                elif sig == b"SL":
+                    symlink = True
+                elif sig == b"CE" and entry_len >= 28:
+                    block, offset, length = _both_endian(
+                        area, pos + 4, 3, f"a Rock Ridge continuation in {where}", self._what
+                    )
+                    follow = block, offset, length
+                elif sig == b"ST":
+                    break
+                pos += entry_len
+            if follow is None:
+                return (b"".join(names) if names else None), symlink
+            block, offset, length = follow
+            if offset + length > SECTOR:
+                raise DiscError(f"{self._what}: malformed Rock Ridge continuation in {where}")
+            self._continuation += length
+            if self._continuation > _MAX_CONTINUATION_BYTES:
+                raise DiscError(
+                    f"{self._what}: more than {_MAX_CONTINUATION_BYTES:,} bytes of Rock Ridge "
+                    "continuation areas"
+                )
+            area = self._read(block * SECTOR + offset, length, f"a Rock Ridge area in {where}")
+        raise DiscError(f"{self._what}: Rock Ridge continuations chained too far in {where}")
+
+
+def _both_endian(data: bytes, offset: int, count: int, field: str, what: str) -> tuple[int, ...]:
+    """``count`` ISO 9660 both-byte-order 32-bit numbers (little endian, then big endian).
+
+    The two copies must agree: Linux reads one, other systems may read the other, so a record
+    whose copies differ would show each of them different data.
+    """
+    values = struct.unpack_from("<" + "I4x" * count, data, offset)
+    if values != struct.unpack_from(">" + "4xI" * count, data, offset):
+        raise DiscError(
+            f"{what}: {field} gives different little- and big-endian values, so systems "
+            "would read different data from it"
+        )
+    return values
+
+
+def _skip_xa(area: bytes, name_len: int) -> bytes:
+    """The System Use area past a CD-XA record (at its start, or after a name-sized pad)."""
+    for offset in (0, name_len + name_len % 2):
+        if area[offset + 6 : offset + 8] == b"XA" and len(area) >= offset + 14:
+            return area[offset + 14 :]
+    return area
+
+
+def _read_joliet(reader: _TreeReader, root: _Record, what: str) -> _Record:
+    """The Joliet tree, read whole (bounded like the ISO 9660 one); its root is returned."""
+    stack: list[tuple[_Record, int]] = [(root, 1)]
+    files = 0
+    while stack:
+        rec, depth = stack.pop()
+        if depth > MAX_WALK_DEPTH:
+            raise DiscError(f"{what}: Joliet directories nested deeper than {MAX_WALK_DEPTH}")
+        rec.children = reader.directory(rec, "the Joliet tree", rock_ridge=False)
+        for child in rec.children:
+            if child.is_dot() or child.is_dotdot():
+                continue
+            if child.is_dir():
+                reader.count_directory("the Joliet tree")
+                stack.append((child, depth + 1))
+            else:
+                files += 1
+                if files > MAX_ENTRIES:
+                    raise DiscError(
+                        f"{what}: its Joliet tree lists more than {MAX_ENTRIES:,} files"
+                    )
+    return root
+
+
+class _IsoView:
+    """The part of pycdlib's reading API that :meth:`IsoSource.view_problems` uses, answered
+    from what :class:`IsoSource` read itself, bounded, when it opened the image.
+
+    ``get_record(iso_path=...)`` knows the files of the listing (their Rock Ridge names
+    included); ``get_record(joliet_path=...)`` walks the Joliet tree read at open.
+    """
+
+    def __init__(
+        self,
+        locations: dict[str, tuple[int, int]],
+        rock_ridge: dict[str, bytes],
+        joliet: _Record | None,
+    ) -> None:
+        self._locations = locations
+        self._rock_ridge = rock_ridge
+        self._joliet = joliet
+
+    def has_joliet(self) -> bool:
+        return self._joliet is not None
+
+    def get_record(self, *, iso_path: str | None = None, joliet_path: str | None = None) -> _Record:
+        if iso_path is not None:
+            key = normalize_request(iso_path.lstrip("/"))
+            if key not in self._locations:
+                raise DiscError(f"{iso_path!r} is not a file of the ISO 9660 tree")
+            offset, length = self._locations[key]
+            ident = iso_path.rsplit("/", 1)[-1].encode("ascii", "replace")
+            return _Record(ident, 0, offset // SECTOR, length, self._rock_ridge.get(key))
+        if joliet_path is None or self._joliet is None:
+            raise DiscError("no such record in the Joliet tree")
+        rec = self._joliet
+        for part in (p for p in joliet_path.split("/") if p):
+            for child in rec.children:
+                name = child.ident.decode("utf-16-be", "replace").split(";", 1)[0]
+                if name.upper() == part.upper():
+                    rec = child
+                    break
+            else:
+                raise DiscError(f"{joliet_path!r} is not in the Joliet tree")
+        return rec
+
+    def close(self) -> None:
+        self._joliet = None
+
+
 class IsoSource(DiscSource):
-    """An ISO 9660 image file or a block device holding one, read with pycdlib (no mount)."""
+    """An ISO 9660 image file or a block device holding one, read without mounting it."""
 
     def __init__(self, path: Path, *, kind: str) -> None:
         super().__init__(f"{kind} {path}")
         self._fp: BinaryIO | None = None
+        # What view_problems reads the other name trees through: an _IsoView (the part of
+        # pycdlib's API it uses, answered from the bounded reading below), once open.
         self._iso: Any = None
         self._locations: dict[str, tuple[int, int]] = {}
+        self._rock_ridge: dict[str, bytes] = {}  # disc path -> its Rock Ridge name
         try:
             self._fp = open(path, "rb")  # noqa: SIM115 (closed in close())
         except OSError as exc:
@@ -301,32 +630,34 @@ class IsoSource(DiscSource):
     def _open(self) -> None:
         assert self._fp is not None
         self._size = self._fp.seek(0, io.SEEK_END)
-        _check_volume_descriptors(self._fp, self._size, self.description)
-        self._fp.seek(0)
-        iso = pycdlib.PyCdlib()
-        iso.open_fp(self._fp)
-        self._iso = iso
-        root = iso.get_record(iso_path="/")
-        stack: list[tuple[Any, str, str, int]] = [(root, "", "", 1)]
+        pvd, joliet = _check_volume_descriptors(self._fp, self._size, self.description)
+        fd = self._fp.fileno()
+        xa = pvd[1024:1032] == b"CD-XA001"
+        reader = _TreeReader(fd, self._size, self.description, xa=xa)
+        reader.count_directory("")
+        stack: list[tuple[_Record, str, str, int]] = [
+            (_root_record(pvd, self.description), "", "", 1)
+        ]
         while stack:
             rec, raw_dir, disc_dir, depth = stack.pop()
             if depth > MAX_WALK_DEPTH:
                 raise DiscError(
                     f"{self.description}: directories nested deeper than {MAX_WALK_DEPTH}"
                 )
-            raws: dict[bytes, tuple[int, int]] | None = None
-            for child in rec.children:
-                if child is None or child.is_dot() or child.is_dotdot():
+            children = reader.directory(rec, raw_dir, rock_ridge=True, root=depth == 1)
+            for child in children:
+                if child.is_dot() or child.is_dotdot():
                     continue
-                is_dir = bool(child.is_dir())
+                is_dir = child.is_dir()
                 raw, clean = _iso_component(
-                    child.file_identifier(), is_dir=is_dir, where=raw_dir, what=self.description
+                    child.ident, is_dir=is_dir, where=raw_dir, what=self.description
                 )
                 raw_path = f"{raw_dir}/{raw}" if raw_dir else raw
                 disc_path = f"{disc_dir}/{clean}" if disc_dir else clean
                 if is_dir:
+                    reader.count_directory(raw_path)
                     stack.append((child, raw_path, disc_path, depth + 1))
-                elif child.is_symlink():
+                elif child.symlink:
                     self._skip(raw_path, "Rock Ridge symbolic link, not followed")
                 elif child.file_flags & _FLAG_ASSOCIATED:
                     self._skip(raw_path, "associated file, ignored")
@@ -336,16 +667,20 @@ class IsoSource(DiscSource):
                         "which a patient disc never holds"
                     )
                 else:
-                    # The record's own claim, read from the image: pycdlib quietly clamps
-                    # lengths that run past the end of the image to the image size.
-                    if raws is None:
-                        raws = self._raw_records(rec)
-                    extent, length = raws.get(child.file_identifier(), (-1, -1))
-                    if extent < 0:
-                        raise DiscError(f"{self.description}: inconsistent record for {raw_path}")
-                    offset = extent * SECTOR
-                    self._add(SourceEntry(disc_path, length, raw_path))
-                    self._locations[disc_path] = (offset, length)
+                    # The record's own claim: lengths past the end of the image are refused
+                    # when the file is opened, not here.
+                    self._add(SourceEntry(disc_path, child.length, raw_path))
+                    self._locations[disc_path] = (child.extent * SECTOR, child.length)
+                    if child.rock_ridge is not None:
+                        self._rock_ridge[disc_path] = child.rock_ridge.name()
+        joliet_root = None
+        if joliet is not None:
+            joliet_reader = _TreeReader(fd, self._size, self.description, xa=False)
+            joliet_reader.count_directory("the Joliet tree")
+            joliet_root = _read_joliet(
+                joliet_reader, _root_record(joliet, self.description), self.description
+            )
+        self._iso = _IsoView(self._locations, self._rock_ridge, joliet_root)
         self._finish_listing()
 
     def view_problems(self) -> list[tuple[str, str]]:
@@ -408,24 +743,17 @@ class IsoSource(DiscSource):
         return problems
 
     def _raw_records(self, directory: Any) -> dict[bytes, tuple[int, int]]:
-        """File identifier -> (extent, data length) as recorded in ``directory``'s extent."""
-        assert self._fp is not None
-        start = int(directory.extent_location()) * SECTOR
-        length = min(int(directory.get_data_length()), _MAX_DIRECTORY, self._size - start)
-        data = os.pread(self._fp.fileno(), max(length, 0), start)
+        """File identifier -> (extent, data length) as recorded in ``directory``'s extent.
+
+        The records were read, bounded, when the image was opened (``directory.children``);
+        the first record of a name counts, as before.
+        """
         out: dict[bytes, tuple[int, int]] = {}
-        pos = 0
-        while pos + 33 < len(data):
-            rec_len = data[pos]
-            if rec_len == 0:  # records do not cross sectors: skip to the next one
-                pos = (pos // SECTOR + 1) * SECTOR
+        for child in directory.children:
+            if child is None:
                 continue
-            if rec_len < 34 or pos + rec_len > len(data):
-                raise DiscError(f"{self.description}: malformed directory record")
-            extent, size = struct.unpack_from("<I4xI", data, pos + 2)
-            name_len = data[pos + 32]
-            out.setdefault(bytes(data[pos + 33 : pos + 33 + name_len]), (extent, size))
-            pos += rec_len
+            ident = bytes(child.file_identifier())
+            out.setdefault(ident, (int(child.extent_location()), int(child.get_data_length())))
         return out
 
     def open(self, path: str) -> BinaryIO:
@@ -581,7 +909,9 @@ def open_source(path: Path) -> DiscSource:
 
 
 __all__ = [
+    "MAX_DIRECTORIES",
     "MAX_ENTRIES",
+    "MAX_TREE_BYTES",
     "MAX_WALK_DEPTH",
     "DiscSource",
     "FolderSource",

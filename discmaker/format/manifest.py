@@ -85,6 +85,25 @@ class DiscInfo:
 
 
 @dataclass(frozen=True)
+class IsoInfo:
+    """How the ISO image was written, signed so that a checker can rebuild it.
+
+    discmaker's ISO images are reproducible (:mod:`discmaker.disc.iso`): the same files and
+    these fields give the same bytes. A checker rebuilds the image a disc should be and
+    compares the medium with it, so that no other view of it (UDF, a second session, Joliet,
+    Rock Ridge, path tables, boot records, data past the volume) can differ unseen. Absent
+    on a disc written as a folder: nobody can know how it was later put on a disc.
+    """
+
+    layout: int  # ISO_LAYOUT: how directories, names and dates are laid out
+    volume_id: str
+    application_id: str
+    publisher: str
+    timestamp: str  # every date on the image, ISO 8601 UTC ("2026-01-02T10:00:00Z")
+    volume_set: tuple[int, int]  # (disc number, discs in the set)
+
+
+@dataclass(frozen=True)
 class Manifest:
     created: str
     software: str
@@ -96,6 +115,7 @@ class Manifest:
     dicomdir: FileEntry
     files: tuple[FileEntry, ...]
     images: tuple[ImageEntry, ...]
+    iso: IsoInfo | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -153,9 +173,10 @@ def build(
     dicomdir: FileEntry,
     files: Sequence[FileEntry],
     images: Sequence[ImageEntry],
+    iso: IsoInfo | None = None,
 ) -> bytes:
     """The canonical manifest bytes (what gets signed)."""
-    doc = {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "identity_format": IDENTITY_FORMAT,
@@ -184,6 +205,15 @@ def build(
         ],
         "patients": _group(images),
     }
+    if iso is not None:
+        doc["iso"] = {
+            "layout": iso.layout,
+            "volume_id": iso.volume_id,
+            "application_id": iso.application_id,
+            "publisher": iso.publisher,
+            "timestamp": iso.timestamp,
+            "volume_set": list(iso.volume_set),
+        }
     return dumps(doc)
 
 
@@ -283,9 +313,27 @@ def parse(data: bytes) -> Manifest:
             for n, f in enumerate(_req(doc, "files", list, "manifest"))
         ),
         images=tuple(images),
+        iso=_iso_info(doc["iso"]) if "iso" in doc else None,
     )
     _refuse_duplicates(manifest)
     return manifest
+
+
+def _iso_info(obj: Any) -> IsoInfo:
+    where = "iso"
+    volume_set = _req(obj, "volume_set", list, where)
+    if len(volume_set) != 2 or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in volume_set
+    ):
+        raise DiscError("The manifest is malformed: iso.volume_set is not two numbers.")
+    return IsoInfo(
+        layout=_req(obj, "layout", int, where),
+        volume_id=_req(obj, "volume_id", str, where),
+        application_id=_req(obj, "application_id", str, where),
+        publisher=_req(obj, "publisher", str, where),
+        timestamp=_req(obj, "timestamp", str, where),
+        volume_set=(volume_set[0], volume_set[1]),
+    )
 
 
 def _refuse_duplicates(manifest: Manifest) -> None:
@@ -318,6 +366,7 @@ __all__ = [
     "DiscInfo",
     "FileEntry",
     "ImageEntry",
+    "IsoInfo",
     "Manifest",
     "SetMember",
     "build",

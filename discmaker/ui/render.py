@@ -43,6 +43,7 @@ from discmaker.ui.wording import (
     SeriesRow,
     Step,
     StepState,
+    certificate_validity,
     check_steps,
     human_size,
     plain,
@@ -207,6 +208,10 @@ def _signer_lines(report: CheckReport) -> list[Text]:
         Text.assemble(("Fingerprint  ", "bold"), _fingerprint_lines(plain(signer.fingerprint))),
         Text.assemble(("Trusted      ", "bold"), trusted),
     ]
+    validity = certificate_validity(signer)
+    if validity:
+        ok = signer.valid_at_signing is not False
+        lines.append(Text.assemble(("Certificate  ", "bold"), (validity, "" if ok else "bold red")))
     if not signer.trusted:
         lines.append(Text(untrusted_advice(), style="yellow"))
     return lines

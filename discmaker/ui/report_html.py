@@ -25,6 +25,7 @@ from discmaker.atomic import replace_file
 from discmaker.errors import InternalError, OutputError
 from discmaker.models import CheckReport, ImageStatus, ImageVerdict, Region
 from discmaker.ui.wording import (
+    certificate_validity,
     check_steps,
     plain,
     region_text,
@@ -151,6 +152,8 @@ def _html_context(
             "subject": plain(signer.subject),
             "fingerprint": plain(signer.fingerprint),
             "trusted": signer.trusted,
+            "validity": certificate_validity(signer),
+            "valid_at_signing": signer.valid_at_signing is not False,
         },
         "untrusted_advice": untrusted_advice(),
         "verdict": {

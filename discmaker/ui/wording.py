@@ -28,6 +28,7 @@ from discmaker.models import (
     ImageStatus,
     ImageVerdict,
     Region,
+    Signer,
     Verdict,
 )
 
@@ -204,16 +205,23 @@ def check_steps(report: CheckReport) -> tuple[Step, ...]:
     file_findings = _findings(report, 2)
     altered_images = [i for i in report.images if i.altered]
     if file_findings or altered_images:
-        kinds = Counter(f.kind for f in file_findings)
+        kinds = Counter(
+            "difference in the disc image" if f.kind == "medium" else f.kind for f in file_findings
+        )
         if altered_images:
             kinds["image file changed or missing"] += len(altered_images)
         what = ", ".join(f"{n} {plain(kind)}" for kind, n in sorted(kinds.items()))
+        medium_only = all(f.kind == "medium" for f in file_findings) and not altered_images
         s2 = Step(
             2,
             title2,
             "fail",
-            f"{plural(sum(kinds.values()), 'file problem')} ({what}): files were added, "
-            "removed or changed after signing.",
+            f"{plural(sum(kinds.values()), 'problem')} ({what}): "
+            + (
+                "the disc image shows other content than what was signed, to some readers."
+                if medium_only
+                else "files were added, removed or changed after signing."
+            ),
         )
     elif not report.signed:
         s2 = Step(2, title2, "skip", "There is no signed list of files to compare with.")
@@ -367,6 +375,22 @@ def _trust_command() -> str:
     return f"{APP_NAME} trust add {SIGNER_PATH}"
 
 
+def certificate_validity(signer: Signer) -> str:
+    """The signer certificate's validity in a few words, e.g. ``valid 2026-01-02 to
+    2036-01-02; expired since the disc was made (its signature stays valid)``; empty when
+    the dates are unknown."""
+    if not signer.not_before or not signer.not_after:
+        return ""
+    text = f"valid {plain(signer.not_before[:10])} to {plain(signer.not_after[:10])}"
+    if signer.valid_at_signing is False:
+        return text + "; NOT valid when the disc was made"
+    if signer.valid_now is False:
+        if signer.valid_at_signing:
+            return text + "; expired since the disc was made (its signature stays valid)"
+        return text + "; not valid today"
+    return text
+
+
 def untrusted_advice() -> str:
     return (
         "Confirm this fingerprint with the sender by telephone, then: "
@@ -382,6 +406,7 @@ __all__ = [
     "Step",
     "StepState",
     "VerdictText",
+    "certificate_validity",
     "check_steps",
     "plain",
     "plural",

@@ -1,0 +1,151 @@
+"""The watermark speaks when everything else is stripped.
+
+An attacker deletes DISCSIG/ and discmaker's private block from every image, so that the disc
+looks like any vendor's, then edits. Each image still carries a watermark sealed by the
+trusted centre: the disc is tampered (exit 1, never 2) and each edited image says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from discmaker.check.verify import check_disc
+from discmaker.crypto.trust import TrustStore
+from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP
+from discmaker.models import CheckReport, ImageStatus
+from discmaker.ui.cli import main
+from tests.conftest import Centre
+
+CT = "PT000000/ST000000/SE000000"
+
+
+def _strip(disc: Path) -> list[Path]:
+    """Remove DISCSIG/ and the private block of every image; return the image files."""
+    shutil.rmtree(disc / "DISCSIG")
+    images = sorted(p for p in disc.rglob("IM*") if p.is_file())
+    for path in images:
+        ds = dcmread(path)
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+        for elem in [e for e in ds.group_dataset(PRIVATE_GROUP)]:
+            del ds[elem.tag]
+        assert block is not None
+        ds.save_as(path, enforce_file_format=True)
+        assert PRIVATE_CREATOR not in path.read_bytes().decode("latin-1")
+    return images
+
+
+def _check(disc: Path, centre: Centre) -> CheckReport:
+    return check_disc(disc, trust=TrustStore.from_paths([centre.cert_path]), workers=1)
+
+
+def _edit(path: Path, change: Callable[[Dataset], None]) -> None:
+    ds = dcmread(path)
+    change(ds)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_stripped_but_unedited_disc_says_the_signature_was_removed(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    disc = disc_copy()
+    _strip(disc)
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    assert any(
+        f.kind == "signature" and "signature was removed" in f.message and "trust" in f.message
+        for f in report.findings
+    )
+    assert all(v.status is ImageStatus.NOT_VERIFIABLE for v in report.images)
+    assert all("watermark intact" in " ".join(v.reasons) for v in report.images)
+
+
+def _paint_lesion(ds: Dataset) -> None:
+    arr = ds.pixel_array.copy()
+    arr[200:230, 200:230] = arr.max()
+    ds.PixelData = arr.astype(arr.dtype).tobytes()
+
+
+def _other_patient(ds: Dataset) -> None:
+    ds.PatientName = "SOMEONE^ELSE"
+    ds.PatientID = "DM-999999"
+
+
+EDITS: dict[str, Callable[[Dataset], None]] = {
+    "painted lesion": _paint_lesion,
+    "another patient": _other_patient,
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_each_edit_on_a_stripped_disc_names_the_image(
+    disc_copy: Callable[[], Path], centre: Centre, edit: str
+) -> None:
+    disc = disc_copy()
+    _strip(disc)
+    victim = disc / CT / "IM000002"
+    _edit(victim, EDITS[edit])
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    verdict = next(v for v in report.images if v.path == f"{CT}/IM000002")
+    assert verdict.status is ImageStatus.TAMPERED, verdict
+    others = [v for v in report.images if v.path != f"{CT}/IM000002"]
+    assert all(v.status is ImageStatus.NOT_VERIFIABLE for v in others)
+    if edit == "painted lesion":
+        assert verdict.regions, "the tampered region is located"
+        assert any("differ from the sealed hash" in r for r in verdict.reasons)
+    else:
+        assert "identity" in verdict.attributes
+
+
+def test_another_slices_pixels_under_a_header_is_tampered(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    disc = disc_copy()
+    _strip(disc)
+    donor = dcmread(disc / CT / "IM000001")
+    _edit(disc / CT / "IM000003", lambda ds: setattr(ds, "PixelData", donor.PixelData))
+    report = _check(disc, centre)
+    verdict = next(v for v in report.images if v.path == f"{CT}/IM000003")
+    assert verdict.status is ImageStatus.TAMPERED
+    assert any("another image's pixels" in r for r in verdict.reasons)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ds: setattr(ds, "RescaleIntercept", -300),
+        lambda ds: setattr(ds, "ImageLaterality", "L"),
+    ],
+    ids=["rescale intercept", "laterality"],
+)
+def test_edits_the_watermark_does_not_cover_still_make_the_disc_tampered(
+    disc_copy: Callable[[], Path], centre: Centre, change: Callable[[Dataset], None]
+) -> None:
+    """Geometry and value mapping are issue 11's to seal; the removed signature is enough
+    to refuse the disc (exit 1, never 2)."""
+    disc = disc_copy()
+    _strip(disc)
+    _edit(disc / CT / "IM000002", change)
+    assert main(["check", str(disc), "--trust", str(centre.cert_path)]) == 1
+
+
+def test_a_foreign_disc_without_watermarks_stays_not_verifiable(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    """Pixels rewritten without a watermark (another vendor's images): exit 2, not 1."""
+    disc = disc_copy()
+    images = _strip(disc)
+    for path in images:
+        ds = dcmread(path)
+        arr = ds.pixel_array
+        ds.PixelData = np.ascontiguousarray((arr >> 1) << 1).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    report = _check(disc, centre)
+    assert report.exit_code == 2, report.findings
