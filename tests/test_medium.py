@@ -8,9 +8,11 @@ The genuine disc, and the same disc after a burn (with its padding), must still 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pycdlib
@@ -79,13 +81,10 @@ def test_data_after_the_volume_is_tampered(disc_iso: Path, centre: Centre, tmp_p
     assert f"sector {end // SECTOR + 4}" in finding or f"sectors {end // SECTOR + 4}-" in finding
 
 
-def test_a_udf_bridge_showing_a_forged_image_is_tampered(
-    disc_iso: Path, centre: Centre, tmp_path: Path
-) -> None:
-    """Windows, macOS and Linux mount UDF first: the UDF tree points the image at a forgery
-    and holds a file of its own, while the ISO 9660 tree keeps every signed byte."""
+def _iso_contents(iso: Path) -> dict[str, bytes]:
+    """Every file of ``iso``'s ISO 9660 tree by its raw name (``README.TXT;1``)."""
     original = pycdlib.PyCdlib()
-    original.open(str(disc_iso))
+    original.open(str(iso))
     contents: dict[str, bytes] = {}
     for root, _dirs, names in original.walk(iso_path="/"):
         for name in names:
@@ -93,7 +92,12 @@ def test_a_udf_bridge_showing_a_forged_image_is_tampered(
             original.get_file_from_iso_fp(buf, iso_path=f"{root.rstrip('/')}/{name}")
             contents[f"{root.rstrip('/')}/{name}".lstrip("/")] = buf.getvalue()
     original.close()
+    return contents
 
+
+def _udf_bridge(contents: dict[str, bytes], out: Path) -> None:
+    """An ISO 9660 + Joliet + Rock Ridge + UDF image of ``contents`` whose UDF tree points
+    TARGET at a copy with another Patient ID and holds a file of its own."""
     bridge = pycdlib.PyCdlib()
     bridge.new(interchange_level=1, vol_ident="TESTDISC", joliet=3, rock_ridge="1.09", udf="2.60")
     dirs = sorted(
@@ -116,14 +120,87 @@ def test_a_udf_bridge_showing_a_forged_image_is_tampered(
         bridge.add_fp(io.BytesIO(data), len(data), **names)
     bridge.add_fp(io.BytesIO(forged), len(forged), udf_path="/" + TARGET)
     bridge.add_fp(io.BytesIO(b"only in UDF"), 11, udf_path="/EXTRA.TXT")
-    attacked = tmp_path / "bridge.iso"
-    bridge.write(str(attacked))
+    bridge.write(str(out))
     bridge.close()
 
+
+def test_a_udf_bridge_showing_a_forged_image_is_tampered(
+    disc_iso: Path, centre: Centre, tmp_path: Path
+) -> None:
+    """Windows, macOS and Linux mount UDF first: the UDF tree points the image at a forgery
+    and holds a file of its own, while the ISO 9660 tree keeps every signed byte."""
+    attacked = tmp_path / "bridge.iso"
+    _udf_bridge(_iso_contents(disc_iso), attacked)
     report = _check(attacked, centre)
     assert report.exit_code == 1
     assert any("UDF" in finding for finding in _medium(report)), _medium(report)
-    assert not report.images or all(v.path != "EXTRA.TXT" for v in report.images)
+
+
+@pytest.mark.parametrize("hide", ["boot2", "wipe"])
+def test_a_hidden_udf_bridge_on_a_folder_signed_disc_is_found(
+    disc_folder: Path, centre: Centre, tmp_path: Path, hide: str
+) -> None:
+    """A disc signed as a folder cannot be rebuilt; its UDF recognition sequence relabelled
+    (BOOT2, which UDF readers step over) or wiped (7-Zip still finds the anchor at 256)."""
+    contents = {
+        p.relative_to(disc_folder).as_posix() + (";1" if "." in p.name else ".;1"): p.read_bytes()
+        for p in disc_folder.rglob("*")
+        if p.is_file()
+    }
+    attacked = tmp_path / "bridge.iso"
+    _udf_bridge(contents, attacked)
+    data = bytearray(attacked.read_bytes())
+    for sector in range(17, 32):
+        ident = bytes(data[sector * SECTOR + 1 : sector * SECTOR + 6])
+        if ident in (b"BEA01", b"NSR02", b"NSR03", b"TEA01"):
+            if hide == "wipe":
+                data[sector * SECTOR : (sector + 1) * SECTOR] = bytes(SECTOR)
+            elif ident == b"BEA01":
+                data[sector * SECTOR + 1 : sector * SECTOR + 6] = b"BOOT2"
+    attacked.write_bytes(bytes(data))
+    report = _check(attacked, centre)
+    assert report.exit_code == 1
+    assert any("UDF" in finding for finding in _medium(report)), report.findings
+
+
+def test_an_image_cut_inside_its_last_file_is_tampered(
+    disc_iso: Path, centre: Centre, tmp_path: Path
+) -> None:
+    """The volume size lowered to match, so that the image still opens: the rebuild then
+    runs past the end of the medium (found by an attacker's review: it crashed)."""
+    reader = pycdlib.PyCdlib()
+    reader.open(str(disc_iso))
+    records = [
+        reader.get_record(iso_path=f"{root.rstrip('/')}/{name}")
+        for root, _dirs, names in reader.walk(iso_path="/")
+        for name in names
+    ]
+    last = max(records, key=lambda r: r.extent_location())
+    offset, length = last.extent_location() * SECTOR, last.get_data_length()
+    reader.close()
+    assert length % SECTOR, "the last file must end inside a sector for this test"
+    cut = _copy(disc_iso, tmp_path)
+    end = offset + length - 10
+    with open(cut, "r+b") as fp:
+        fp.truncate(end)
+        fp.seek(16 * SECTOR + 80)
+        fp.write(struct.pack("<I", end // SECTOR) + struct.pack(">I", end // SECTOR))
+    report = _check(cut, centre)
+    assert report.exit_code == 1
+    assert any("before the signed volume does" in f for f in _medium(report)), _medium(report)
+
+
+def test_a_huge_zero_tail_is_not_read_whole(disc_iso: Path, centre: Centre, tmp_path: Path) -> None:
+    """A sparse 50 GiB of zeros after the volume: the image's length must not decide how
+    long the check takes (it took 99 s per 100 GiB before the cap)."""
+    sparse = _copy(disc_iso, tmp_path)
+    os.truncate(sparse, sparse.stat().st_size + (50 << 30))
+    started = time.monotonic()
+    report = _check(sparse, centre)
+    elapsed = time.monotonic() - started
+    assert report.exit_code == 1
+    assert any("continues" in f for f in _medium(report)), _medium(report)
+    assert elapsed < 30, f"the tail was read ({elapsed:.0f} s)"
 
 
 @pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso (apt: xorriso)")
@@ -264,3 +341,46 @@ def test_an_unsigned_disc_with_a_udf_bridge_reports_it(
     )
     report = _check(iso, centre)
     assert any("UDF" in f for f in _medium(report)), report.findings
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("publisher", "P" * 65), ("timestamp", "2026-13-40T99:00:00Z"), ("volume_set", [3, 2])],
+)
+def test_a_hostile_iso_description_signed_by_anyone_is_a_finding(
+    disc_iso: Path, other_centre: Centre, tmp_path: Path, field: str, value: object
+) -> None:
+    """The manifest's signature may verify with a key nobody trusts: its "iso" block is
+    input like any other (a 65-character publisher crashed the rebuild)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from discmaker.crypto import signing
+    from discmaker.disc.iso import DiscFile, VolumeInfo, write_iso
+    from discmaker.format import canonical
+    from tests.conftest import FIXED_TIME
+
+    contents = {
+        raw.split(";", 1)[0].rstrip("."): data for raw, data in _iso_contents(disc_iso).items()
+    }
+    doc = canonical.loads(contents[manifest_mod.MANIFEST_PATH], max_bytes=1 << 24)
+    doc["iso"][field] = value
+    manifest = canonical.dumps(doc)
+    contents[manifest_mod.MANIFEST_PATH] = manifest
+    contents[manifest_mod.SIGNATURE_PATH] = signing.sign(
+        other_centre.identity.private_key, manifest
+    )
+    contents[manifest_mod.SIGNER_PATH] = other_centre.identity.certificate.public_bytes(
+        serialization.Encoding.PEM
+    )
+    staged = []
+    for n, (path, data) in enumerate(sorted(contents.items())):
+        (tmp_path / f"f{n}").write_bytes(data)
+        staged.append(DiscFile(path, tmp_path / f"f{n}"))
+    resigned = tmp_path / "resigned.iso"
+    volume = VolumeInfo(
+        volume_id="TESTDISC", application_id="x", publisher="y", timestamp=FIXED_TIME
+    )
+    write_iso(staged, resigned, volume)
+    report = check_disc(resigned, trust=TrustStore.from_paths([other_centre.cert_path]), workers=1)
+    assert report.exit_code == 1
+    assert any("cannot be compared" in f for f in _medium(report)), report.findings

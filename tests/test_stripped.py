@@ -136,16 +136,22 @@ def test_edits_the_watermark_does_not_cover_still_make_the_disc_tampered(
     assert main(["check", str(disc), "--trust", str(centre.cert_path)]) == 1
 
 
-def test_a_foreign_disc_without_watermarks_stays_not_verifiable(
-    disc_copy: Callable[[], Path], centre: Centre
-) -> None:
-    """Pixels rewritten without a watermark (another vendor's images): exit 2, not 1."""
+@pytest.mark.parametrize("meta", ["kept", "rewritten"])
+def test_watermarks_destroyed_too(disc_copy: Callable[[], Path], centre: Centre, meta: str) -> None:
+    """Every watermark destroyed (lowest bit cleared) as well. While the file meta still says
+    discmaker wrote the images, the removed signature is still found (exit 1); images really
+    re-written by another system are another vendor's disc (exit 2, not 1)."""
     disc = disc_copy()
     images = _strip(disc)
     for path in images:
         ds = dcmread(path)
-        arr = ds.pixel_array
-        ds.PixelData = np.ascontiguousarray((arr >> 1) << 1).tobytes()
+        ds.PixelData = np.ascontiguousarray((ds.pixel_array >> 1) << 1).tobytes()
+        if meta == "rewritten":
+            ds.file_meta.ImplementationClassUID = "1.2.3.4.5"
         ds.save_as(path, enforce_file_format=True)
     report = _check(disc, centre)
-    assert report.exit_code == 2, report.findings
+    if meta == "kept":
+        assert report.exit_code == 1, report.findings
+        assert any("signature was removed" in f.message for f in report.findings)
+    else:
+        assert report.exit_code == 2, report.findings

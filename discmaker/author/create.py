@@ -843,7 +843,7 @@ def _volume_info(run: _Run, disc: _Disc) -> VolumeInfo:
     return VolumeInfo(
         volume_id=disc.label,
         application_id=f"{APP_NAME} {__version__}",
-        publisher=iso_a_characters(run.institution)[:128],
+        publisher=iso_a_characters(run.institution)[:64],  # the Joliet field's limit
         timestamp=run.timestamp,
         volume_set=(disc.number, disc.count),
     )

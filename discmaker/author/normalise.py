@@ -29,9 +29,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from discmaker import __version__
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
+from discmaker.format.layout import IMPLEMENTATION_CLASS_UID
 
-# discmaker's Implementation Class UID (a 2.25 UUID-derived root) and version name.
-IMPLEMENTATION_CLASS_UID = "2.25.187214599812766014245452395812463924519"
+# discmaker's version name (the class UID is in format.layout, which the checker reads too).
 IMPLEMENTATION_VERSION_NAME = ("DISCMAKER_" + __version__.replace(".", ""))[:16]
 
 LOSSLESS_SYNTAXES = frozenset(

@@ -66,7 +66,7 @@ from discmaker.format.identity import (
     identity_attributes,
     watermark_digest,
 )
-from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP
+from discmaker.format.layout import IMPLEMENTATION_CLASS_UID, PRIVATE_CREATOR, PRIVATE_GROUP
 from discmaker.format.manifest import (
     MANIFEST_PATH,
     SIGNATURE_PATH,
@@ -74,6 +74,7 @@ from discmaker.format.manifest import (
     ImageEntry,
     Manifest,
 )
+from discmaker.format.reading import MAX_INFLATED_BYTES, read_dicom
 from discmaker.models import (
     CheckReport,
     Finding,
@@ -84,6 +85,8 @@ from discmaker.models import (
     Signer,
 )
 from discmaker.parallel import run_jobs
+from discmaker.watermark.engine import UnsupportedPixelsError
+from discmaker.watermark.pixels import decoded_size
 from discmaker.watermark.seal import unseal_dataset
 
 log = logging.getLogger(__name__)
@@ -316,7 +319,15 @@ def _image_bytes(source: DiscSource, image: _Image) -> bytes:
 
 
 def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, str]] | None:
-    """The image's dataset and identity; None (with the reason noted) if it cannot be read."""
+    """The image's dataset and identity; None (with the reason noted) if it cannot be read.
+
+    The work is bounded before it is done: a deflated data set inflates to at most
+    :data:`~discmaker.format.reading.MAX_INFLATED_BYTES` (past it the image is unreadable),
+    and the size the pixel attributes imply is checked (the watermark reader checks it again
+    before it interprets a pixel) against the caps of
+    :func:`~discmaker.watermark.pixels.decoded_size` and the Pixel Data present: in an altered
+    file an unusable attribute is a reason naming it.
+    """
     job = image.job
     try:
         data = _image_bytes(source, image)
@@ -328,13 +339,21 @@ def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, s
         job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
     )
     try:
-        ds = dcmread(io.BytesIO(data))
+        ds = read_dicom(data, max_inflated=MAX_INFLATED_BYTES)
         attrs = identity_attributes(ds)
+    except DiscError as exc:  # refused before the work: a deflated body past its bound
+        image.reasons.append(f"not a readable DICOM file any more: {exc}")
+        return None
     except Warning:
         raise  # a warning is captured as a note by _verify_one; here it would be a bug
     except Exception as exc:  # hostile file: any parser failure means "not this image"
         image.reasons.append(f"not a readable DICOM file any more ({type(exc).__name__})")
         return None
+    if image.altered:  # as signed, the pixel attributes are the sender's, not a finding
+        try:
+            decoded_size(ds)
+        except UnsupportedPixelsError as exc:  # nothing will decode or interpret these pixels
+            image.reasons.append(f"its pixel data cannot be used: {exc.reason}")
     return ds, attrs
 
 
@@ -426,6 +445,12 @@ def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixel
     )
 
 
+def _written_by_discmaker(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("ImplementationClassUID") if meta is not None else None
+    return str(uid or "") == IMPLEMENTATION_CLASS_UID
+
+
 def _verify_unsigned(
     context: _Context, image: _Image, ds: Dataset, attrs: Mapping[str, str]
 ) -> _Outcome:
@@ -442,11 +467,17 @@ def _verify_unsigned(
     res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
     image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
     bookkeeping = _has_bookkeeping(ds)
-    if res.status == "no-watermark" and not bookkeeping:  # another vendor's image
+    if res.status == "no-watermark" and not bookkeeping:
+        written_by_us = _written_by_discmaker(ds)
         if mism:
-            return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None)
-        image.reasons.append("no discmaker signature on this disc: integrity cannot be proven")
-        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None)
+            return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None, written_by_us)
+        image.reasons.append(
+            "written by discmaker, but neither a watermark nor discmaker's block is left to "
+            "judge it by"
+            if written_by_us
+            else "no discmaker signature on this disc: integrity cannot be proven"
+        )
+        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None, written_by_us)
     trusted = res.key_id is not None and res.key_id in context.trusted
     if res.status == "ok" and not mism:
         image.reasons.append(
@@ -559,7 +590,11 @@ def _list_disc(src: DiscSource) -> _Disc:
 
 
 def _medium_findings(
-    src: DiscSource, medium: Path, disc: _Disc, manifest: Manifest | None, signature_valid: bool
+    src: DiscSource,
+    medium: Path,
+    disc: _Disc,
+    manifest: Manifest | None = None,
+    signature: _Signature | None = None,
 ) -> None:
     """Step (2) for an ISO image or a drive: the medium as any reader may see it.
 
@@ -569,14 +604,28 @@ def _medium_findings(
     path table, boot record or appended data can show a reader anything else. A disc that
     cannot be rebuilt (unsigned, or signed but written as a folder and put on a disc later)
     gets the checks between its views instead.
+
+    The image rebuilt is the one the sender signed: the manifest's files with their signed
+    sizes (so a file added to, removed from or grown on the medium shows as a difference of
+    its directory), and the signature files as they are (step 1 verified them). It is built
+    only for a manifest whose signature verifies with a trusted key, so its size is what
+    the sender signed, never what a stranger's manifest or the medium's listing asks for.
     """
     if not isinstance(src, IsoSource):
         return
-    iso = manifest.iso if manifest is not None and signature_valid else None
-    if iso is not None:
+    trusted = (
+        signature is not None
+        and signature.valid
+        and signature.signer is not None
+        and signature.signer.trusted
+    )
+    iso = manifest.iso if manifest is not None and trusted else None
+    if iso is not None and manifest is not None and signature is not None:
         try:
             volume = signed_volume(iso)
-            files = [(e.path, e.size) for e in src.files()]
+            files = [(f.path, f.size) for f in manifest.files]
+            files.append((MANIFEST_PATH, len(signature.manifest_bytes)))
+            files.append((SIGNATURE_PATH, disc.entries.get(SIGNATURE_PATH, 0)))
             for difference in compare_with_rebuild(medium, files, volume):
                 disc.findings.append(
                     Finding(2, "medium", difference.path or "ISO image", difference.message)
@@ -587,7 +636,7 @@ def _medium_findings(
                 Finding(2, "medium", "ISO image", f"the image cannot be compared: {exc}")
             )
             return
-    if manifest is not None and signature_valid:
+    if manifest is not None and trusted and manifest.iso is None:
         disc.notes.append(
             "This disc was signed as a folder and put on a disc afterwards: its name trees "
             "were compared, but not the medium byte for byte."
@@ -1011,7 +1060,7 @@ def check_and_restore(
         if manifest is None:  # nothing signed to compare with: the watermarks still speak
             return _check_unsigned(src, source, disc, workers, progress, trust, signature)
         files = _check_files(src, disc, manifest)
-        _medium_findings(src, Path(source), disc, manifest, signature.valid)
+        _medium_findings(src, Path(source), disc, manifest, signature)
         if progress:
             progress("read", 1, 1)
     jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
@@ -1059,7 +1108,7 @@ def _check_unsigned(
             "This disc carries no discmaker signature: only its structure could be checked."
         )
         log.debug("step 1 signature: none on this disc")
-    _medium_findings(src, source, disc, None, False)
+    _medium_findings(src, source, disc)
     signed = signature is not None
     if "DICOMDIR" not in entries:
         findings.append(Finding(2, "structure", "DICOMDIR", "no DICOMDIR at the root of the disc"))
@@ -1085,10 +1134,10 @@ def _check_unsigned(
                 (
                     "these images carry watermarks sealed by a sender in your trust store, "
                     if sealed_by_trusted
-                    else "these images were made and watermarked by discmaker, "
+                    else "these images were written by discmaker, "
                 )
                 + "but the disc's signature folder (DISCSIG) is missing: the sender's "
-                "signature was removed",
+                "signature was removed (or the images were copied onto another disc)",
             )
         )
     # patient / study consistency across the whole disc
@@ -1160,6 +1209,8 @@ def check_set(reports: Sequence[CheckReport]) -> SetReport:
 
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+_DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
+_META_WINDOW = 64 * 1024  # the file meta group, where the transfer syntax is named
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -1170,8 +1221,11 @@ def through_pixel_data(data: bytes) -> bytes:
     bytes of appended zeros as one more empty element (64 MiB took 14 s). The header is read
     without pixels first, which leaves the stream at the Pixel Data tag; the element's own
     length then says where it ends. Encapsulated (undefined length) or unrecognisable pixel
-    data is left as it is.
+    data is left as it is, and so is a deflated file (its positions are in the inflated
+    body, and pydicom would inflate all of it to find them).
     """
+    if _DEFLATED_UID in data[:_META_WINDOW]:
+        return data
     stream = io.BytesIO(data)
     try:
         dcmread(stream, stop_before_pixels=True)
@@ -1210,7 +1264,8 @@ def tamper_thumbnails(
             try:
                 with captured_warnings():
                     data = src.read_bytes(verdict.path, limit=MAX_IMAGE_BYTES)
-                    ds = dcmread(io.BytesIO(through_pixel_data(data)))
+                    ds = read_dicom(through_pixel_data(data), max_inflated=MAX_INFLATED_BYTES)
+                    decoded_size(ds)  # refuses what would not fit before it is decoded
                     pixels = np.asarray(ds.pixel_array, dtype=np.float32)
                     frames = int(ds.get("NumberOfFrames", 1) or 1)
             except Warning:

@@ -25,9 +25,11 @@ where pycdlib's clock can be fixed without touching the host process.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,9 +63,15 @@ SECTOR_SIZE = 2048
 #: Differences reported one by one; more are summarised in one line (a rebuilt layout
 #: that differs everywhere is one story, not ten thousand findings).
 MAX_DIFFERENCES = 20
+#: After the volume a burn adds zeros (xorriso pads 300 KiB; a drive reads a run-out). Up
+#: to this much of it is read whole: a second session starts right after the first...
+MAX_TAIL_HEAD = 64 * 1024 * 1024
+#: ...and this much at the very end, where UDF puts its last anchors (N-1, N-257). What
+#: lies between is not read: an image file's length must not decide how long a check takes.
+MAX_TAIL_END = 1024 * 1024
 #: Bytes read at a time when checking that unused space and the tail are zeros.
 _CHUNK = 1024 * 1024
-_UDF_IDS = (b"BEA01", b"NSR02", b"NSR03", b"TEA01")
+_UDF_IDS = (b"BEA01", b"NSR02", b"NSR03", b"TEA01", b"BOOT2", b"CDW02")
 #: Volume descriptors looked at after the primary one (ISO 9660 sets are a handful long).
 _MAX_DESCRIPTORS = 64
 
@@ -146,15 +154,18 @@ def compare_with_rebuild(
 def foreign_structures(medium: Path) -> list[Difference]:
     """What a medium that cannot be rebuilt shows beyond one ISO 9660 tree and Joliet.
 
-    For unsigned discs and discs written as folders: every volume descriptor that is not the
-    primary one or a Joliet one (a UDF bridge, an El Torito boot record, a supplementary
-    descriptor with flags that some readers honour and others skip), and data after the
-    volume. These are findings, not proof of tampering: other tools write some of them.
+    For unsigned discs and discs signed as folders: every descriptor of the volume
+    recognition area that is not the primary one or a plain Joliet one (UDF's BEA01, NSR02,
+    NSR03, TEA01, BOOT2; El Torito; a supplementary descriptor whose flags some readers
+    honour and others skip), a UDF anchor where UDF readers look for one (sector 256, the
+    last sector and 256 before it) even when the recognition area was wiped, and data after
+    the volume (read as far as :func:`_tail_runs` reads it).
     """
     out: list[Difference] = []
     with open(medium, "rb") as fp:
         fd = fp.fileno()
-        size = os.fstat(fd).st_size or os.lseek(fd, 0, os.SEEK_END)
+        st = os.fstat(fd)
+        size = os.lseek(fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
         pvd = os.pread(fd, SECTOR_SIZE, 16 * SECTOR_SIZE)
         if len(pvd) < SECTOR_SIZE or pvd[1:6] != b"CD001":
             return out
@@ -164,35 +175,46 @@ def foreign_structures(medium: Path) -> list[Difference]:
             if len(head) < 8:
                 break
             kind, described = _medium_kind(fd, sector)
-            if kind == 255:
-                continue
-            if kind == 2 and head[7] == 0:
-                continue  # an ordinary Joliet descriptor: its tree is compared by names
+            if kind in (255, -1) or (kind == 2 and head[7] == 0):
+                continue  # a terminator, another sector, or a plain Joliet descriptor
             if kind == 2:
                 described = (
                     f"a supplementary volume descriptor with volume flags {head[7]:#04x}, "
                     "which some readers show and others skip"
                 )
-            if kind == -1:
-                if head[1:6] == b"CD001":
-                    continue
-                break
-            out.append(
-                Difference(sector, 1, f"{described.removesuffix(' was added')} (sector {sector})")
-            )
-        if size > volume_end:
-            for start, end in _nonzero_runs(fd, volume_end, size):
-                first = start // SECTOR_SIZE
-                count = -(-(end - start) // SECTOR_SIZE)
+            out.append(Difference(sector, 1, f"{described} (sector {sector})"))
+        last = size // SECTOR_SIZE - 1
+        for sector in sorted({256, last, last - 256}):
+            if sector > 16 and _udf_anchor(fd, sector):
                 out.append(
-                    Difference(
-                        first,
-                        count,
-                        f"data after the end of the volume ({_where(first, count)}): a second "
-                        "session, or other data; an operating system may show it instead",
-                    )
+                    Difference(sector, 1, f"a UDF anchor (a UDF file system) is at sector {sector}")
                 )
+        runs: list[tuple[int, int]] = []
+        long_tail = _tail_runs(fd, volume_end, size, runs)
+        for start, end in _merge(runs):
+            first = start // SECTOR_SIZE
+            count = -(-(end - start) // SECTOR_SIZE)
+            out.append(
+                Difference(
+                    first,
+                    count,
+                    f"data after the end of the volume ({_where(first, count)}): a second "
+                    "session, or other data; an operating system may show it instead",
+                )
+            )
+        if long_tail is not None and not stat.S_ISBLK(st.st_mode):
+            out.append(long_tail)
     return out
+
+
+def _udf_anchor(fd: int, sector: int) -> bool:
+    """Whether ``sector`` holds a UDF Anchor Volume Descriptor Pointer (ECMA-167 3/10.2):
+    tag identifier 2, a valid tag checksum, and its own location in the tag."""
+    tag = os.pread(fd, 16, sector * SECTOR_SIZE)
+    if len(tag) < 16 or int.from_bytes(tag[0:2], "little") != 2:
+        return False
+    checksum = sum(tag[0:4]) + sum(tag[5:16])
+    return tag[4] == checksum & 0xFF and int.from_bytes(tag[12:16], "little") == sector
 
 
 # --------------------------------------------------------------------------- in the child
@@ -257,11 +279,17 @@ class _Comparer:
     def write(self, data: bytes) -> int:
         n = len(data)
         start, end = self._pos, self._pos + n
-        if n and type(data) is not _Unread and os.pread(self._fd, n, start) != bytes(data):
-            self.differing.append(_sectors_of(start, end, self._fd, data))
-            name = _record_name(bytes(data))
-            if name:
-                self.records.append((start, name))
+        # Past the end of a short medium nothing is compared here: the missing end is one
+        # difference of its own (see _compare).
+        present = max(0, min(end, self._size) - start)
+        if present and type(data) is not _Unread:
+            expected = bytes(data[:present])
+            got = os.pread(self._fd, present, start)
+            if got != expected:
+                self.differing.append(_sectors_of(start, got, expected))
+                name = _record_name(bytes(data))
+                if name:
+                    self.records.append((start, name))
         self.written.append((start, end))
         self._pos = end
         self._end = max(self._end, end)
@@ -275,10 +303,13 @@ class _Comparer:
         return self._end
 
 
-def _sectors_of(start: int, end: int, fd: int, data: bytes) -> tuple[int, int]:
-    """The sector-aligned part of [start, end) where the medium's bytes differ from ``data``."""
-    got = os.pread(fd, end - start, start).ljust(end - start, b"\0")
-    unequal = np.flatnonzero(np.frombuffer(got, np.uint8) != np.frombuffer(data, np.uint8))
+def _sectors_of(start: int, got: bytes, expected: bytes) -> tuple[int, int]:
+    """[first differing sector's start, last differing byte + 1) of ``got`` against
+    ``expected`` (both read at ``start``; ``got`` may be short: the medium ended)."""
+    padded = got.ljust(len(expected), b"\0")
+    unequal = np.flatnonzero(np.frombuffer(padded, np.uint8) != np.frombuffer(expected, np.uint8))
+    if len(got) < len(expected) or not unequal.size:
+        unequal = np.append(unequal, [len(got)]) if not unequal.size else unequal
     first, last = int(unequal[0]), int(unequal[-1])
     return (start + first) // SECTOR_SIZE * SECTOR_SIZE, start + last + 1
 
@@ -436,7 +467,7 @@ def _medium_kind(fd: int, sector: int) -> tuple[int, str]:
         }
         if head[0] in kinds:
             return head[0], kinds[head[0]]
-    if sector == 256 and int.from_bytes(head[:2], "little") == 2:
+    if _udf_anchor(fd, sector):
         return -2, "a UDF anchor (the start of a UDF file system) was added"
     return -1, ""
 
@@ -504,7 +535,9 @@ def _compare(medium: str, files: list[tuple[str, int]], volume: VolumeInfo) -> l
     iso = pycdlib.PyCdlib()
     fd = os.open(medium, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(fd).st_size or os.lseek(fd, 0, os.SEEK_END)
+        st = os.fstat(fd)
+        is_device = stat.S_ISBLK(st.st_mode)
+        size = os.lseek(fd, 0, os.SEEK_END) if is_device else st.st_size
         comparer = _Comparer(fd, size)
         try:
             with pycdlib_clock(volume.timestamp):
@@ -522,19 +555,48 @@ def _compare(medium: str, files: list[tuple[str, int]], volume: VolumeInfo) -> l
         volume_end = comparer.end
         runs = list(comparer.differing)
         covered = _merge(comparer.written)
-        for gap_start, gap_end in _gaps(covered, max(size, volume_end)):
-            if gap_start >= size:
-                break
-            tail = gap_start >= volume_end
-            runs.extend(_nonzero_runs(fd, gap_start, min(gap_end, size), stop_at_error=tail))
+        inside = min(size, volume_end)
+        for gap_start, gap_end in _gaps(covered, inside):
+            runs.extend(_nonzero_runs(fd, gap_start, min(gap_end, inside)))
+        long_tail = _tail_runs(fd, volume_end, size, runs)
         differences = _explain(fd, _merge(runs), regions, volume_end, comparer.records)
+        if long_tail and not is_device:
+            differences.append(long_tail)
         if size < volume_end:
             short = f"the image ends {volume_end - size:,} bytes before the signed volume does"
             differences.append(Difference(size // SECTOR_SIZE, 1, short))
     finally:
         os.close(fd)
-        iso.close()
+        with contextlib.suppress(PyCdlibException):  # never opened when new() refused
+            iso.close()
     return _summarised(differences)
+
+
+def _tail_runs(
+    fd: int, volume_end: int, size: int, runs: list[tuple[int, int]]
+) -> Difference | None:
+    """Add the non-zero runs after the volume to ``runs``, reading at most its first
+    :data:`MAX_TAIL_HEAD` and last :data:`MAX_TAIL_END` bytes (where a session or a UDF
+    anchor would be found). Returns a difference when more than that follows (an image
+    file that long was not made by a burn; a drive may report the whole disc's capacity).
+    """
+    if size <= volume_end:
+        return None
+    head_end = min(size, volume_end + MAX_TAIL_HEAD)
+    runs.extend(_nonzero_runs(fd, volume_end, head_end, stop_at_error=True))
+    if size <= head_end:
+        return None
+    end_start = max(head_end, (size - MAX_TAIL_END) // SECTOR_SIZE * SECTOR_SIZE)
+    runs.extend(_nonzero_runs(fd, end_start, size, stop_at_error=True))
+    if end_start == head_end:
+        return None
+    first = volume_end // SECTOR_SIZE
+    return Difference(
+        first,
+        (size - volume_end) // SECTOR_SIZE,
+        f"the image continues {size - volume_end:,} bytes after the signed volume "
+        f"(from sector {first}); a burn adds a few hundred kilobytes of zeros at most",
+    )
 
 
 def _summarised(differences: list[Difference]) -> list[Difference]:

@@ -64,6 +64,9 @@ _VOLUME_ID = re.compile(r"[A-Z0-9_]{1,16}")
 # ISO 9660 a-characters (PVD text fields), minus the ones some readers mangle.
 _A_CHARS = re.compile(r"[A-Za-z0-9_ !\"%&'()*+,\-./:;<=>?]*")
 
+#: Longest application id and publisher: the Joliet descriptor holds them as UTF-16 in the
+#: 128 bytes the primary one gives 128 ASCII characters.
+_MAX_TEXT = 64
 _FILE_MODE = 0o100444  # r--r--r-- regular file, fixed for reproducibility
 _DIR_MODE = 0o040555  # r-xr-xr-x directory
 _OUT_MODE = 0o644
@@ -147,9 +150,9 @@ def validate_volume(volume: VolumeInfo) -> None:
         ("application id", volume.application_id),
         ("publisher", volume.publisher),
     ):
-        if len(value) > 128 or not _A_CHARS.fullmatch(value):
+        if len(value) > _MAX_TEXT or not _A_CHARS.fullmatch(value):
             raise UsageError(
-                f"{label} {value!r} must be at most 128 plain ASCII characters "
+                f"{label} {value!r} must be at most {_MAX_TEXT} plain ASCII characters "
                 "(letters, digits, space and simple punctuation)"
             )
     seq, size = volume.volume_set

@@ -52,7 +52,9 @@ MAX_DIRECTORIES = 50_000
 #: Directory bytes read per tree, at most: 200,000 records of about 120 bytes (Rock Ridge
 #: entries included) fill 24 MiB. Bounds the time a hostile tree of tiny records costs.
 MAX_TREE_BYTES = 64 * 1024 * 1024
-_MAX_PATH_TABLE = 64 * 1024 * 1024  # the volume's declared path table (not read; a sanity check)
+#: A path table's size, at most: 50,000 directories with the longest Joliet names take
+#: about 7 MiB. The little- and big-endian copies are read and must agree (as pycdlib required).
+_MAX_PATH_TABLE = 8 * 1024 * 1024
 _MAX_DESCRIPTORS = 64  # volume descriptors before the terminator (real images have 2 to 5)
 _MAX_DIRECTORY = 16 * 1024 * 1024  # one directory's extent: about 130,000 records
 #: Rock Ridge continuation areas followed from one record (a long name or link needs one),
@@ -269,6 +271,7 @@ def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> tuple[bytes
         )
     if path_table > min(_MAX_PATH_TABLE, size):
         raise DiscError(f"{what}: implausible path table size {path_table:,}")
+    _check_path_tables(fp, pvd, size, what, "")
     joliet: bytes | None = None
     for n in range(17, 16 + _MAX_DESCRIPTORS):
         fp.seek(n * SECTOR)
@@ -277,11 +280,51 @@ def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> tuple[bytes
             raise DiscError(f"{what}: malformed volume descriptor set (sector {n})")
         if desc[0] == 255:
             return pvd, joliet
+        if desc[0] == 1 and (desc[80:88], desc[128:132], desc[156:190]) != (
+            pvd[80:88],
+            pvd[128:132],
+            pvd[156:190],
+        ):  # a second primary descriptor must describe the same volume (pycdlib's rule)
+            raise DiscError(f"{what}: two primary volume descriptors disagree")
         if desc[0] == 2 and joliet is None and desc[88:91] in _JOLIET_ESCAPES:
             if struct.unpack_from("<H", desc, 128)[0] != SECTOR:
                 raise DiscError(f"{what}: the Joliet volume's block size is not 2048")
+            _check_path_tables(fp, desc, size, what, "Joliet ")
             joliet = desc
     raise DiscError(f"{what}: no volume descriptor set terminator")
+
+
+def _check_path_tables(fp: BinaryIO, desc: bytes, size: int, what: str, tree: str) -> None:
+    """The little- and big-endian path tables of a volume must say the same (systems that read
+    the big-endian one would otherwise find other directories); pycdlib refused them too."""
+    (length,) = _both_endian(desc, 132, 1, f"the {tree}path table size", what)
+    if length > _MAX_PATH_TABLE:
+        raise DiscError(f"{what}: implausible {tree}path table size {length:,}")
+    little = struct.unpack_from("<I", desc, 140)[0] * SECTOR
+    big = struct.unpack_from(">I", desc, 148)[0] * SECTOR
+    if max(little, big) + length > size:
+        raise DiscError(f"{what} is truncated: its {tree}path table lies beyond the end")
+    fp.seek(little)
+    lsb = fp.read(length)
+    fp.seek(big)
+    msb = fp.read(length)
+    pos = 0
+    while pos + 8 <= length:
+        name_len = lsb[pos]
+        if name_len == 0:  # no record here (padding): the rest must match as it is
+            if lsb[pos:] != msb[pos:]:
+                raise DiscError(f"{what}: its little- and big-endian {tree}path tables disagree")
+            return
+        end = min(pos + 8 + name_len + name_len % 2, length)  # a last pad byte may be cut
+        if (
+            pos + 8 + name_len > length
+            or lsb[pos : pos + 2] != msb[pos : pos + 2]
+            or lsb[pos + 2 : pos + 6] != msb[pos + 2 : pos + 6][::-1]
+            or lsb[pos + 6 : pos + 8] != msb[pos + 6 : pos + 8][::-1]
+            or lsb[pos + 8 : end] != msb[pos + 8 : end]
+        ):
+            raise DiscError(f"{what}: its little- and big-endian {tree}path tables disagree")
+        pos = end
 
 
 def _iso_component(raw: bytes, *, is_dir: bool, where: str, what: str) -> tuple[str, str]:

@@ -15,4 +15,11 @@ PRIVATE_CREATOR = "DISCMAKER 1"
 WATERMARK_FORMAT = "DMWM2"
 """Element 0x01 of the block: the watermark format the pixels carry."""
 
-__all__ = ["PRIVATE_CREATOR", "PRIVATE_GROUP", "WATERMARK_FORMAT"]
+IMPLEMENTATION_CLASS_UID = "2.25.187214599812766014245452395812463924519"
+"""discmaker's Implementation Class UID (a 2.25 UUID-derived root), in every file's meta.
+
+The checker reads it as evidence: an image that still says discmaker wrote it, on a disc
+without discmaker's signature, lost that signature (discmaker never writes an unsigned disc).
+"""
+
+__all__ = ["IMPLEMENTATION_CLASS_UID", "PRIVATE_CREATOR", "PRIVATE_GROUP", "WATERMARK_FORMAT"]
