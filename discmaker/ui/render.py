@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from discmaker.author.create import AuthorResult
 
 _TERMINAL_IMAGES = 20  # tampered images listed in the terminal; the rest are in --json/--report
+_TERMINAL_FINDINGS = 50  # disc-level problems listed (a hostile DICOMDIR can give 100,000s)
 _TERMINAL_REGIONS = 5  # regions listed per image in the terminal
 
 _STATE_STYLE: dict[StepState, str] = {
@@ -250,10 +251,18 @@ def check_summary(report: CheckReport) -> RenderableType:
             )
     if report.findings:
         parts.append(Text(f"Problems with the disc ({len(report.findings)})", style="bold red"))
-        for f in sorted(report.findings, key=lambda f: (f.step, f.path, f.kind)):
+        ordered = sorted(report.findings, key=lambda f: (f.step, f.path, f.kind))
+        for f in ordered[:_TERMINAL_FINDINGS]:
             parts.append(
                 Text(
                     f"  ({f.step}) {plain(f.kind)}: {plain(f.path) or '(disc)'}: {plain(f.message)}"
+                )
+            )
+        if len(ordered) > _TERMINAL_FINDINGS:
+            parts.append(
+                Text(
+                    f"  ... and {plural(len(ordered) - _TERMINAL_FINDINGS, 'more problem')}; "
+                    "the full list is in the --json and --report output."
                 )
             )
     not_verifiable = sorted(
