@@ -67,6 +67,7 @@ def test_pydicom_reads_everything_back(disc_folder: Path) -> None:
         assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.pixel_array.shape == (int(ds.Rows), int(ds.Columns))
+    fs._stage["t"].cleanup()  # pydicom only removes its staging folder at collection
 
 
 def test_sop_instance_uids_are_kept(disc_folder: Path, study_dir: Path) -> None:

@@ -54,8 +54,9 @@ class FileSetWriter:
     """
 
     def __init__(self, *, fileset_id: str, stage: Path | None = None) -> None:
+        fileset_id = validate_fileset_id(fileset_id)  # before a staging folder exists
         self._fs = _UniqueFileSet()
-        self._fs.ID = validate_fileset_id(fileset_id)
+        self._fs.ID = fileset_id
         if stage is not None:
             _move_stage(self._fs, stage)
         self._uids: list[str] = []
