@@ -897,8 +897,17 @@ def _mutate_iso_content(ctx: _Ctx) -> None:
     Each changed file is written over its own extent; what does not fit the sectors allocated
     to it is cut, and the file's directory records (ISO 9660 and Joliet) get the new length.
     """
+    # The ISO's own files (its manifest also signs the image's layout, so it is not the
+    # folder disc's): what the mutation starts from must be found in the image again.
     scratch = ctx.disc.parent / "scratch"
-    shutil.copytree(ctx.fx.folder, scratch, symlinks=True)
+    original = ctx.disc.parent / "original"
+    from discmaker.disc.source import open_source  # noqa: PLC0415 (the library may be edited)
+
+    with open_source(ctx.fx.iso) as src:
+        for entry in src.files():
+            for root in (scratch, original):
+                (root / entry.path).parent.mkdir(parents=True, exist_ok=True)
+                (root / entry.path).write_bytes(src.read_bytes(entry.path, limit=1 << 30))
     sub = _Ctx(ctx.rng, ctx.fx, scratch, ctx.fast)
     kind = ctx.rng.choice(["image-attr", "image-bytes", "dicomdir", "manifest"])
     _MUTATORS[kind](sub)
@@ -908,11 +917,12 @@ def _mutate_iso_content(ctx: _Ctx) -> None:
     patched: list[str] = []
     for new_path in sorted(p for p in scratch.rglob("*") if p.is_file()):
         rel = new_path.relative_to(scratch)
-        old = (ctx.fx.folder / rel).read_bytes()
+        old_path = original / rel
+        old = old_path.read_bytes() if old_path.is_file() else b""
         new = new_path.read_bytes()
         if new == old:
             continue
-        offset = data.find(old)
+        offset = data.find(old) if old else -1  # a file the mutation added has no extent
         if offset < 0 or offset % SECTOR:
             patched.append(f"{rel.as_posix()} not located in the ISO")
             continue
@@ -926,6 +936,7 @@ def _mutate_iso_content(ctx: _Ctx) -> None:
         patched.append(f"{rel.as_posix()} patched ({len(new)} bytes{', cut' if cut else ''})")
     ctx.disc.write_bytes(bytes(data))
     shutil.rmtree(scratch)
+    shutil.rmtree(original)
     ctx.note(f"in the ISO, {kind}: " + "; ".join(sub.notes) + " -> " + ", ".join(patched))
 
 
