@@ -272,6 +272,8 @@ def _mutate_pixel_data(ctx: _Ctx, ds: Dataset) -> str:
     tag = Tag(0x7FE0, 0x0010)
     if tag not in ds:
         return "no Pixel Data to change"
+    if not isinstance(ds[tag].value, bytes | bytearray):  # an earlier mutation replaced it
+        return "Pixel Data already replaced by another mutation"
     data = bytes(ds[tag].value)
     kind = ctx.rng.randrange(9)
     if kind == 0:
