@@ -65,6 +65,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "check_disc": ("discmaker.check.verify", "check_disc"),
     "check_set": ("discmaker.check.verify", "check_set"),
     "restore_disc": ("discmaker.check.restore", "restore_disc"),
+    "import_disc": ("discmaker.pacs.store", "import_disc"),
     # requests, results, reports
     "AuthorRequest": ("discmaker.author.create", "AuthorRequest"),
     "AuthorResult": ("discmaker.author.create", "AuthorResult"),
@@ -72,6 +73,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "CheckReport": ("discmaker.models", "CheckReport"),
     "SetReport": ("discmaker.models", "SetReport"),
     "RestoreResult": ("discmaker.models", "RestoreResult"),
+    "ImportResult": ("discmaker.pacs.store", "ImportResult"),
+    "Destination": ("discmaker.pacs.destination", "Destination"),
     "ImageVerdict": ("discmaker.models", "ImageVerdict"),
     "ImageStatus": ("discmaker.models", "ImageStatus"),
     "Verdict": ("discmaker.models", "Verdict"),
@@ -89,6 +92,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TrustStore": ("discmaker.crypto.trust", "TrustStore"),
     "TrustedSigner": ("discmaker.crypto.trust", "TrustedSigner"),
     # errors
+    "DestinationError": ("discmaker.pacs.destination", "DestinationError"),
     **{
         name: ("discmaker.errors", name)
         for name in (
@@ -151,18 +155,23 @@ if TYPE_CHECKING:
         Verdict,
         author_result_to_json,
     )
+    from discmaker.pacs.destination import Destination, DestinationError
+    from discmaker.pacs.store import ImportResult, import_disc
 
 __all__ = [
     "APP_NAME",
     "AuthorRequest",
     "AuthorResult",
     "CheckReport",
+    "Destination",
+    "DestinationError",
     "DiscError",
     "DiscmakerError",
     "Finding",
     "Identity",
     "ImageStatus",
     "ImageVerdict",
+    "ImportResult",
     "InputError",
     "InternalError",
     "KeyFileError",
@@ -188,6 +197,7 @@ __all__ = [
     "check_set",
     "fingerprint",
     "generate_identity",
+    "import_disc",
     "load_certificate",
     "load_private_key",
     "restore_disc",

@@ -9,6 +9,11 @@ Every JSON document discmaker writes (``check --json``, a set of discs, ``restor
 in a deterministic order, and a ``format`` / ``format_version`` pair naming the JSON Schema it
 follows (``docs/schemas/<name>.v<version>.json``). A new key is added without a new version;
 a key removed, renamed or changed in meaning bumps ``format_version``.
+
+Numbering, one rule everywhere people or programs read it: frames are counted from 1 (the
+terminal, the HTML report and the JSON ``regions[].frame``); rows and columns from 0 at the top
+left (the JSON box is half open, the text gives first and last). Only :attr:`Region.frame`,
+the Python index into a frame array, counts from 0.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any, Protocol
 
-from discmaker.errors import CHECK_NOT_VERIFIABLE, CHECK_OK, CHECK_TAMPERED
+from discmaker.errors import CHECK_NOT_VERIFIABLE, CHECK_OK, CHECK_TAMPERED, CHECK_UNREADABLE
 
 Json = dict[str, Any]
 
@@ -38,9 +43,22 @@ class ImageStatus(StrEnum):
 
 
 class Verdict(StrEnum):
-    VERIFIED = "verified"
-    TAMPERED = "tampered"
-    NOT_VERIFIABLE = "not-verifiable"
+    """The verdict on one input (or a set of discs), each with its ``check`` exit code."""
+
+    VERIFIED = "verified"  # 0: every image as a trusted sender signed it (the whole set)
+    TAMPERED = "tampered"  # 1: changed after signing, or the signature was removed
+    INCONSISTENT = "inconsistent"  # 1: nobody signed it, and its parts disagree
+    NOT_VERIFIABLE = "not-verifiable"  # 2: unsigned (a disc, or loose files), or untrusted
+    INCOMPLETE_SET = "incomplete-set"  # 2: disc k of n, verified, checked without the others
+    NOT_A_DISC = "not-a-disc"  # 3: nothing to check here, or a folder inside a disc
+
+
+class InputKind(StrEnum):
+    """What the checked path turned out to be."""
+
+    DISC = "disc"  # a DICOMDIR or a discmaker signature at its top
+    FILES = "files"  # loose DICOM files: no DICOMDIR, no signature
+    NOT_A_DISC = "not-a-disc"  # no DICOM image at all, or a folder below a disc's top folder
 
 
 # The order of image statuses in summaries (terminal, HTML, the JSON "summary").
@@ -55,13 +73,35 @@ STATUS_ORDER = (
 VERDICT_EXIT_CODES: dict[Verdict, int] = {
     Verdict.VERIFIED: CHECK_OK,
     Verdict.TAMPERED: CHECK_TAMPERED,
+    Verdict.INCONSISTENT: CHECK_TAMPERED,
     Verdict.NOT_VERIFIABLE: CHECK_NOT_VERIFIABLE,
+    Verdict.INCOMPLETE_SET: CHECK_NOT_VERIFIABLE,
+    Verdict.NOT_A_DISC: CHECK_UNREADABLE,
 }
+
+# Set-level finding kinds (SetReport.findings): a disc of the set not given, a set that does
+# not hang together (a disc twice, discs of different sets, a disc and its set table
+# disagreeing), a disc that is part of no discmaker set (checked on its own).
+SET_MISSING = "missing-disc"
+SET_INCONSISTENT = "set"
+SET_NONE = "not-in-set"
+
+# Which verdict wins when several discs are checked together (most urgent first).
+_SET_PRECEDENCE = (
+    Verdict.TAMPERED,
+    Verdict.INCONSISTENT,
+    Verdict.NOT_A_DISC,
+    Verdict.NOT_VERIFIABLE,
+    Verdict.INCOMPLETE_SET,
+    Verdict.VERIFIED,
+)
 
 
 @dataclass(frozen=True)
 class Region:
-    """A tampered pixel region: frame (0-based) and a half-open row/column box."""
+    """A tampered pixel region: ``frame``, the 0-based index of the frame in the pixel data,
+    and a half-open row/column box (0-based). People, and the JSON, count frames from 1:
+    :attr:`frame_number`."""
 
     frame: int
     row0: int
@@ -69,9 +109,14 @@ class Region:
     row1: int
     col1: int
 
+    @property
+    def frame_number(self) -> int:
+        """The frame as the terminal, the HTML report and the JSON number it: from 1."""
+        return self.frame + 1
+
     def to_json(self) -> Json:
         return {
-            "frame": self.frame,
+            "frame": self.frame_number,
             "row0": self.row0,
             "col0": self.col0,
             "row1": self.row1,
@@ -156,6 +201,93 @@ class Signer:
 
 
 @dataclass(frozen=True)
+class SeriesSummary:
+    """One series of a study in the patient block: raw DICOM values."""
+
+    series_uid: str
+    number: str  # Series Number as text ("2"); may be empty
+    modality: str  # "CT"
+    images: int
+
+    def to_json(self) -> Json:
+        return {
+            "series_instance_uid": self.series_uid,
+            "number": self.number,
+            "modality": self.modality,
+            "images": self.images,
+        }
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study in the patient block. Values are the DICOM ones (``date`` is a DA such as
+    ``20260102``); :mod:`discmaker.ui.wording` words them for people."""
+
+    study_uid: str
+    date: str
+    time: str = ""
+    description: str = ""  # Study Description: from image headers only (unsigned inputs)
+    accession: str = ""
+    study_id: str = ""
+    series: tuple[SeriesSummary, ...] = ()
+
+    @property
+    def images(self) -> int:
+        return sum(s.images for s in self.series)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(sorted({s.modality for s in self.series if s.modality}))
+
+    def to_json(self) -> Json:
+        return {
+            "study_instance_uid": self.study_uid,
+            "date": self.date,
+            "time": self.time,
+            "description": self.description,
+            "accession_number": self.accession,
+            "study_id": self.study_id,
+            "modalities": list(self.modalities),
+            "images": self.images,
+            "series": [s.to_json() for s in self.series],
+        }
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    """Whose images these are: one patient and their studies, as the input describes them
+    (:attr:`CheckReport.patients_source` says from where)."""
+
+    name: str  # Patient's Name as DICOM writes it ("DOE^JANE")
+    patient_id: str
+    birth_date: str  # DA ("19700101") or empty
+    sex: str  # M, F, O or empty
+    studies: tuple[StudySummary, ...] = ()
+
+    @property
+    def images(self) -> int:
+        return sum(s.images for s in self.studies)
+
+    def to_json(self) -> Json:
+        return {
+            "name": self.name,
+            "id": self.patient_id,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "studies": [s.to_json() for s in self.studies],
+        }
+
+
+class PatientsSource(StrEnum):
+    """Where the patient block comes from."""
+
+    NONE = ""  # nothing to read it from (not a disc)
+    MANIFEST = "manifest"  # the disc's signed manifest (a discmaker disc)
+    DICOMDIR = "dicomdir"  # the DICOMDIR's records (a disc nobody signed)
+    HEADERS = "headers"  # the image headers (loose files)
+
+
+@dataclass(frozen=True)
 class CheckReport:
     source: str
     signed: bool  # the disc carries a discmaker manifest and signature
@@ -170,21 +302,48 @@ class CheckReport:
     set_id: str = ""
     set_members: tuple[tuple[int, str, int], ...] = ()  # (number, File-set ID, images) per disc
     files: tuple[tuple[str, str], ...] = ()  # (path, ok|altered|missing|extra), non-image files
+    kind: InputKind = InputKind.DISC
+    top_folder: str = ""  # not a disc: the disc's top folder found above or inside the path
+    patients: tuple[PatientSummary, ...] = ()
+    patients_source: PatientsSource = PatientsSource.NONE
+    set_present: tuple[int, ...] = ()  # discs of this set checked together with it (check_set)
 
     @property
     def tampered(self) -> bool:
         return bool(self.findings) or any(i.status is ImageStatus.TAMPERED for i in self.images)
 
     @property
+    def unsigned(self) -> bool:
+        """Nothing here claims a signature: no discmaker manifest, and no watermark saying
+        one was removed. What is said about such an input never mentions a signer."""
+        return not self.signed and not any(f.kind == "signature" for f in self.findings)
+
+    @property
+    def missing_discs(self) -> tuple[tuple[int, str], ...]:
+        """(number, File-set ID) of every disc of this disc's set that was not checked with
+        it, from the signed set table; empty for a single disc or a complete set."""
+        if self.disc_count <= 1:
+            return ()
+        present = {self.disc_number, *self.set_present}
+        labels = {number: label for number, label, _ in self.set_members}
+        return tuple(
+            (n, labels.get(n, "")) for n in range(1, self.disc_count + 1) if n not in present
+        )
+
+    @property
     def verdict(self) -> Verdict:
+        if self.kind is InputKind.NOT_A_DISC:
+            return Verdict.NOT_A_DISC
         if self.tampered:
-            return Verdict.TAMPERED
+            return Verdict.INCONSISTENT if self.unsigned else Verdict.TAMPERED
         trusted = self.signer is not None and self.signer.trusted and self.signature_valid
         if not (self.signed and trusted) or not self.images:
             # An empty disc, or one no trusted sender vouches for, never verifies.
             return Verdict.NOT_VERIFIABLE
         if any(i.status is ImageStatus.NOT_VERIFIABLE for i in self.images):
             return Verdict.NOT_VERIFIABLE
+        if self.missing_discs:
+            return Verdict.INCOMPLETE_SET
         return Verdict.VERIFIED
 
     @property
@@ -205,6 +364,8 @@ class CheckReport:
             "verdict": self.verdict.value,
             "exit_code": self.exit_code,
             "source": self.source,
+            "input": self.kind.value,
+            "top_folder": self.top_folder,
             "signed": self.signed,
             "signature_valid": self.signature_valid,
             "signer": None if self.signer is None else self.signer.to_json(),
@@ -212,7 +373,10 @@ class CheckReport:
                 "fileset_id": self.fileset_id,
                 "number": self.disc_number,
                 "count": self.disc_count,
+                "missing": [{"number": n, "fileset_id": f} for n, f in self.missing_discs],
             },
+            "patients_source": self.patients_source.value,
+            "patients": [p.to_json() for p in self.patients],
             "summary": {status.value: counts[status] for status in STATUS_ORDER},
             "images": [i.to_json() for i in images],
             # Every other file of the disc (DICOMDIR, README.TXT, ...): ok, altered, missing, extra.
@@ -234,13 +398,22 @@ class SetReport:
         return not self.findings
 
     @property
+    def verdict(self) -> Verdict:
+        """The most urgent of the discs' verdicts (each judged knowing which discs of its set
+        were given with it), and the set's own: inconsistent when the discs do not form one
+        set, an incomplete set when one is missing."""
+        found = {d.verdict for d in self.discs}
+        if any(f.kind == SET_INCONSISTENT for f in self.findings):
+            found.add(Verdict.INCONSISTENT)
+        if any(f.kind == SET_MISSING for f in self.findings):
+            found.add(Verdict.INCOMPLETE_SET)
+        if not self.discs:
+            found.add(Verdict.NOT_A_DISC)
+        return next(v for v in _SET_PRECEDENCE if v in found or v is Verdict.VERIFIED)
+
+    @property
     def exit_code(self) -> int:
-        codes = [d.exit_code for d in self.discs]
-        if self.findings or CHECK_TAMPERED in codes:
-            return CHECK_TAMPERED
-        if CHECK_NOT_VERIFIABLE in codes:
-            return CHECK_NOT_VERIFIABLE
-        return CHECK_OK
+        return VERDICT_EXIT_CODES[self.verdict]
 
     def to_json(self) -> Json:
         """The document of several discs checked together (``set-report.v1.json``)."""
@@ -248,6 +421,7 @@ class SetReport:
             "format": SET_REPORT_FORMAT,
             "format_version": REPORT_VERSION,
             "complete": self.complete,
+            "verdict": self.verdict.value,
             "exit_code": self.exit_code,
             "set_findings": [f.to_json() for f in self.findings],
             "discs": [d.to_json() for d in self.discs],
@@ -261,8 +435,9 @@ class RestoreResult:
     report: CheckReport
     out: str
     restored: tuple[str, ...]  # output paths of verified originals
-    tampered_written: tuple[str, ...]  # output paths under TAMPERED/ (with --include-tampered)
-    refused: tuple[str, ...]  # disc paths not written (tampered or not verifiable)
+    tampered_written: tuple[str, ...]  # output paths of altered images (with --tampered-to)
+    refused: tuple[str, ...]  # disc paths not written for import (held back ones included)
+    held_back: tuple[str, ...] = ()  # verified, but of a series with an unverified image
 
     @property
     def exit_code(self) -> int:
@@ -280,6 +455,7 @@ class RestoreResult:
             "restored": list(self.restored),
             "tampered_written": list(self.tampered_written),
             "refused": list(self.refused),
+            "held_back": list(self.held_back),
             "report": self.report.to_json(),
         }
 
@@ -358,6 +534,9 @@ __all__ = [
     "CHECK_REPORT_FORMAT",
     "REPORT_VERSION",
     "RESTORE_RESULT_FORMAT",
+    "SET_INCONSISTENT",
+    "SET_MISSING",
+    "SET_NONE",
     "SET_REPORT_FORMAT",
     "STATUS_ORDER",
     "VERDICT_EXIT_CODES",
@@ -366,10 +545,15 @@ __all__ = [
     "Finding",
     "ImageStatus",
     "ImageVerdict",
+    "InputKind",
+    "PatientSummary",
+    "PatientsSource",
     "Region",
     "RestoreResult",
+    "SeriesSummary",
     "SetReport",
     "Signer",
+    "StudySummary",
     "Verdict",
     "author_result_to_json",
 ]

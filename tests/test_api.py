@@ -25,12 +25,15 @@ PUBLIC = [
     "AuthorRequest",
     "AuthorResult",
     "CheckReport",
+    "Destination",
+    "DestinationError",
     "DiscError",
     "DiscmakerError",
     "Finding",
     "Identity",
     "ImageStatus",
     "ImageVerdict",
+    "ImportResult",
     "InputError",
     "InternalError",
     "KeyFileError",
@@ -56,6 +59,7 @@ PUBLIC = [
     "check_set",
     "fingerprint",
     "generate_identity",
+    "import_disc",
     "load_certificate",
     "load_private_key",
     "restore_disc",
@@ -289,7 +293,8 @@ def test_quiet_by_default_and_bad_level_refused(disc_folder: Path, centre: Centr
     run = _cli(args, DISCMAKER_LOG="info")  # no INFO records from a clean check: no DEBUG lines
     assert run.returncode == 0 and "DEBUG" not in run.stderr
     run = _cli(args, DISCMAKER_LOG="chatty")
-    assert run.returncode == 3 and "DISCMAKER_LOG" in run.stderr and run.stdout == ""
+    assert run.returncode == 3 and "DISCMAKER_LOG" in run.stderr
+    assert json.loads(run.stdout)["error"]["who_must_act"] == "operator"  # --json: one object
 
 
 def test_in_process_main_leaves_no_handler_behind(disc_folder: Path, centre: Centre) -> None:

@@ -22,6 +22,11 @@ from discmaker.ui.cli import main
 from tests.conftest import FIXED_TIME, PASSPHRASE, Centre, author_disc, tree_digest
 
 
+def _both(captured: pytest.CaptureResult[str]) -> str:
+    """Results (stdout) and messages (stderr) together, as a terminal shows them."""
+    return captured.out + captured.err
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -279,7 +284,7 @@ def run_author(centre: Centre, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
         args = ["author", *map(str, inputs), "--key", str(key or centre.key_path)]
         args += ["--cert", str(centre.cert_path), "--out", str(out), *extra]
         code = main(args)
-        return code, " ".join(capsys.readouterr().err.split())  # undo the console's wrapping
+        return code, " ".join(_both(capsys.readouterr()).split())  # undo the console's wrapping
 
     return run
 
@@ -403,7 +408,7 @@ def test_keygen_cli(
 ) -> None:
     monkeypatch.setenv(signing.PASSPHRASE_ENV, "pw")
     assert main(["keygen", "--org", "Clinic", "--out", str(tmp_path / "k")]) == 0
-    err = " ".join(capsys.readouterr().err.split())
+    err = " ".join(_both(capsys.readouterr()).split())
     cert = signing.load_certificate(tmp_path / "k" / "cert.pem")
     assert signing.fingerprint(cert) in err
     assert (tmp_path / "k" / "key.pem").stat().st_mode & 0o777 == 0o600

@@ -23,6 +23,11 @@ from discmaker.ui.cli import main
 from tests.conftest import Centre, author_disc
 
 
+def _both(captured: pytest.CaptureResult[str]) -> str:
+    """Results (stdout) and messages (stderr) together, as a terminal shows them."""
+    return captured.out + captured.err
+
+
 def _trust(centre: Centre) -> TrustStore:
     return TrustStore.from_paths([centre.cert_path])
 
@@ -311,8 +316,11 @@ def test_restore_refuses_tampered_unless_asked(
     result = restore_disc(disc, trust=_trust(centre), out=tmp_path / "a")
     assert target in result.refused and result.exit_code == 1
     assert not (tmp_path / "a" / target).exists()
-    result = restore_disc(disc, trust=_trust(centre), out=tmp_path / "b", include_tampered=True)
-    assert (tmp_path / "b" / "TAMPERED" / target).exists()
+    result = restore_disc(
+        disc, trust=_trust(centre), out=tmp_path / "b", tampered_to=tmp_path / "altered"
+    )
+    assert (tmp_path / "altered" / target).exists()
+    assert not (tmp_path / "b" / target).exists()
 
 
 # -- discs from other vendors -----------------------------------------------------------------
@@ -372,10 +380,10 @@ def test_cli_trust_add_list_remove_then_check(
     monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
     fingerprint = signing.fingerprint(centre.identity.certificate)
     assert main(["check", str(disc_folder)]) == 2  # nobody trusted yet
-    assert main(["trust", "add", str(centre.cert_path)]) == 0
-    assert fingerprint in capsys.readouterr().err
+    assert main(["trust", "add", str(centre.cert_path), "--yes"]) == 0
+    assert fingerprint in _both(capsys.readouterr())
     assert main(["trust", "list"]) == 0
-    assert fingerprint in capsys.readouterr().err
+    assert fingerprint in _both(capsys.readouterr())
     assert main(["check", str(disc_folder)]) == 0
     assert main(["trust", "remove", fingerprint.replace(":", "").lower()]) == 0
     assert main(["check", str(disc_folder)]) == 2
@@ -403,8 +411,8 @@ def test_cli_shows_fingerprints_and_subjects_verbatim(
     monkeypatch.setenv("DISCMAKER_TRUST_DIR", str(tmp_path / "trust"))
     for n in range(8):  # several random keys: some fingerprint will hold an emoji-like code
         centre = make_centre(tmp_path / f"c{n}", f"Clinic [bold]{n}[/bold] :AB:")
-        assert main(["trust", "add", str(centre.cert_path)]) == 0
-        err = capsys.readouterr().err
+        assert main(["trust", "add", str(centre.cert_path), "--yes"]) == 0
+        err = _both(capsys.readouterr())
         assert signing.fingerprint(centre.identity.certificate) in err
         assert f"[bold]{n}[/bold] :AB:" in err
 

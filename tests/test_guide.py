@@ -24,7 +24,7 @@ from discmaker.disc.burn import Drive
 from discmaker.sample import write_sample_study
 from discmaker.ui import guide, guide_session, guide_tasks
 from discmaker.ui.cli import main
-from tests.conftest import PASSPHRASE, Centre
+from tests.conftest import PASSPHRASE, Centre, author_disc
 
 PATIENT_NAME = "DEMO, SAMPLE PATIENT"  # how the guide reads back DEMO^SAMPLE^PATIENT
 PATIENT_ID = "DM-000001"
@@ -445,3 +445,29 @@ def test_check_remembers_the_folder_not_the_file_name(
     run(2, named, "q")
     settings = guide_session.load_settings()
     assert "SMITH_JOHN" not in json.dumps(settings)
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_guided_restore_asks_before_an_incomplete_series_goes_to_pacs(
+    run: Run, env: Path, small_study: Path, centre: Centre, answer: str
+) -> None:
+    """One CT slice altered: the guide names it and asks; "no" writes only the complete
+    series, "yes" writes the rest of CT too and says the folder has an incomplete series."""
+    folder = env / "DISC"
+    author_disc(centre, [small_study], folder, format="folder", label="GUIDETEST")
+    victim = folder / "PT000000" / "ST000000" / "SE000000" / "IM000001"
+    data = victim.read_bytes()
+    victim.chmod(0o644)
+    victim.write_bytes(data.replace(b"DM-000001", b"DM-999999", 1))
+    TrustStore.default().add(centre.cert_path)
+    restored = env / "RESTORED"
+    code, text = run(3, folder, restored, answer, "q")
+    assert code == 1, text
+    assert "SE000000/IM000001" in text and "incomplete series anyway?" in text
+    ct = {p.name for p in (restored / "PT000000" / "ST000000" / "SE000000").glob("IM*")}
+    if answer == "n":
+        assert ct == set()
+        assert "held back too" in text
+    else:
+        assert ct == {"IM000000", "IM000002"}
+        assert "incomplete" in text and "--allow-partial" in text

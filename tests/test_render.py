@@ -222,16 +222,16 @@ def test_check_json_tampered_details(tampered: CheckReport) -> None:
     assert doc["summary"] == {"ok": 3, "tampered": 3, "manifest-only": 1, "not-verifiable": 0}
     signer = {"subject": SUBJECT, "fingerprint": FINGERPRINT, "trusted": True}
     assert doc["signer"].items() >= signer.items()
-    assert doc["disc"] == {"fileset_id": "CITY0001", "number": 1, "count": 1}
+    assert doc["disc"] == {"fileset_id": "CITY0001", "number": 1, "count": 1, "missing": []}
     images = {i["path"]: i for i in doc["images"]}
     header = images["DICOM/CT2/IM1"]
     assert header["status"] == "tampered"
     assert header["attributes"] == ["PatientID", "PatientName"]
     assert header["series"] == "CT 2"
     assert header["sop_instance_uid"] == "1.2.3.CT2.1"
-    assert images["DICOM/CT10/IM0"]["regions"] == [
-        {"frame": 0, "row0": 10, "col0": 20, "row1": 40, "col1": 60},
-        {"frame": 2, "row0": 64, "col0": 0, "row1": 128, "col1": 64},
+    assert images["DICOM/CT10/IM0"]["regions"] == [  # frames counted from 1, as the text does
+        {"frame": 1, "row0": 10, "col0": 20, "row1": 40, "col1": 60},
+        {"frame": 3, "row0": 64, "col0": 0, "row1": 128, "col1": 64},
     ]
     assert images[EVIL]["path"] == EVIL  # JSON keeps the data as found; json.dumps escapes
     assert [(f["step"], f["kind"]) for f in doc["findings"]] == [
@@ -311,9 +311,9 @@ def test_check_summary_untrusted_tells_what_to_do(untrusted: CheckReport) -> Non
 def test_check_summary_unsigned(unsigned: CheckReport) -> None:
     text = _text(render.check_summary(unsigned))
     assert "NOT VERIFIABLE" in text and "exit code 2" in text
-    assert "no discmaker signature" in text
+    assert "not made with discmaker" in text
     assert "MR 3" in text
-    assert "(3) NOT CHECKED" in text
+    assert "(3) OK" in text and "Consistent" in text  # checked against the DICOMDIR
     assert "The disc has no DISCSIG folder." in text
 
 
@@ -328,14 +328,16 @@ def test_restore_summary(tampered: CheckReport) -> None:
         report=tampered,
         out="/srv/import",
         restored=("/srv/import/IM0.dcm",),
-        tampered_written=("/srv/import/TAMPERED/IM1.dcm",),
+        tampered_written=("/srv/altered/IM1.dcm",),
         refused=("DICOM/CT2/IM1", "DICOM/CT10/IM0", EVIL),
+        held_back=("DICOM/CT10/IM0",),
     )
     text = _text(render.restore_summary(result))
     assert "1 verified original written to /srv/import" in text
-    assert "Do not import them" in text
-    assert "3 images held back" in text
-    assert "TAMPERED" in text and "(5)" in text
+    assert "(under /srv/altered) for investigation only. Do not import them" in text
+    assert "2 images not restored" in text
+    assert "1 verified image held back too" in text and "--allow-partial" in text
+    assert "(5)" in text
 
 
 def test_author_summary() -> None:
@@ -436,7 +438,7 @@ def test_html_report_clean_untrusted_and_unsigned(
     assert "NOT VERIFIABLE" in text and FINGERPRINT in text and "telephone" in text
 
     text = " ".join(_parse(report_html.render_html_report(unsigned, checked_at=WHEN)).text)
-    assert "NOT VERIFIABLE" in text and "no discmaker signature" in text
+    assert "NOT VERIFIABLE" in text and "not made with discmaker" in text
 
 
 def _decode(uri: str) -> Image.Image:

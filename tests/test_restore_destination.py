@@ -193,7 +193,7 @@ def test_untrusted_disc_with_image_lacking_file_meta_is_refused_not_a_crash(
     result = restore_disc(disc, trust=trust, out=tmp_path / "restored")
     assert result.restored == () and target in result.refused
     assert result.exit_code in (1, 2)
-    assert (tmp_path / "restored").is_dir() and not any((tmp_path / "restored").iterdir())
+    assert not (tmp_path / "restored").exists()  # nothing restored: no folder left behind
     console = Console(record=True, width=300)
     code = main(
         ["restore", str(disc), "--out", str(tmp_path / "cli"), "--trust", str(centre.cert_path)],
@@ -209,7 +209,9 @@ def test_trusted_resigner_image_that_cannot_be_written_is_held_back(
     """Even when the re-signer is trusted, the file that cannot be a DICOM file again is held
     back and the other manifest-only image is restored."""
     disc, target = stripped
-    result = restore_disc(disc, trust=_trust(other_centre), out=tmp_path / "restored")
+    result = restore_disc(
+        disc, trust=_trust(other_centre), out=tmp_path / "restored", allow_partial=True
+    )
     assert target in result.refused
     assert not (tmp_path / "restored" / target).exists()
     restored = [Path(p) for p in result.restored]

@@ -179,12 +179,12 @@ def test_check_json_tampered(disc_copy: Any, centre: Centre) -> None:
 
 
 def test_check_json_unsigned_folder(study_dir: Path, centre: Centre) -> None:
-    # A plain folder of DICOM files: no signature, and no DICOMDIR either (a finding).
+    # A plain folder of DICOM files: no signature, no DICOMDIR: loose files, not verifiable.
     code, doc = _check(study_dir, centre)
     validate(doc)
-    assert code == 1 and doc["verdict"] == "tampered"
+    assert code == 2 and doc["verdict"] == "not-verifiable" and doc["input"] == "files"
     assert not doc["signed"] and doc["signer"] is None
-    assert [f["path"] for f in doc["findings"]] == ["DICOMDIR"]
+    assert doc["findings"] == [] and doc["summary"]["not-verifiable"] == 10
 
 
 def test_check_json_unsigned_disc(study_dir: Path, tmp_path: Path, centre: Centre) -> None:
@@ -248,7 +248,8 @@ def test_restore_json_tampered(disc_copy: Any, centre: Centre, tmp_path: Path) -
             str(centre.cert_path),
             "--out",
             str(tmp_path / "restored"),
-            "--include-tampered",
+            "--tampered-to",
+            str(tmp_path / "altered"),
             "--json",
         ]
     )

@@ -34,14 +34,18 @@ def test_series_stay_together(study_dir: Path, centre: Centre, tmp_path: Path) -
     assert [p.name for p in result.outputs] == ["set_1of2.iso", "set_2of2.iso"]
     trust = TrustStore.from_paths([centre.cert_path])
     reports = [check_disc(p, trust=trust, workers=1) for p in result.outputs]
-    assert [r.exit_code for r in reports] == [0, 0]  # each disc verifies on its own
+    # Each disc verifies on its own, but alone it is an incomplete set (exit 2)...
+    assert [r.verdict.value for r in reports] == ["incomplete-set"] * 2
+    assert [r.exit_code for r in reports] == [2, 2]
+    assert [r.missing_discs for r in reports] == [((2, "SPAN_2OF2"),), ((1, "SPAN_1OF2"),)]
     assert [(r.disc_number, r.disc_count) for r in reports] == [(1, 2), (2, 2)]
     modalities = [{v.series_label.split()[0] for v in r.images} for r in reports]
     assert modalities == [{"CT"}, {"MR"}]
     assert [r.fileset_id for r in reports] == ["SPAN_1OF2", "SPAN_2OF2"]
     assert check_set(reports).complete
-    assert check_set(reports).exit_code == 0
-    assert check_set(reports[:1]).exit_code == 1
+    assert check_set(reports).exit_code == 0  # ...and checked together, the set verifies
+    assert [d.verdict.value for d in check_set(reports).discs] == ["verified"] * 2
+    assert check_set(reports[:1]).exit_code == 2  # a disc missing: an incomplete set
     assert "disc 2 of 2 is missing" in check_set(reports[:1]).findings[0].message
     assert not check_set([reports[0], reports[0]]).complete
 
@@ -57,7 +61,8 @@ def test_a_series_larger_than_the_medium_is_split(
     assert len(result.outputs) >= 3
     trust = TrustStore.from_paths([centre.cert_path])
     reports = [check_disc(p, trust=trust, workers=1) for p in result.outputs]
-    assert all(r.exit_code == 0 for r in reports)
+    assert all(r.exit_code == 2 and r.missing_discs for r in reports)  # each alone
+    assert check_set(reports).exit_code == 0
     assert sum(len(r.images) for r in reports) == 10
     first = parse((result.outputs[0] / MANIFEST_PATH).read_bytes())
     assert len(first.disc.members) == len(result.outputs)
@@ -138,8 +143,12 @@ def test_cli_span_and_set_check(
     code = main(["check", *outputs, "--trust", str(centre.cert_path), "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["complete"] and len(doc["discs"]) == 2
-    assert main(["check", outputs[0], "--trust", str(centre.cert_path)]) == 0
-    capsys.readouterr()
+    assert main(["check", outputs[0], "--trust", str(centre.cert_path)]) == 2  # incomplete
+    assert "INCOMPLETE" in capsys.readouterr().out
+    # the whole set given: each disc's own summary says so too, not only the exit code
+    assert main(["check", *outputs, "--trust", str(centre.cert_path)]) == 0
+    text = capsys.readouterr().out
+    assert "INCOMPLETE" not in text and text.count("VERIFIED") >= 2
 
 
 def test_existing_names_are_checked_for_every_disc_before_work(

@@ -38,8 +38,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -62,8 +63,11 @@ from discmaker.format import manifest as manifest_mod
 from discmaker.format.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
 from discmaker.format.identity import (
     IDENTITY_KEYWORDS,
+    PATIENT_KEYWORDS,
+    STUDY_KEYWORDS,
     differing_keywords,
     identity_attributes,
+    text_of,
     watermark_digest,
 )
 from discmaker.format.layout import IMPLEMENTATION_CLASS_UID, PRIVATE_CREATOR, PRIVATE_GROUP
@@ -76,13 +80,21 @@ from discmaker.format.manifest import (
 )
 from discmaker.format.reading import MAX_INFLATED_BYTES, read_dicom
 from discmaker.models import (
+    SET_INCONSISTENT,
+    SET_MISSING,
+    SET_NONE,
     CheckReport,
     Finding,
     ImageStatus,
     ImageVerdict,
+    InputKind,
+    PatientsSource,
+    PatientSummary,
     Region,
+    SeriesSummary,
     SetReport,
     Signer,
+    StudySummary,
 )
 from discmaker.parallel import run_jobs
 from discmaker.watermark.engine import UnsupportedPixelsError
@@ -475,7 +487,7 @@ def _verify_unsigned(
             "written by discmaker, but neither a watermark nor discmaker's block is left to "
             "judge it by"
             if written_by_us
-            else "no discmaker signature on this disc: integrity cannot be proven"
+            else "not made with discmaker: nothing shows whether it was changed"
         )
         return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None, written_by_us)
     trusted = res.key_id is not None and res.key_id in context.trusted
@@ -726,6 +738,14 @@ def _dicomdir_findings(
     return found
 
 
+def _source_path(description: str) -> str:
+    """The path in a source's description ("ISO image /media/x.iso" -> "/media/x.iso")."""
+    for kind in ("ISO image ", "device ", "folder "):
+        if description.startswith(kind):
+            return description.removeprefix(kind)
+    return description
+
+
 def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signature:
     """Step (1): the manifest's signature, whether its signer's key is pinned, and whether the
     signer's certificate was valid when the disc was made (the manifest's ``created``)."""
@@ -832,8 +852,9 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
     if signer is not None and not signer.trusted:
         disc.notes.append(
             f"Signed by {signer.subject}, fingerprint {signer.fingerprint}, which is not in "
-            "your trust store. Confirm the fingerprint with the sender by telephone, then "
-            "run: discmaker trust add <their certificate>."
+            "your trust store. To trust them, run: discmaker trust add "
+            f"{shlex.quote(_source_path(disc.description))} (it shows the fingerprint "
+            "and asks you to confirm it with the sender by telephone first)."
         )
     if trust.is_empty():
         disc.notes.append("Your trust store is empty: no disc can verify until you add a sender.")
@@ -1006,19 +1027,32 @@ def _disc_verdict(
         set_id=manifest.disc.set_id,
         set_members=tuple((m.number, m.fileset_id, m.images) for m in manifest.disc.members),
         files=tuple(sorted(files.status.items())),
+        patients=_manifest_patients(manifest),
+        patients_source=PatientsSource.MANIFEST,
     )
 
 
-def _early_report(disc: _Disc, *, signed: bool, signature: _Signature | None) -> CheckReport:
-    """The report of a disc whose check stops before any image is judged."""
+def _early_report(
+    disc: _Disc,
+    *,
+    signed: bool,
+    signature: _Signature | None,
+    source: str | None = None,
+    kind: InputKind = InputKind.DISC,
+    top_folder: str = "",
+) -> CheckReport:
+    """The report of a disc whose check stops before any image is judged (``kind``
+    :attr:`InputKind.NOT_A_DISC`: the path is not a disc, ``top_folder`` the one to check)."""
     return CheckReport(
-        source=disc.description,
+        source=disc.description if source is None else source,
         signed=signed,
         signature_valid=signature.valid if signature else False,
         signer=signature.signer if signature else None,
         images=(),
         findings=tuple(disc.findings),
         notes=tuple(disc.notes),
+        kind=kind,
+        top_folder=top_folder,
     )
 
 
@@ -1101,15 +1135,24 @@ def _check_unsigned(
     each image judged by the watermark it may still carry.
 
     ``signature`` is step 1's result when DISCSIG/ is there but its manifest is unusable.
+    Without one, what the path is decides the check: no DICOMDIR and a disc's top folder
+    above or inside it, or no DICOM image at all, is not a disc (:func:`_not_a_disc`);
+    DICOM files without a DICOMDIR are loose files (:func:`_check_loose_files`).
     """
     entries, findings = disc.entries, disc.findings
-    if signature is None:
-        disc.notes.append(
-            "This disc carries no discmaker signature: only its structure could be checked."
-        )
-        log.debug("step 1 signature: none on this disc")
-    _medium_findings(src, source, disc)
     signed = signature is not None
+    if progress:
+        progress("read", 1, 1)
+    if signature is None:
+        log.debug("step 1 signature: none on this disc")
+        if "DICOMDIR" not in entries:
+            sniffed = _sniff_files(src, disc)
+            not_a_disc = _not_a_disc(src, source, disc, sniffed)
+            if not_a_disc is not None:
+                return not_a_disc, []
+            _medium_findings(src, source, disc)
+            return _check_loose_files(src, source, disc, sniffed, workers, progress, trust)
+    _medium_findings(src, source, disc)
     if "DICOMDIR" not in entries:
         findings.append(Finding(2, "structure", "DICOMDIR", "no DICOMDIR at the root of the disc"))
         return _early_report(disc, signed=signed, signature=signature), []
@@ -1124,47 +1167,414 @@ def _check_unsigned(
     ]
     trusted = trust.public_keys()
     outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
-    if any(o.made_by_discmaker for o in outcomes) and not signed:
-        sealed_by_trusted = any(o.key_id in trusted for o in outcomes if o.key_id is not None)
-        findings.append(
-            Finding(
-                1,
-                "signature",
-                "DISCSIG",
-                (
-                    "these images carry watermarks sealed by a sender in your trust store, "
-                    if sealed_by_trusted
-                    else "these images were written by discmaker, "
-                )
-                + "but the disc's signature folder (DISCSIG) is missing: the sender's "
-                "signature was removed (or the images were copied onto another disc)",
-            )
-        )
+    removed = _removed_signature(outcomes, frozenset(trusted)) if not signed else None
+    if removed is not None:
+        findings.append(removed)
     # patient / study consistency across the whole disc
-    studies: dict[str, str] = {}
-    for rec in records.values():
-        study, patient = rec.keys.get("StudyInstanceUID", ""), rec.keys.get("PatientID", "")
-        if study and studies.setdefault(study, patient) != patient:
-            findings.append(
-                Finding(
-                    2,
-                    "structure",
-                    rec.file_id,
-                    "one study is filed under two different Patient IDs",
-                )
-            )
+    rows = [(job.path, job.record.keys) for job in jobs if job.record is not None]
+    findings.extend(_patient_findings(rows))
+    if signature is None and removed is None:
+        disc.notes.append(
+            "This disc was not made with discmaker: only its structure (the DICOMDIR against "
+            "the files, and the patient and study data) could be checked."
+        )
+    headers = _study_headers(src, rows)
+    patient_rows = [
+        _filled(keys, headers.get(keys.get("StudyInstanceUID", ""))) for _, keys in rows
+    ]
     report = CheckReport(
         source=str(source),
         signed=signed,
         signature_valid=signature.valid if signature is not None else False,
         signer=signature.signer if signature is not None else None,
-        images=tuple(o.verdict for o in outcomes),
+        images=tuple(_with_record_uids(o.verdict, o.verdict.path, records) for o in outcomes),
         findings=tuple(findings),
         fileset_id=dicomdir.fileset_id if dicomdir else "",
         notes=tuple(disc.notes),
+        patients=_patient_block(patient_rows),
+        patients_source=PatientsSource.DICOMDIR,
     )
     log.debug("step 5 verdict (unsigned disc): %s", report.verdict.value)
     return report, outcomes
+
+
+def _with_record_uids(
+    verdict: ImageVerdict, path: str, records: Mapping[str, DirRecord]
+) -> ImageVerdict:
+    """An unsigned image's verdict with its series UID from its DICOMDIR record (the JSON
+    groups by it); nothing else about the verdict changes."""
+    record = records.get(path)
+    uid = record.keys.get("SeriesInstanceUID", "") if record is not None else ""
+    return replace(verdict, series_uid=uid) if uid and not verdict.series_uid else verdict
+
+
+def _removed_signature(outcomes: Sequence[_Outcome], trusted: frozenset[bytes]) -> Finding | None:
+    """Step (1) on a disc without DISCSIG/: images discmaker wrote (a watermark, its private
+    block or its implementation UID) say a signature was there and was removed."""
+    if not any(o.made_by_discmaker for o in outcomes):
+        return None
+    sealed_by_trusted = any(o.key_id in trusted for o in outcomes if o.key_id is not None)
+    return Finding(
+        1,
+        "signature",
+        "DISCSIG",
+        (
+            "these images carry watermarks sealed by a sender in your trust store, "
+            if sealed_by_trusted
+            else "these images were written by discmaker, "
+        )
+        + "but the disc's signature folder (DISCSIG) is missing: the sender's "
+        "signature was removed (or the images were copied onto another disc)",
+    )
+
+
+# -- what the path is, when it has no DICOMDIR and no signature ------------------------------
+
+MAX_HEADER_PREFIX = 1 << 20
+"""Bytes read to find an image's header (patient block, loose files) before its Pixel Data;
+a longer header is read with the whole file (at most :data:`MAX_IMAGE_BYTES`)."""
+
+_DICM_AT = 128  # the "DICM" prefix of a DICOM file (PS3.10 7.1), after the 128-byte preamble
+_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: a DICOMDIR
+_TOP_MARKERS = ("DICOMDIR", "dicomdir", "DICOMDIR;1", "DICOMDIR.;1")
+_SIGNATURE_DIRS = ("DISCSIG", "discsig")
+Row = Mapping[str, str]  # identity keywords (and StudyDescription) of one image
+
+
+@dataclass(frozen=True)
+class _Sniffed:
+    """The files of a path without a DICOMDIR: which are DICOM images, and their headers."""
+
+    images: dict[str, dict[str, str] | None]  # disc path -> identity (None: header unreadable)
+    others: int  # files that are not DICOM images
+
+
+def _sniff_files(src: DiscSource, disc: _Disc) -> _Sniffed:
+    images: dict[str, dict[str, str] | None] = {}
+    others = 0
+    for path, size in sorted(disc.entries.items()):
+        if path.rsplit("/", 1)[-1] == "DICOMDIR":
+            others += 1
+            continue
+        is_image, row = _read_header(src, path, size)
+        if is_image:
+            images[path] = row
+        else:
+            others += 1
+    return _Sniffed(images=images, others=others)
+
+
+def _read_header(src: DiscSource, path: str, size: int) -> tuple[bool, dict[str, str] | None]:
+    """Whether ``path`` is a DICOM file (the "DICM" prefix) other than a DICOMDIR, and its
+    identity attributes with its Study Description (None when the header cannot be read).
+
+    Only the header is parsed, read from the first :data:`MAX_HEADER_PREFIX` bytes when the
+    Pixel Data starts within them, else from the whole file; a hostile file simply has no
+    header here (its image check says what is wrong with it).
+    """
+    try:
+        with src.open(path) as fp:
+            data = fp.read(_DICM_AT + 4)
+            if len(data) < _DICM_AT + 4 or data[_DICM_AT:] != b"DICM":
+                return False, None
+            data += fp.read(MAX_HEADER_PREFIX - len(data))
+        with captured_warnings():
+            ds = _parse_header(data, whole=len(data) >= size)
+            if ds is None:
+                ds = _parse_header(src.read_bytes(path, limit=MAX_IMAGE_BYTES), whole=True)
+            if ds is None:
+                return True, None
+            meta = getattr(ds, "file_meta", None)
+            storage = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+            if str(storage or "") == _DIRECTORY_STORAGE:
+                return False, None
+            row = identity_attributes(ds)
+            row["StudyDescription"] = text_of(ds, "StudyDescription")
+            return True, row
+    except DiscError:  # unreadable, or larger than any image is allowed to be
+        return True, None
+    except Warning:
+        raise  # captured above; one raised here would be a bug
+    except Exception:  # hostile header: the image check names the problem
+        return True, None
+
+
+def _parse_header(data: bytes, *, whole: bool) -> Dataset | None:
+    """The header of a DICOM file from ``data`` (all of it when ``whole``, else a prefix that
+    counts only if the header ends at a Pixel Data element within it)."""
+    if _DEFLATED_UID in data[:_META_WINDOW]:
+        if not whole:
+            return None
+        return read_dicom(data, max_inflated=MAX_INFLATED_BYTES, stop_before_pixels=True)
+    stream = io.BytesIO(data)
+    ds = dcmread(stream, stop_before_pixels=True)
+    if whole or data[stream.tell() : stream.tell() + 4] == _PIXEL_DATA_TAG:
+        return ds
+    return None
+
+
+def _disc_top_inside(src: DiscSource, source: Path) -> Path | None:
+    """A folder that holds a disc further down (``USB/DISC/DICOMDIR``): the shallowest such
+    disc's top folder."""
+    tops: list[tuple[int, str]] = []
+    for entry in src.files():
+        parts = entry.raw_path.split("/")
+        if entry.path.endswith("/" + MANIFEST_PATH):
+            parts = parts[:-2]
+        elif entry.path.rsplit("/", 1)[-1] == "DICOMDIR" and len(parts) > 1:
+            parts = parts[:-1]
+        else:
+            continue
+        if parts:
+            tops.append((len(parts), "/".join(parts)))
+    return source / min(tops)[1] if tops else None
+
+
+def _disc_top_above(source: Path) -> Path | None:
+    """The nearest folder above ``source`` that is a disc's top folder (holds a DICOMDIR or
+    a DISCSIG folder); only names are looked at, nothing above ``source`` is read."""
+    try:
+        folder = source.resolve()
+    except (OSError, RuntimeError):
+        return None
+    for parent in folder.parents:
+        try:
+            if any((parent / n).is_file() for n in _TOP_MARKERS) or any(
+                (parent / n).is_dir() for n in _SIGNATURE_DIRS
+            ):
+                return parent
+        except OSError:
+            continue
+    return None
+
+
+def _not_a_disc(
+    src: DiscSource, source: Path, disc: _Disc, sniffed: _Sniffed
+) -> CheckReport | None:
+    """The report for a path that is not a disc: a folder inside a disc (its top folder is
+    above), a folder that holds a disc further down, or no DICOM image at all. None when
+    the path is worth checking (loose DICOM files)."""
+    top: Path | None = None
+    if not isinstance(src, IsoSource):
+        top = _disc_top_inside(src, source) or _disc_top_above(source)
+    if top is None and sniffed.images:
+        return None
+    what = "ISO image" if isinstance(src, IsoSource) else "folder"
+    if top is not None:
+        disc.notes.append(f"The disc's top folder is {top}.")
+    elif disc.entries:
+        disc.notes.append(
+            f"The {what} holds {_count(len(disc.entries), 'file')}, none of them a DICOM image."
+        )
+    else:
+        disc.notes.append(f"The {what} is empty.")
+    log.debug("not a disc: %d files, top folder %s", len(disc.entries), "found" if top else "none")
+    return _early_report(
+        disc,
+        signed=False,
+        signature=None,
+        source=str(source),
+        kind=InputKind.NOT_A_DISC,
+        top_folder=str(top) if top is not None else "",
+    )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _check_loose_files(
+    src: DiscSource,
+    source: Path,
+    disc: _Disc,
+    sniffed: _Sniffed,
+    workers: int,
+    progress: Progress | None,
+    trust: TrustStore,
+) -> tuple[CheckReport, list[_Outcome]]:
+    """DICOM files without a DICOMDIR: each judged as an image with no DICOMDIR record (its
+    watermark, if discmaker wrote it, still speaks), and the set checked for one patient and
+    each study under one Patient ID."""
+    findings = disc.findings
+    jobs = [_Job(path=p, entry=None, record=None, restore_to=None) for p in sorted(sniffed.images)]
+    trusted = trust.public_keys()
+    outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
+    removed = _removed_signature(outcomes, frozenset(trusted))
+    if removed is not None:
+        findings.append(removed)
+    rows = [(p, row) for p, row in sorted(sniffed.images.items()) if row is not None]
+    findings.extend(_patient_findings(rows))
+    if removed is None:
+        disc.notes.append(
+            f"These are {_count(len(jobs), 'loose DICOM file')} without a DICOMDIR (the index "
+            "every patient disc has): each file was read on its own, and the files were "
+            "compared with each other."
+        )
+    if sniffed.others:
+        disc.notes.append(
+            f"{_count(sniffed.others, 'other file')} (not DICOM images) were not checked."
+        )
+    headers = dict(rows)
+    images = []
+    for outcome in outcomes:
+        verdict, row = outcome.verdict, headers.get(outcome.verdict.path)
+        if row is not None and not verdict.sop_instance_uid:
+            verdict = replace(
+                verdict,
+                sop_instance_uid=row.get("SOPInstanceUID", ""),
+                series_uid=verdict.series_uid or row.get("SeriesInstanceUID", ""),
+            )
+        images.append(verdict)
+    report = CheckReport(
+        source=str(source),
+        signed=False,
+        signature_valid=False,
+        signer=None,
+        images=tuple(images),
+        findings=tuple(findings),
+        notes=tuple(disc.notes),
+        kind=InputKind.FILES,
+        patients=_patient_block(row for _, row in rows),
+        patients_source=PatientsSource.HEADERS,
+    )
+    log.debug("step 5 verdict (loose files): %s, %d images", report.verdict.value, len(images))
+    return report, outcomes
+
+
+# -- the patient block -----------------------------------------------------------------------
+
+
+def _patient_findings(rows: Sequence[tuple[str, Row]]) -> list[Finding]:
+    """Patient and study consistency of a disc nobody signed (``rows``: each image's path
+    and identity): one study under one Patient ID, one patient per disc, one name, birth
+    date and sex per Patient ID."""
+    found: list[Finding] = []
+    studies: dict[str, str] = {}
+    for path, row in rows:
+        study, patient = row.get("StudyInstanceUID", ""), row.get("PatientID", "")
+        if study and studies.setdefault(study, patient) != patient:
+            found.append(
+                Finding(2, "structure", path, "one study is filed under two different Patient IDs")
+            )
+    people: dict[str, set[tuple[str, str, str]]] = {}
+    for _, row in rows:
+        people.setdefault(row.get("PatientID", ""), set()).add(
+            (
+                _name_key(row.get("PatientName", "")),
+                row.get("PatientBirthDate", ""),
+                row.get("PatientSex", ""),
+            )
+        )
+    if len(people) > 1:
+        found.append(
+            Finding(
+                3,
+                "patients",
+                "",
+                f"the images belong to {len(people)} different patients (their Patient IDs "
+                "differ), where a patient disc holds one patient's images: check whose each "
+                "study is (the patient list) before importing any of it",
+            )
+        )
+    if any(len(variants) > 1 for variants in people.values()):
+        found.append(
+            Finding(
+                3,
+                "patients",
+                "",
+                "one Patient ID is given with different names, birth dates or sexes",
+            )
+        )
+    return found
+
+
+def _name_key(name: str) -> str:
+    """A Patient's Name for comparison: trailing empty components and case ignored."""
+    return "=".join(group.rstrip("^ ") for group in name.split("=")).rstrip("=").casefold()
+
+
+def _study_headers(src: DiscSource, rows: Sequence[tuple[str, Row]]) -> dict[str, Row]:
+    """The header of one image of each study, by Study Instance UID: what the DICOMDIR does
+    not carry (Study Description, often birth date and sex) for the patient block."""
+    first: dict[str, str] = {}
+    for path, row in rows:
+        first.setdefault(row.get("StudyInstanceUID", ""), path)
+    out: dict[str, Row] = {}
+    for uid, path in first.items():
+        try:
+            size = src.entry(path).size
+        except DiscError:
+            continue
+        _, header = _read_header(src, path, size)
+        if header is not None:
+            out[uid] = header
+    return out
+
+
+_FILLED_FROM_HEADER = (*PATIENT_KEYWORDS, *STUDY_KEYWORDS, "StudyDescription")
+
+
+def _filled(keys: Row, header: Row | None) -> dict[str, str]:
+    """A DICOMDIR record's keys, with the patient and study values it leaves empty taken
+    from its study's header (for the patient block only; findings use the record)."""
+    row = dict(keys)
+    if header is not None:
+        for keyword in _FILLED_FROM_HEADER:
+            if not row.get(keyword):
+                row[keyword] = header.get(keyword, "")
+    return row
+
+
+def _manifest_patients(manifest: Manifest) -> tuple[PatientSummary, ...]:
+    """The patient block of a signed disc: its manifest's identities, image by image."""
+    return _patient_block(img.identity for img in manifest.images)
+
+
+def _patient_block(rows: Iterable[Row]) -> tuple[PatientSummary, ...]:
+    """Patients, their studies and series, with image counts, from each image's identity.
+
+    Grouped by the values themselves (two spellings of one patient are two patients here:
+    that is a finding on a disc nobody signed), a study by its UID, a series by its UID.
+    """
+    patients: dict[tuple[str, str, str, str], dict[str, list[Row]]] = {}
+    for row in rows:
+        key = tuple(row.get(k, "") for k in PATIENT_KEYWORDS)
+        person = (key[0], key[1], key[2], key[3])
+        patients.setdefault(person, {}).setdefault(row.get("StudyInstanceUID", ""), []).append(row)
+    out = []
+    for (name, patient_id, birth, sex), studies in patients.items():
+        summaries = [_study_summary(uid, study) for uid, study in studies.items()]
+        summaries.sort(key=lambda s: (s.date, s.time, s.study_uid))
+        out.append(PatientSummary(name, patient_id, birth, sex, tuple(summaries)))
+    out.sort(key=lambda p: (p.name, p.patient_id, p.birth_date, p.sex))
+    return tuple(out)
+
+
+def _study_summary(uid: str, rows: Sequence[Row]) -> StudySummary:
+    def first(keyword: str) -> str:
+        return next((v for r in rows if (v := r.get(keyword, ""))), "")
+
+    series: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        number, modality = row.get("SeriesNumber", ""), row.get("Modality", "")
+        key = (row.get("SeriesInstanceUID", ""), number, modality)
+        series[key] = series.get(key, 0) + 1
+    ordered = sorted(
+        series.items(),
+        key=lambda kv: (kv[0][2], int(kv[0][1]) if kv[0][1].isdigit() else -1, kv[0]),
+    )
+    return StudySummary(
+        study_uid=uid,
+        date=first("StudyDate"),
+        time=first("StudyTime"),
+        description=first("StudyDescription"),
+        accession=first("AccessionNumber"),
+        study_id=first("StudyID"),
+        series=tuple(
+            SeriesSummary(series_uid=s, number=n, modality=m, images=count)
+            for (s, n, m), count in ordered
+        ),
+    )
 
 
 def check_set(reports: Sequence[CheckReport]) -> SetReport:
@@ -1172,26 +1582,39 @@ def check_set(reports: Sequence[CheckReport]) -> SetReport:
 
     Each disc has already been verified on its own; what a set adds is that no disc is
     missing, none is given twice and all belong to the same authoring run. The set table is
-    read from the signed manifests, so it cannot be edited without breaking step 1.
+    read from the signed manifests, so it cannot be edited without breaking step 1. Each
+    report comes back knowing which discs of its set were given with it, so a disc k of n
+    checked with all the others is verified, and one checked without them an incomplete set.
     """
     findings: list[Finding] = []
     signed = [r for r in reports if r.signed and r.set_id]
-    if len(signed) != len(reports):
-        findings.append(Finding(5, "set", "", "some discs carry no discmaker set information"))
+    for r in reports:
+        if not (r.signed and r.set_id):
+            findings.append(
+                Finding(
+                    5,
+                    SET_NONE,
+                    r.fileset_id or r.source,
+                    f"{r.source} is not part of a discmaker set (it carries no set table), so "
+                    "it was checked on its own",
+                )
+            )
     ids = {r.set_id for r in signed}
     if len(ids) > 1:
-        findings.append(Finding(5, "set", "", "the discs belong to different sets"))
+        findings.append(Finding(5, SET_INCONSISTENT, "", "the discs belong to different sets"))
     if signed:
         first = signed[0]
         count = first.disc_count
         numbers = [r.disc_number for r in signed]
         for n in sorted({x for x in numbers if numbers.count(x) > 1}):
-            findings.append(Finding(5, "set", "", f"disc {n} of {count} was given twice"))
+            findings.append(
+                Finding(5, SET_INCONSISTENT, "", f"disc {n} of {count} was given twice")
+            )
         for n in range(1, count + 1):
             if n not in numbers:
                 label = next((m[1] for m in first.set_members if m[0] == n), "")
                 findings.append(
-                    Finding(5, "set", label, f"disc {n} of {count} is missing from the set")
+                    Finding(5, SET_MISSING, label, f"disc {n} of {count} is missing from the set")
                 )
         for r in signed:
             listed = {m[0]: m[2] for m in r.set_members}
@@ -1199,13 +1622,19 @@ def check_set(reports: Sequence[CheckReport]) -> SetReport:
                 findings.append(
                     Finding(
                         5,
-                        "set",
+                        SET_INCONSISTENT,
                         r.fileset_id,
                         f"disc {r.disc_number} holds {len(r.images)} images but the set "
                         f"table lists {listed.get(r.disc_number)}",
                     )
                 )
-    return SetReport(discs=tuple(reports), findings=tuple(findings))
+    present: dict[str, tuple[int, ...]] = {}
+    for r in signed:
+        present[r.set_id] = tuple(sorted({*present.get(r.set_id, ()), r.disc_number}))
+    discs = tuple(
+        replace(r, set_present=present[r.set_id]) if r.signed and r.set_id else r for r in reports
+    )
+    return SetReport(discs=discs, findings=tuple(findings))
 
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian

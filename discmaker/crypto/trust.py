@@ -45,6 +45,10 @@ from discmaker.crypto.signing import (
 from discmaker.errors import InternalError, KeyFileError, OutputError, UsageError
 
 TRUST_DIR_ENV = "DISCMAKER_TRUST_DIR"
+SITE_TRUST_DIR_ENV = "DISCMAKER_SITE_TRUST_DIR"
+#: The site-wide store an administrator fills for every user of a workstation (read-only
+#: to discmaker): ``$DISCMAKER_SITE_TRUST_DIR``, else this folder.
+SITE_TRUST_DIR = Path("/etc/discmaker/trusted")
 _HEX = frozenset("0123456789ABCDEF")
 
 
@@ -99,12 +103,25 @@ class TrustStore:
 
     @classmethod
     def default(cls) -> TrustStore:
-        """The user's managed store; ``$DISCMAKER_TRUST_DIR`` overrides its location."""
+        """The user's managed store, which ``add`` and ``remove`` change
+        (``$DISCMAKER_TRUST_DIR`` overrides its location), and the site-wide store an
+        administrator keeps for everyone (``$DISCMAKER_SITE_TRUST_DIR``, else
+        :data:`SITE_TRUST_DIR`), which is only read."""
         override = os.environ.get(TRUST_DIR_ENV)
         if override:
-            return cls(Path(override))
-        base = platformdirs.user_data_dir(APP_NAME, appauthor=False)
-        return cls(Path(base) / "trusted")
+            user = Path(override)
+        else:
+            user = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "trusted"
+        store = cls(user)
+        site = Path(os.environ.get(SITE_TRUST_DIR_ENV) or SITE_TRUST_DIR)
+        if site.is_dir() and site != user:
+            store._sources = (user, site)
+        return store
+
+    @property
+    def site_directory(self) -> Path | None:
+        """The site-wide folder this store also reads, if there is one."""
+        return self._sources[1] if self._directory is not None and len(self._sources) > 1 else None
 
     @classmethod
     def from_paths(cls, paths: Sequence[Path]) -> TrustStore:
@@ -134,12 +151,15 @@ class TrustStore:
 
     def add(self, cert_path: Path) -> TrustedSigner:
         """Pin the certificate in ``cert_path``; adding it again changes nothing."""
+        return self.add_certificate(load_certificate(cert_path))
+
+    def add_certificate(self, certificate: x509.Certificate) -> TrustedSigner:
+        """Pin ``certificate`` (e.g. read from a received disc); again changes nothing."""
         directory = self._writable("add a certificate to")
-        certificate = load_certificate(cert_path)
         signer = TrustedSigner.from_certificate(certificate)
         target = directory / f"{signer.fingerprint.replace(':', '')}.pem"
         for entry in self._scan()[0]:
-            if entry.signer.fingerprint == signer.fingerprint:
+            if entry.signer.fingerprint == signer.fingerprint and entry.path.parent == directory:
                 return entry.signer  # already pinned (perhaps under another file name)
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -152,11 +172,17 @@ class TrustStore:
         """Unpin by SHA-256 fingerprint (colons, case optional); :class:`UsageError` if absent."""
         directory = self._writable("remove a certificate from")
         wanted = normalise_fingerprint(fingerprint)
-        matches = [
+        found = [
             entry
             for entry in self._scan()[0]
             if entry.signer.fingerprint.replace(":", "") == wanted
         ]
+        matches = [entry for entry in found if entry.path.parent == directory]
+        if found and not matches:
+            raise UsageError(
+                f"the signer with the fingerprint {fingerprint.strip()} is trusted in the "
+                f"site-wide store {found[0].path.parent}; ask your administrator to remove it"
+            )
         if not matches:
             raise UsageError(f"no trusted signer has the fingerprint {fingerprint.strip()}")
         for entry in matches:
@@ -272,4 +298,12 @@ def _reason(exc: KeyFileError, path: Path) -> str:
     return message
 
 
-__all__ = ["TRUST_DIR_ENV", "TrustProblem", "TrustStore", "TrustedSigner", "normalise_fingerprint"]
+__all__ = [
+    "SITE_TRUST_DIR",
+    "SITE_TRUST_DIR_ENV",
+    "TRUST_DIR_ENV",
+    "TrustProblem",
+    "TrustStore",
+    "TrustedSigner",
+    "normalise_fingerprint",
+]

@@ -132,16 +132,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write an HTML report for the patient record")
 
     p = sub.add_parser("restore", help="write verified originals for PACS import")
-    p.add_argument("source", type=Path)
-    p.add_argument("--trust", action="append", type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--include-tampered", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("source", type=Path, help="ISO file, block device or folder")
+    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument("--out", required=True, type=Path, help="new folder for the PACS import")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="also write the verified images of a series that has an unverified image "
+        "(default: such a series is held back whole)",
+    )
+    p.add_argument(
+        "--tampered-to",
+        type=Path,
+        metavar="DIR",
+        help="new folder, apart from --out, for copies of the altered images (investigation "
+        "only; default: not written)",
+    )
+    p.add_argument("--json", action="store_true", help="versioned JSON result on stdout")
+
+    p = sub.add_parser(
+        "import",
+        help="check a received disc and send its verified originals to a PACS",
+        description="Checks the disc as 'check' does; only a verified disc is sent. Sends the "
+        "verified originals (what 'restore' writes) with DICOM C-STORE, records each in the "
+        "import log and skips what that PACS already holds. Exit 0 all stored, 1 or 2 the "
+        "disc did not verify (nothing sent), 3 unreadable disc, 69 PACS unreachable or "
+        "refused, 75 some images not stored (run again to send the rest).",
+    )
+    p.add_argument("source", type=Path, help="ISO file, block device or folder")
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="AET@HOST:PORT",
+        help="the PACS: its AE title, host and DICOM port, e.g. PACS@pacs.hospital.local:104",
+    )
+    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument(
+        "--aet", default="DISCMAKER", help="this computer's AE title (default: DISCMAKER)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the disc and echo the PACS, show what would be sent; send nothing",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="import log (default: $DISCMAKER_IMPORT_LOG, else import-log.jsonl in the user "
+        "data folder)",
+    )
+    p.add_argument("--workers", type=int, help="worker processes (default: every core)")
+    p.add_argument("--patient-id", help="coerce Patient ID to the local one (reconciliation)")
+    p.add_argument("--patient-name", help="coerce Patient's Name, e.g. DOE^JANE")
+    p.add_argument("--accession", help="coerce Accession Number to the local order's")
 
     p = sub.add_parser("trust", help="manage trusted senders")
     tsub = p.add_subparsers(dest="trust_command", parser_class=_Parser, required=True)
-    t = tsub.add_parser("add", help="trust a sender's certificate")
-    t.add_argument("cert", type=Path)
+    t = tsub.add_parser(
+        "add",
+        help="trust a sender: their certificate file, or a disc, ISO or drive they sent",
+        description="Shows the sender's name and fingerprint and asks you to confirm it with "
+        "the sender by telephone before trusting it.",
+    )
+    t.add_argument(
+        "cert",
+        type=Path,
+        metavar="SOURCE",
+        help="certificate file (cert.pem), or a received disc folder, ISO image or drive "
+        "(its DISCSIG/SIGNER.PEM is read)",
+    )
+    t.add_argument(
+        "--yes",
+        action="store_true",
+        help="the fingerprint was already confirmed: do not ask (for scripts)",
+    )
     tsub.add_parser("list", help="list trusted senders")
     t = tsub.add_parser("remove", help="stop trusting a sender")
     t.add_argument("fingerprint")
@@ -201,6 +266,41 @@ def _start_logging(verbose: bool) -> _StderrLog | None:
 
 def _write_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+ERROR_FORMAT = "discmaker-error"  # docs/schemas/error.v1.json
+
+
+def _error_json(exc: BaseException, code: int) -> dict[str, Any]:
+    """What ``--json`` prints when a command stops with an error: still exactly one object."""
+    return {
+        "format": ERROR_FORMAT,
+        "format_version": 1,
+        "exit_code": code,
+        "error": {
+            "kind": type(exc).__name__,
+            "who_must_act": _who_must_act(exc),
+            "message": str(exc) or type(exc).__name__,
+        },
+    }
+
+
+def _who_must_act(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(exc, errors.DiscError):
+        return "disc"
+    if isinstance(exc, errors.VerificationError):
+        return "verification"
+    if isinstance(exc, errors.InternalError) or not isinstance(exc, errors.DiscmakerError):
+        return "discmaker"
+    return "operator"
+
+
+def _progress_console(args: argparse.Namespace, console: Console) -> Console:
+    """Where progress goes: stderr, so that stdout carries only results (or the JSON)."""
+    found = getattr(args, "progress_console", None)
+    return found if isinstance(found, Console) else console
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -264,7 +364,7 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         span=args.span,
         capacity=args.capacity,
     )
-    with progress_bars(console, enabled=not args.json) as progress:
+    with progress_bars(_progress_console(args, console), enabled=not args.json) as progress:
         result = author(req, progress=progress)
     log.debug(
         "authored %d image(s) (%d watermarked), %d bytes in %.1f s",
@@ -290,11 +390,13 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from discmaker.ui.report_html import write_html_report
 
     trust = _trust_store(args.trust)
+    if args.report:
+        _check_report_path(args.report)
     reports = []
     for source in args.source:
         log.debug("checking %s", source)
         started = time.monotonic()
-        with progress_bars(console, enabled=not args.json) as progress:
+        with progress_bars(_progress_console(args, console), enabled=not args.json) as progress:
             report = check_disc(source, trust=trust, progress=progress, workers=default_workers())
         log.debug(
             "checked %s: %s, %d image(s), %d finding(s) in %.1f s",
@@ -305,6 +407,9 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
             time.monotonic() - started,
         )
         reports.append(report)
+    result = check_set(reports) if len(reports) > 1 else None
+    if result is not None:  # each disc as the whole set judges it (disc k of n, with the rest)
+        reports = list(result.discs)
     for n, (source, report) in enumerate(zip(args.source, reports, strict=True), 1):
         if not args.json:
             console.print(check_summary(report))
@@ -315,11 +420,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
             write_html_report(report, path, thumbnails=tamper_thumbnails(source, report))
             if not args.json:
                 console.print(Text(f"HTML report written to {path}"))
-    if len(reports) == 1:
+    if result is None:
         if args.json:
             _write_json(reports[0].to_json())
         return reports[0].exit_code
-    result = check_set(reports)
     if args.json:
         _write_json(result.to_json())
     elif result.complete:
@@ -330,17 +434,30 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
+def _check_report_path(path: Path) -> None:
+    """Refuse an HTML report that could not be written, before the disc is read."""
+    parent = path.absolute().parent
+    if path.is_dir():
+        raise errors.OutputError(f"--report {path} is a folder; give a file name, e.g. report.html")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise errors.OutputError(
+            f"--report {path}: the folder {parent} does not exist or cannot be written; "
+            "choose another place for the report (nothing was checked yet)"
+        )
+
+
 def cmd_restore(args: argparse.Namespace, console: Console) -> int:
     from discmaker.check.restore import restore_disc
     from discmaker.ui.render import restore_summary
 
     trust = _trust_store(args.trust)
-    with progress_bars(console, enabled=not args.json) as progress:
+    with progress_bars(_progress_console(args, console), enabled=not args.json) as progress:
         result = restore_disc(
             args.source,
             trust=trust,
             out=args.out,
-            include_tampered=args.include_tampered,
+            allow_partial=args.allow_partial,
+            tampered_to=args.tampered_to,
             progress=progress,
             workers=default_workers(),
         )
@@ -357,6 +474,133 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
+def _cmd_import(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.pacs.destination import Destination
+    from discmaker.pacs.reconcile import Reconciliation
+    from discmaker.pacs.store import import_disc
+    from discmaker.ui.render import check_summary
+    from discmaker.ui.wording import plural
+
+    destination = Destination.parse(args.to)
+    coerced = (args.patient_id, args.patient_name, args.accession)
+    reconcile = None
+    if any(v is not None for v in coerced):
+        reconcile = Reconciliation(
+            patient_id=args.patient_id,
+            patient_name=args.patient_name,
+            accession_number=args.accession,
+        )
+    trust = _trust_store(args.trust)
+    labels = {"send": "Sending to PACS"}
+    with progress_bars(_progress_console(args, console)) as bars:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bars(labels.get(stage, stage), done, total)
+
+        result = import_disc(
+            args.source,
+            destination,
+            trust=trust,
+            calling_aet=args.aet,
+            dry_run=args.dry_run,
+            log_path=args.log,
+            reconcile=reconcile,
+            progress=progress,
+            workers=args.workers if args.workers is not None else default_workers(),
+        )
+    where = plain(destination)
+    if not result.verified:
+        console.print(check_summary(result.report))
+        why = (
+            "it shows changes since it was signed (above). Do not import it; ask the sender "
+            "for a new disc."
+            if result.report.tampered
+            else "no sender in your trust store vouches for it (above). If you expect discs "
+            "from this sender, confirm their fingerprint by telephone, run 'discmaker trust "
+            "add', then import again."
+        )
+        console.print(Text.assemble(("Nothing was sent ", "bold red"), f"to {where}: {why}"))
+        return result.exit_code
+    log.debug(
+        "import to %s: %d sent, %d skipped, %d failed, %d would be sent",
+        destination,
+        len(result.sent),
+        len(result.skipped),
+        len(result.failed),
+        len(result.would_send),
+    )
+    disc = plain(result.report.fileset_id) or plain(args.source)
+    console.print(Text.assemble(("Disc verified ", "green"), f"({disc})."))
+    if result.dry_run:
+        console.print(
+            Text(
+                f"Dry run: {where} answered. {plural(len(result.would_send), 'image')} would "
+                f"be sent, {len(result.skipped)} already there. Nothing was sent.",
+                style="bold",
+            )
+        )
+    elif result.sent:
+        warned = [i for i in result.sent if i.message]
+        line = f"{plural(len(result.sent), 'image')} sent to {where} and stored."
+        if warned:
+            line += f" {len(warned)} with a warning from the PACS ({plain(warned[0].message)})."
+        console.print(Text(line, style="green"))
+    if result.skipped:
+        console.print(
+            Text(f"{plural(len(result.skipped), 'image')} already at {where}: not sent again.")
+        )
+    if not result.dry_run and not result.sent and not result.failed:
+        console.print(Text(f"Nothing new to send: every image is already at {where}."))
+    if result.failed:
+        console.print(
+            Text(f"{plural(len(result.failed), 'image')} NOT stored at {where}:", style="bold red")
+        )
+        for item in result.failed[:20]:
+            tries = f" (after {plural(item.attempts, 'attempt')})" if item.attempts else ""
+            console.print(Text(f"  {plain(item.path)}: {plain(item.message)}{tries}"))
+        if len(result.failed) > 20:
+            console.print(Text(f"  ... and {len(result.failed) - 20} more (see the import log)."))
+        console.print(
+            "Run the same command again to send only the missing images. If they keep "
+            "failing, give this list to the PACS administrator."
+        )
+    if result.reconciled and (result.sent or result.dry_run):
+        console.print(
+            Text(
+                f"Reconciled in the sent copies: {', '.join(result.reconciled)} (the values "
+                "on the disc are kept in Original Attributes Sequence)."
+            )
+        )
+    if not result.dry_run:
+        console.print(Text(f"Import log: {plain(result.log_path)}"), soft_wrap=True)
+    return result.exit_code
+
+
+def _sender_certificate(source: Path) -> Any:
+    """The certificate in a file, or the signer's certificate on a disc, ISO image or drive."""
+    from discmaker.disc.source import open_source
+    from discmaker.format.manifest import SIGNER_PATH
+
+    is_file = source.is_file()
+    if is_file:
+        with open(source, "rb") as fp:
+            fp.seek(16 * 2048 + 1)
+            is_iso = fp.read(5) == b"CD001"
+        if not is_iso:
+            return signing.load_certificate(source)
+    if not source.exists():
+        raise errors.UsageError(f"{source} does not exist; give a certificate file or a disc")
+    with open_source(source) as disc:
+        try:
+            data = disc.read_bytes(SIGNER_PATH, limit=64 * 1024)
+        except errors.DiscError as exc:
+            raise errors.UsageError(
+                f"{source} carries no sender certificate ({SIGNER_PATH}): it is not a signed "
+                f"discmaker disc ({exc}). Ask the sender for their certificate file."
+            ) from exc
+    return signing.load_certificate_bytes(data)
+
+
 def _trust_store(paths: Sequence[Path] | None) -> Any:
     from discmaker.crypto.trust import TrustStore
 
@@ -368,10 +612,26 @@ def cmd_trust(args: argparse.Namespace, console: Console) -> int:
 
     store = TrustStore.default()
     if args.trust_command == "add":
-        signer = store.add(args.cert)
+        certificate = _sender_certificate(args.cert)
+        subject, fingerprint = signing.subject_text(certificate), signing.fingerprint(certificate)
+        console.print(Text.assemble("Sender      ", (plain(subject), "bold")))
+        console.print(Text(f"Fingerprint {fingerprint}"), soft_wrap=True)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise errors.UsageError(
+                    "trust add asks you to confirm the fingerprint, but there is no terminal "
+                    "to ask on; confirm it with the sender by telephone, then run again with "
+                    "--yes"
+                )
+            answer = console.input(
+                "Have you read this fingerprint to the sender by telephone, and does it "
+                "match theirs? Type yes to trust them: "
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                console.print("Not trusted. Nothing was changed.")
+                return errors.EX_USAGE
+        signer = store.add_certificate(certificate)
         console.print(Text.assemble(("Trusted ", "green"), plain(signer.subject)))
-        console.print(Text(f"Fingerprint {signer.fingerprint}"), soft_wrap=True)
-        console.print("Confirm this fingerprint with the sender by telephone.")
     elif args.trust_command == "remove":
         signer = store.remove(args.fingerprint)
         console.print(
@@ -398,6 +658,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "author": cmd_author,
     "check": cmd_check,
     "restore": cmd_restore,
+    "import": _cmd_import,
     "trust": cmd_trust,
 }
 
@@ -405,9 +666,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No emoji codes (":AB:" in a fingerprint) and no markup in anything that is not ours.
-    console = console or Console(stderr=True, highlight=False, emoji=False)
+    # Results go to stdout, progress and errors to stderr (a given console takes both).
+    diagnostics = console or Console(stderr=True, highlight=False, emoji=False)
+    console = console or Console(highlight=False, emoji=False)
     command = argv[0] if argv else None
     stderr_log: _StderrLog | None = None
+    wants_json = "--json" in argv
     try:
         if not argv:
             stderr_log = _start_logging(verbose=False)
@@ -419,30 +683,41 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         if args.command is None:
             raise errors.UsageError(f"No command given. Run '{APP_NAME} --help' for usage.")
         command = args.command
+        wants_json = bool(getattr(args, "json", False))
+        args.progress_console = diagnostics
         log.debug("%s %s: %s", APP_NAME, __version__, " ".join(argv))
         code = COMMANDS[args.command](args, console)
         log.debug("%s finished with exit status %d", command, code)
         return code
     except errors.DiscmakerError as exc:
         log.debug("%s stopped: %s", command, type(exc).__name__, exc_info=True)
-        console.print(Text.assemble(("Error: ", "bold red"), plain(exc)))
-        return errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+        diagnostics.print(Text.assemble(("Error: ", "bold red"), plain(exc)))
+        code = errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+        if wants_json:
+            _write_json(_error_json(exc, code))
+        return code
     except KeyboardInterrupt as exc:
-        console.print(
+        diagnostics.print(
             "[bold yellow]Interrupted.[/] Nothing was left half-written: any partial output "
             "was removed. Input folders were not touched."
         )
-        return errors.exit_code_for(exc)
+        code = errors.exit_code_for(exc)
+        if wants_json:
+            _write_json(_error_json(exc, code))
+        return code
     except Exception as exc:
         if os.environ.get("DISCMAKER_DEBUG"):
             raise
         log.debug("internal error", exc_info=True)
-        console.print(
+        diagnostics.print(
             f"[bold red]Internal error[/] ({type(exc).__name__}): this is a bug in discmaker. "
             "Please report it with the command you ran (run again with DISCMAKER_DEBUG=1 "
             "or --verbose for details). No partial output was kept."
         )
-        return errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+        code = errors.exit_code_for(exc, check_contract=command in CHECK_COMMANDS)
+        if wants_json:
+            _write_json(_error_json(exc, code))
+        return code
     finally:
         if stderr_log is not None:
             stderr_log.close()

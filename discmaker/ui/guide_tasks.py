@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -479,22 +479,41 @@ def restore(session: Session) -> int:
     out = session.ask.path(
         "New folder for the restored images", default=parent / "RESTORED", exists=False
     )
+    partial = False
+
+    def ask_partial(held: Sequence[str], failed: Sequence[str]) -> bool:
+        nonlocal partial
+        session.say(
+            f"{len(failed)} image(s) did not verify: {', '.join(failed[:5])}"
+            + (" ..." if len(failed) > 5 else "")
+            + f". {len(held)} verified image(s) of the same series would be incomplete in "
+            "PACS without them.",
+            "yellow",
+        )
+        partial = session.ask.yes(
+            "Restore the verified images of those incomplete series anyway?", default=False
+        )
+        return partial
+
     with session.progress() as bar:
         result = restore_disc(
             source,
             trust=TrustStore.default(),
             out=out,
+            allow_partial=ask_partial,
             progress=bar,
             workers=default_workers(),
         )
-    session.kept.append(str(out))
     session.console.print(restore_summary(result))
     session.remember(restore_dir=str(out.parent))
     if result.restored:
-        session.next_step(f"import the folder {plain(out)} into PACS.")
+        session.kept.append(str(out))
+        incomplete = " Some series in it are incomplete: tell the radiologist." if partial else ""
+        session.next_step(f"import the folder {plain(out)} into PACS.{incomplete}")
     else:
         session.next_step("nothing can be imported; tell the sender and your PACS administrator.")
-    session.show_command(_command(APP_NAME, "restore", source, "--out", out))
+    command = [APP_NAME, "restore", source, "--out", out, *(["--allow-partial"] if partial else [])]
+    session.show_command(_command(*command))
     return result.exit_code
 
 

@@ -14,6 +14,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
@@ -35,6 +36,7 @@ from discmaker.models import (
     CheckReport,
     ImageStatus,
     ImageVerdict,
+    InputKind,
     RestoreResult,
     Verdict,
 )
@@ -46,6 +48,8 @@ from discmaker.ui.wording import (
     certificate_validity,
     check_steps,
     human_size,
+    patient_blocks,
+    patients_source_text,
     plain,
     plural,
     region_text,
@@ -73,7 +77,10 @@ _STATE_STYLE: dict[StepState, str] = {
 _VERDICT_STYLE = {
     Verdict.VERIFIED: "bold green",
     Verdict.TAMPERED: "bold red",
+    Verdict.INCONSISTENT: "bold red",
     Verdict.NOT_VERIFIABLE: "bold yellow",
+    Verdict.INCOMPLETE_SET: "bold yellow",
+    Verdict.NOT_A_DISC: "bold yellow",
 }
 
 
@@ -178,13 +185,16 @@ def _series_table(rows: Sequence[SeriesRow]) -> Table:
     return table
 
 
-def _image_lines(image: ImageVerdict, *, max_regions: int | None) -> list[Text]:
+def _image_lines(
+    image: ImageVerdict, *, max_regions: int | None, unsigned: bool = False
+) -> list[Text]:
     lines = [Text.assemble(("  ", ""), (plain(image.path), "bold"))]
     if image.series_label:
         lines[0].append(f"  (series {plain(image.series_label)})")
     if image.attributes:
         changed = ", ".join(plain(a) for a in sorted(image.attributes))
-        lines.append(Text(f"    header changed: {changed}"))
+        what = "header disagrees" if unsigned else "header changed"  # nobody signed it
+        lines.append(Text(f"    {what}: {changed}"))
     regions = sorted(image.regions, key=lambda r: (r.frame, r.row0, r.col0))
     shown = regions if max_regions is None else regions[:max_regions]
     for region in shown:
@@ -200,6 +210,8 @@ def _image_lines(image: ImageVerdict, *, max_regions: int | None) -> list[Text]:
 
 def _signer_lines(report: CheckReport) -> list[Text]:
     signer = report.signer
+    if report.unsigned:
+        return []  # nobody signed it: the verdict says what that means
     if signer is None:
         text = "no signer" if not report.signed else "signer certificate missing"
         return [Text.assemble(("Signer       ", "bold"), text)]
@@ -218,8 +230,39 @@ def _signer_lines(report: CheckReport) -> list[Text]:
     return lines
 
 
+def _patients_tree(report: CheckReport) -> Tree | None:
+    """Whose disc it is: patient -> studies (date, description, accession, contents)."""
+    blocks = patient_blocks(report)
+    if not blocks:
+        return None
+    title = "Patient" if len(blocks) == 1 else f"Patients ({len(blocks)})"
+    tree = Tree(
+        Text.assemble((title, "bold"), f"  ({patients_source_text(report)})"), guide_style="dim"
+    )
+    for block in blocks:
+        details = "  ".join(
+            f"{label} {value}"
+            for label, value in (
+                ("ID", block.patient_id),
+                ("born", block.birth_date),
+                ("sex", block.sex),
+            )
+            if value
+        )
+        node = tree.add(Text.assemble((block.name, "bold"), "  ", details))
+        for study in block.studies:
+            line = f"Study {study.date or '(no date)'}"
+            if study.description:
+                line += f"  {study.description}"
+            if study.accession:
+                line += f"  accession {study.accession}"
+            node.add(Text(f"{line}  ({study.contents})"))
+    return tree
+
+
 def check_summary(report: CheckReport) -> RenderableType:
-    """The terminal summary of a check: steps, series table, what changed, verdict, signer."""
+    """The terminal summary of a check: patient, steps, series table, what changed, verdict,
+    signer."""
     steps = check_steps(report)
     verdict = verdict_text(report)
     parts: list[RenderableType] = []
@@ -230,18 +273,24 @@ def check_summary(report: CheckReport) -> RenderableType:
             where.append(f", {report.disc_number} of {report.disc_count}")
         where.append(")")
     parts.append(where)
+    patients = _patients_tree(report)
+    if patients is not None:
+        parts.append(patients)
     parts.append(_steps_table(steps))
     rows = series_rows(report)
     if rows:
         parts.append(_series_table(rows))
-    else:
+    elif report.kind is not InputKind.NOT_A_DISC:
         parts.append(Text("No images were found on the disc.", style="yellow"))
 
     tampered = tampered_images(report)
     if tampered:
-        parts.append(Text(f"Changed images ({len(tampered)})", style="bold red"))
+        heading = "Images with problems" if report.unsigned else "Changed images"
+        parts.append(Text(f"{heading} ({len(tampered)})", style="bold red"))
         for image in tampered[:_TERMINAL_IMAGES]:
-            parts.extend(_image_lines(image, max_regions=_TERMINAL_REGIONS))
+            parts.extend(
+                _image_lines(image, max_regions=_TERMINAL_REGIONS, unsigned=report.unsigned)
+            )
         if len(tampered) > _TERMINAL_IMAGES:
             parts.append(
                 Text(
@@ -308,26 +357,40 @@ def restore_summary(result: RestoreResult) -> RenderableType:
             )
         )
     else:
-        lines.append(Text(f"No images were written to {out} for import.", style="bold yellow"))
+        lines.append(
+            Text("No images were written for import; no folder was made.", style="bold yellow")
+        )
     if result.tampered_written:
+        where = plain(Path(result.tampered_written[0]).parent) if result.tampered_written else ""
         lines.append(
             Text(
-                f"{plural(len(result.tampered_written), 'tampered image')} written under "
-                f"{out}/TAMPERED/ for investigation only. Do not import them.",
+                f"{plural(len(result.tampered_written), 'altered image')} copied apart "
+                f"(under {where}) for investigation only. Do not import them.",
                 style="bold red",
             )
         )
-    if result.refused:
+    held = set(result.held_back)
+    failed = [p for p in sorted(result.refused) if p not in held]
+    if failed:
         lines.append(
             Text(
-                f"{plural(len(result.refused), 'image')} held back (changed or not verifiable):",
+                f"{plural(len(failed), 'image')} not restored (changed or not verifiable):",
                 style="yellow",
             )
         )
-        for path in sorted(result.refused)[:_TERMINAL_IMAGES]:
+        for path in failed[:_TERMINAL_IMAGES]:
             lines.append(Text(f"  {plain(path)}"))
-        if len(result.refused) > _TERMINAL_IMAGES:
-            lines.append(Text(f"  ... and {len(result.refused) - _TERMINAL_IMAGES} more"))
+        if len(failed) > _TERMINAL_IMAGES:
+            lines.append(Text(f"  ... and {len(failed) - _TERMINAL_IMAGES} more"))
+    if held:
+        lines.append(
+            Text(
+                f"{plural(len(held), 'verified image')} held back too: their series has an "
+                "image that did not verify, and a PACS would file it as complete. To restore "
+                "them anyway, run restore again with --allow-partial.",
+                style="yellow",
+            )
+        )
     style = _VERDICT_STYLE[result.report.verdict].replace("bold ", "")
     return Group(
         check_summary(result.report),

@@ -23,10 +23,12 @@ from PIL import Image, ImageDraw
 from discmaker import APP_NAME, __version__, templating
 from discmaker.atomic import replace_file
 from discmaker.errors import InternalError, OutputError
-from discmaker.models import CheckReport, ImageStatus, ImageVerdict, Region
+from discmaker.models import CheckReport, ImageStatus, ImageVerdict, InputKind, Region
 from discmaker.ui.wording import (
     certificate_validity,
     check_steps,
+    patient_blocks,
+    patients_source_text,
     plain,
     region_text,
     series_rows,
@@ -113,7 +115,7 @@ def _html_image(
         frame = _thumbnail_frame(image)
         shown = [r for r in regions if r.frame == frame]
         thumbnail = thumbnail_data_uri(pixels, shown)
-        caption = f"Frame {frame + 1}"
+        caption = f"Frame {frame + 1}"  # frames counted from 1, as everywhere
         caption += "; changed areas outlined in red." if shown else "."
         others = sorted({r.frame for r in regions} - {frame})
         if others:
@@ -128,6 +130,11 @@ def _html_image(
         "thumbnail": thumbnail,
         "caption": caption,
     }
+
+
+def _sentence(text: str) -> str:
+    """``text`` with a capital first letter (Jinja's ``capitalize`` lowers the rest)."""
+    return text[:1].upper() + text[1:]
 
 
 def _html_context(
@@ -146,6 +153,21 @@ def _html_context(
         "disc_number": report.disc_number,
         "disc_count": report.disc_count,
         "signed": report.signed,
+        "unsigned": report.unsigned,
+        "input": report.kind.value,
+        "loose_files": report.kind is InputKind.FILES,
+        "not_a_disc": report.kind is InputKind.NOT_A_DISC,
+        "patients": [
+            {
+                "name": b.name,
+                "patient_id": b.patient_id,
+                "birth_date": b.birth_date,
+                "sex": b.sex,
+                "studies": [vars(study) for study in b.studies],
+            }
+            for b in patient_blocks(report)
+        ],
+        "patients_source": _sentence(patients_source_text(report)),
         "signer": None
         if signer is None
         else {

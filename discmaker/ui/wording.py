@@ -3,8 +3,13 @@
 The check is explained with the same numbered steps as ``discmaker check`` and the README:
 (1) signature, (2) files agree with the signed list, (3) headers, (4) watermarks, (5) verdict.
 :func:`check_steps` decides each step's state and sentence, :func:`verdict_text` the verdict,
-its explanation and advice; :mod:`discmaker.ui.render` and :mod:`discmaker.ui.report_html` only lay
-them out.
+its explanation and advice, :func:`patient_blocks` whose disc it is; :mod:`discmaker.ui.render`
+and :mod:`discmaker.ui.report_html` only lay them out.
+
+What is said about an input nobody signed (``report.unsigned``: a vendor's disc, loose files,
+a path that is not a disc) never speaks of a signature, a signer or a sender: nobody signed
+it. Only a removed signature (images discmaker wrote, on a disc without DISCSIG/) is
+"tampered", in the words of a signed disc.
 
 Every string that came off a received disc (paths, certificate subjects, reasons) is hostile
 input: :func:`plain` replaces terminal control and bidirectional-override characters before
@@ -17,6 +22,8 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Literal
 
 from discmaker import APP_NAME
@@ -27,6 +34,8 @@ from discmaker.models import (
     Finding,
     ImageStatus,
     ImageVerdict,
+    InputKind,
+    PatientsSource,
     Region,
     Signer,
     Verdict,
@@ -43,14 +52,43 @@ STATE_LABEL: dict[StepState, str] = {
 
 _EXIT_MEANING = {
     Verdict.VERIFIED: "every image verified",
-    Verdict.TAMPERED: "tampering or inconsistency found",
+    Verdict.TAMPERED: "tampering found",
+    Verdict.INCONSISTENT: "inconsistency found",
     Verdict.NOT_VERIFIABLE: "not verifiable",
+    Verdict.INCOMPLETE_SET: "incomplete set",
+    Verdict.NOT_A_DISC: "not a disc",
 }
 _VERDICT_STATE: dict[Verdict, StepState] = {
     Verdict.VERIFIED: "pass",
     Verdict.TAMPERED: "fail",
+    Verdict.INCONSISTENT: "fail",
     Verdict.NOT_VERIFIABLE: "warn",
+    Verdict.INCOMPLETE_SET: "warn",
+    Verdict.NOT_A_DISC: "warn",
 }
+_HEADLINE = {
+    Verdict.VERIFIED: "VERIFIED",
+    Verdict.TAMPERED: "TAMPERED",
+    Verdict.INCONSISTENT: "INCONSISTENT",
+    Verdict.NOT_VERIFIABLE: "NOT VERIFIABLE",
+    Verdict.INCOMPLETE_SET: "INCOMPLETE SET",
+    Verdict.NOT_A_DISC: "NOT A DISC",
+}
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_SEX = {"F": "female", "M": "male", "O": "other"}
 
 
 def plain(text: object) -> str:
@@ -79,12 +117,41 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 
 
 def region_text(region: Region) -> str:
-    """``frame F, rows r0-r1, columns c0-c1`` as a viewer counts: frames from 1, last row and
-    column included. (The JSON keeps the 0-based frame and the half-open box.)"""
+    """``frame F, rows r0-r1, columns c0-c1`` as a viewer counts: frames from 1 (as the JSON
+    does), rows and columns from 0, last row and column included (the JSON box is half
+    open)."""
     return (
-        f"frame {region.frame + 1}, rows {region.row0}-{region.row1 - 1}, "
+        f"frame {region.frame_number}, rows {region.row0}-{region.row1 - 1}, "
         f"columns {region.col0}-{region.col1 - 1}"
     )
+
+
+def person_date(value: str) -> str:
+    """A DICOM date (DA, ``20260102``) as people write it: ``2 January 2026``. Anything else
+    (empty, partial, impossible) is shown as it is."""
+    text = plain(value).strip()
+    if len(text) == 8 and text.isdigit():
+        try:
+            day = date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        except ValueError:
+            return text
+        return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+    return text
+
+
+def person_name(value: str) -> str:
+    """A DICOM Person Name (``DOE^JANE^^DR``) as people read it: ``DOE, DR JANE``: family
+    name, then prefix, given and middle names, then suffix (its first, alphabetic form)."""
+    group = plain(value).split("=", 1)[0]
+    family, given, middle, prefix, suffix = ([*group.split("^"), "", "", "", ""])[:5]
+    rest = " ".join(p.strip() for p in (prefix, given, middle) if p.strip())
+    name = ", ".join(p for p in (family.strip(), rest) if p)
+    return f"{name} {suffix.strip()}".strip() or plain(value).strip()
+
+
+def person_sex(value: str) -> str:
+    """Patient's Sex (M, F, O) in words; anything else as it is."""
+    return _SEX.get(value.strip().upper(), plain(value).strip())
 
 
 def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -124,6 +191,28 @@ class SeriesRow:
         if self.not_verifiable:
             return "warn"
         return "pass"
+
+
+@dataclass(frozen=True)
+class StudyLine:
+    """One study of the patient block, worded: date for people, contents by modality."""
+
+    date: str  # "2 January 2026", or "" when the disc gives none
+    description: str
+    accession: str
+    contents: str  # "CT 6 images, MR 4 images"
+    images: int
+
+
+@dataclass(frozen=True)
+class PatientBlock:
+    """Whose images these are, worded for people (raw values are in the JSON)."""
+
+    name: str
+    patient_id: str
+    birth_date: str
+    sex: str
+    studies: tuple[StudyLine, ...]
 
 
 @dataclass(frozen=True)
@@ -171,6 +260,10 @@ def _is_pixel_change(image: ImageVerdict) -> bool:
 
 def check_steps(report: CheckReport) -> tuple[Step, ...]:
     """The five numbered steps; red only where a finding or a tampered image says so."""
+    if report.kind is InputKind.NOT_A_DISC:
+        return _not_a_disc_steps(report)
+    if report.unsigned:
+        return _unsigned_steps(report)
     tampered = tampered_images(report)
     covered = trusted_signature(report)
     signer = report.signer
@@ -288,24 +381,269 @@ def check_steps(report: CheckReport) -> tuple[Step, ...]:
             )
         s4 = Step(4, title4, "pass", detail)
 
-    # (5) verdict
+    return (s1, s2, s3, s4, _verdict_step(report))
+
+
+def _verdict_step(report: CheckReport) -> Step:
     v = verdict_text(report)
-    s5 = Step(5, "Verdict", _VERDICT_STATE[v.verdict], f"{v.headline} ({v.exit_meaning})")
-    return (s1, s2, s3, s4, s5)
+    return Step(5, "Verdict", _VERDICT_STATE[v.verdict], f"{v.headline} ({v.exit_meaning})")
+
+
+def _not_a_disc_steps(report: CheckReport) -> tuple[Step, ...]:
+    why = (
+        "Not checked: this is not the disc's top folder."
+        if report.top_folder
+        else "Not checked: there is no disc here."
+    )
+    titles = ("Signature", "Files", "Headers (patient and study data)", "Watermarks (image pixels)")
+    steps = [Step(n, title, "skip", why) for n, title in enumerate(titles, 1)]
+    return (*steps, _verdict_step(report))
+
+
+def _in_what(report: CheckReport) -> str:
+    return "in these files" if report.kind is InputKind.FILES else "on this disc"
+
+
+def _unsigned_steps(report: CheckReport) -> tuple[Step, ...]:
+    """The steps for an input nobody signed: what its own parts say about each other."""
+    files = report.kind is InputKind.FILES
+    s1 = Step(
+        1,
+        "Signature",
+        "warn",
+        f"None: nothing {_in_what(report)} shows who made {'them' if files else 'it'} or whether "
+        f"{'they were' if files else 'it was'} changed.",
+    )
+
+    # (2) the files against the DICOMDIR
+    title2 = "Files (no DICOMDIR)" if files else "Files agree with the DICOMDIR"
+    file_findings = _findings(report, 2)
+    unreadable = [i for i in report.images if i.altered]
+    if file_findings or unreadable:
+        kinds = Counter(
+            "difference between views of the disc" if f.kind == "medium" else f.kind
+            for f in file_findings
+        )
+        if unreadable:
+            kinds["file that cannot be read"] += len(unreadable)
+        listed = ", ".join(f"{n} {plain(kind)}" for kind, n in sorted(kinds.items()))
+        medium_only = all(f.kind == "medium" for f in file_findings) and not unreadable
+        s2 = Step(
+            2,
+            title2,
+            "fail",
+            f"{plural(sum(kinds.values()), 'problem')} ({listed}): "
+            + (
+                "some readers would see other contents on this disc than others."
+                if medium_only
+                else "some files cannot be read as they are."
+                if files
+                else "the DICOMDIR and the files on the disc disagree."
+            ),
+        )
+    elif files:
+        s2 = Step(2, title2, "skip", "There is no DICOMDIR (the index of a disc) to compare with.")
+    else:
+        s2 = Step(2, title2, "pass", "The DICOMDIR and the files on the disc agree.")
+
+    # (3) patient and study data: each image against its record, the disc as a whole
+    title3 = "Headers (patient and study data)"
+    header_images = [i for i in tampered_images(report) if _is_header_change(i)]
+    header_findings = _findings(report, 3)
+    if header_images or header_findings:
+        parts = []
+        if header_images:
+            keywords = sorted({a for i in header_images for a in i.attributes})
+            parts.append(
+                f"{plural(len(header_images), 'image')} whose header disagrees with its "
+                "DICOMDIR record: " + ", ".join(plain(k) for k in keywords)
+            )
+        parts.extend(plain(f.message) for f in header_findings[:2])
+        if len(header_findings) > 2:
+            parts.append(plural(len(header_findings) - 2, "other problem"))
+        s3 = Step(3, title3, "fail", "; ".join(parts) + ".")
+    elif not report.images:
+        s3 = Step(3, title3, "skip", "There are no images to compare.")
+    elif files:
+        s3 = Step(
+            3,
+            title3,
+            "pass",
+            "Consistent: the files belong to one patient, and each study to one Patient ID.",
+        )
+    else:
+        s3 = Step(
+            3,
+            title3,
+            "pass",
+            "Consistent: each image matches its DICOMDIR record, and the disc holds one "
+            "patient's images.",
+        )
+
+    # (4) the pixels: a disc nobody signed carries no watermark to check them by
+    title4 = "Watermarks (image pixels)"
+    broken = [i for i in tampered_images(report) if not i.attributes]
+    if broken:
+        s4 = Step(
+            4,
+            title4,
+            "fail",
+            f"{plural(len(broken), 'image')} could not be read as a DICOM image (listed below).",
+        )
+    else:
+        s4 = Step(
+            4,
+            title4,
+            "skip",
+            f"No discmaker watermark {_in_what(report)}, so the pixels cannot be checked.",
+        )
+    return (s1, s2, s3, s4, _verdict_step(report))
+
+
+def _discs_text(discs: tuple[tuple[int, str], ...]) -> str:
+    """``disc 2 (SPAN_2OF3)`` / ``discs 2 (SPAN_2OF3) and 3 (SPAN_3OF3)``."""
+    named = [f"{n} ({plain(label)})" if label else str(n) for n, label in discs]
+    if len(named) == 1:
+        return f"disc {named[0]}"
+    return f"discs {', '.join(named[:-1])} and {named[-1]}"
+
+
+def _set_line(report: CheckReport) -> str:
+    missing = report.missing_discs
+    verb = "was" if len(missing) == 1 else "were"
+    return (
+        f"This is disc {report.disc_number} of {report.disc_count}; "
+        f"{_discs_text(missing)} of the set {verb} not checked with it."
+    )
+
+
+def _not_a_disc_text(report: CheckReport, code: int) -> VerdictText:
+    top = plain(report.top_folder)
+    source = plain(report.source)
+    if top:
+        inside = Path(report.top_folder).is_relative_to(Path(report.source))
+        lines = (
+            (f"The disc is in a folder inside this one: {top}.",)
+            if inside
+            else (
+                f"This folder is inside a disc; the disc's top folder (the one with its "
+                f"DICOMDIR) is {top}.",
+            )
+        )
+        advice = f"Check the disc's top folder instead: {APP_NAME} check {top}"
+    else:
+        lines = (
+            f"There is no patient disc in {source}: no DICOMDIR (the index of a disc), "
+            "no DISCSIG folder and no DICOM image.",
+        )
+        advice = (
+            "Choose the disc's top folder (the one with DICOMDIR in it), the ISO image or "
+            "the disc drive, and check again."
+        )
+    return VerdictText(Verdict.NOT_A_DISC, code, _HEADLINE[Verdict.NOT_A_DISC], lines, advice)
+
+
+def _inconsistent_text(report: CheckReport, code: int) -> VerdictText:
+    files = report.kind is InputKind.FILES
+    tampered = tampered_images(report)
+    headers = [i for i in tampered if i.attributes]
+    broken = [i for i in tampered if not i.attributes]
+    parts = []
+    if any(f.kind == "patients" and "different patients" in f.message for f in report.findings):
+        parts.append("the images belong to more than one patient")
+    if headers:
+        parts.append(f"{plural(len(headers), 'image')} whose header disagrees with the DICOMDIR")
+    if broken:
+        parts.append(f"{plural(len(broken), 'file')} that cannot be read as a DICOM image")
+    others = [
+        f
+        for f in report.findings
+        if not (f.kind == "patients" and "different patients" in f.message)
+    ]
+    if others:
+        parts.append(f"{plural(len(others), 'problem')} listed below")
+    subject = "These files are" if files else "The disc is"
+    lines = (
+        f"{subject} inconsistent: " + "; ".join(parts) + ".",
+        f"Nothing {_in_what(report)} shows who made {'them' if files else 'it'}, so nobody can "
+        "tell which part is right.",
+    )
+    advice = (
+        "Do not import "
+        + ("them" if files else "it")
+        + " as "
+        + ("they are" if files else "it is")
+        + ". Ask whoever sent "
+        + ("them" if files else "it")
+        + " for a new copy, or confirm the listed images with them before use."
+    )
+    return VerdictText(Verdict.INCONSISTENT, code, _HEADLINE[Verdict.INCONSISTENT], lines, advice)
+
+
+def _unsigned_not_verifiable_text(report: CheckReport, code: int) -> VerdictText:
+    if report.kind is InputKind.FILES:
+        lines = [
+            "These are loose DICOM files, not a disc: there is no DICOMDIR, and nothing "
+            "shows who made them or whether they were changed.",
+            "The files agree with each other: one patient, each study under one Patient ID.",
+        ]
+        advice = (
+            "If they came from a disc, check the disc's top folder (the one with DICOMDIR in "
+            "it) instead. Otherwise confirm them with whoever sent them before use."
+        )
+    else:
+        lines = [
+            "This disc was not made with discmaker: nothing on it shows who made it or "
+            "whether it was changed since.",
+        ]
+        if report.images:
+            lines.append(
+                "Its structure is consistent: the DICOMDIR, the files and the patient and "
+                "study data agree."
+            )
+        advice = (
+            "Confirm the images with whoever sent the disc before use, or ask them for a "
+            "disc made with discmaker."
+        )
+    if not report.images:
+        lines.append("There are no images, so there is nothing to verify.")
+    return VerdictText(
+        Verdict.NOT_VERIFIABLE, code, _HEADLINE[Verdict.NOT_VERIFIABLE], tuple(lines), advice
+    )
 
 
 def verdict_text(report: CheckReport) -> VerdictText:
     verdict = report.verdict
     code = report.exit_code
     counts = Counter(i.status for i in report.images)
+    if verdict is Verdict.NOT_A_DISC:
+        return _not_a_disc_text(report, code)
+    if verdict is Verdict.INCONSISTENT:
+        return _inconsistent_text(report, code)
+    if verdict is Verdict.NOT_VERIFIABLE and report.unsigned:
+        return _unsigned_not_verifiable_text(report, code)
+    subject = plain(report.signer.subject) if report.signer else "the sender"
     if verdict is Verdict.VERIFIED:
-        subject = plain(report.signer.subject) if report.signer else "the sender"
         return VerdictText(
             verdict,
             code,
-            "VERIFIED",
+            _HEADLINE[verdict],
             (f"Every image on this disc is exactly as {subject} signed it.",),
             "You can import these images.",
+        )
+    if verdict is Verdict.INCOMPLETE_SET:
+        return VerdictText(
+            verdict,
+            code,
+            _HEADLINE[verdict],
+            (
+                f"Every image on this disc is exactly as {subject} signed it, but it is one "
+                "disc of a set.",
+                _set_line(report),
+                "A series that continues on another disc is incomplete on this one.",
+            ),
+            f"Check all {report.disc_count} discs of the set together ({APP_NAME} check "
+            "DISC1 DISC2 ...) and import the images once the whole set is verified.",
         )
     if verdict is Verdict.TAMPERED:
         n = counts[ImageStatus.TAMPERED]
@@ -314,10 +652,12 @@ def verdict_text(report: CheckReport) -> VerdictText:
             lines.append(f"{plural(n, 'image')} changed; the list below says what changed.")
         if report.findings:
             lines.append(f"{plural(len(report.findings), 'problem')} with the disc as a whole.")
+        if report.missing_discs:
+            lines.append(_set_line(report))
         return VerdictText(
             verdict,
             code,
-            "TAMPERED",
+            _HEADLINE[verdict],
             tuple(lines),
             "Do not import the changed images. Keep the disc and this report, and ask the "
             "sender for a new disc.",
@@ -350,7 +690,57 @@ def verdict_text(report: CheckReport) -> VerdictText:
             f"{plural(counts[ImageStatus.NOT_VERIFIABLE], 'image')} not covered by the "
             "sender's signature."
         )
-    return VerdictText(verdict, code, "NOT VERIFIABLE", tuple(lines), advice)
+    if report.missing_discs:
+        lines.append(_set_line(report))
+    return VerdictText(verdict, code, _HEADLINE[verdict], tuple(lines), advice)
+
+
+def patient_blocks(report: CheckReport) -> list[PatientBlock]:
+    """The patient block, worded: names and dates as people write them, sex in words, each
+    study's contents by modality. Every value came off the disc: made :func:`plain`."""
+    blocks = []
+    for patient in report.patients:
+        studies = []
+        for study in patient.studies:
+            by_modality: Counter[str] = Counter()
+            for series in study.series:
+                by_modality[plain(series.modality) or "?"] += series.images
+            contents = ", ".join(
+                f"{modality} {plural(n, 'image')}" for modality, n in sorted(by_modality.items())
+            )
+            studies.append(
+                StudyLine(
+                    date=person_date(study.date),
+                    description=plain(study.description).strip(),
+                    accession=plain(study.accession).strip(),
+                    contents=contents,
+                    images=study.images,
+                )
+            )
+        blocks.append(
+            PatientBlock(
+                name=person_name(patient.name) or "(no name)",
+                patient_id=plain(patient.patient_id).strip(),
+                birth_date=person_date(patient.birth_date),
+                sex=person_sex(patient.sex),
+                studies=tuple(studies),
+            )
+        )
+    return blocks
+
+
+def patients_source_text(report: CheckReport) -> str:
+    """Where the patient block comes from, and who (if anyone) vouches for it."""
+    source = report.patients_source
+    if source is PatientsSource.MANIFEST:
+        if trusted_signature(report):
+            return "as the sender signed them in the disc's manifest"
+        return "as the disc's manifest lists them; not vouched for (see the verdict)"
+    if source is PatientsSource.DICOMDIR:
+        return "as the disc's DICOMDIR lists them; nothing vouches for them"
+    if source is PatientsSource.HEADERS:
+        return "as the files' headers give them; nothing vouches for them"
+    return ""
 
 
 def series_rows(report: CheckReport) -> list[SeriesRow]:
@@ -402,12 +792,19 @@ def untrusted_advice() -> str:
 __all__ = [
     "STATE_LABEL",
     "STATUS_ORDER",
+    "PatientBlock",
     "SeriesRow",
     "Step",
     "StepState",
+    "StudyLine",
     "VerdictText",
     "certificate_validity",
     "check_steps",
+    "patient_blocks",
+    "patients_source_text",
+    "person_date",
+    "person_name",
+    "person_sex",
     "plain",
     "plural",
     "region_text",
