@@ -275,6 +275,8 @@ def _mutate_pixel_data(ctx: _Ctx, ds: Dataset) -> str:
     if not isinstance(ds[tag].value, bytes | bytearray):  # an earlier mutation replaced it
         return "Pixel Data already replaced by another mutation"
     data = bytes(ds[tag].value)
+    if not data:
+        return "Pixel Data already empty"
     kind = ctx.rng.randrange(9)
     if kind == 0:
         ds[tag] = DataElement(tag, "OW", b"")

@@ -264,3 +264,28 @@ def test_through_pixel_data_cuts_what_follows_pixel_data_only() -> None:
     assert original.startswith(cut) and len(cut) < len(original)  # CT_small has trailing elements
     assert (dcmread(BytesIO(cut)).pixel_array == dcmread(BytesIO(original)).pixel_array).all()
     assert through_pixel_data(b"not dicom" * 3) == b"not dicom" * 3
+
+
+def test_an_image_whose_signed_size_disagrees_is_tampered_even_when_signed_by_the_sender(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    """The manifest's size of an image is part of what was signed (fuzz finding: a size of
+    10**30 re-signed by the trusted key verified, the hash alone being checked)."""
+    import json
+
+    from discmaker.crypto import signing
+
+    disc = disc_copy()
+    manifest_path = disc / "DISCSIG" / "MANIFEST.JSN"
+    doc = json.loads(manifest_path.read_bytes())
+    image = doc["patients"][0]["studies"][0]["series"][0]["images"][0]["file"]
+    entry = next(f for f in doc["files"] if f["path"] == image)
+    entry["size"] = 10**30
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    manifest_path.write_bytes(data)
+    (disc / "DISCSIG" / "MANIFEST.SIG").write_bytes(signing.sign(centre.identity.private_key, data))
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    verdict = next(v for v in report.images if v.path == image)
+    assert verdict.status is ImageStatus.TAMPERED
+    assert any("were signed" in r for r in verdict.reasons)

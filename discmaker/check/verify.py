@@ -327,6 +327,9 @@ def _image_bytes(source: DiscSource, image: _Image) -> bytes:
             )
             with source.open(job.path) as fp:
                 return fp.read(allowed)
+        if found != job.size:  # the hash decides too; the size alone already disagrees
+            image.altered = True
+            image.reasons.append(f"the file is {found:,} bytes; {job.size:,} were signed")
     return source.read_bytes(job.path, limit=MAX_IMAGE_BYTES)
 
 
