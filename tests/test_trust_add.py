@@ -74,3 +74,12 @@ def test_the_site_store_is_read_by_every_user_and_never_changed(
     code, text = _run(["trust", "remove", fingerprint])
     assert code == 64 and "site-wide store" in text
     assert (site / "centre.pem").exists()
+
+
+def test_the_check_of_an_untrusted_disc_says_how_to_trust_it_from_the_disc(
+    stores: tuple[Path, Path], disc_iso: Path
+) -> None:
+    """Not "trust add DISCSIG/SIGNER.PEM", a path no ISO or drive has: the disc itself."""
+    code, text = _run(["check", str(disc_iso)])
+    assert code == 2
+    assert f"discmaker trust add {disc_iso}" in " ".join(text.split())

@@ -226,7 +226,7 @@ def _signer_lines(report: CheckReport) -> list[Text]:
         ok = signer.valid_at_signing is not False
         lines.append(Text.assemble(("Certificate  ", "bold"), (validity, "" if ok else "bold red")))
     if not signer.trusted:
-        lines.append(Text(untrusted_advice(), style="yellow"))
+        lines.append(Text(untrusted_advice(report.source), style="yellow"))
     return lines
 
 

@@ -177,7 +177,7 @@ def _html_context(
             "validity": certificate_validity(signer),
             "valid_at_signing": signer.valid_at_signing is not False,
         },
-        "untrusted_advice": untrusted_advice(),
+        "untrusted_advice": untrusted_advice(report.source),
         "verdict": {
             "value": verdict.verdict.value,
             "headline": verdict.headline,

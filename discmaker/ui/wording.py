@@ -19,6 +19,7 @@ it is shown anywhere.
 from __future__ import annotations
 
 import re
+import shlex
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Literal
 
 from discmaker import APP_NAME
-from discmaker.format.manifest import SIGNER_PATH
 from discmaker.models import (
     STATUS_ORDER,
     CheckReport,
@@ -761,10 +761,6 @@ def series_rows(report: CheckReport) -> list[SeriesRow]:
     ]
 
 
-def _trust_command() -> str:
-    return f"{APP_NAME} trust add {SIGNER_PATH}"
-
-
 def certificate_validity(signer: Signer) -> str:
     """The signer certificate's validity in a few words, e.g. ``valid 2026-01-02 to
     2036-01-02; expired since the disc was made (its signature stays valid)``; empty when
@@ -781,11 +777,14 @@ def certificate_validity(signer: Signer) -> str:
     return text
 
 
-def untrusted_advice() -> str:
+def untrusted_advice(source: str = "") -> str:
+    """How to trust the sender of the disc at ``source``: ``trust add`` reads the certificate
+    from the disc itself and asks for the telephone confirmation before trusting."""
+    target = shlex.quote(source) if source else "<the disc, ISO or drive>"
     return (
-        "Confirm this fingerprint with the sender by telephone, then: "
-        f"{_trust_command()} (the certificate in the disc's {SIGNER_PATH.split('/')[0]} "
-        "folder, or the cert.pem the sender gave you)."
+        f"To trust this sender, run: {APP_NAME} trust add {target} (or give it the cert.pem "
+        "they sent you). It shows the fingerprint and asks you to confirm it with the sender "
+        "by telephone first."
     )
 
 
