@@ -145,6 +145,19 @@ def _not_a_disc(path: Path, centre: Centre) -> tuple[CheckReport, dict[str, Any]
     return report, doc
 
 
+def _the_sample_patients_one_study(doc: dict[str, Any]) -> dict[str, Any]:
+    """The JSON patient block names the sample patient; returns their only study."""
+    (patient,) = doc["patients"]
+    assert (patient["name"], patient["id"], patient["birth_date"], patient["sex"]) == (
+        PATIENT.name,
+        PATIENT.patient_id,
+        PATIENT.birth_date,
+        PATIENT.sex,
+    )
+    (study,) = patient["studies"]
+    return dict(study)
+
+
 def test_an_empty_folder_is_not_a_disc(tmp_path: Path, centre: Centre) -> None:
     (tmp_path / "empty").mkdir()
     report, doc = _not_a_disc(tmp_path / "empty", centre)
@@ -212,14 +225,7 @@ def test_loose_files_are_checked_as_files(small_study: Path, centre: Centre) -> 
     _never_speaks_of_signing(report)
     # whose files: from their headers, Study Description included
     assert doc["patients_source"] == "headers"
-    (patient,) = doc["patients"]
-    assert (patient["name"], patient["id"], patient["birth_date"], patient["sex"]) == (
-        PATIENT.name,
-        PATIENT.patient_id,
-        PATIENT.birth_date,
-        PATIENT.sex,
-    )
-    (study,) = patient["studies"]
+    study = _the_sample_patients_one_study(doc)
     assert study["description"] == "DEMO STUDY (generated, no patient data)"
     assert (study["date"], study["accession_number"]) == ("20260102", "DEMO0001")
     assert study["modalities"] == ["CT", "MR"] and study["images"] == 5
@@ -264,14 +270,7 @@ def test_an_unsigned_consistent_disc_is_not_verifiable(
     _never_speaks_of_signing(report)
     # whose disc: the DICOMDIR's records, what they leave out from a header of the study
     assert doc["patients_source"] == "dicomdir"
-    (patient,) = doc["patients"]
-    assert (patient["name"], patient["id"], patient["birth_date"], patient["sex"]) == (
-        PATIENT.name,
-        PATIENT.patient_id,
-        PATIENT.birth_date,
-        PATIENT.sex,
-    )
-    (study,) = patient["studies"]
+    study = _the_sample_patients_one_study(doc)
     assert study["description"].startswith("DEMO STUDY")
     assert [(s["modality"], s["images"]) for s in study["series"]] == [("CT", 3), ("MR", 2)]
 
@@ -322,14 +321,7 @@ def test_a_genuine_disc_is_verified_with_its_signed_patient(
     assert report.verdict is Verdict.VERIFIED and report.patients_source is PatientsSource.MANIFEST
     code, doc = _cli(disc_folder, centre)
     assert code == 0 and doc["verdict"] == "verified" and doc["input"] == "disc"
-    (patient,) = doc["patients"]
-    assert (patient["name"], patient["id"], patient["birth_date"], patient["sex"]) == (
-        PATIENT.name,
-        PATIENT.patient_id,
-        PATIENT.birth_date,
-        PATIENT.sex,
-    )
-    (study,) = patient["studies"]
+    study = _the_sample_patients_one_study(doc)
     manifest = parse((disc_folder / MANIFEST_PATH).read_bytes())
     assert study["study_instance_uid"] == manifest.images[0].identity["StudyInstanceUID"]
     assert study["images"] == 10 and study["modalities"] == ["CT", "MR"]

@@ -741,14 +741,6 @@ def _dicomdir_findings(
     return found
 
 
-def _source_path(description: str) -> str:
-    """The path in a source's description ("ISO image /media/x.iso" -> "/media/x.iso")."""
-    for kind in ("ISO image ", "device ", "folder "):
-        if description.startswith(kind):
-            return description.removeprefix(kind)
-    return description
-
-
 def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signature:
     """Step (1): the manifest's signature, whether its signer's key is pinned, and whether the
     signer's certificate was valid when the disc was made (the manifest's ``created``)."""
@@ -856,7 +848,7 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
         disc.notes.append(
             f"Signed by {signer.subject}, fingerprint {signer.fingerprint}, which is not in "
             "your trust store. To trust them, run: discmaker trust add "
-            f"{shlex.quote(_source_path(disc.description))} (it shows the fingerprint "
+            f"{shlex.quote(str(src.path))} (it shows the fingerprint "
             "and asks you to confirm it with the sender by telephone first)."
         )
     if trust.is_empty():

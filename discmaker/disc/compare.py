@@ -191,17 +191,7 @@ def foreign_structures(medium: Path) -> list[Difference]:
                 )
         runs: list[tuple[int, int]] = []
         long_tail = _tail_runs(fd, volume_end, size, runs)
-        for start, end in _merge(runs):
-            first = start // SECTOR_SIZE
-            count = -(-(end - start) // SECTOR_SIZE)
-            out.append(
-                Difference(
-                    first,
-                    count,
-                    f"data after the end of the volume ({_where(first, count)}): a second "
-                    "session, or other data; an operating system may show it instead",
-                )
-            )
+        out.extend(_after_volume(fd, start, end, signed=False) for start, end in _merge(runs))
         if long_tail is not None and not stat.S_ISBLK(st.st_mode):
             out.append(long_tail)
     return out
@@ -472,6 +462,20 @@ def _medium_kind(fd: int, sector: int) -> tuple[int, str]:
     return -1, ""
 
 
+def _after_volume(fd: int, start: int, end: int, *, signed: bool) -> Difference:
+    """The run [start, end) of non-zero bytes after the volume, named by what it holds."""
+    first, count = start // SECTOR_SIZE, (end - 1) // SECTOR_SIZE - start // SECTOR_SIZE + 1
+    _kind, described = _medium_kind(fd, first)
+    what = described.removesuffix(" was added") if described else "a second session, or other data"
+    volume = "the signed volume" if signed else "the volume"
+    return Difference(
+        first,
+        count,
+        f"data after the end of {volume} ({_where(first, count)}): {what}; "
+        "an operating system may show it instead",
+    )
+
+
 def _explain(
     fd: int,
     runs: Sequence[tuple[int, int]],
@@ -485,22 +489,10 @@ def _explain(
         first, last = start // SECTOR_SIZE, (end - 1) // SECTOR_SIZE
         count = last - first + 1
         where = _where(first, count)
-        kind, described = _medium_kind(fd, first)
         if start >= volume_end:
-            what = (
-                described.removesuffix(" was added")
-                if described
-                else ("a second session, or other data")
-            )
-            out.append(
-                Difference(
-                    first,
-                    count,
-                    f"data after the end of the signed volume ({where}): "
-                    f"{what}; an operating system may show it instead",
-                )
-            )
+            out.append(_after_volume(fd, start, end, signed=True))
             continue
+        kind, described = _medium_kind(fd, first)
         i = bisect.bisect_right(starts, first)
         holder = next((r for r in reversed(regions[:i]) if r.start <= first < r.end), None)
         if described and (holder is None or holder.descriptor != kind):

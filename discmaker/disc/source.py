@@ -114,9 +114,11 @@ class DiscSource(ABC):
     """A received disc, opened read-only. Use as a context manager."""
 
     description: str
+    path: Path  # what was opened: the image file, the drive or the folder
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, path: Path) -> None:
         self.description = description
+        self.path = Path(path)
         self._entries: list[SourceEntry] = []
         self._skipped: list[SkippedEntry] = []
         self._index: dict[str, SourceEntry] = {}
@@ -648,7 +650,7 @@ class IsoSource(DiscSource):
     """An ISO 9660 image file or a block device holding one, read without mounting it."""
 
     def __init__(self, path: Path, *, kind: str) -> None:
-        super().__init__(f"{kind} {path}")
+        super().__init__(f"{kind} {path}", path)
         self._fp: BinaryIO | None = None
         # What view_problems reads the other name trees through: an _IsoView (the part of
         # pycdlib's API it uses, answered from the bounded reading below), once open.
@@ -839,7 +841,7 @@ class FolderSource(DiscSource):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"folder {path}")
+        super().__init__(f"folder {path}", path)
         self._root: int | None = None
         try:
             self._root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
