@@ -91,6 +91,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "fingerprint": ("discmaker.crypto.signing", "fingerprint"),
     "TrustStore": ("discmaker.crypto.trust", "TrustStore"),
     "TrustedSigner": ("discmaker.crypto.trust", "TrustedSigner"),
+    "Tls": ("discmaker.pacs.network", "Tls"),
     # errors
     "DestinationError": ("discmaker.pacs.destination", "DestinationError"),
     **{
@@ -156,6 +157,7 @@ if TYPE_CHECKING:
         author_result_to_json,
     )
     from discmaker.pacs.destination import Destination, DestinationError
+    from discmaker.pacs.network import Tls
     from discmaker.pacs.store import ImportResult, import_disc
 
 __all__ = [
@@ -183,6 +185,7 @@ __all__ = [
     "SetReport",
     "Signer",
     "StudyError",
+    "Tls",
     "TooLargeError",
     "TrustStore",
     "TrustedSigner",

@@ -100,6 +100,7 @@ class OrthancServer:
     aet: str
     port: int
     http_port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def to(self) -> str:
@@ -116,13 +117,16 @@ class OrthancServer:
 
 
 @contextmanager
-def run_orthanc(root: Path, *, aet: str = "ORTHANC") -> Iterator[OrthancServer]:
+def run_orthanc(
+    root: Path, *, aet: str = "ORTHANC", ports: tuple[int, int] | None = None
+) -> Iterator[OrthancServer]:
     """A private Orthanc: its own storage, loopback only, any calling AE may echo, store and
-    find (C-FIND lets the importer ask what Orthanc already holds)."""
+    find (C-FIND lets the importer ask what Orthanc already holds). ``ports`` (DICOM, HTTP)
+    restarts a stopped one on its old ports, over the storage it left under ``root``."""
     if not Path(ORTHANC).is_file():
         pytest.skip(f"Orthanc is not installed ({ORTHANC}; apt-get install orthanc)")
     root.mkdir(parents=True, exist_ok=True)
-    port, http_port = free_port(), free_port()
+    port, http_port = ports or (free_port(), free_port())
     config = {
         "Name": "discmaker-test",
         "StorageDirectory": str(root / "storage"),
@@ -146,7 +150,7 @@ def run_orthanc(root: Path, *, aet: str = "ORTHANC") -> Iterator[OrthancServer]:
     config_path.write_text(json.dumps(config))
     with (root / "orthanc.log").open("wb") as log:
         proc = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=log)
-    server = OrthancServer(aet, port, http_port)
+    server = OrthancServer(aet, port, http_port, proc)
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
@@ -187,8 +191,13 @@ class ScriptedScp:
 
 @contextmanager
 def run_scripted_scp(
-    answer: Callable[[Dataset, int], int], *, aet: str = "SCRIPTED", check_called_aet: bool = False
+    answer: Callable[[Dataset, int], int],
+    *,
+    aet: str = "SCRIPTED",
+    check_called_aet: bool = False,
+    ssl_context: Any = None,
 ) -> Iterator[ScriptedScp]:
+    """``ssl_context`` (a server-side ``ssl.SSLContext``): DICOM over TLS only."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import Verification
 
@@ -207,9 +216,89 @@ def run_scripted_scp(
         return answer(ds, scp.received.count(uid))
 
     server = ae.start_server(
-        (LOOPBACK, scp.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        (LOOPBACK, scp.port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=ssl_context,
     )
     try:
         yield scp
     finally:
         server.shutdown()
+
+
+# -- TLS: a private CA and a certificate for the loopback address ---------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the CA's certificate (PEM)
+    cert: Path  # the server's certificate, for 127.0.0.1, signed by the CA
+    key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test PACS CA"))
+        .issuer_name(name("Test PACS CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("pacs.test"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+def server_tls_context(files: TlsFiles) -> Any:
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(files.cert, files.key)
+    return ctx

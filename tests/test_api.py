@@ -45,6 +45,7 @@ PUBLIC = [
     "SetReport",
     "Signer",
     "StudyError",
+    "Tls",
     "TooLargeError",
     "TrustStore",
     "TrustedSigner",

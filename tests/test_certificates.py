@@ -205,6 +205,8 @@ def test_certificate_not_valid_at_signing_is_a_signature_finding(
     console.print(check_summary(report))
     text = console.export_text()
     assert "NOT valid when the disc was made" in text
+    assert "signature cannot be relied on" in text
+    assert "changed after the sender signed it" not in text  # nothing on it was changed
     # Restore writes nothing a signature outside its certificate's validity vouches for.
     result = restore_disc(disc, trust=trust, out=tmp_path / "restored")
     assert result.restored == () and len(result.refused) == 4 and result.exit_code == 1

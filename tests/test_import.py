@@ -6,9 +6,14 @@ pynetdicom SCP whose answers the test scripts (failures, retries, a refused asso
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,9 +35,11 @@ from tests.conftest import Centre
 from tests.pacs_fixtures import (
     ScriptedScp,
     free_port,
+    make_tls_files,
     run_orthanc,
     run_scripted_scp,
     run_storescp,
+    server_tls_context,
 )
 
 pytestmark = pytest.mark.external
@@ -327,6 +334,242 @@ def test_rerun_after_failure_sends_only_the_missing_instance(
         assert again.exit_code == 0
         assert [i.sop_instance_uid for i in again.sent] == [result.failed[0].sop_instance_uid]
         assert len(scp.received) == IMAGES + 1
+
+
+# -- (6) an association aborted half-way, then the same import again ---------------------------
+
+
+def test_orthanc_gone_half_way_then_a_rerun_leaves_no_gap_and_no_duplicate(
+    tmp_path: Path, disc_iso: Path, centre: Centre, authored_pixels: dict[str, bytes]
+) -> None:
+    root, log = tmp_path / "orthanc", tmp_path / "log.jsonl"
+    with run_orthanc(root) as orthanc:
+        assert orthanc.process is not None
+
+        def kill_after_four(stage: str, done: int, total: int) -> None:
+            if stage == "send" and done == 4 and orthanc.process is not None:
+                orthanc.process.kill()  # the PACS dies in the middle of the association
+                orthanc.process.wait()
+
+        first = import_disc(
+            disc_iso,
+            orthanc.to,
+            trust=_trust(centre),
+            log_path=log,
+            progress=kill_after_four,
+            retry_delay=0,
+            timeout=5,
+        )
+        ports = (orthanc.port, orthanc.http_port)
+    assert first.exit_code == IMPORT_INCOMPLETE
+    assert len(first.sent) == 4 and len(first.failed) == IMAGES - 4
+    assert all("stopped answering" in i.message for i in first.failed)
+
+    with run_orthanc(root, ports=ports) as orthanc:  # back up, over the same storage
+        again = import_disc(disc_iso, orthanc.to, trust=_trust(centre), log_path=log)
+        assert again.exit_code == 0, [i.message for i in again.failed]
+        sent_before = {i.sop_instance_uid for i in first.sent}
+        sent_now = {i.sop_instance_uid for i in again.sent}
+        assert not sent_before & sent_now  # nothing stored twice
+        assert {i.sop_instance_uid for i in again.skipped} == sent_before
+        assert sent_before | sent_now == set(authored_pixels)  # and nothing missing
+        assert orthanc.get("/statistics")["CountInstances"] == IMAGES
+        for instance in orthanc.get("/instances"):
+            ds = dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{instance}/file")))
+            _assert_original(ds, authored_pixels)
+    outcomes = [line["outcome"] for line in _log_lines(log) if line["event"] == "run"]
+    assert outcomes == ["incomplete", "complete"]
+
+
+def test_ctrl_c_during_an_import_says_what_happened_and_a_rerun_sends_the_rest(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    log = tmp_path / "log.jsonl"
+    slow = threading.Event()
+    slow.set()
+
+    def answer_slowly(ds: Dataset, attempt: int) -> int:
+        if slow.is_set():
+            time.sleep(0.4)
+        return 0x0000
+
+    with run_scripted_scp(answer_slowly) as scp:
+        env = {**os.environ, "DISCMAKER_TRUST_DIR": str(tmp_path / "empty-trust")}
+        cmd = [sys.executable, "-m", "discmaker", *_import_args(disc_folder, scp.to, centre, log)]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        )
+        deadline = time.monotonic() + 60
+        while len(scp.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out + err
+        said = " ".join(err.split())
+        assert "Interrupted." in said and "Run the same command again" in said
+        assert "Internal error" not in said and "Traceback" not in said
+        interrupted = set(scp.received)
+        assert 3 <= len(interrupted) < IMAGES
+
+        slow.clear()
+        code, text = _cli(_import_args(disc_folder, scp.to, centre, log))
+        assert code == 0, text
+    received = [uid for uid in scp.received]
+    assert len(set(received)) == IMAGES  # no gap
+    # At most the one in flight when Ctrl-C came was sent twice (a PACS keeps one copy).
+    assert len(received) - IMAGES <= 1
+    logged = [line for line in _log_lines(log) if line["event"] == "instance"]
+    stored = [line["sop_instance_uid"] for line in logged if line["status"] == "stored"]
+    assert len(stored) == len(set(stored)) == IMAGES  # the log says each is stored once
+
+
+def test_import_json_is_one_document_for_every_outcome(
+    tmp_path: Path, disc_folder: Path, tampered_disc: Path, centre: Centre
+) -> None:
+    from tests.test_schemas import run_json, validate_import
+
+    log = tmp_path / "log.jsonl"
+    with run_storescp(tmp_path / "received") as scp:
+        outcomes = {}
+        for name, disc, extra in (
+            ("dry", disc_folder, ["--dry-run"]),
+            ("sent", disc_folder, []),
+            ("again", disc_folder, []),
+            ("tampered", tampered_disc, []),
+        ):
+            code, doc = run_json([*_import_args(disc, scp.to, centre, log), "--json", *extra])
+            validate_import(doc)
+            assert doc["exit_code"] == code
+            outcomes[name] = doc
+    assert outcomes["dry"]["counts"]["would-send"] == IMAGES and outcomes["dry"]["log"] == ""
+    assert outcomes["sent"]["counts"]["stored"] == IMAGES
+    assert {i["status"] for i in outcomes["sent"]["instances"]} == {"stored"}
+    assert outcomes["again"]["counts"]["already-stored"] == IMAGES
+    assert outcomes["tampered"]["verdict"] == "tampered" and outcomes["tampered"]["instances"] == []
+    assert outcomes["sent"]["destination"] == {
+        "aet": "STORESCP",
+        "host": "127.0.0.1",
+        "port": scp.port,
+    }
+
+    nobody = f"P@127.0.0.1:{free_port()}"
+    code, error = run_json([*_import_args(disc_folder, nobody, centre, log), "--json"])
+    assert code == IMPORT_UNREACHABLE
+    assert error["format"] == "discmaker-error" and error["exit_code"] == IMPORT_UNREACHABLE
+
+
+# -- (7) DICOM over TLS --------------------------------------------------------------------------
+
+
+def test_tls_sends_to_a_pacs_whose_certificate_the_given_ca_signed(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    log = tmp_path / "log.jsonl"
+    with run_scripted_scp(lambda ds, n: 0x0000, ssl_context=server_tls_context(files)) as scp:
+        # Plain DICOM to a TLS port: no answer, and nothing sent.
+        code, out = _cli(_import_args(disc_folder, scp.to, centre, log))
+        assert code == IMPORT_UNREACHABLE, out
+        # TLS without the CA that signed the PACS's certificate: refused, with the advice.
+        code, out = _cli([*_import_args(disc_folder, scp.to, centre, log), "--tls"])
+        assert code == IMPORT_UNREACHABLE, out
+        assert "--tls-ca" in " ".join(out.split())
+        assert scp.received == []
+        # With it: every verified original goes over TLS.
+        code, out = _cli(
+            [*_import_args(disc_folder, scp.to, centre, log), "--tls-ca", str(files.ca)]
+        )
+        assert code == 0, out
+        assert len(set(scp.received)) == len(scp.received) == IMAGES
+
+
+def test_tls_files_that_cannot_be_used_stop_before_the_disc_is_read(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    log = tmp_path / "log.jsonl"
+    code, out = _cli(
+        [*_import_args(disc_folder, "P@127.0.0.1:1", centre, log), "--tls-ca", str(junk)]
+    )
+    assert code == 77 and "CA certificates for TLS" in out
+    code, out = _cli(
+        [*_import_args(disc_folder, "P@127.0.0.1:1", centre, log), "--tls-key", str(junk)]
+    )
+    assert code == 64 and "--tls-key needs --tls-cert" in out
+    assert not log.exists()
+
+
+# -- (8) the local order from a Modality Worklist ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _worklist(orders: list[tuple[str, str, str]]) -> Iterator[str]:
+    """A Modality Worklist SCP on loopback answering with the ``orders`` (Patient ID, name,
+    Accession Number) that match the query's Accession Number or Patient ID."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+    port = free_port()
+    ae = AE(ae_title="WORKLIST")
+    ae.add_supported_context(ModalityWorklistInformationFind)
+
+    def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        query = event.identifier
+        for pid, name, accession in orders:
+            if query.AccessionNumber and query.AccessionNumber != accession:
+                continue
+            if query.PatientID and query.PatientID != pid:
+                continue
+            answer = Dataset()
+            answer.PatientID, answer.PatientName, answer.AccessionNumber = pid, name, accession
+            yield 0xFF00, answer
+        yield 0x0000, None
+
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+    )
+    try:
+        yield f"WORKLIST@127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+
+
+def test_the_local_order_comes_from_the_worklist(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    orders = [("LOCAL-7", "DOE^JANE", "ACC123"), ("LOCAL-8", "ROE^RICHARD", "ACC124")]
+    log = tmp_path / "log.jsonl"
+    with _worklist(orders) as worklist, run_storescp(tmp_path / "received") as scp:
+        args = [*_import_args(disc_folder, scp.to, centre, log), "--worklist", worklist]
+        code, out = _cli([*args, "--accession", "ACC124"])
+        assert code == 0, out
+        assert "Patient ID LOCAL-8" in out
+        received = [dcmread(p) for p in scp.received()]
+        assert len(received) == IMAGES
+        for ds in received:
+            assert (ds.PatientID, str(ds.PatientName), ds.AccessionNumber) == (
+                "LOCAL-8",
+                "ROE^RICHARD",
+                "ACC124",
+            )
+            assert ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientID
+        # No such order, or no key to look for: nothing sent, the operator is told.
+        code, out = _cli([*args, "--accession", "ACC999"])
+        assert code == 64 and "no order with Accession Number 'ACC999'" in out
+        code, out = _cli(args)
+        assert code == 64 and "--worklist needs the local order" in out
+        assert len(scp.received()) == IMAGES
+
+
+def test_a_worklist_with_two_patients_for_one_order_is_not_guessed(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    orders = [("LOCAL-7", "DOE^JANE", "ACC5"), ("LOCAL-9", "DOE^JOHN", "ACC5")]
+    with _worklist(orders) as worklist:
+        args = _import_args(disc_folder, "P@127.0.0.1:1", centre, tmp_path / "log")
+        code, out = _cli([*args, "--worklist", worklist, "--accession", "ACC5"])
+    assert code == 64 and "2 different patients" in out
 
 
 # -- arguments ---------------------------------------------------------------------------------

@@ -546,3 +546,13 @@ def test_write_html_report_into_a_folder_is_refused(clean: CheckReport, tmp_path
 
 def test_region_text() -> None:
     assert wording.region_text(Region(3, 1, 2, 30, 40)) == "frame 4, rows 1-29, columns 2-39"
+
+
+def test_step_4_counts_the_watermarked_and_the_manifest_only_images(clean: CheckReport) -> None:
+    step4 = wording.check_steps(clean)[3]
+    assert step4.state == "pass"
+    assert step4.detail.startswith("5 of 6 images carry a watermark, all intact; 1 is protected")
+    none_marked = replace(clean, images=tuple(_images(5, "SR 1", ImageStatus.MANIFEST_ONLY)))
+    step4 = wording.check_steps(none_marked)[3]
+    assert "intact" not in step4.detail  # nothing carried a watermark to be intact
+    assert step4.detail.startswith("None of the 5 images carries a watermark")

@@ -28,6 +28,7 @@ from discmaker.models import (
     RESTORE_RESULT_FORMAT,
     SET_REPORT_FORMAT,
 )
+from discmaker.pacs.store import IMPORT_RESULT_FORMAT
 from discmaker.ui.cli import main
 from tests.conftest import PASSPHRASE, Centre
 
@@ -39,6 +40,7 @@ NAMES = {
     SET_REPORT_FORMAT: "set-report",
     RESTORE_RESULT_FORMAT: "restore-result",
     AUTHOR_RESULT_FORMAT: "author-result",
+    IMPORT_RESULT_FORMAT: "import-result",  # validated with real imports in test_import.py
 }
 
 
@@ -57,6 +59,9 @@ def validate(doc: dict[str, Any]) -> None:
     assert doc["format_version"] == REPORT_VERSION
     schema = _schema(NAMES[doc["format"]])
     jsonschema.Draft202012Validator(schema, registry=_registry()).validate(doc)
+
+
+validate_import = validate  # for tests/test_import.py, which has the PACS
 
 
 def run_json(argv: list[str]) -> tuple[int, dict[str, Any]]:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from pydicom.dataset import Dataset
@@ -29,6 +31,7 @@ from pynetdicom.association import Association as _PynetAssociation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 
+from discmaker.errors import KeyFileError
 from discmaker.pacs.destination import Destination, DestinationError
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,39 @@ def _warning_message(code: int) -> str:
         0xB007: "the PACS says the image does not fully match its SOP class",
     }
     return known.get(code, "the PACS stored it with a warning")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """DICOM over TLS (PS3.15 Annex B, the BCP 195 profile's TLS 1.2 or later): the PACS's
+    certificate is verified against ``ca_file`` (default: this computer's trusted CAs) and
+    must name the host in ``--to``; ``cert_file``/``key_file`` are ours, for a PACS that asks
+    its senders for a certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context; :class:`KeyFileError` names a file that cannot be used."""
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise KeyFileError(
+                f"cannot use {self.ca_file} as the CA certificates for TLS ({exc}); give a PEM "
+                "file with the certificate of the CA that signed the PACS's certificate"
+            ) from exc
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                key = self.key_file or "in the same file"
+                raise KeyFileError(
+                    f"cannot use {self.cert_file} (with key {key}) as this computer's TLS "
+                    f"certificate ({exc})"
+                ) from exc
+        return ctx
 
 
 def _refusal(destination: Destination, calling_aet: str, assoc: _PynetAssociation) -> str:
@@ -183,6 +219,7 @@ class Association:
         calling_aet: str,
         storage: Iterable[tuple[str, str]],
         timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         pairs = sorted(set(storage))
         if len(pairs) > STORAGE_CONTEXTS:
@@ -198,6 +235,7 @@ class Association:
         self._contexts += [_context(sop_class, key) for sop_class, key in pairs]
         self._assoc: _PynetAssociation | None = None
         self._message_id = 0
+        self._tls_args = (tls, destination.host) if tls is not None else None
 
     def __enter__(self) -> Association:
         return self
@@ -221,9 +259,17 @@ class Association:
         d = self.destination
         _probe(d, self._ae.connection_timeout or 30.0)
         log.debug("associating with %s as %s", d, self.calling_aet)
-        assoc = self._ae.associate(d.host, d.port, contexts=self._contexts, ae_title=d.aet)
+        assoc = self._ae.associate(
+            d.host, d.port, contexts=self._contexts, ae_title=d.aet, tls_args=self._tls_args
+        )
         if not assoc.is_established:
-            raise DestinationError(_refusal(d, self.calling_aet, assoc))
+            why = _refusal(d, self.calling_aet, assoc)
+            if self._tls_args is not None and not assoc.is_rejected:
+                why += (
+                    " With --tls: check that this port of the PACS speaks DICOM over TLS, and "
+                    "that its certificate names this host and is signed by the CA in --tls-ca."
+                )
+            raise DestinationError(why)
         _no_delay(assoc)
         self._assoc = assoc
         return assoc
@@ -352,6 +398,7 @@ __all__ = [
     "VERIFICATION",
     "Association",
     "StoreStatus",
+    "Tls",
     "context_groups",
     "syntax_key",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,13 +48,15 @@ from discmaker.pacs.destination import (
     check_aet,
 )
 from discmaker.pacs.log import ImportLog, RunContext, default_log_path, stored_instances
-from discmaker.pacs.network import Association, StoreStatus, context_groups, syntax_key
+from discmaker.pacs.network import Association, StoreStatus, Tls, context_groups, syntax_key
 from discmaker.pacs.reconcile import Reconciliation, coerce
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 30.0
+IMPORT_RESULT_FORMAT = "discmaker-import-result"  # docs/schemas/import-result.v1.json
+IMPORT_RESULT_VERSION = 1
 
 
 class InstanceStatus(StrEnum):
@@ -79,6 +82,16 @@ class InstanceResult:
     attempts: int = 0  # C-STORE requests sent for it in this run
     dimse_status: int | None = None  # the PACS's last status code; None: none received
     message: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "sop_instance_uid": self.sop_instance_uid,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "dimse_status": self.dimse_status,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,34 @@ class ImportResult:
         if not self.verified:
             return self.report.exit_code
         return IMPORT_INCOMPLETE if self.failed else 0
+
+    def to_json(self) -> dict[str, object]:
+        """What ``discmaker import --json`` prints (docs/schemas/import-result.v1.json)."""
+        counts = {status.value: 0 for status in InstanceStatus}
+        for instance in self.instances:
+            counts[instance.status.value] += 1
+        return {
+            "format": IMPORT_RESULT_FORMAT,
+            "format_version": IMPORT_RESULT_VERSION,
+            "verdict": self.report.verdict.value,
+            "exit_code": self.exit_code,
+            "destination": {
+                "aet": self.destination.aet,
+                "host": self.destination.host,
+                "port": self.destination.port,
+            },
+            "calling_aet": self.calling_aet,
+            "dry_run": self.dry_run,
+            "log": self.log_path if not self.dry_run else "",
+            "reconciled": list(self.reconciled),
+            "counts": counts,
+            "instances": [i.to_json() for i in sorted(self.instances, key=_by_path)],
+            "report": self.report.to_json(),
+        }
+
+
+def _by_path(instance: InstanceResult) -> str:
+    return instance.path
 
 
 @dataclass
@@ -185,8 +226,10 @@ class _Run:
         retry_delay: float,
         timeout: float,
         progress: Progress | None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.destination = destination
+        self.tls = tls
         self.calling_aet = calling_aet
         self.log = import_log
         self.context = context
@@ -241,6 +284,7 @@ class _Run:
                 calling_aet=self.calling_aet,
                 storage=group,
                 timeout=self.timeout,
+                tls=self.tls,
             ) as assoc:
                 try:
                     assoc.open()
@@ -363,6 +407,7 @@ def import_disc(
     work_dir: Path | None = None,
     progress: Progress | None = None,
     workers: int = 1,
+    tls: Tls | None = None,
 ) -> ImportResult:
     """Check ``source`` and send its verified originals to ``destination`` (``AET@HOST:PORT``).
 
@@ -373,13 +418,16 @@ def import_disc(
     ``$DISCMAKER_IMPORT_LOG``, else the user data folder) cannot be written; the check's
     :class:`DiscError` for a disc that cannot be read. ``reconcile`` coerces Patient ID, name
     and Accession Number in the sent copies (the received values kept in Original Attributes
-    Sequence). ``timeout`` (seconds) bounds connecting and each answer of the PACS; failed
-    instances are sent again up to ``retries`` times, ``retry_delay`` x round seconds apart.
+    Sequence). ``tls`` sends over DICOM TLS (a file it names that cannot be used raises
+    :class:`KeyFileError` before anything is read). ``timeout`` (seconds) bounds connecting
+    and each answer of the PACS; failed instances are sent again up to ``retries`` times,
+    ``retry_delay`` x round seconds apart.
     """
     dest = destination if isinstance(destination, Destination) else Destination.parse(destination)
     calling = check_aet(calling_aet, what="AE title of this computer (--aet)")
     if retries < 0 or timeout <= 0 or retry_delay < 0:
         raise UsageError("retries and retry_delay must be 0 or more, timeout more than 0.")
+    tls_context = tls.context() if tls is not None else None
     log_file = Path(log_path) if log_path is not None else default_log_path()
     import_log = None if dry_run else ImportLog(log_file)
     if import_log is not None:
@@ -404,6 +452,7 @@ def import_disc(
                 retry_delay=retry_delay,
                 timeout=timeout,
                 progress=progress,
+                tls=tls_context,
             )
             instances: tuple[InstanceResult, ...] = ()
             if report.verdict is Verdict.VERIFIED:
@@ -484,6 +533,8 @@ def _send_verified(
 __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
+    "IMPORT_RESULT_FORMAT",
+    "IMPORT_RESULT_VERSION",
     "ImportResult",
     "InstanceResult",
     "InstanceStatus",

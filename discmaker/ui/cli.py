@@ -32,6 +32,7 @@ from discmaker import APP_NAME, __version__, errors
 from discmaker.crypto import signing
 from discmaker.disc.media import Medium
 from discmaker.parallel import default_workers
+from discmaker.ui import cli_help
 from discmaker.ui.render import progress_bars
 from discmaker.ui.wording import plain
 
@@ -81,6 +82,7 @@ def _size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=APP_NAME,
+        formatter_class=cli_help.HelpFormatter,
         description="Tamper-evident patient discs of DICOM studies, and the checker for them. "
         "Run without arguments for the guided workflow.",
     )
@@ -127,13 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="ISO file, block device or folder; give every disc of a set to check the set",
     )
-    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument(
+        "--trust",
+        action="append",
+        type=Path,
+        help="trust only this certificate or folder of certificates; repeatable (default: "
+        "the trust store, yours and the site's; see 'discmaker trust list')",
+    )
     p.add_argument("--json", action="store_true", help="versioned JSON report on stdout")
-    p.add_argument("--report", type=Path, help="write an HTML report for the patient record")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="also write an HTML report for the patient record to this file (default: none)",
+    )
 
     p = sub.add_parser("restore", help="write verified originals for PACS import")
     p.add_argument("source", type=Path, help="ISO file, block device or folder")
-    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument(
+        "--trust",
+        action="append",
+        type=Path,
+        help="trust only this certificate or folder of certificates; repeatable (default: "
+        "the trust store, yours and the site's; see 'discmaker trust list')",
+    )
     p.add_argument("--out", required=True, type=Path, help="new folder for the PACS import")
     p.add_argument(
         "--allow-partial",
@@ -166,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AET@HOST:PORT",
         help="the PACS: its AE title, host and DICOM port, e.g. PACS@pacs.hospital.local:104",
     )
-    p.add_argument("--trust", action="append", type=Path, help="trusted certificate or folder")
+    p.add_argument(
+        "--trust",
+        action="append",
+        type=Path,
+        help="trust only this certificate or folder of certificates; repeatable (default: "
+        "the trust store, yours and the site's; see 'discmaker trust list')",
+    )
     p.add_argument(
         "--aet", default="DISCMAKER", help="this computer's AE title (default: DISCMAKER)"
     )
@@ -183,9 +207,54 @@ def build_parser() -> argparse.ArgumentParser:
         "data folder)",
     )
     p.add_argument("--workers", type=int, help="worker processes (default: every core)")
-    p.add_argument("--patient-id", help="coerce Patient ID to the local one (reconciliation)")
-    p.add_argument("--patient-name", help="coerce Patient's Name, e.g. DOE^JANE")
-    p.add_argument("--accession", help="coerce Accession Number to the local order's")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object on stdout (docs/schemas/import-result.v1.json)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="DICOM over TLS (TLS 1.2 or later; the PACS's certificate must name the host in "
+        "--to and be signed by a CA this computer trusts, or the one in --tls-ca)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM file of the CA that signed the PACS's certificate (implies --tls; default: "
+        "this computer's trusted CAs)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="this computer's TLS certificate (PEM), for a PACS that asks for one (implies "
+        "--tls; default: none)",
+    )
+    p.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="the private key of --tls-cert (default: in the --tls-cert file)",
+    )
+    p.add_argument(
+        "--worklist",
+        metavar="AET@HOST:PORT",
+        help="look the local order up in this Modality Worklist (C-FIND by --accession, or "
+        "by --patient-id) and coerce Patient ID, name and Accession Number to its values "
+        "(default: no lookup)",
+    )
+    p.add_argument(
+        "--patient-id",
+        help="coerce Patient ID to the local one (reconciliation; default: send the disc's)",
+    )
+    p.add_argument(
+        "--patient-name", help="coerce Patient's Name, e.g. DOE^JANE (default: the disc's)"
+    )
+    p.add_argument(
+        "--accession", help="coerce Accession Number to the local order's (default: the disc's)"
+    )
 
     p = sub.add_parser("trust", help="manage trusted senders")
     tsub = p.add_subparsers(dest="trust_command", parser_class=_Parser, required=True)
@@ -209,9 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tsub.add_parser("list", help="list trusted senders")
     t = tsub.add_parser("remove", help="stop trusting a sender")
-    t.add_argument("fingerprint")
-    for command in (*sub.choices.values(), *tsub.choices.values()):
+    t.add_argument("fingerprint", help="the sender's fingerprint, as 'trust list' shows it")
+    named = [(name, command) for name, command in sub.choices.items()]
+    named += [(f"trust {name}", command) for name, command in tsub.choices.items()]
+    for name, command in named:
         _add_verbose(command, default=argparse.SUPPRESS)  # `-v` after the command works too
+        cli_help.apply(command, name)
     return parser
 
 
@@ -221,7 +293,8 @@ def _add_verbose(parser: argparse.ArgumentParser, *, default: object) -> None:
         "--verbose",
         action="store_true",
         default=default,
-        help=f"log what discmaker does to stderr (or set {LOG_ENV}=debug|info|warning|error)",
+        help=f"log what discmaker does to stderr (or set {LOG_ENV}=debug|info|warning|error; "
+        "default: off)",
     )
 
 
@@ -476,15 +549,42 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_import(args: argparse.Namespace, console: Console) -> int:
     from discmaker.pacs.destination import Destination
+    from discmaker.pacs.network import Tls
     from discmaker.pacs.reconcile import Reconciliation
     from discmaker.pacs.store import import_disc
     from discmaker.ui.render import check_summary
     from discmaker.ui.wording import plural
 
     destination = Destination.parse(args.to)
+    tls = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        if args.tls_key and not args.tls_cert:
+            raise errors.UsageError("--tls-key needs --tls-cert (the certificate of that key).")
+        tls = Tls(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
     coerced = (args.patient_id, args.patient_name, args.accession)
     reconcile = None
-    if any(v is not None for v in coerced):
+    if args.worklist:
+        from dataclasses import replace
+
+        from discmaker.pacs.worklist import lookup_order
+
+        reconcile = lookup_order(
+            args.worklist,
+            accession=args.accession,
+            patient_id=args.patient_id,
+            calling_aet=args.aet,
+            tls=tls,
+        )
+        if args.patient_name is not None:  # the operator's word over the worklist's
+            reconcile = replace(reconcile, patient_name=args.patient_name)
+        if not args.json:
+            _progress_console(args, console).print(
+                Text(
+                    f"Local order from the worklist: Patient ID {reconcile.patient_id}, "
+                    f"{reconcile.patient_name}, Accession Number {reconcile.accession_number}."
+                )
+            )
+    elif any(v is not None for v in coerced):
         reconcile = Reconciliation(
             patient_id=args.patient_id,
             patient_name=args.patient_name,
@@ -492,7 +592,7 @@ def _cmd_import(args: argparse.Namespace, console: Console) -> int:
         )
     trust = _trust_store(args.trust)
     labels = {"send": "Sending to PACS"}
-    with progress_bars(_progress_console(args, console)) as bars:
+    with progress_bars(_progress_console(args, console), enabled=not args.json) as bars:
 
         def progress(stage: str, done: int, total: int) -> None:
             bars(labels.get(stage, stage), done, total)
@@ -507,7 +607,11 @@ def _cmd_import(args: argparse.Namespace, console: Console) -> int:
             reconcile=reconcile,
             progress=progress,
             workers=args.workers if args.workers is not None else default_workers(),
+            tls=tls,
         )
+    if args.json:
+        _write_json(result.to_json())
+        return result.exit_code
     where = plain(destination)
     if not result.verified:
         console.print(check_summary(result.report))
@@ -663,6 +767,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 }
 
 
+def _interrupted(command: str | None) -> str:
+    if command == "import":
+        return (
+            "Images already stored in the PACS stay there and are in the import log; "
+            "the rest were not sent. Run the same command again to send only the rest."
+        )
+    return (
+        "Nothing was left half-written: any partial output was removed. Input folders "
+        "were not touched."
+    )
+
+
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No emoji codes (":AB:" in a fingerprint) and no markup in anything that is not ours.
@@ -697,10 +813,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
             _write_json(_error_json(exc, code))
         return code
     except KeyboardInterrupt as exc:
-        diagnostics.print(
-            "[bold yellow]Interrupted.[/] Nothing was left half-written: any partial output "
-            "was removed. Input folders were not touched."
-        )
+        diagnostics.print(Text.assemble(("Interrupted. ", "bold yellow"), _interrupted(command)))
         code = errors.exit_code_for(exc)
         if wants_json:
             _write_json(_error_json(exc, code))

@@ -373,11 +373,18 @@ def check_steps(report: CheckReport) -> tuple[Step, ...]:
             f"{plural(counts[ImageStatus.NOT_VERIFIABLE], 'image')} could not be verified.",
         )
     else:
+        marked = len(report.images) - manifest_only
         detail = "Every watermark is intact: the pixels are as the sender signed them."
-        if manifest_only:
+        if manifest_only and not marked:
             detail = (
-                f"Watermarks intact. {plural(manifest_only, 'image')} carry no watermark "
-                "and were checked against the signed list only."
+                f"None of the {plural(manifest_only, 'image')} carries a watermark; all were "
+                "checked against the signed list of files only."
+            )
+        elif manifest_only:
+            detail = (
+                f"{marked} of {plural(len(report.images), 'image')} carry a watermark, all "
+                f"intact; {manifest_only} {'is' if manifest_only == 1 else 'are'} protected by "
+                "the signed list of files only."
             )
         s4 = Step(4, title4, "pass", detail)
 
@@ -648,6 +655,12 @@ def verdict_text(report: CheckReport) -> VerdictText:
     if verdict is Verdict.TAMPERED:
         n = counts[ImageStatus.TAMPERED]
         lines = ["Something on this disc was changed after the sender signed it."]
+        signer = report.signer
+        if signer is not None and signer.valid_at_signing is False and not n:
+            lines = [
+                "The sender's certificate was not valid at the time this disc says it was "
+                f"signed ({certificate_validity(signer)}): the signature cannot be relied on."
+            ]
         if n:
             lines.append(f"{plural(n, 'image')} changed; the list below says what changed.")
         if report.findings:

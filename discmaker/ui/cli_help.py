@@ -1,0 +1,164 @@
+"""What every ``--help`` ends with: the command's exit codes and one example.
+
+One table per command (``"check"``, ``"trust add"``, ...), so the exit codes a script relies on
+are written once, next to each other, and a test can hold every command to it. The formatter
+states each option's default: from argparse where the default is a value, "off" for a flag;
+an option whose default is None must say in its own help what happens without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Epilog:
+    exit_codes: tuple[tuple[int, str], ...]
+    example: str
+
+    def render(self) -> str:
+        lines = ["exit codes:"]
+        for code, meaning in sorted(self.exit_codes):
+            lines += textwrap.wrap(
+                meaning, 78, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7
+            )
+        lines += ["", "example:", f"  {self.example}"]
+        return "\n".join(lines)
+
+
+_INTERRUPTED = (130, "interrupted (Ctrl-C); nothing half-written is left under a final name")
+_USAGE = (64, "wrong command line (the message says what to change)")
+_CHECK_CODES = (
+    (0, "verified: every image is as the trusted sender signed it"),
+    (1, "tampered or inconsistent: do not import; the findings say what changed and where"),
+    (2, "not verifiable (unsigned, unknown sender) or an incomplete set of discs"),
+    (3, "not a disc, unreadable input, or a wrong command line"),
+)
+
+EPILOGS: dict[str, Epilog] = {
+    "keygen": Epilog(
+        (
+            (0, "key.pem and cert.pem written"),
+            _USAGE,
+            (73, "the output folder cannot be written, or already holds a key"),
+            _INTERRUPTED,
+        ),
+        "discmaker keygen --org 'City Imaging Centre' --out ~/discmaker-key",
+    ),
+    "author": Epilog(
+        (
+            (0, "disc written"),
+            _USAGE,
+            (65, "the study cannot go on a disc as it is (the message names the file)"),
+            (66, "a study folder or file does not exist"),
+            (73, "the output cannot be written (exists already, disk full, no permission)"),
+            (77, "the signing key or certificate cannot be used (passphrase, expiry)"),
+            _INTERRUPTED,
+        ),
+        "discmaker author /data/export/ct --key key.pem --cert cert.pem --out disc.iso",
+    ),
+    "check": Epilog(
+        (*_CHECK_CODES, _INTERRUPTED),
+        "discmaker check /media/cdrom --report check-report.html",
+    ),
+    "restore": Epilog(
+        (*_CHECK_CODES, _INTERRUPTED),
+        "discmaker restore /media/cdrom --out /srv/pacs-import/2026-12-02-doe",
+    ),
+    "import": Epilog(
+        (
+            (0, "every verified original is stored in the PACS (or was already there)"),
+            (1, "the disc is tampered or inconsistent: nothing sent"),
+            (2, "the disc is not verifiable or an incomplete set: nothing sent"),
+            (3, "not a disc or unreadable input"),
+            _USAGE,
+            (69, "the PACS does not answer or refuses the association"),
+            (73, "the import log cannot be written: nothing sent"),
+            (75, "some images were not stored: run the same command again to send the rest"),
+            _INTERRUPTED,
+        ),
+        "discmaker import /media/cdrom --to PACS@pacs.hospital.local:104",
+    ),
+    "trust add": Epilog(
+        (
+            (0, "the sender is trusted"),
+            (
+                64,
+                "you answered no, or there was no terminal to ask on and no --yes: "
+                "nothing changed; also a source without a sender certificate",
+            ),
+            (77, "the certificate file cannot be read or is not a usable sender certificate"),
+            (73, "the trust store cannot be written"),
+            _INTERRUPTED,
+        ),
+        "discmaker trust add /media/cdrom",
+    ),
+    "trust list": Epilog(
+        ((0, "the list is printed (it may be empty)"), _USAGE),
+        "discmaker trust list",
+    ),
+    "trust remove": Epilog(
+        (
+            (0, "the sender is no longer trusted"),
+            (
+                64,
+                "no trusted sender has that fingerprint, or it is in the site-wide store "
+                "(which only an administrator changes)",
+            ),
+            (73, "the trust store cannot be written"),
+        ),
+        "discmaker trust remove 3f2a9c...",
+    ),
+}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose as usual, keeps indented lines (exit-code tables, examples) as written,
+    and appends each option's default unless its help already states it."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs: list[str] = []
+        for block in text.split("\n"):
+            if block.startswith(" ") or not block.strip():
+                paragraphs.append(indent + block)
+            else:
+                paragraphs.append(
+                    textwrap.fill(block, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or "default" in text.lower() or action.required:
+            return text
+        if action.default is argparse.SUPPRESS or isinstance(
+            action, argparse._HelpAction | argparse._VersionAction
+        ):
+            return text
+        if action.nargs == 0 and action.default is False:
+            return f"{text} (default: off)"
+        if action.default is not None:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def states_default(action: argparse.Action, formatter: HelpFormatter) -> bool:
+    """Whether ``--help`` tells the reader what happens without ``action`` (tests use it)."""
+    if action.required or not action.option_strings:
+        return True
+    if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+        return True
+    return "default" in (formatter._get_help_string(action) or "").lower()
+
+
+def apply(parser: argparse.ArgumentParser, command: str) -> None:
+    """Give ``parser`` (the parser of ``command``) its epilog and our formatter."""
+    parser.formatter_class = HelpFormatter
+    epilog = EPILOGS.get(command)
+    if epilog is not None:
+        parser.epilog = epilog.render()
+
+
+__all__ = ["EPILOGS", "Epilog", "HelpFormatter", "apply", "states_default"]
