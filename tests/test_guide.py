@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from rich.prompt import Confirm
 
 from discmaker.author.preview import format_date, format_person_name, preview
 from discmaker.check import burned as burned_mod
@@ -125,14 +124,19 @@ def test_decline_patient_writes_nothing(
 def test_ctrl_c_at_confirmation(
     run: Run, env: Path, small_study: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupt(*args: object, **kwargs: object) -> bool:
-        raise KeyboardInterrupt
+    real_yes = guide_session.Asker.yes
 
-    monkeypatch.setattr(Confirm, "ask", interrupt)
+    def interrupt_at_confirmation(self: guide_session.Asker, prompt: str, *, default: bool) -> bool:
+        if "match the request form" in prompt:
+            raise KeyboardInterrupt
+        return real_yes(self, prompt, default=default)
+
+    monkeypatch.setattr(guide_session.Asker, "yes", interrupt_at_confirmation)
     out = env / "disc.iso"
-    code, text = run(*create_answers(small_study, out, centre)[:-1])
-    assert code == 130
+    code, text = run(*create_answers(small_study, out, centre)[:-1], "q")
+    assert code == 130  # the status of the last task: cancelled
     assert "Cancelled: nothing was written." in text
+    assert "Back to the main menu" in text and "Goodbye." in text
     assert list(env.iterdir()) == []
 
 
@@ -165,24 +169,25 @@ def test_trust_add_list_remove_then_check(
     code, text = run(*create_answers(small_study, out, centre), "n", "q")
     assert code == 0
     # Not trusted yet: the check says "not verifiable" (exit 2) and what to do.
-    code, text = run(2, out, "q")
+    # (trust the sender? no; save the report? no)
+    code, text = run(2, out, "n", "n", "q")
     assert code == 2, text
     assert "No trusted senders are set up yet" in text
     # Trust: refuse when the fingerprint was not confirmed, then accept.
-    code, text = run(4, 2, centre.cert_path, "n", 2, centre.cert_path, "y", 3, "b", "q")
+    code, text = run(5, 2, centre.cert_path, "n", 2, centre.cert_path, "y", 3, "b", "q")
     assert code == 0, text
     assert fp in text
     assert "Not trusted. Nothing was changed." in text
     assert "Trusted: CN=Test Imaging Centre" in text
     assert f"discmaker trust add {centre.cert_path}" in text
     assert [s.fingerprint for s in TrustStore.default().list()] == [fp]
-    # Now the received-disc check verifies.
-    code, text = run(2, out, "q")
+    # Now the received-disc check verifies (save the report? no; import? no).
+    code, text = run(2, out, "n", "n", "q")
     assert code == 0, text
     assert "VERIFIED" in text
     assert f"discmaker check {out}" in text
     # Remove.
-    code, text = run(4, 4, 1, "y", 3, "b", "q")
+    code, text = run(5, 4, 1, "y", 3, "b", "q")
     assert code == 0, text
     assert f"discmaker trust remove {fp}" in text
     assert "No trusted senders yet" in text
@@ -205,11 +210,12 @@ def test_keygen_via_menu_with_typed_passphrase(
 ) -> None:
     monkeypatch.delenv(signing.PASSPHRASE_ENV)
     keys = env / "keys"
-    code, text = run(4, 1, "City Imaging", keys, "pw-one", "pw-two", "pw-one", "pw-one", "b", "q")
+    first, other = "correct horse one", "correct horse two"
+    code, text = run(5, 1, "City Imaging", keys, first, other, first, first, "b", "q")
     assert code == 0, text
     assert "The two passphrases differ" in text
-    assert "pw-one" not in text  # typed passphrases are not echoed
-    signing.load_private_key(keys / "key.pem", passphrase=b"pw-one")
+    assert first not in text  # typed passphrases are not echoed
+    signing.load_private_key(keys / "key.pem", passphrase=first.encode())
     assert "discmaker keygen --org 'City Imaging' --out" in text
     assert (
         json.loads((guide_session.config_dir() / "guide.json").read_text())["org"] == "City Imaging"
@@ -217,12 +223,12 @@ def test_keygen_via_menu_with_typed_passphrase(
 
 
 def test_problem_is_explained_and_guide_goes_on(run: Run, env: Path, tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    code, text = run(1, empty, "q")
-    assert code == 66  # NoImagesError
-    assert "Problem: No files found" in text
-    assert "Goodbye." in text
+    # A certificate that cannot be used, as a task's problem: explained, the menu comes back.
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    code, text = run(5, 2, bad, "q")
+    assert code == 130  # the answers ran out while the certificate was asked again
+    assert "Choose the sender's certificate file again" in " ".join(text.split())
 
 
 @pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso is not installed")
@@ -341,6 +347,8 @@ def test_guide_in_a_real_terminal(tmp_path: Path, small_study: Path, centre: Cen
             ("What would you like to do", 2),
             ("ISO file or folder to check", out),
             ("VERIFIED", None),
+            ("Save a report", "n"),
+            ("Import these images", "n"),
             ("What would you like to do", "q"),
         ]
         for expected, answer in steps:
@@ -382,6 +390,10 @@ def test_ctrl_c_in_a_real_terminal(tmp_path: Path) -> None:
         child.expect("Folder with the exported study")
         child.sendintr()  # Ctrl-C, delivered by the terminal as SIGINT
         child.expect("Cancelled: nothing was written")
+        child.expect("Back to the main menu")  # the task stops, the guide does not
+        child.expect("Choose")
+        child.sendintr()  # Ctrl-C again, at the menu: leave
+        child.expect("Cancelled at the main menu")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
@@ -442,7 +454,7 @@ def test_check_remembers_the_folder_not_the_file_name(
 ) -> None:
     named = disc_iso.parent / "SMITH_JOHN.iso"
     named.write_bytes(disc_iso.read_bytes())
-    run(2, named, "q")
+    run(2, named, "n", "n", "q")
     settings = guide_session.load_settings()
     assert "SMITH_JOHN" not in json.dumps(settings)
 
@@ -471,3 +483,105 @@ def test_guided_restore_asks_before_an_incomplete_series_goes_to_pacs(
     else:
         assert ct == {"IM000000", "IM000002"}
         assert "incomplete" in text and "--allow-partial" in text
+
+
+def test_check_trust_report_import_in_a_real_terminal(
+    tmp_path: Path, small_study: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiving clinic's whole visit: check an unknown sender's disc, trust them after
+    the telephone confirmation, save the report, import into a PACS (dcmtk's storescp)."""
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is needed to drive a terminal")
+    from tests.pacs_fixtures import run_storescp
+
+    disc = tmp_path / "DISC"
+    author_disc(centre, [small_study], disc, format="folder", label="PTYE2E")
+    trust, report, log = tmp_path / "trust", tmp_path / "visit.html", tmp_path / "import.jsonl"
+    monkeypatch.setenv("DISCMAKER_IMPORT_LOG", str(log))
+    monkeypatch.setenv("DISCMAKER_SITE_TRUST_DIR", str(tmp_path / "site"))
+    with run_storescp(tmp_path / "received") as scp:
+        child = spawn_guide(pexpect, trust=trust, config=tmp_path / "config")
+        try:
+            steps: list[tuple[str, object]] = [
+                ("Choose", 2),
+                ("ISO file or folder to check", disc),
+                ("NOT VERIFIABLE", None),
+                (r"Trust this sender\?", "Y"),  # any case
+                ("Did the sender read out exactly this fingerprint", "yes"),
+                ("VERIFIED", None),  # checked again, now against the trusted sender
+                ("Save a report of this check", "y"),
+                ("Save the report as", report),
+                ("Import these images into PACS now", "y"),
+                ("AE title of the PACS", scp.aet),
+                ("Host name or IP address of the PACS", "127.0.0.1"),
+                ("DICOM port of the PACS", scp.port),
+                ("AE title of this computer", ""),
+                ("answered", None),  # the echo, before any question about the patient
+                ("Local Patient ID", "LOC123"),
+                ("Local patient name", ""),
+                ("Local accession number", ""),
+                ("Stored in PACS", None),
+                ("Choose", "q"),
+            ]
+            for expected, answer in steps:
+                child.expect(expected, timeout=60)
+                if answer is not None:
+                    child.sendline(str(answer))
+            child.expect("Goodbye")
+            child.expect(pexpect.EOF)
+            transcript = child.before or ""
+        finally:
+            child.close(force=True)
+        received = scp.received()
+    assert child.exitstatus == 0, transcript
+    assert [s.fingerprint for s in TrustStore(trust).list()] == [
+        signing.fingerprint(signing.load_certificate(centre.cert_path))
+    ]
+    assert "PTYE2E" in report.read_text(encoding="utf-8")
+    from pydicom import dcmread
+
+    sent = [dcmread(p) for p in received]
+    assert len(sent) == 5 and {ds.PatientID for ds in sent} == {"LOC123"}
+    assert len({ds.SOPInstanceUID for ds in sent}) == 5
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[-1]["event"] == "run" and lines[-1]["outcome"] == "complete"
+
+
+@pytest.mark.parametrize("quit_answer", ["Q", "q", " Q "])
+def test_answers_are_read_in_any_case(run: Run, env: Path, quit_answer: str) -> None:
+    code, text = run(quit_answer)
+    assert code == 0 and "Goodbye" in text
+
+
+def test_a_new_key_needs_a_passphrase_of_twelve_characters(
+    run: Run, env: Path, small_study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, "short")
+    keys = env / "keys"
+    out = env / "disc.iso"
+    strong = "correct horse battery"
+    answers = [1, small_study, "i", "cd", "FIRST", out, "n", "New Centre", keys]
+    # too short, then a long one that is mistyped the second time, then a good pair
+    typed = ["x", strong, strong + "!", strong, strong]
+    # then the new key and certificate; the short variable does not open it: typed once
+    code, text = run(*answers, *typed, "", "", strong, "y", "n", "q")
+    flat = " ".join(text.split())
+    assert "shorter than 12 characters" in flat
+    assert "That passphrase has 1 characters" in flat
+    assert "The two passphrases differ" in flat
+    assert code == 0, text
+    assert signing.load_private_key(keys / "key.pem", passphrase=strong.encode()) is not None
+    assert "Back up the key" in text
+
+
+def test_a_folder_without_dicom_asks_only_for_the_folder_again(
+    run: Run, env: Path, small_study: Path, centre: Centre, tmp_path: Path
+) -> None:
+    empty = tmp_path / "no-dicom"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    out = env / "again.iso"
+    key = ["y", centre.key_path, centre.cert_path]
+    code, text = run(1, empty, small_study, "i", "cd", "AGAIN", out, *key, "y", "n", "q")
+    assert code == 0, text
+    assert out.is_file()
+    assert text.count("What would you like to do") == 2  # not thrown back to the menu

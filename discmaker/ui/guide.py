@@ -10,9 +10,14 @@ Safety rules:
 
 * Before a disc is written or burned, the patient's name, ID and birth date are read back and
   staff must confirm them against the request form; "no" stops with nothing written.
-* Ctrl-C at any point stops cleanly: authoring and restoring are atomic, so nothing is left
-  half-written, and the guide says so (exit status 130). An interrupted *burn* leaves an
-  incomplete disc in the drive; the guide says to discard it.
+* Ctrl-C at any point stops the task cleanly: authoring and restoring are atomic, so nothing is
+  left half-written; the guide says so, naming only what *this* task finished, and returns to
+  the main menu. Ctrl-C again (at the menu) leaves the guide with exit status 130. An
+  interrupted *burn* leaves an incomplete disc in the drive; the guide says to discard it. An
+  interrupted import says that what the PACS already stored stays there (and is logged).
+* A mistake costs one answer: a folder without DICOM files, a certificate that is not one or
+  three wrong passphrases ask that question again and keep every other answer. Answers are
+  read in any case (``Q``, ``Yes``, ``no``).
 
 Testable: :func:`run_guide` takes the console to print on and an optional text stream to read
 answers from (``io.StringIO("1\\n/path/to/study\\n...")``); passphrases come from
@@ -39,8 +44,13 @@ from rich.text import Text
 
 from discmaker import APP_NAME
 from discmaker.ui.guide_session import EXIT_CANCELLED, Session, Stop
-from discmaker.ui.guide_tasks import check_received, create_disc, keys_menu, restore
-from discmaker.ui.wording import plain
+from discmaker.ui.guide_tasks import (
+    check_received,
+    create_disc,
+    import_received,
+    keys_menu,
+    restore,
+)
 
 
 def _main_menu(session: Session) -> int:
@@ -48,8 +58,8 @@ def _main_menu(session: Session) -> int:
         Panel(
             Text(
                 "Tamper-evident patient discs. Choose a task by typing its number and "
-                "pressing Enter. Press Ctrl-C at any time to stop: nothing is left "
-                "half-written."
+                "pressing Enter. Press Ctrl-C at any time to stop a task: nothing is left "
+                "half-written, and you come back here. Ctrl-C here leaves the guide."
             ),
             title=f"{APP_NAME}",
             title_align="left",
@@ -60,7 +70,8 @@ def _main_menu(session: Session) -> int:
         ("1", "Create a patient disc from a study", partial(create_disc, session), False),
         ("2", "Check a disc we received", partial(check_received, session), True),
         ("3", "Restore checked images for import into PACS", partial(restore, session), True),
-        ("4", "Keys and trusted senders", partial(keys_menu, session), False),
+        ("4", "Import a checked disc into PACS", partial(import_received, session), True),
+        ("5", "Keys and trusted senders", partial(keys_menu, session), False),
     ]
     code = 0
     while True:
@@ -74,7 +85,7 @@ def _main_menu(session: Session) -> int:
             session.say("Goodbye.")
             return code
         _, _, action, check_contract = next(m for m in menu if m[0] == answer)
-        code = session.attempt(action, check_contract=check_contract)
+        code = session.run_task(action, check_contract=check_contract)
 
 
 def run_guide(*, console: Console | None = None, stream: TextIO | None = None) -> int:
@@ -89,14 +100,14 @@ def run_guide(*, console: Console | None = None, stream: TextIO | None = None) -
     except Stop as stop:
         return stop.code
     except (KeyboardInterrupt, EOFError):
+        # Ctrl-C at the main menu (a task's own Ctrl-C returns to the menu), or the answers
+        # ran out (end of input) in the middle of a task.
         console.print()
-        message = "Cancelled: nothing was written"
-        if session.kept:
-            message += (
-                " by the step that was interrupted. Finished before it, complete and kept: "
-                + ", ".join(plain(k) for k in session.kept)
-            )
-        console.print(Text(message + ".", style="bold yellow"), soft_wrap=True)
+        if session.in_task:
+            message = session.cancelled_message()
+        else:
+            message = "Cancelled at the main menu. Goodbye."
+        console.print(Text(message, style="bold yellow"), soft_wrap=True)
         return EXIT_CANCELLED
 
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO, cast
 import platformdirs
 from rich.console import Console
 from rich.panel import Panel
-from rich.prompt import Confirm, Prompt
+from rich.prompt import Prompt
 from rich.text import Text
 
 from discmaker import APP_NAME, errors
@@ -104,44 +104,65 @@ class _EchoInput:
         return line
 
 
+YES_WORDS = frozenset({"y", "yes"})
+NO_WORDS = frozenset({"n", "no"})
+
+
 class Asker:
-    """Questions, on the console; answers from the terminal or a scripted stream."""
+    """Questions, on the console; answers from the terminal or a scripted stream.
+
+    Answers are read case-insensitively (``Q``, ``I``, ``Yes`` and ``NO`` are all understood),
+    and a yes/no question takes ``y``, ``yes``, ``n`` or ``no``. Prompts are plain text, never
+    markup (a path with ``[`` in it is shown as it is).
+    """
 
     def __init__(self, console: Console, stream: TextIO | None) -> None:
         self.console = console
         self._scripted = _EchoInput(stream, console) if stream is not None else None
         self.stream = cast(TextIO, self._scripted) if self._scripted is not None else None
 
+    def _raw(self, prompt: str, default: str | None) -> str:
+        """One line, surrounding spaces removed; Enter gives ``default`` (or "")."""
+        text = Text(prompt, style="prompt")
+        if default is None:
+            value = Prompt.ask(text, console=self.console, stream=self.stream)
+        else:
+            value = Prompt.ask(text, console=self.console, default=default, stream=self.stream)
+        return str(value).strip()
+
     def text(self, prompt: str, *, default: str | None = None) -> str:
         while True:
-            if default is None:
-                value = Prompt.ask(prompt, console=self.console, stream=self.stream)
-            else:
-                value = Prompt.ask(
-                    prompt, console=self.console, default=default, stream=self.stream
-                )
-            value = str(value).strip()
+            value = self._raw(prompt, default)
             if value:
                 return value
             self.console.print("Please type an answer, or press Ctrl-C to stop.")
 
+    def optional(self, prompt: str) -> str:
+        """An answer that may be left empty (Enter): returns ""."""
+        return self._raw(prompt, None)
+
     def choice(self, prompt: str, choices: Sequence[str], *, default: str | None = None) -> str:
-        if default is None:
-            answer = Prompt.ask(
-                prompt, console=self.console, choices=list(choices), stream=self.stream
+        """One of ``choices`` (returned as spelled there), whatever the case typed."""
+        by_key = {c.lower(): c for c in choices}
+        while True:
+            answer = self._raw(f"{prompt} [{'/'.join(choices)}]", default).lower()
+            if answer in by_key:
+                return by_key[answer]
+            self.console.print(
+                Text(
+                    f"Please type one of {', '.join(choices)} and press Enter (or Ctrl-C to stop)."
+                )
             )
-        else:
-            answer = Prompt.ask(
-                prompt,
-                console=self.console,
-                choices=list(choices),
-                default=default,
-                stream=self.stream,
-            )
-        return str(answer)
 
     def yes(self, prompt: str, *, default: bool) -> bool:
-        return bool(Confirm.ask(prompt, console=self.console, default=default, stream=self.stream))
+        """A yes/no question: y, yes, n or no in any case; Enter gives ``default``."""
+        while True:
+            answer = self._raw(f"{prompt} [y/n]", "y" if default else "n").lower()
+            if answer in YES_WORDS:
+                return True
+            if answer in NO_WORDS:
+                return False
+            self.console.print("Please answer yes or no (y or n).")
 
     def secret(self, prompt: str) -> str:
         if self._scripted is not None:
@@ -182,26 +203,45 @@ class Asker:
 # -- the session -----------------------------------------------------------------------------
 
 
+MIN_PASSPHRASE = 12  # characters, for a new signing key
+_WRONG_PASSPHRASE = "the passphrase does not open"  # signing.load_private_key's wording
+
+
 class Session:
-    """One run of the guide: the console, the questions, the remembered defaults and what was
-    finished so far (shown if the run is cancelled)."""
+    """One run of the guide: the console, the questions, the remembered defaults, what the
+    current task finished (shown if it is cancelled) and the PACS last used in this run."""
 
     def __init__(self, console: Console, stream: TextIO | None) -> None:
         self.console = console
         self.ask = Asker(console, stream)
         self.settings = load_settings()
-        self.kept: list[str] = []  # outputs finished (complete) in this session
+        self.kept: list[str] = []  # outputs the current task finished (complete)
+        self.key_made: Path | None = None  # a signing key the current task made on the way
+        self.in_task = False
+        #: The PACS details typed last in this run (aet, host, port, calling): the defaults
+        #: of the next import. Not saved between runs.
+        self.pacs: dict[str, str] = {}
 
     # -- output ------------------------------------------------------------------------
 
     def say(self, text: str, style: str | None = None) -> None:
         self.console.print(Text(text, style=style or ""), highlight=False)
 
+    def say_unwrapped(self, label: str, value: str, style: str = "") -> None:
+        """``label value`` on one line that the console never breaks (the terminal may
+        fold it on screen, but copying it gives the whole value): fingerprints, paths."""
+        self.console.print(
+            Text.assemble((label, "bold"), (value, style)),
+            soft_wrap=True,
+            highlight=False,
+        )
+
     def intro(self, title: str, text: str) -> None:
         self.console.print()
         self.console.print(Panel(Text(text), title=title, title_align="left", border_style="cyan"))
 
     def show_command(self, *lines: str, passphrase: bool = False) -> None:
+        """The equivalent command lines, each on one unbroken line (copyable at any width)."""
         self.say("To do the same without the guide (for scripts):", "bold")
         for line in lines:
             self.console.print(Text(f"  {line}", style="cyan"), soft_wrap=True, highlight=False)
@@ -238,45 +278,125 @@ class Session:
             )
             return code
 
+    def run_task(self, action: Callable[[], int], *, check_contract: bool = False) -> int:
+        """One task from the main menu. Ctrl-C in it (at a question or during work) comes back
+        here: the guide says what was and was not written and returns to the main menu."""
+        self.kept = []
+        self.key_made = None
+        self.in_task = True  # stays set when the answers run out (EOFError) mid-task
+        try:
+            code = self.attempt(action, check_contract=check_contract)
+        except KeyboardInterrupt:
+            self.console.print()
+            self.console.print(Text(self.cancelled_message(), style="bold yellow"), soft_wrap=True)
+            self.back_to_menu()
+            code = EXIT_CANCELLED
+        except Stop as stop:
+            if stop.code != EXIT_CANCELLED:
+                raise
+            self.back_to_menu()  # the task said what the interruption left behind
+            code = stop.code
+        self.in_task = False
+        return code
+
+    def back_to_menu(self) -> None:
+        self.say("Back to the main menu. Press Ctrl-C again to leave the guide.", "dim")
+
+    def cancelled_message(self) -> str:
+        """What an interruption of the current task leaves: only what *this* task finished."""
+        if self.kept:
+            message = (
+                "Cancelled. Finished by this task before it was stopped, complete and kept: "
+                + ", ".join(plain(k) for k in self.kept)
+                + ". Nothing else was written."
+            )
+        else:
+            message = "Cancelled: nothing was written."
+        if self.key_made is not None:
+            message += (
+                f" The signing key made in this task is kept ({plain(self.key_made)}); "
+                "it is not made again."
+            )
+        return message
+
     # -- passphrases -------------------------------------------------------------------
 
-    def load_key(self, key_path: Path) -> Any:
-        """The signing key at ``key_path``: the passphrase from the environment (one try), else
-        asked for (three tries)."""
+    def load_key(self, key_path: Path) -> Any | None:
+        """The signing key at ``key_path``, or None after three wrong passphrases (the caller
+        asks for the key again). The passphrase from the environment is tried first; when it
+        does not open the key, it is asked for. A file that is not a usable key raises
+        :class:`KeyFileError` at once (no passphrase would help)."""
         env = signing.passphrase_from_env()
-        tries = 1 if env is not None else 3
-        for attempt in range(1, tries + 1):
-            passphrase = (
-                env if env is not None else self.ask.secret(f"Passphrase for {key_path}").encode()
-            )
+        if env is not None:
             try:
-                key = signing.load_private_key(key_path, passphrase=passphrase)
-                break
+                return signing.load_private_key(key_path, passphrase=env)
             except errors.KeyFileError as exc:
-                if attempt >= tries:
+                if _WRONG_PASSPHRASE not in str(exc):
                     raise
-                self.say(f"{exc}. Try again.", "yellow")
-        return key
+                self.say(
+                    f"The passphrase in {signing.PASSPHRASE_ENV} does not open {key_path}; "
+                    "type it instead.",
+                    "yellow",
+                )
+        tries = 3
+        for attempt in range(1, tries + 1):
+            passphrase = self.ask.secret(f"Passphrase for {key_path}").encode()
+            if not passphrase:
+                self.say("The passphrase cannot be empty.", "yellow")
+                continue
+            try:
+                return signing.load_private_key(key_path, passphrase=passphrase)
+            except errors.KeyFileError as exc:
+                if _WRONG_PASSPHRASE not in str(exc):
+                    raise
+                if attempt < tries:
+                    self.say(f"{exc}. Try again ({tries - attempt} more).", "yellow")
+        self.say(
+            f"{tries} wrong passphrases for {key_path}. Choose the key again (or another key); "
+            "your other answers are kept.",
+            "yellow",
+        )
+        return None
 
     def new_passphrase(self) -> bytes:
-        """A passphrase for a new key: from the environment, else typed twice."""
-        passphrase = signing.passphrase_from_env()
-        while passphrase is None:
+        """A passphrase for a new key, at least :data:`MIN_PASSPHRASE` characters: from the
+        environment when it is long enough, else typed twice."""
+        env = signing.passphrase_from_env()
+        if env is not None:
+            if len(env.decode("utf-8", errors="surrogateescape")) >= MIN_PASSPHRASE:
+                return env
+            self.say(
+                f"The passphrase in {signing.PASSPHRASE_ENV} is shorter than {MIN_PASSPHRASE} "
+                "characters: too short for a new signing key. Type a longer one.",
+                "yellow",
+            )
+        self.say(
+            f"Choose a passphrase of at least {MIN_PASSPHRASE} characters (a few words make a "
+            "good one). Every disc is signed with it: keep it where the centre's staff can "
+            "find it, but nobody else.",
+            "dim",
+        )
+        while True:
             first = self.ask.secret("New passphrase for the key")
+            if len(first) < MIN_PASSPHRASE:
+                self.say(
+                    f"That passphrase has {len(first)} characters; it needs at least "
+                    f"{MIN_PASSPHRASE}. Please type a longer one.",
+                    "yellow",
+                )
+                continue
             again = self.ask.secret("Repeat the passphrase")
-            if not first:
-                self.say("The passphrase cannot be empty.", "yellow")
-            elif first != again:
+            if first != again:
                 self.say("The two passphrases differ. Please type them again.", "yellow")
-            else:
-                passphrase = first.encode()
-        return passphrase
+                continue
+            return first.encode()
 
 
 __all__ = [
     "CONFIG_DIR_ENV",
     "EXIT_CANCELLED",
     "EXIT_STOPPED",
+    "MIN_PASSPHRASE",
     "SETTINGS_FILE",
     "Asker",
     "Session",
