@@ -101,14 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, type=Path, help="disc.iso, or a folder with --format folder"
     )
-    p.add_argument("--format", choices=["iso", "folder"], default="iso")
-    p.add_argument("--label", help="File-set ID / volume label: 1-16 of A-Z 0-9 _")
-    p.add_argument("--medium", choices=[m.name.lower() for m in Medium], default="cd")
+    p.add_argument(
+        "--format",
+        choices=["iso", "folder"],
+        default="iso",
+        help="an ISO 9660 image to burn, or a folder to copy onto a USB stick",
+    )
+    p.add_argument(
+        "--label",
+        help="File-set ID / volume label: 1-16 of A-Z 0-9 _ (default: DM and the time, "
+        "e.g. DM202612021430)",
+    )
+    p.add_argument(
+        "--medium",
+        choices=[m.name.lower() for m in Medium],
+        default="cd",
+        help="the medium the disc must fit on (its standard size, unless --capacity)",
+    )
     p.add_argument("--institution", help="creating institution (default: the certificate's O)")
     p.add_argument(
-        "--timestamp", type=_timestamp, help="fixed time (ISO 8601) for reproducible output"
+        "--timestamp",
+        type=_timestamp,
+        help="fixed time (ISO 8601) for reproducible output (default: now)",
     )
-    p.add_argument("--allow-mixed-patients", action="store_true")
+    p.add_argument(
+        "--allow-mixed-patients",
+        action="store_true",
+        help="put studies of more than one patient on one disc (default: refused, the usual "
+        "sign of a wrong export)",
+    )
     p.add_argument(
         "--span",
         action="store_true",
