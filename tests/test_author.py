@@ -495,3 +495,23 @@ def test_structured_report_record_passes_dciodvfy(centre: Centre, tmp_path: Path
     author_disc(centre, [tmp_path / "in"], tmp_path / "disc", format="folder", label="SR")
     result = _run("dciodvfy", str(tmp_path / "disc" / "DICOMDIR"))
     assert not [ln for ln in (result.stdout + result.stderr).splitlines() if ln.startswith("Error")]
+
+
+@pytest.mark.parametrize("kind", ["iso", "folder"])
+def test_an_existing_output_is_refused_before_the_study_is_read(
+    tmp_path: Path, centre: Centre, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / ("disc.iso" if kind == "iso" else "DISC")
+    if kind == "iso":
+        out.write_bytes(b"yesterday's disc")
+    else:
+        out.mkdir()
+    missing = tmp_path / "no-such-study"  # reading the study at all would fail otherwise
+    with pytest.raises(errors.OutputError, match="already exists"):
+        author_disc(centre, [missing], out, format=kind)
+    if kind == "iso":
+        assert out.read_bytes() == b"yesterday's disc"
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())
+    args = ["author", str(missing), "--key", str(centre.key_path), "--cert"]
+    args += [str(centre.cert_path), "--out", str(out), "--format", kind]
+    assert main(args) == errors.EX_CANTCREAT
