@@ -10,6 +10,20 @@ import jinja2
 
 from discmaker.errors import InternalError
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def date_for_people(value: str, missing: str = "(not recorded)") -> str:
+    """A DICOM date (``19700312``) as ``12 Mar 1970 (1970-03-12)``: unambiguous whatever the
+    reader's local habit; anything else as it is (``missing`` when empty). The templates'
+    ``for_people`` filter."""
+    text = str(value or "").strip()
+    if len(text) == 8 and text.isdigit():
+        year, month, day = text[:4], int(text[4:6]), int(text[6:])
+        if 1 <= month <= 12 and 1 <= day <= 31:
+            return f"{day} {_MONTHS[month - 1]} {year} ({year}-{month:02d}-{day:02d})"
+    return text or missing
+
 
 @cache
 def environment() -> jinja2.Environment:
@@ -24,7 +38,7 @@ def environment() -> jinja2.Environment:
         raise InternalError(
             "discmaker's templates folder is missing from the installation. Reinstall discmaker."
         ) from exc
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("htm", "html", "htm.j2", "html.j2"),
@@ -35,6 +49,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["for_people"] = date_for_people
+    return env
 
 
 def render(name: str, **context: Any) -> str:

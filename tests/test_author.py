@@ -515,3 +515,18 @@ def test_an_existing_output_is_refused_before_the_study_is_read(
     args = ["author", str(missing), "--key", str(centre.key_path), "--cert"]
     args += [str(centre.cert_path), "--out", str(out), "--format", kind]
     assert main(args) == errors.EX_CANTCREAT
+
+
+def test_readme_and_index_write_dates_for_people(disc_folder: Path) -> None:
+    readme = (disc_folder / "README.TXT").read_text(encoding="utf-8")
+    index = (disc_folder / "INDEX.HTM").read_text(encoding="utf-8")
+    births = {
+        str(dcmread(p, stop_before_pixels=True).get("PatientBirthDate", ""))
+        for p in sorted(disc_folder.rglob("IM*"))[:1]
+    }
+    (birth,) = births
+    assert len(birth) == 8  # the conftest study has a birth date
+    for text in (readme, index):
+        assert birth not in text  # never 19700101
+        assert re.search(r"\b\d{1,2} [A-Z][a-z]{2} \d{4} \(\d{4}-\d{2}-\d{2}\)", text), text
+        assert re.search(r"Study of \d{1,2} [A-Z][a-z]{2} \d{4}", text)

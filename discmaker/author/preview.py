@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from discmaker.author.intake import InputInstance, read_header, scan
 from discmaker.diagnostics import captured_warnings
 from discmaker.format.identity import text_of
+from discmaker.templating import date_for_people
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -96,17 +97,9 @@ def format_person_name(value: str) -> str:
     return family or rest
 
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
 def format_date(value: str) -> str:
     """``19700312`` -> ``12 Mar 1970 (1970-03-12)``: unambiguous whatever the local habit."""
-    text = value.strip()
-    if len(text) == 8 and text.isdigit():
-        year, month, day = text[:4], int(text[4:6]), int(text[6:])
-        if 1 <= month <= 12 and 1 <= day <= 31:
-            return f"{day} {_MONTHS[month - 1]} {year} ({year}-{month:02d}-{day:02d})"
-    return text or "(not recorded)"
+    return date_for_people(value)
 
 
 def _add_instance(
