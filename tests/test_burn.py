@@ -127,3 +127,51 @@ def test_burn_missing_image(tmp_path: Path) -> None:
         pytest.skip("xorriso is not installed")
     with pytest.raises(InputError, match="does not exist"):
         burn(tmp_path / "nope.iso", "stdio:/dev/null")
+
+
+# -- author --burn -------------------------------------------------------------------------------
+
+
+def _author_args(study: Path, centre: Centre, out: Path, *extra: str) -> list[str]:
+    return [
+        "author", str(study), "--key", str(centre.key_path), "--cert", str(centre.cert_path),
+        "--out", str(out), "--label", "BURNCLI", "--workers", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso is not installed")
+def test_author_burns_and_reads_the_disc_back(
+    tmp_path: Path, study_dir: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.crypto import signing
+    from discmaker.ui.cli import main
+    from tests.conftest import PASSPHRASE
+
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, PASSPHRASE.decode())
+    burned = tmp_path / "burned.iso"
+    out = tmp_path / "disc.iso"
+    code = main(_author_args(study_dir, centre, out, "--burn", f"stdio:{burned}"))
+    assert code == 0
+    assert burned.is_file() and out.is_file()
+    report = verify_burn(f"stdio:{burned}", TrustStore.from_paths([centre.cert_path]))
+    assert report.ok and report.fileset_id == "BURNCLI"
+
+
+def test_author_burn_is_refused_before_any_work(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.ui.cli import main
+
+    missing = tmp_path / "no-study"  # reading it would be another error
+    out = tmp_path / "disc.iso"
+    monkeypatch.setattr(burn_mod, "list_drives", lambda: [])
+    monkeypatch.setattr(burn_mod, "find_xorriso", lambda: "/usr/bin/xorriso")
+    assert main(_author_args(missing, centre, out, "--burn")) == 65  # no burner found
+    assert main(_author_args(missing, centre, out, "--burn", "--format", "folder")) == 64
+    assert main(_author_args(missing, centre, out, "--burn", str(tmp_path / "sr9"))) == 64
+    two = [Drive("/dev/sr0"), Drive("/dev/sr1")]
+    monkeypatch.setattr(burn_mod, "list_drives", lambda: two)
+    assert main(_author_args(missing, centre, out, "--burn")) == 64
+    monkeypatch.setattr(burn_mod, "find_xorriso", lambda: None)
+    assert main(_author_args(missing, centre, out, "--burn")) == 65
+    assert not out.exists()

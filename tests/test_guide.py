@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -321,6 +322,9 @@ def spawn_guide(pexpect: Any, *, trust: Path, config: Path) -> Any:
         encoding="utf-8",
         dimensions=(50, 200),
         timeout=20,
+        # pytest-xdist workers ignore SIGINT and a child inherits that: restore the default,
+        # so Ctrl-C in the terminal reaches the guide as it does for a person.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

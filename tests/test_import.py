@@ -396,9 +396,15 @@ def test_ctrl_c_during_an_import_says_what_happened_and_a_rerun_sends_the_rest(
     with run_scripted_scp(answer_slowly) as scp:
         env = {**os.environ, "DISCMAKER_TRUST_DIR": str(tmp_path / "empty-trust")}
         cmd = [sys.executable, "-m", "discmaker", *_import_args(disc_folder, scp.to, centre, log)]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-        )
+        # pytest-xdist workers ignore SIGINT, and a child would inherit that: for the start
+        # of the child, take Python's own handler (reset to the default in the child).
+        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+            )
+        finally:
+            signal.signal(signal.SIGINT, ignored)
         deadline = time.monotonic() + 60
         while len(scp.received) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)

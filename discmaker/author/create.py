@@ -280,7 +280,7 @@ def _prepare_each(
 
 
 def _check_output(req: AuthorRequest) -> None:
-    if not req.overwrite and (req.out.exists() or req.out.is_symlink()):
+    if not req.overwrite and not req.span and (req.out.exists() or req.out.is_symlink()):
         # Refused before the study is read (a spanned set's numbered names are checked as
         # soon as the plan knows them, still before any image is prepared).
         raise OutputError(f"{req.out} already exists. Choose another name or remove it.")

@@ -195,6 +195,16 @@ def _probe(destination: Destination, timeout: float) -> None:
         ) from exc
 
 
+def _close_socket(assoc: _PynetAssociation) -> None:
+    """Close the socket of an association that failed (pynetdicom leaves it open when a TLS
+    handshake fails)."""
+    wrapper = assoc.dul.socket
+    sock = wrapper.socket if wrapper is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
 def _no_delay(assoc: _PynetAssociation) -> None:
     """TCP_NODELAY on this association's socket: each C-STORE ends in small PDUs, and Nagle's
     algorithm against the PACS's delayed ACKs would add about 40 ms to every image."""
@@ -263,6 +273,7 @@ class Association:
             d.host, d.port, contexts=self._contexts, ae_title=d.aet, tls_args=self._tls_args
         )
         if not assoc.is_established:
+            _close_socket(assoc)
             why = _refusal(d, self.calling_aet, assoc)
             if self._tls_args is not None and not assoc.is_rejected:
                 why += (

@@ -20,7 +20,7 @@ from pynetdicom.status import code_to_category
 
 from discmaker.errors import UsageError
 from discmaker.pacs.destination import DEFAULT_CALLING_AET, Destination, DestinationError
-from discmaker.pacs.network import Tls, _probe, _refusal
+from discmaker.pacs.network import Tls, _close_socket, _probe, _refusal
 from discmaker.pacs.reconcile import Reconciliation
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def _query(
         tls_args=(context, where.host) if context is not None else None,
     )
     if not assoc.is_established:
+        _close_socket(assoc)
         raise DestinationError(_refusal(where, calling_aet, assoc))
     query = Dataset()
     query.PatientID = patient_id or ""

@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         help="usable size of the medium, e.g. 650M or 7.8G (default: the medium's standard size)",
     )
+    p.add_argument(
+        "--burn",
+        nargs="?",
+        const="",
+        metavar="DRIVE",
+        help="also burn the ISO with xorriso and read the disc back to check it before "
+        "success; DRIVE e.g. /dev/sr0 (default: not burned; without DRIVE: the one burner "
+        "found)",
+    )
     p.add_argument("--workers", type=int, help="worker processes (default: every core)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -440,6 +449,7 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
 def cmd_author(args: argparse.Namespace, console: Console) -> int:
     from discmaker.author.create import AuthorRequest, author
 
+    drive = _burner(args) if args.burn is not None else None  # before any work
     cert = signing.load_certificate(args.cert)
     passphrase = _passphrase(confirm=False, what=str(args.key))
     key = signing.load_private_key(args.key, passphrase=passphrase)
@@ -467,6 +477,8 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         result.bytes_written,
         result.seconds,
     )
+    if drive is not None:
+        _burn_and_read_back(args, console, result.outputs[0], drive, result.label)
     if args.json:
         from discmaker.models import author_result_to_json
 
@@ -475,7 +487,75 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
     from discmaker.ui.render import author_summary
 
     console.print(author_summary(result))
+    if drive is not None:
+        console.print(Text(f"Burned to {drive} and read back: the disc verified.", "green"))
     return 0
+
+
+def _burner(args: argparse.Namespace) -> str:
+    """The drive ``--burn`` names, or the one burner this computer has; refused before work."""
+    from discmaker.disc.burn import INSTALL_HINT, STDIO_PREFIX, find_xorriso, list_drives
+
+    if args.format != "iso":
+        raise errors.UsageError("--burn burns an ISO image: leave out --format folder.")
+    if args.span:
+        raise errors.UsageError(
+            "--burn burns one disc; with --span, author the set, then burn each ISO image "
+            "(the guide asks for each disc in turn)."
+        )
+    if find_xorriso() is None:
+        raise errors.InputError(f"--burn needs xorriso, which is not installed. {INSTALL_HINT}")
+    if args.burn:
+        if not args.burn.startswith(STDIO_PREFIX) and not Path(args.burn).exists():
+            raise errors.UsageError(f"--burn {args.burn}: there is no such drive.")
+        return str(args.burn)
+    drives = list_drives()
+    if not drives:
+        raise errors.InputError(
+            "--burn: xorriso is installed but finds no disc burner on this computer. Connect "
+            "one (and check that this user may use it, e.g. the cdrom group), or name it: "
+            "--burn /dev/sr0."
+        )
+    if len(drives) > 1:
+        names = ", ".join(d.address for d in drives)
+        raise errors.UsageError(
+            f"--burn: several burners ({names}); name one, e.g. --burn {drives[0].address}."
+        )
+    return drives[0].address
+
+
+def _burn_and_read_back(
+    args: argparse.Namespace, console: Console, iso: Path, drive: str, label: str
+) -> None:
+    """Burn ``iso``, read the disc back and check it against our own certificate."""
+    from discmaker.check.burned import verify_burn
+    from discmaker.crypto.trust import TrustStore
+    from discmaker.disc.burn import burn
+
+    shown = _progress_console(args, console)
+    labels = {"burn": "Burning (MB)"}
+    try:
+        with progress_bars(shown, enabled=not args.json) as bars:
+            burn(iso, drive, progress=lambda stage, d, t: bars(labels.get(stage, stage), d, t))
+    except KeyboardInterrupt:
+        shown.print(
+            Text(
+                f"Interrupted while burning: the disc in {drive} is incomplete; do not give "
+                f"it out. The disc image {iso} is complete and kept.",
+                "bold yellow",
+            )
+        )
+        raise
+    with progress_bars(shown, enabled=not args.json) as bars:
+        report = verify_burn(
+            drive, TrustStore.from_paths([args.cert]), progress=bars, workers=default_workers()
+        )
+    if not report.ok or report.fileset_id != label:
+        raise errors.OutputError(
+            f"The disc burned in {drive} did not verify when read back ({report.verdict.value}"
+            f", label {report.fileset_id or 'none'}): do not give it out. Burn the image {iso} "
+            "again on a new disc."
+        )
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:

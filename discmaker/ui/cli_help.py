@@ -51,9 +51,17 @@ EPILOGS: dict[str, Epilog] = {
         (
             (0, "disc written"),
             _USAGE,
-            (65, "the study cannot go on a disc as it is (the message names the file)"),
+            (
+                65,
+                "the study cannot go on a disc as it is (the message names the file); or "
+                "--burn finds no burner, or xorriso is not installed",
+            ),
             (66, "a study folder or file does not exist"),
-            (73, "the output cannot be written (exists already, disk full, no permission)"),
+            (
+                73,
+                "the output cannot be written (exists already, disk full, no permission), or "
+                "the burned disc did not verify when read back (the ISO image is kept)",
+            ),
             (77, "the signing key or certificate cannot be used (passphrase, expiry)"),
             _INTERRUPTED,
         ),
