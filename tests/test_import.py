@@ -677,3 +677,29 @@ def test_a_dropped_association_is_reopened_for_the_retry(
         ("failed", None),  # no answer: the association was aborted
         ("stored", 0),
     ]
+
+
+def test_orthanc_holds_the_reconciled_copies_and_nothing_tampered(
+    tmp_path: Path, disc_iso: Path, tampered_disc: Path, centre: Centre
+) -> None:
+    with run_orthanc(tmp_path / "orthanc") as orthanc:
+        bad = import_disc(tampered_disc, orthanc.to, trust=_trust(centre), log_path=tmp_path / "a")
+        assert bad.exit_code == 1 and orthanc.get("/instances") == []
+        result = import_disc(
+            disc_iso,
+            orthanc.to,
+            trust=_trust(centre),
+            log_path=tmp_path / "b",
+            reconcile=Reconciliation(patient_id="LOCAL-1", accession_number="L-ACC"),
+        )
+        assert result.exit_code == 0 and len(result.sent) == IMAGES
+        ids = orthanc.get("/instances")
+        assert len(ids) == IMAGES
+        for instance in ids:
+            ds = dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{instance}/file")))
+            assert (ds.PatientID, ds.AccessionNumber) == ("LOCAL-1", "L-ACC")
+            before = ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
+            assert before.PatientID == "DM-000001"
+        assert [p["MainDicomTags"]["PatientID"] for p in orthanc.get("/patients?expand")] == [
+            "LOCAL-1"
+        ]
