@@ -159,13 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="ISO file, block device or folder; give every disc of a set to check the set",
     )
-    p.add_argument(
-        "--trust",
-        action="append",
-        type=Path,
-        help="trust only this certificate or folder of certificates; repeatable (default: "
-        "the trust store, yours and the site's; see 'discmaker trust list')",
-    )
+    _add_trust(p)
     p.add_argument("--json", action="store_true", help="versioned JSON report on stdout")
     p.add_argument(
         "--report",
@@ -175,13 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="write verified originals for PACS import")
     p.add_argument("source", type=Path, help="ISO file, block device or folder")
-    p.add_argument(
-        "--trust",
-        action="append",
-        type=Path,
-        help="trust only this certificate or folder of certificates; repeatable (default: "
-        "the trust store, yours and the site's; see 'discmaker trust list')",
-    )
+    _add_trust(p)
     p.add_argument("--out", required=True, type=Path, help="new folder for the PACS import")
     p.add_argument(
         "--allow-partial",
@@ -214,13 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AET@HOST:PORT",
         help="the PACS: its AE title, host and DICOM port, e.g. PACS@pacs.hospital.local:104",
     )
-    p.add_argument(
-        "--trust",
-        action="append",
-        type=Path,
-        help="trust only this certificate or folder of certificates; repeatable (default: "
-        "the trust store, yours and the site's; see 'discmaker trust list')",
-    )
+    _add_trust(p)
     p.add_argument(
         "--aet", default="DISCMAKER", help="this computer's AE title (default: DISCMAKER)"
     )
@@ -315,6 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_verbose(command, default=argparse.SUPPRESS)  # `-v` after the command works too
         cli_help.apply(command, name)
     return parser
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    """``--trust``, as check, restore and import take it."""
+    parser.add_argument(
+        "--trust",
+        action="append",
+        type=Path,
+        help="trust only this certificate or folder of certificates; repeatable (default: "
+        "the trust store, yours and the site's; see 'discmaker trust list')",
+    )
 
 
 def _add_verbose(parser: argparse.ArgumentParser, *, default: object) -> None:
