@@ -191,6 +191,15 @@ def test_wrong_passphrase(written: tuple[Path, Path]) -> None:
         signing.load_private_key(key_path, passphrase=b"wrong")
 
 
+def test_every_wrong_passphrase_is_named_as_such(written: tuple[Path, Path]) -> None:
+    # About one wrong passphrase in 170 decrypts to garbage with valid padding; the key file
+    # must still be reported as "not opened by the passphrase", not as damaged (CI saw it).
+    key_path, _ = written
+    for n in range(1500):
+        with pytest.raises(KeyFileError, match="the passphrase does not open"):
+            signing.load_private_key(key_path, passphrase=b"wrong %d" % n)
+
+
 def test_missing_key(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="does not exist"):
         signing.load_private_key(tmp_path / "nope.pem", passphrase=PASS)
