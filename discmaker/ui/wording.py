@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Literal
 
 from discmaker import APP_NAME
+from discmaker.format.people import person_date, person_name, plain
 from discmaker.models import (
     STATUS_ORDER,
     CheckReport,
@@ -74,34 +73,8 @@ _HEADLINE = {
     Verdict.INCOMPLETE_SET: "INCOMPLETE SET",
     Verdict.NOT_A_DISC: "NOT A DISC",
 }
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+
 _SEX = {"F": "female", "M": "male", "O": "other"}
-
-
-def plain(text: object) -> str:
-    """``text`` made safe to show: control, format (bidi override) and line characters -> '?'."""
-    out = []
-    for ch in str(text):
-        if ch in "\n\t":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
-            out.append("?")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def human_size(n: int) -> str:
@@ -124,29 +97,6 @@ def region_text(region: Region) -> str:
         f"frame {region.frame_number}, rows {region.row0}-{region.row1 - 1}, "
         f"columns {region.col0}-{region.col1 - 1}"
     )
-
-
-def person_date(value: str) -> str:
-    """A DICOM date (DA, ``20260102``) as people write it: ``2 January 2026``. Anything else
-    (empty, partial, impossible) is shown as it is."""
-    text = plain(value).strip()
-    if len(text) == 8 and text.isdigit():
-        try:
-            day = date(int(text[:4]), int(text[4:6]), int(text[6:]))
-        except ValueError:
-            return text
-        return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
-    return text
-
-
-def person_name(value: str) -> str:
-    """A DICOM Person Name (``DOE^JANE^^DR``) as people read it: ``DOE, DR JANE``: family
-    name, then prefix, given and middle names, then suffix (its first, alphabetic form)."""
-    group = plain(value).split("=", 1)[0]
-    family, given, middle, prefix, suffix = ([*group.split("^"), "", "", "", ""])[:5]
-    rest = " ".join(p.strip() for p in (prefix, given, middle) if p.strip())
-    name = ", ".join(p for p in (family.strip(), rest) if p)
-    return f"{name} {suffix.strip()}".strip() or plain(value).strip()
 
 
 def person_sex(value: str) -> str:
