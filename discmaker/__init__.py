@@ -102,6 +102,7 @@ _LAZY: dict[str, tuple[str, str]] = {
             "UsageError",
             "NoImagesError",
             "StudyError",
+            "UnusableFileError",
             "KeyFileError",
             "OutputError",
             "TooLargeError",
@@ -141,6 +142,7 @@ if TYPE_CHECKING:
         StudyError,
         TooLargeError,
         UntrustedSignerError,
+        UnusableFileError,
         UsageError,
         VerificationError,
     )
@@ -190,6 +192,7 @@ __all__ = [
     "TrustStore",
     "TrustedSigner",
     "UntrustedSignerError",
+    "UnusableFileError",
     "UsageError",
     "Verdict",
     "VerificationError",

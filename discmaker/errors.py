@@ -40,6 +40,10 @@ CHECK_TAMPERED = 1
 CHECK_NOT_VERIFIABLE = 2
 CHECK_UNREADABLE = 3
 
+# `author --skip-unusable`: the disc was made, and some input files were left out (named in
+# the summary, README.TXT and the manifest). Not 0, so a script notices the omission.
+AUTHOR_OMISSIONS = 2
+
 
 class DiscmakerError(Exception):
     """Base of every error discmaker raises on purpose."""
@@ -63,6 +67,25 @@ class NoImagesError(InputError):
 
 class StudyError(InputError):
     exit_code = EX_DATAERR
+
+
+class UnusableFileError(StudyError):
+    """One input file cannot go on a disc (damaged, or without a key the DICOMDIR needs).
+
+    ``problem`` says what is wrong without the file's path (for the manifest and README.TXT,
+    which name the file by its place in the input folder); the message adds path and advice.
+    ``AuthorRequest.skip_unusable`` leaves such a file out instead of stopping.
+    """
+
+    def __init__(self, path: str, problem: str, advice: str) -> None:
+        super().__init__(f"{path}: {problem}. {advice}")
+        self.path = path
+        self.problem = problem
+        self.advice = advice
+
+    def __reduce__(self) -> tuple[type[UnusableFileError], tuple[str, str, str]]:
+        # Raised in worker processes: rebuild from the three parts, not from the message.
+        return (type(self), (self.path, self.problem, self.advice))
 
 
 class KeyFileError(InputError):
@@ -116,6 +139,7 @@ def exit_code_for(exc: BaseException, *, check_contract: bool = False) -> int:
 
 
 __all__ = [
+    "AUTHOR_OMISSIONS",
     "CHECK_NOT_VERIFIABLE",
     "CHECK_OK",
     "CHECK_TAMPERED",
@@ -137,6 +161,7 @@ __all__ = [
     "StudyError",
     "TooLargeError",
     "UntrustedSignerError",
+    "UnusableFileError",
     "UsageError",
     "VerificationError",
     "exit_code_for",

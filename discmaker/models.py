@@ -19,6 +19,7 @@ the Python index into a frame array, counts from 0.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import PurePath
@@ -471,6 +472,13 @@ class _Named(Protocol):
     def name(self) -> str: ...
 
 
+class _Omission(Protocol):
+    @property
+    def file(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
 class AuthorResultFields(Protocol):
     """The fields of :class:`discmaker.author.create.AuthorResult` the JSON document uses."""
 
@@ -502,6 +510,10 @@ class AuthorResultFields(Protocol):
     def dicomdirs_skipped(self) -> int: ...
     @property
     def notes(self) -> tuple[str, ...]: ...
+    @property
+    def omitted(self) -> Sequence[_Omission]: ...
+    @property
+    def label_pdf(self) -> PurePath | None: ...
 
 
 def author_result_to_json(result: AuthorResultFields) -> Json:
@@ -526,6 +538,8 @@ def author_result_to_json(result: AuthorResultFields) -> Json:
             "dicomdir": result.dicomdirs_skipped,
         },
         "notes": list(result.notes),
+        "omitted": [{"file": o.file, "reason": o.reason} for o in result.omitted],
+        "label_pdf": None if result.label_pdf is None else str(result.label_pdf),
     }
 
 

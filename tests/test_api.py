@@ -50,6 +50,7 @@ PUBLIC = [
     "TrustStore",
     "TrustedSigner",
     "UntrustedSignerError",
+    "UnusableFileError",
     "UsageError",
     "Verdict",
     "VerificationError",

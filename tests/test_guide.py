@@ -589,3 +589,60 @@ def test_a_folder_without_dicom_asks_only_for_the_folder_again(
     assert code == 0, text
     assert out.is_file()
     assert text.count("What would you like to do") == 2  # not thrown back to the menu
+
+
+def _study_with_unusable(root: Path, kind: str) -> Path:
+    """The sample study plus one file that cannot go on a disc: an SR without Patient ID
+    (found when the headers are read) or a CT slice whose pixel data is cut (found only
+    when the disc is made)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    write_sample_study(root, ct_slices=2, ct_size=64, mr_slices=0)
+    if kind == "header":
+        bad = dcmread(get_testdata_file("test-SR.dcm"))
+        del bad.PatientID
+    else:
+        bad = dcmread(sorted(p for p in root.rglob("*") if p.is_file())[0])
+        bad.SOPInstanceUID = generate_uid()
+        bad.file_meta.MediaStorageSOPInstanceUID = bad.SOPInstanceUID
+        bad.PixelData = bad.PixelData[: len(bad.PixelData) // 2]
+    bad.save_as(root / "bad.dcm")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["header", "pixels"])
+def test_a_file_that_cannot_go_on_a_disc_can_be_left_out(
+    run: Run, env: Path, centre: Centre, tmp_path: Path, kind: str
+) -> None:
+    study = _study_with_unusable(tmp_path / "export", kind)
+    out = env / "left.iso"
+    key = ["y", centre.key_path, centre.cert_path]
+    if kind == "header":  # asked while the headers are read, before anything else
+        answers = [1, study, "y", "i", "cd", "LEFTOUT", out, *key, "y", "n", "q"]
+    else:  # asked when the disc is made, then made again without it
+        answers = [1, study, "i", "cd", "LEFTOUT", out, *key, "y", "y", "n", "q"]
+    code, text = run(*answers)
+    assert code == 0, text
+    flat = " ".join(text.split())
+    assert "Leave such files out and go on?" in flat
+    assert "1 file could not go on the disc" in flat and "bad.dcm" in flat
+    assert "--skip-unusable" in flat  # the equivalent command says so too
+    assert out.is_file()
+    from discmaker.check.verify import check_disc
+
+    report = check_disc(out, trust=TrustStore.from_paths([centre.cert_path]), workers=1)
+    assert report.exit_code == 0 and len(report.images) == 2
+
+
+def test_refusing_to_leave_a_file_out_asks_for_the_folder_again(
+    run: Run, env: Path, small_study: Path, centre: Centre, tmp_path: Path
+) -> None:
+    study = _study_with_unusable(tmp_path / "export", "header")
+    out = env / "fixed.iso"
+    key = ["y", centre.key_path, centre.cert_path]
+    code, text = run(1, study, "n", small_study, "i", "cd", "FIXED", out, *key, "y", "n", "q")
+    assert code == 0, text
+    assert "Choose the folder again once the file is fixed" in text
+    assert out.is_file() and "--skip-unusable" not in text

@@ -556,3 +556,28 @@ def test_step_4_counts_the_watermarked_and_the_manifest_only_images(clean: Check
     step4 = wording.check_steps(none_marked)[3]
     assert "intact" not in step4.detail  # nothing carried a watermark to be intact
     assert step4.detail.startswith("None of the 5 images carries a watermark")
+
+
+REAL_FINGERPRINT = ":".join(f"{n:02X}" for n in range(0, 256, 8))  # 32 bytes, 95 characters
+
+
+@pytest.mark.parametrize("width", [120, 200])
+def test_fingerprint_on_one_line_when_the_terminal_is_wide_enough(
+    clean: CheckReport, width: int
+) -> None:
+    report = replace(clean, signer=Signer(SUBJECT, REAL_FINGERPRINT, trusted=True))
+    console = Console(record=True, width=width, color_system=None)
+    console.print(render.check_summary(report))
+    lines = console.export_text().splitlines()
+    assert any(REAL_FINGERPRINT in line for line in lines)
+
+
+def test_fingerprint_in_unbroken_halves_in_a_narrow_terminal(clean: CheckReport) -> None:
+    report = replace(clean, signer=Signer(SUBJECT, REAL_FINGERPRINT, trusted=True))
+    console = Console(record=True, width=80, color_system=None)
+    console.print(render.check_summary(report))
+    lines = console.export_text().splitlines()
+    parts = REAL_FINGERPRINT.split(":")
+    first, second = ":".join(parts[:16]) + ":", ":".join(parts[16:])
+    assert any(first in line for line in lines) and any(second in line for line in lines)
+    assert not any(REAL_FINGERPRINT in line for line in lines)

@@ -58,12 +58,21 @@ from discmaker.disc.iso import (
     write_folder,
     write_iso,
 )
+from discmaker.disc.label import label_info, write_label_pdf
 from discmaker.disc.media import Medium, check_fits, estimate_iso_size
-from discmaker.errors import OutputError, StudyError, TooLargeError, UsageError
+from discmaker.errors import (
+    NoImagesError,
+    OutputError,
+    StudyError,
+    TooLargeError,
+    UnusableFileError,
+    UsageError,
+)
 from discmaker.format import manifest
 from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
 from discmaker.format.identity import identity_attributes, identity_digest, watermark_digest
 from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
+from discmaker.format.manifest import OmittedFile
 from discmaker.parallel import default_workers, run_jobs
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
@@ -96,6 +105,12 @@ class AuthorRequest:
     # patient confirmation and the disc, e.g. a PACS export still landing in the folder.
     expected_instances: frozenset[str] | None = None
     capacity: int | None = None  # bytes; overrides the medium's (a USB stick's free space)
+    # A PDF with the label of every disc written (patient, studies, institution, "disc k of
+    # n", "DICOM ONLY" as IHE PDI asks), for a label printer or the disc case.
+    label_pdf: Path | None = None
+    # Leave out a file that cannot go on a disc (damaged, or without a key the DICOMDIR
+    # needs) instead of stopping; it is named in the result, README.TXT and the manifest.
+    skip_unusable: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,8 @@ class AuthorResult:
     # "FILE: note" per warning pydicom raised while reading an input (FILE: its path in the
     # input folder) or writing a DICOMDIR ("DICOMDIR" or "DISC_2OF3/DICOMDIR" with span).
     input_notes: tuple[str, ...] = ()
+    label_pdf: Path | None = None  # the disc labels, when asked for
+    omitted: tuple[OmittedFile, ...] = ()  # input files left out (skip_unusable)
 
 
 @dataclass(frozen=True)
@@ -157,6 +174,7 @@ class _Job:
     source: str
     work_path: str
     relative: str
+    skip_unusable: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,8 +192,18 @@ def _sealing_key(raw_key: bytes) -> Iterator[_SealingKey]:
     yield _SealingKey(key=key, key_id=signing.key_id(key.public_key()))
 
 
-def _prepare(sealing: _SealingKey, job: _Job) -> _Prepared:
-    """Step 3 for one instance; pydicom's warnings become the instance's notes."""
+def _prepare(sealing: _SealingKey, job: _Job) -> _Prepared | OmittedFile:
+    """Step 3 for one instance; pydicom's warnings become the instance's notes. A file that
+    cannot go on a disc is an :class:`OmittedFile` when the job may skip it."""
+    try:
+        return _prepare_one(sealing, job)
+    except UnusableFileError as exc:
+        if not job.skip_unusable:
+            raise
+        return OmittedFile(file=job.relative, reason=exc.problem)
+
+
+def _prepare_one(sealing: _SealingKey, job: _Job) -> _Prepared:
     started = time.monotonic()
     with captured_warnings() as notes:
         norm = normalise(Path(job.source))
@@ -253,14 +281,21 @@ def _prepare_each(
     key: Ed25519PrivateKey,
     workers: int,
     progress: Progress | None,
-) -> Generator[_Prepared, None, None]:
+    *,
+    skip_unusable: bool = False,
+) -> Generator[_Prepared | OmittedFile, None, None]:
     """Prepared instances in disc order, as they become ready.
 
     Closing this generator early (a failure downstream) drops ``run_jobs``' generator with
     it, which shuts its worker processes down.
     """
     jobs = [
-        _Job(source=str(inst.path), work_path=str(work / f"{n:06d}.dcm"), relative=inst.relative)
+        _Job(
+            source=str(inst.path),
+            work_path=str(work / f"{n:06d}.dcm"),
+            relative=inst.relative,
+            skip_unusable=skip_unusable,
+        )
         for n, inst in enumerate(instances)
     ]
     results = run_jobs(
@@ -284,12 +319,27 @@ def _check_output(req: AuthorRequest) -> None:
         # Refused before the study is read (a spanned set's numbered names are checked as
         # soon as the plan knows them, still before any image is prepared).
         raise OutputError(f"{req.out} already exists. Choose another name or remove it.")
-    out = req.out.resolve()
+    _check_writable(req, req.out, "output")
+    if req.label_pdf is not None:
+        label = req.label_pdf
+        if label.resolve() == req.out.resolve():
+            raise UsageError("The label PDF and the disc need different names.")
+        if label.is_dir():
+            raise OutputError(f"The label PDF {label} is a folder. Give a file name (label.pdf).")
+        if not req.overwrite and (label.exists() or label.is_symlink()):
+            raise OutputError(f"{label} already exists. Choose another name or remove it.")
+        _check_writable(req, label, "label PDF")
+
+
+def _check_writable(req: AuthorRequest, path: Path, what: str) -> None:
+    """Refuse, before any work, an output inside an input folder or in a folder we cannot
+    write."""
+    out = path.resolve()
     for given in req.inputs:
         root = given.resolve()
         if root.is_dir() and (out == root or root in out.parents):
             raise UsageError(
-                f"The output {req.out} is inside the input folder {given}. discmaker never "
+                f"The {what} {path} is inside the input folder {given}. discmaker never "
                 "writes into an input folder: choose an output outside it."
             )
     parent = out.parent
@@ -478,6 +528,7 @@ class _DiscSet:
     discs: tuple[_Disc, ...]
     set_id: str
     members: tuple[manifest.SetMember, ...]
+    omitted: tuple[OmittedFile, ...] = ()  # found unusable by intake: named on every disc
 
 
 @dataclass(frozen=True)
@@ -486,6 +537,7 @@ class _DiscOutcome:
     file_ids: dict[str, str]
     bytes_written: int
     notes: tuple[str, ...] = ()  # "FILE: note" for the DICOMDIR of this disc
+    omitted: tuple[OmittedFile, ...] = ()  # input files left out, as this disc names them
 
 
 def _ms(since: float) -> float:
@@ -530,6 +582,7 @@ def _intake(req: AuthorRequest, progress: Progress | None) -> Intake:
     intake = scan(
         req.inputs,
         allow_mixed_patients=req.allow_mixed_patients,
+        skip_unusable=req.skip_unusable,
         progress=(lambda d, t: progress("scan", d, t)) if progress else None,
     )
     if req.expected_instances is not None:
@@ -548,6 +601,12 @@ def _intake(req: AuthorRequest, progress: Progress | None) -> Intake:
 
 def _plan(req: AuthorRequest, run: _Run, intake: Intake) -> _DiscSet:
     """Step 2: which images go on which disc, refused now when they do not fit."""
+    if len(intake.unusable) > manifest.MAX_OMITTED:
+        raise StudyError(
+            f"{len(intake.unusable)} files in the input cannot go on a disc (the manifest names "
+            f"at most {manifest.MAX_OMITTED}). Nothing was written: choose the folder that "
+            "holds the exported study."
+        )
     capacity = req.capacity if req.capacity is not None else req.medium.capacity
     if not req.span:
         check_fits(estimate_disc_size(intake.instances), req.medium, capacity=capacity)
@@ -569,7 +628,7 @@ def _plan(req: AuthorRequest, run: _Run, intake: Intake) -> _DiscSet:
         for d in discs
     )
     log.debug("author: step 2 fit: %d disc(s)", len(discs))
-    return _DiscSet(discs=discs, set_id=set_id, members=members)
+    return _DiscSet(discs=discs, set_id=set_id, members=members, omitted=intake.unusable)
 
 
 def _author_set(
@@ -582,6 +641,8 @@ def _author_set(
         for disc in discs.discs:
             outcomes.append(_author_disc(req, run, disc, discs, progress=progress))
             written.append(disc.out)
+        if req.label_pdf is not None:
+            _write_labels(req.label_pdf, run, discs, outcomes)
     except BaseException:
         for path in written:
             if path.is_dir():
@@ -590,6 +651,21 @@ def _author_set(
                 path.unlink(missing_ok=True)
         raise
     return outcomes
+
+
+def _write_labels(dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_DiscOutcome]) -> None:
+    """The label PDF: a page for each disc, naming what is on that disc."""
+    labels = [
+        label_info(
+            _summaries(outcome.prepared).values(),
+            institution=run.institution,
+            disc_number=disc.number,
+            disc_count=disc.count,
+            created=run.timestamp,
+        )
+        for disc, outcome in zip(discs.discs, outcomes, strict=True)
+    ]
+    write_label_pdf(labels, dest)
 
 
 def _result(
@@ -631,6 +707,8 @@ def _result(
         outputs=tuple(d.out for d in discs.discs),
         notes=_operator_notes(prepared, outcomes),
         input_notes=input_notes,
+        label_pdf=req.label_pdf,
+        omitted=tuple(dict.fromkeys(o for outcome in outcomes for o in outcome.omitted)),
     )
 
 
@@ -668,14 +746,23 @@ def _author_disc(
     try:
         root = stage / "disc"
         root.mkdir()
-        prepared, file_ids, notes = _prepare_and_index(req, run, disc, stage, root, progress)
+        prepared, file_ids, notes, left_out = _prepare_and_index(
+            req, run, disc, stage, root, progress
+        )
+        outcome = _DiscOutcome(
+            prepared=prepared,
+            file_ids=file_ids,
+            bytes_written=0,
+            notes=notes,
+            omitted=discs.omitted + left_out,
+        )
         dicomdir = _file_entry(root, "DICOMDIR")
-        pdi = _write_root_files(root, req, run, disc, prepared)
-        _write_manifest(root, req, run, disc, discs, dicomdir, pdi, prepared, file_ids)
+        pdi = _write_root_files(root, req, run, disc, outcome)
+        _write_manifest(root, req, run, disc, discs, dicomdir, pdi, outcome)
         written = _write_output(root, req, run, disc, progress)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return _DiscOutcome(prepared=prepared, file_ids=file_ids, bytes_written=written, notes=notes)
+    return replace(outcome, bytes_written=written)
 
 
 def _prepare_and_index(
@@ -685,25 +772,42 @@ def _prepare_and_index(
     stage: Path,
     root: Path,
     progress: Progress | None,
-) -> tuple[list[_Prepared], dict[str, str], tuple[str, ...]]:
+) -> tuple[list[_Prepared], dict[str, str], tuple[str, ...], tuple[OmittedFile, ...]]:
     """Steps 3 and 4: prepare every instance and add its DICOMDIR records as each is ready;
     then write the DICOMDIR, and put the real files over its stand-ins.
 
-    Returns the prepared instances, SOP Instance UID -> File ID, and the DICOMDIR's notes.
+    Returns the prepared instances, SOP Instance UID -> File ID, the DICOMDIR's notes and the
+    instances left out as unusable (``skip_unusable``).
     """
     started = time.monotonic()
     work = stage / "work"
     work.mkdir()
     prepared: list[_Prepared] = []
+    omitted: list[OmittedFile] = []
+    # A spanned set's manifests count each disc's images before the later discs are made,
+    # so with span a file found unusable only now still stops the set (intake's skips are
+    # known before the plan).
+    skip = req.skip_unusable and not req.span
     with FileSetWriter(fileset_id=disc.label, stage=stage) as writer:
-        ready = _prepare_each(disc.instances, work, req.key, run.workers, progress)
+        ready = _prepare_each(
+            disc.instances, work, req.key, run.workers, progress, skip_unusable=skip
+        )
         with closing(ready):
             for inst, p in zip(disc.instances, ready, strict=True):
+                if isinstance(p, OmittedFile):
+                    log.debug("author: %s: unusable, left out", p.file)
+                    omitted.append(p)
+                    continue
                 assert p.header is not None
                 with captured_warnings() as indexing:
                     writer.add(p.header)
                 notes = _unique(inst.notes, p.notes, indexing)
                 prepared.append(replace(p, header=None, notes=notes))
+        if not prepared:
+            raise NoImagesError(
+                f"None of the {len(omitted)} DICOM files can go on a disc; nothing was "
+                "written. Export the study again from the PACS."
+            )
         with captured_warnings() as writing:
             file_ids = writer.write(root, salt=run.timestamp.isoformat())
     for p in prepared:
@@ -718,7 +822,8 @@ def _prepare_and_index(
     _log_images(prepared, file_ids)
     prepared, reading = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
     where = "DICOMDIR" if disc.count == 1 else f"{disc.label}/DICOMDIR"
-    return prepared, file_ids, tuple(f"{where}: {n}" for n in _unique(writing, reading))
+    notes = tuple(f"{where}: {n}" for n in _unique(writing, reading))
+    return prepared, file_ids, notes, tuple(omitted)
 
 
 def _log_images(prepared: Sequence[_Prepared], file_ids: dict[str, str]) -> None:
@@ -749,9 +854,10 @@ def _file_entry(root: Path, name: str) -> manifest.FileEntry:
 
 
 def _write_root_files(
-    root: Path, req: AuthorRequest, run: _Run, disc: _Disc, prepared: Sequence[_Prepared]
+    root: Path, req: AuthorRequest, run: _Run, disc: _Disc, outcome: _DiscOutcome
 ) -> tuple[str, ...]:
     """Step 5: README.TXT and INDEX.HTM, and the signer's certificate. Returns the names."""
+    prepared = outcome.prepared
     context = {
         "institution": run.institution,
         "created": run.timestamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -767,6 +873,8 @@ def _write_root_files(
         "openssl_fingerprint": signing.OPENSSL_FINGERPRINT_COMMAND,
         "openssl_verify": signing.OPENSSL_VERIFY_COMMAND_ONE_STEP,
         "openssl_ok": signing.OPENSSL_VERIFY_OK,
+        "omitted": outcome.omitted,
+        "checksums": manifest.CHECKSUMS_PATH,
     }
     pdi = {
         "README.TXT": render("README.TXT.j2", **context).replace("\n", "\r\n"),
@@ -788,16 +896,21 @@ def _write_manifest(
     discs: _DiscSet,
     dicomdir: manifest.FileEntry,
     root_files: Sequence[str],
-    prepared: Sequence[_Prepared],
-    file_ids: dict[str, str],
+    outcome: _DiscOutcome,
 ) -> None:
-    """Step 6: the manifest over every file but itself and its signature, then the signature."""
+    """Step 6: the manifest over every file but itself and its signature, then the signature.
+
+    First the ``sha256sum -c`` list of the same files, which the manifest covers too.
+    """
+    prepared, file_ids = outcome.prepared, outcome.file_ids
     files = [dicomdir]
     files += [
         manifest.FileEntry(path=file_ids[p.sop_instance_uid], size=p.size, sha256=p.sha256)
         for p in prepared
     ]
     files += [_file_entry(root, name) for name in root_files]
+    (root / manifest.CHECKSUMS_PATH).write_bytes(_checksums(files))
+    files.append(_file_entry(root, manifest.CHECKSUMS_PATH))
     images = [
         manifest.ImageEntry(
             file_id=file_ids[p.sop_instance_uid],
@@ -832,6 +945,7 @@ def _write_manifest(
         files=files,
         images=images,
         iso=_iso_info(_volume_info(run, disc)) if req.format == "iso" else None,
+        omitted=outcome.omitted,
     )
     (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
     (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
@@ -841,6 +955,13 @@ def _write_manifest(
         disc.count,
         len(files),
     )
+
+
+def _checksums(files: Sequence[manifest.FileEntry]) -> bytes:
+    """``HASH  PATH`` per line, sorted, LF endings: what ``sha256sum -c`` (and macOS's
+    ``shasum -a 256 -c``) read from the disc's top folder."""
+    lines = sorted(f"{f.sha256}  {f.path}\n" for f in files)
+    return "".join(lines).encode("ascii")
 
 
 def _volume_info(run: _Run, disc: _Disc) -> VolumeInfo:

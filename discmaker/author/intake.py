@@ -21,8 +21,9 @@ from pydicom.errors import InvalidDicomError
 
 from discmaker.author.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
 from discmaker.diagnostics import captured_warnings
-from discmaker.errors import NoImagesError, StudyError
+from discmaker.errors import NoImagesError, StudyError, UnusableFileError
 from discmaker.format.identity import text_of
+from discmaker.format.manifest import OmittedFile
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class Intake:
     study_uids: tuple[str, ...]
     series_uids: tuple[str, ...]
     total_bytes: int = field(default=0)
+    # Left out (skip_unusable), in input order; the file as its path in its input folder.
+    unusable: tuple[OmittedFile, ...] = ()
 
 
 def _unreadable(exc: OSError) -> None:
@@ -158,10 +161,15 @@ def read_header(path: Path) -> Dataset:
     try:
         return dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
-        raise StudyError(
-            f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
-            f"({type(exc).__name__}). Remove it or export it again from the PACS."
-        ) from exc
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> UnusableFileError:
+    return UnusableFileError(
+        str(path),
+        f"looks like DICOM but cannot be read: it is truncated or damaged ({type(exc).__name__})",
+        "Remove it or export it again from the PACS.",
+    )
 
 
 def _int(ds: Dataset, keyword: str) -> int:
@@ -195,10 +203,7 @@ def _describe(path: Path, relative: str) -> InputInstance | Literal["dicomdir", 
         except StudyError:
             raise
         except Exception as exc:
-            raise StudyError(
-                f"{path} looks like DICOM but cannot be read: it is truncated or damaged "
-                f"({type(exc).__name__}). Remove it or export it again from the PACS."
-            ) from exc
+            raise _damaged(path, exc) from exc
     if isinstance(found, InputInstance):
         return replace(found, relative=relative, notes=tuple(notes))
     return found
@@ -214,9 +219,10 @@ def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "othe
         return "other"
     for tag, keyword in REQUIRED:
         if not text_of(ds, keyword):
-            raise StudyError(
-                f"{path}: {tag} {keyword} is missing or empty, and the DICOMDIR needs it. "
-                "Fix the file in the source system or leave it out."
+            raise UnusableFileError(
+                str(path),
+                f"{tag} {keyword} is missing or empty, and the DICOMDIR needs it",
+                "Fix the file in the source system, or leave it out.",
             )
     ts = text_of(meta, "TransferSyntaxUID") if meta is not None else ""
     size = path.stat().st_size
@@ -240,9 +246,14 @@ def scan(
     roots: Sequence[Path],
     *,
     allow_mixed_patients: bool = False,
+    skip_unusable: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Intake:
-    """Find and validate the DICOM instances under ``roots`` (folders or files)."""
+    """Find and validate the DICOM instances under ``roots`` (folders or files).
+
+    A file that cannot go on a disc (:class:`UnusableFileError`) stops the scan, or with
+    ``skip_unusable`` is left out and listed in :attr:`Intake.unusable`.
+    """
     started = time.monotonic()
     candidates = _walk(roots)
     if not candidates:
@@ -253,16 +264,24 @@ def scan(
     instances: dict[str, InputInstance] = {}
     non_dicom: list[Path] = []
     dicomdirs: list[Path] = []
+    unusable: list[OmittedFile] = []
     duplicates = 0
     for done, (path, relative) in enumerate(candidates, 1):
         if progress:
             progress(done, len(candidates))
-        duplicates += _take(path, relative, instances, non_dicom, dicomdirs) == "duplicate"
+        try:
+            duplicates += _take(path, relative, instances, non_dicom, dicomdirs) == "duplicate"
+        except UnusableFileError as exc:
+            if not skip_unusable:
+                raise
+            log.debug("intake: %s: unusable, left out", relative)
+            unusable.append(OmittedFile(file=relative, reason=exc.problem))
 
     if not instances:
+        left_out = f", {len(unusable)} unusable" if unusable else ""
         raise NoImagesError(
-            f"None of the {len(candidates)} files found is a DICOM image "
-            f"({len(dicomdirs)} DICOMDIR, {len(non_dicom)} other). "
+            f"None of the {len(candidates)} files found is a DICOM image that can go on a "
+            f"disc ({len(dicomdirs)} DICOMDIR, {len(non_dicom)} other{left_out}). "
             "Choose the folder that holds the exported study."
         )
 
@@ -292,6 +311,7 @@ def scan(
         study_uids=tuple(dict.fromkeys(i.study_uid for i in ordered)),
         series_uids=tuple(dict.fromkeys(i.series_uid for i in ordered)),
         total_bytes=sum(i.size for i in ordered),
+        unusable=tuple(unusable),
     )
 
 

@@ -28,7 +28,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from discmaker import __version__
 from discmaker.diagnostics import captured_warnings
-from discmaker.errors import StudyError
+from discmaker.errors import StudyError, UnusableFileError
 from discmaker.format.layout import IMPLEMENTATION_CLASS_UID
 
 # discmaker's version name (the class UID is in format.layout, which the checker reads too).
@@ -110,9 +110,11 @@ def _check_native_length(ds: Dataset, path: Path) -> None:
     expected = expected_pixel_bytes(ds)
     found = len(ds.PixelData)
     if found < expected:
-        raise StudyError(
-            f"{path}: (7FE0,0010) Pixel Data holds {found} bytes but Rows x Columns x Samples x "
-            f"Frames x Bits Allocated needs {expected}. The file is truncated: export it again."
+        raise UnusableFileError(
+            str(path),
+            f"(7FE0,0010) Pixel Data holds {found} bytes but Rows x Columns x Samples x "
+            f"Frames x Bits Allocated needs {expected}",
+            "The file is truncated: export it again.",
         )
 
 
@@ -129,10 +131,11 @@ def normalise(path: Path) -> Normalised:
         except StudyError:
             raise
         except Exception as exc:  # pydicom raises many types on odd encodings: all bad input
-            raise StudyError(
-                f"{path} cannot be converted to Explicit VR Little Endian "
-                f"({type(exc).__name__}: an element is encoded in a way discmaker cannot "
-                "rewrite). Export it again from the PACS, uncompressed."
+            raise UnusableFileError(
+                str(path),
+                f"cannot be converted to Explicit VR Little Endian ({type(exc).__name__}: an "
+                "element is encoded in a way discmaker cannot rewrite)",
+                "Export it again from the PACS, uncompressed.",
             ) from exc
     return replace(done, notes=tuple(notes)) if notes else done
 
@@ -152,9 +155,10 @@ def _normalise(path: Path) -> Normalised:
         uid = UID(syntax)
         _ = ds.get("PixelData")  # force the value to be read now, inside the guard
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
-        raise StudyError(
-            f"{path} cannot be read completely: it is truncated or damaged "
-            f"({type(exc).__name__}). Remove it or export it again."
+        raise UnusableFileError(
+            str(path),
+            f"cannot be read completely: it is truncated or damaged ({type(exc).__name__})",
+            "Remove it or export it again.",
         ) from exc
 
     encoding: Encoding = "native"
@@ -164,9 +168,10 @@ def _normalise(path: Path) -> Normalised:
                 # Never let the decoder mint a new SOP Instance UID behind our back.
                 ds.decompress(generate_instance_uid=False)
             except Exception as exc:  # decoders raise many types; all mean "cannot decode"
-                raise StudyError(
-                    f"{path}: its {uid.name} pixel data cannot be decoded ({type(exc).__name__}). "
-                    "Export it uncompressed from the PACS."
+                raise UnusableFileError(
+                    str(path),
+                    f"its {uid.name} pixel data cannot be decoded ({type(exc).__name__})",
+                    "Export it uncompressed from the PACS.",
                 ) from exc
             encoding = "decompressed"
         else:

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from discmaker.author.intake import InputInstance, read_header, scan
 from discmaker.diagnostics import captured_warnings
 from discmaker.format.identity import text_of
+from discmaker.format.manifest import OmittedFile
 from discmaker.templating import date_for_people
 
 ProgressCallback = Callable[[int, int], None]
@@ -75,6 +76,7 @@ class StudyPreview:
     duplicates_skipped: int = 0
     dicomdirs_skipped: int = 0
     sop_instance_uids: frozenset[str] = frozenset()  # what staff confirmed; author re-checks
+    unusable: tuple[OmittedFile, ...] = ()  # left out (skip_unusable)
 
     @property
     def series_count(self) -> int:
@@ -140,6 +142,7 @@ def preview(
     paths: Sequence[Path],
     *,
     allow_mixed_patients: bool = False,
+    skip_unusable: bool = False,
     progress: ProgressCallback | None = None,
 ) -> StudyPreview:
     """Describe the study under ``paths`` from its headers (pixel data is never read).
@@ -147,7 +150,12 @@ def preview(
     Raises the same errors as :func:`discmaker.author.intake.scan` (no images, damaged files, mixed
     patients unless allowed), so a study that previews is one that can be authored.
     """
-    intake = scan(paths, allow_mixed_patients=allow_mixed_patients, progress=progress)
+    intake = scan(
+        paths,
+        allow_mixed_patients=allow_mixed_patients,
+        skip_unusable=skip_unusable,
+        progress=progress,
+    )
     patients: dict[str, PatientPreview] = {}
     studies: dict[str, dict[str, object]] = {}
     series: dict[str, dict[str, object]] = {}
@@ -189,6 +197,7 @@ def preview(
         duplicates_skipped=intake.identical_duplicates,
         dicomdirs_skipped=len(intake.existing_dicomdirs),
         sop_instance_uids=frozenset(i.sop_instance_uid for i in intake.instances),
+        unusable=intake.unusable,
     )
 
 

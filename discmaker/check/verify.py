@@ -218,6 +218,15 @@ def _record_mismatches(
     ]
 
 
+def _omitted_note(omitted: Sequence[manifest_mod.OmittedFile]) -> str:
+    """What the sender signed it left out: files of the study that could not go on a disc."""
+    shown = ", ".join(o.file for o in omitted[:5]) + (" ..." if len(omitted) > 5 else "")
+    return (
+        f"The sender left {len(omitted)} file(s) of the study off this disc, because they could "
+        f"not go on a disc ({shown}; README.TXT says why). Ask the sender if you need them."
+    )
+
+
 def _strip_bookkeeping(ds: Dataset) -> None:
     try:
         block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
@@ -1090,6 +1099,8 @@ def check_and_restore(
             return _check_unsigned(src, source, disc, workers, progress, trust, signature)
         files = _check_files(src, disc, manifest)
         _medium_findings(src, Path(source), disc, manifest, signature)
+        if signature.valid and manifest.omitted:  # the signer's word, not the disc's
+            disc.notes.append(_omitted_note(manifest.omitted))
         if progress:
             progress("read", 1, 1)
     jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)

@@ -33,6 +33,10 @@ SECURITY_DIR = "DISCSIG"
 MANIFEST_PATH = f"{SECURITY_DIR}/MANIFEST.JSN"
 SIGNATURE_PATH = f"{SECURITY_DIR}/MANIFEST.SIG"
 SIGNER_PATH = f"{SECURITY_DIR}/SIGNER.PEM"
+# Every file the manifest lists, as `sha256sum -c` reads it: a clinic without discmaker can
+# still compare the disc with what was signed (the list itself is in the manifest).
+CHECKSUMS_PATH = f"{SECURITY_DIR}/SHA256.TXT"
+MAX_OMITTED = 10_000  # left-out input files a manifest may name
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 IMAGE_LEVEL_KEYWORDS = tuple(
@@ -45,6 +49,14 @@ class FileEntry:
     path: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class OmittedFile:
+    """An input file the author left out because it could not go on a disc."""
+
+    file: str  # its path in the input folder the author was given
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ class Manifest:
     images: tuple[ImageEntry, ...]
     iso: IsoInfo | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    omitted: tuple[OmittedFile, ...] = ()
 
 
 def _group(images: Sequence[ImageEntry]) -> list[dict[str, Any]]:
@@ -174,6 +187,7 @@ def build(
     files: Sequence[FileEntry],
     images: Sequence[ImageEntry],
     iso: IsoInfo | None = None,
+    omitted: Sequence[OmittedFile] = (),
 ) -> bytes:
     """The canonical manifest bytes (what gets signed)."""
     doc: dict[str, Any] = {
@@ -214,6 +228,8 @@ def build(
             "timestamp": iso.timestamp,
             "volume_set": list(iso.volume_set),
         }
+    if omitted:
+        doc["omitted"] = [{"file": o.file, "reason": o.reason} for o in omitted]
     return dumps(doc)
 
 
@@ -314,6 +330,7 @@ def parse(data: bytes) -> Manifest:
         ),
         images=tuple(images),
         iso=_iso_info(doc["iso"]) if "iso" in doc else None,
+        omitted=_omitted(doc),
     )
     _refuse_duplicates(manifest)
     return manifest
@@ -333,6 +350,24 @@ def _iso_info(obj: Any) -> IsoInfo:
         publisher=_req(obj, "publisher", str, where),
         timestamp=_req(obj, "timestamp", str, where),
         volume_set=(volume_set[0], volume_set[1]),
+    )
+
+
+def _omitted(doc: Mapping[str, Any]) -> tuple[OmittedFile, ...]:
+    if "omitted" not in doc:
+        return ()
+    entries = _req(doc, "omitted", list, "manifest")
+    if len(entries) > MAX_OMITTED:
+        raise DiscError(
+            f"The manifest names {len(entries)} left-out files; discmaker never writes more "
+            f"than {MAX_OMITTED}, so the manifest was altered."
+        )
+    return tuple(
+        OmittedFile(
+            file=_req(o, "file", str, f"omitted[{n}]"),
+            reason=_req(o, "reason", str, f"omitted[{n}]"),
+        )
+        for n, o in enumerate(entries)
     )
 
 
@@ -356,6 +391,7 @@ def _refuse_duplicates(manifest: Manifest) -> None:
 
 
 __all__ = [
+    "CHECKSUMS_PATH",
     "FORMAT",
     "FORMAT_VERSION",
     "INSTANCE_KEYWORDS",
@@ -368,6 +404,7 @@ __all__ = [
     "ImageEntry",
     "IsoInfo",
     "Manifest",
+    "OmittedFile",
     "SetMember",
     "build",
     "parse",

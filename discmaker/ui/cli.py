@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,6 +35,9 @@ from discmaker.parallel import default_workers
 from discmaker.ui import cli_help
 from discmaker.ui.render import progress_bars
 from discmaker.ui.wording import plain
+
+if TYPE_CHECKING:
+    from discmaker.author.create import AuthorResult
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
@@ -148,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also burn the ISO with xorriso and read the disc back to check it before "
         "success; DRIVE e.g. /dev/sr0 (default: not burned; without DRIVE: the one burner "
         "found)",
+    )
+    p.add_argument(
+        "--label-pdf",
+        type=Path,
+        metavar="FILE",
+        help="also write the disc label as a PDF: patient, birth date, studies, institution, "
+        "disc k of n, DICOM ONLY (one page per disc; default: no label)",
+    )
+    p.add_argument(
+        "--skip-unusable",
+        action="store_true",
+        help="leave out a file that cannot go on a disc (damaged, or without a key the "
+        "DICOMDIR needs), name it in the summary, README.TXT and manifest, and exit 2 "
+        "(default: such a file stops the disc, nothing is written)",
     )
     p.add_argument("--workers", type=int, help="worker processes (default: every core)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -460,9 +477,21 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers if args.workers is not None else default_workers(),
         span=args.span,
         capacity=args.capacity,
+        label_pdf=args.label_pdf,
+        skip_unusable=args.skip_unusable,
     )
-    with progress_bars(_progress_console(args, console), enabled=not args.json) as progress:
-        result = author(req, progress=progress)
+    try:
+        with progress_bars(_progress_console(args, console), enabled=not args.json) as progress:
+            result = author(req, progress=progress)
+    except errors.UnusableFileError as exc:
+        if args.skip_unusable:
+            raise
+        raise errors.UnusableFileError(
+            exc.path,
+            exc.problem,
+            f"{exc.advice} Or run again with --skip-unusable to make the disc without such "
+            "files (each is named on it).",
+        ) from exc
     log.debug(
         "authored %d image(s) (%d watermarked), %d bytes in %.1f s",
         result.images,
@@ -476,13 +505,18 @@ def cmd_author(args: argparse.Namespace, console: Console) -> int:
         from discmaker.models import author_result_to_json
 
         _write_json(author_result_to_json(result))
-        return 0
+        return _author_exit(result)
     from discmaker.ui.render import author_summary
 
     console.print(author_summary(result))
     if drive is not None:
         console.print(Text(f"Burned to {drive} and read back: the disc verified.", "green"))
-    return 0
+    return _author_exit(result)
+
+
+def _author_exit(result: AuthorResult) -> int:
+    """0 when every input file is on the disc; 2 when some were left out (--skip-unusable)."""
+    return errors.AUTHOR_OMISSIONS if result.omitted else 0
 
 
 def _burner(args: argparse.Namespace) -> str:

@@ -50,6 +50,11 @@ EPILOGS: dict[str, Epilog] = {
     "author": Epilog(
         (
             (0, "disc written"),
+            (
+                2,
+                "disc written, but --skip-unusable left files out (the summary, README.TXT "
+                "and the manifest name them)",
+            ),
             _USAGE,
             (
                 65,

@@ -15,6 +15,7 @@ import os
 import shlex
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -68,15 +69,10 @@ def create_disc(session: Session) -> int:
     while True:  # a folder without a usable study asks for the folder again, nothing else
         # No default on purpose: last time's study belongs to another patient.
         study = session.ask.path("Folder with the exported study", exists=True, what="folder")
-        session.say("Reading the study headers (the images themselves are not read yet)...")
-        try:
-            with session.progress() as bar:
-                found = preview([study], progress=lambda d, t: bar("scan", d, t))
-        except errors.InputError as exc:
-            session.console.print(Text.assemble(("Problem: ", "bold red"), plain(exc)))
-            session.say("Choose the folder again: the one the PACS export wrote the study into.")
-            continue
-        break
+        read = _read_study(session, study, preview)
+        if read is not None:
+            break
+    found, skip_unusable = read
     session.console.print(_preview_panel(found))
 
     drives = list_drives()
@@ -172,10 +168,20 @@ def create_disc(session: Session) -> int:
             medium=medium,
             expected_instances=found.sop_instance_uids,
             workers=default_workers(),
+            skip_unusable=skip_unusable,
         )
         session.say("Making the disc: watermarking every image, then signing the disc...")
-        with session.progress() as bar:
-            result = author(req, progress=bar)
+        try:
+            with session.progress() as bar:
+                result = author(req, progress=bar)
+        except errors.UnusableFileError as exc:  # found only once the pixels are read
+            if not _leave_out(session, exc):
+                return EXIT_STOPPED
+            skip_unusable = True
+            req = replace(req, skip_unusable=True)
+            session.say("Making the disc again, without the files that cannot go on it...")
+            with session.progress() as bar:
+                result = author(req, progress=bar)
         if burn_dir is None:
             session.kept.append(str(out))
 
@@ -190,6 +196,8 @@ def create_disc(session: Session) -> int:
         session.remember(**remembered)
 
         author_cmd = [APP_NAME, "author", study, "--key", key_path, "--cert", cert_path]
+        if skip_unusable:
+            author_cmd.append("--skip-unusable")
         code = 0
         if drive is not None:
             code = _burn_and_verify(session, out, drive.address, cert_path, result.label)
@@ -247,6 +255,42 @@ def create_disc(session: Session) -> int:
             burn_dir.cleanup()
 
 
+def _read_study(
+    session: Session, study: Path, preview: Callable[..., Any]
+) -> tuple[Any, bool] | None:
+    """The study's preview, and whether staff chose to leave out files that cannot go on a
+    disc; None (after saying why) when the folder must be chosen again."""
+    session.say("Reading the study headers (the images themselves are not read yet)...")
+    skip = False
+    while True:
+        try:
+            with session.progress() as bar:
+                found = preview(
+                    [study], skip_unusable=skip, progress=lambda d, t: bar("scan", d, t)
+                )
+        except errors.UnusableFileError as exc:
+            if skip or not _leave_out(session, exc):
+                session.say("Choose the folder again once the file is fixed or exported again.")
+                return None
+            skip = True
+            continue
+        except errors.InputError as exc:
+            session.console.print(Text.assemble(("Problem: ", "bold red"), plain(exc)))
+            session.say("Choose the folder again: the one the PACS export wrote the study into.")
+            return None
+        return found, skip
+
+
+def _leave_out(session: Session, exc: errors.UnusableFileError) -> bool:
+    """Ask whether to make the disc without the files that cannot go on it (default: no)."""
+    session.console.print(Text.assemble(("Problem: ", "bold red"), plain(exc)))
+    session.say(
+        "This file cannot go on a disc. The disc can be made without it (and without any "
+        "other such file): each is then named on the disc and in the summary."
+    )
+    return session.ask.yes("Leave such files out and go on?", default=False)
+
+
 def _preview_panel(found: Any) -> RenderableType:
     from discmaker.author.preview import StudyPreview, format_date
 
@@ -301,6 +345,17 @@ def _preview_panel(found: Any) -> RenderableType:
     left_out = [plural(n, one, many) for n, one, many in skipped if n]
     if left_out:
         parts.append(Text.assemble(("Left out    ", "bold"), ", ".join(left_out)))
+    if found.unusable:
+        parts.append(
+            Text.assemble(
+                ("Cannot go   ", "bold"),
+                (f"{plural(len(found.unusable), 'file')} left out (named on the disc):", "yellow"),
+            )
+        )
+        for item in found.unusable[:10]:
+            parts.append(Text(f"  {plain(item.file)}: {plain(item.reason)}"))
+        if len(found.unusable) > 10:
+            parts.append(Text(f"  ... and {len(found.unusable) - 10} more"))
     return Panel(Group(*parts), title="What was found", title_align="left")
 
 

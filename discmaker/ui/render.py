@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -62,6 +62,7 @@ from discmaker.ui.wording import (
 
 if TYPE_CHECKING:
     from discmaker.author.create import AuthorResult
+    from discmaker.format.manifest import OmittedFile
 
 _TERMINAL_IMAGES = 20  # tampered images listed in the terminal; the rest are in --json/--report
 _TERMINAL_FINDINGS = 50  # disc-level problems listed (a hostile DICOMDIR can give 100,000s)
@@ -208,7 +209,7 @@ def _image_lines(
     return lines
 
 
-def _signer_lines(report: CheckReport) -> list[Text]:
+def _signer_lines(report: CheckReport) -> list[RenderableType]:
     signer = report.signer
     if report.unsigned:
         return []  # nobody signed it: the verdict says what that means
@@ -216,9 +217,9 @@ def _signer_lines(report: CheckReport) -> list[Text]:
         text = "no signer" if not report.signed else "signer certificate missing"
         return [Text.assemble(("Signer       ", "bold"), text)]
     trusted = Text("yes", style="green") if signer.trusted else Text("NO", style="bold yellow")
-    lines = [
+    lines: list[RenderableType] = [
         Text.assemble(("Signer       ", "bold"), plain(signer.subject)),
-        Text.assemble(("Fingerprint  ", "bold"), _fingerprint_lines(plain(signer.fingerprint))),
+        _Fingerprint(signer.fingerprint, "Fingerprint  "),
         Text.assemble(("Trusted      ", "bold"), trusted),
     ]
     validity = certificate_validity(signer)
@@ -441,13 +442,24 @@ def _patient_table(summary: Iterable[Mapping[str, object]]) -> Tree:
     return tree
 
 
-def _fingerprint_lines(fingerprint: str) -> str:
-    """A SHA-256 fingerprint in two halves, so a terminal never breaks it mid-byte."""
-    parts = fingerprint.split(":")
-    if len(parts) < 2:
-        return fingerprint
-    half = len(parts) // 2
-    return ":".join(parts[:half]) + ":\n" + ":".join(parts[half:])
+class _Fingerprint:
+    """A SHA-256 fingerprint on one line when the terminal is wide enough (as ``trust list``
+    and a telephone call read it), else in two halves; never broken mid-byte."""
+
+    def __init__(self, fingerprint: str, label: str = "") -> None:
+        self.fingerprint = plain(fingerprint)
+        self.label = label
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        fp = self.fingerprint
+        parts = fp.split(":")
+        if len(self.label) + len(fp) <= options.max_width or len(parts) < 2:
+            yield Text.assemble((self.label, "bold"), fp, no_wrap=True, overflow="ignore")
+            return
+        half = len(parts) // 2
+        indent = " " * len(self.label)
+        yield Text.assemble((self.label, "bold"), ":".join(parts[:half]) + ":")
+        yield Text(indent + ":".join(parts[half:]))
 
 
 def author_summary(result: AuthorResult) -> RenderableType:
@@ -515,8 +527,12 @@ def author_summary(result: AuthorResult) -> RenderableType:
     ]
     skipped_text = ", ".join(f"{n} {what}" for n, what in skipped if n) or "none"
     parts.append(Text.assemble(("Skipped     ", "bold"), f"{skipped_text} (files left out)"))
+    if result.omitted:
+        parts.extend(_omitted_lines(result.omitted))
+    if result.label_pdf is not None:
+        parts.append(Text.assemble(("Label PDF   ", "bold"), plain(result.label_pdf)))
     parts.append(Text.assemble(("Signed by   ", "bold"), "key with SHA-256 fingerprint"))
-    parts.append(Text(_fingerprint_lines(result.fingerprint)))
+    parts.append(_Fingerprint(result.fingerprint))
     parts.append(Text.assemble(("Took        ", "bold"), f"{result.seconds:.1f} s"))
     command = f"{APP_NAME} check {' '.join(shlex.quote(str(p)) for p in outputs)} --trust CERT"
     parts.append(
@@ -527,7 +543,33 @@ def author_summary(result: AuthorResult) -> RenderableType:
             "  (CERT: the cert.pem you signed with)",
         )
     )
-    return Panel(Group(*parts), title="Disc ready", title_align="left", border_style="green")
+    if result.omitted:
+        title, border = "Disc ready, with files left out", "yellow"
+    else:
+        title, border = "Disc ready", "green"
+    return Panel(Group(*parts), title=title, title_align="left", border_style=border)
+
+
+_OMITTED_SHOWN = 20
+
+
+def _omitted_lines(omitted: Sequence[OmittedFile]) -> list[RenderableType]:
+    """The files ``--skip-unusable`` left out, each with its problem (the first 20)."""
+    lines: list[RenderableType] = [
+        Text.assemble(
+            ("Left out    ", "bold"),
+            (
+                f"{plural(len(omitted), 'file')} could not go on the disc (named in its "
+                "README.TXT and manifest too); send them another way if they are needed:",
+                "yellow",
+            ),
+        )
+    ]
+    for item in omitted[:_OMITTED_SHOWN]:
+        lines.append(Text(f"  {plain(item.file)}: {plain(item.reason)}"))
+    if len(omitted) > _OMITTED_SHOWN:
+        lines.append(Text(f"  ... and {len(omitted) - _OMITTED_SHOWN} more"))
+    return lines
 
 
 __all__ = [
