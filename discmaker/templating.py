@@ -9,20 +9,7 @@ from typing import Any
 import jinja2
 
 from discmaker.errors import InternalError
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def date_for_people(value: str, missing: str = "(not recorded)") -> str:
-    """A DICOM date (``19700312``) as ``12 Mar 1970 (1970-03-12)``: unambiguous whatever the
-    reader's local habit; anything else as it is (``missing`` when empty). The templates'
-    ``for_people`` filter."""
-    text = str(value or "").strip()
-    if len(text) == 8 and text.isdigit():
-        year, month, day = text[:4], int(text[4:6]), int(text[6:])
-        if 1 <= month <= 12 and 1 <= day <= 31:
-            return f"{day} {_MONTHS[month - 1]} {year} ({year}-{month:02d}-{day:02d})"
-    return text or missing
+from discmaker.format.people import date_for_people
 
 
 @cache

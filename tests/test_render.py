@@ -362,7 +362,7 @@ def test_author_summary() -> None:
         seconds=4.2,
         summary=[
             {
-                "name": "DOE JANE",
+                "name": "DOE^JANE",
                 "id": "P123",
                 "birth_date": "19700101",
                 "sex": "F",
@@ -383,7 +383,9 @@ def test_author_summary() -> None:
     text = _text(render.author_summary(result))
     assert "disc.iso" in text
     assert "CITY0001" in text and "CD" in text and "123.5 MB" in text
-    assert "DOE JANE" in text and "CT CHEST [contrast]" in text and "CT 2" in text
+    assert "DOE, JANE" in text and "CT CHEST [contrast]" in text and "CT 2" in text
+    assert "born 1 Jan 1970 (1970-01-01)" in text and "19700101" not in text
+    assert "Study of 1 Jan 2026 (2026-01-01)" in text and "20260101" not in text
     assert "11 of 12 images carry a watermark" in text
     assert "structured report: no pixels" in text
     assert "3 not DICOM" in text and "1 old DICOMDIR" in text

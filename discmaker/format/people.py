@@ -63,6 +63,16 @@ def person_date(value: str) -> str:
     return long_date(day) if day else plain(value).strip()
 
 
+def date_for_people(value: str, missing: str = "(not recorded)") -> str:
+    """A DICOM date (``19700312``) as ``12 Mar 1970 (1970-03-12)``: unambiguous whatever the
+    reader's local habit (what the disc's README.TXT and INDEX.HTM, the guide and the closing
+    summary write); anything else as it is, ``missing`` when empty."""
+    day = parse_da(value)
+    if day is None:
+        return plain(value).strip() or missing
+    return f"{day.day} {MONTHS[day.month - 1][:3]} {day.year} ({day.isoformat()})"
+
+
 def person_name(value: str) -> str:
     """A DICOM Person Name (``DOE^JANE^^DR``) as people read it: ``DOE, DR JANE``: family
     name, then prefix, given and middle names, then suffix (its first, alphabetic form)."""
@@ -73,4 +83,12 @@ def person_name(value: str) -> str:
     return f"{name} {suffix.strip()}".strip() or plain(value).strip()
 
 
-__all__ = ["MONTHS", "long_date", "parse_da", "person_date", "person_name", "plain"]
+__all__ = [
+    "MONTHS",
+    "date_for_people",
+    "long_date",
+    "parse_da",
+    "person_date",
+    "person_name",
+    "plain",
+]

@@ -32,6 +32,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from discmaker import APP_NAME
+from discmaker.format.people import date_for_people, person_name
 from discmaker.models import (
     CheckReport,
     ImageStatus,
@@ -415,17 +416,24 @@ def _patient_table(summary: Iterable[Mapping[str, object]]) -> Tree:
     """Patient -> study -> series as a tree: narrow enough for an 80-column terminal."""
     tree = Tree(Text("On the disc", style="bold"), guide_style="dim")
     for patient in summary:
+        born = date_for_people(_field(patient, "birth_date"), "")
         details = "  ".join(
-            f"{label} {_field(patient, key)}"
-            for label, key in (("ID", "id"), ("born", "birth_date"), ("sex", "sex"))
-            if _field(patient, key)
+            f"{label} {value}"
+            for label, value in (
+                ("ID", _field(patient, "id")),
+                ("born", born),
+                ("sex", _field(patient, "sex")),
+            )
+            if value
         )
-        node = tree.add(Text.assemble((_field(patient, "name"), "bold"), "  ", details))
+        name = person_name(_field(patient, "name")) or "(no name)"
+        node = tree.add(Text.assemble((name, "bold"), "  ", details))
         for study in _children(patient, "studies"):
             accession = _field(study, "accession")
             study_node = node.add(
                 Text(
-                    f"Study {_field(study, 'date') or '(no date)'}  {_field(study, 'description')}"
+                    f"Study of {date_for_people(_field(study, 'date'), '(no date)')}  "
+                    f"{_field(study, 'description')}"
                     + (f"  accession {accession}" if accession else "")
                 )
             )
