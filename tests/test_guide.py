@@ -646,3 +646,24 @@ def test_refusing_to_leave_a_file_out_asks_for_the_folder_again(
     assert code == 0, text
     assert "Choose the folder again once the file is fixed" in text
     assert out.is_file() and "--skip-unusable" not in text
+
+
+@pytest.mark.parametrize("xorriso", [None, "/usr/bin/xorriso"])
+def test_no_burner_says_which_of_the_two_it_is(
+    run: Run,
+    env: Path,
+    small_study: Path,
+    centre: Centre,
+    monkeypatch: pytest.MonkeyPatch,
+    xorriso: str | None,
+) -> None:
+    monkeypatch.setattr(burn_mod, "find_xorriso", lambda: xorriso)  # no drives: see env
+    code, text = run(*create_answers(small_study, env / "d.iso", centre, confirm="n"), "q")
+    assert code == guide_session.EXIT_STOPPED
+    flat = " ".join(text.split())
+    if xorriso is None:
+        assert "xorriso, the burning program, is not installed" in flat
+        assert "No disc burner found" not in flat
+    else:
+        assert "No disc burner found on this computer" in flat
+        assert "not installed" not in flat
