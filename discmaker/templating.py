@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 
 from discmaker.errors import InternalError
-from discmaker.format.people import date_for_people
+from discmaker.people import date_for_people
 
 
 @cache

@@ -20,7 +20,7 @@ from discmaker.author.intake import InputInstance, read_header, scan
 from discmaker.diagnostics import captured_warnings
 from discmaker.format.identity import text_of
 from discmaker.format.manifest import OmittedFile
-from discmaker.format.people import date_for_people
+from discmaker.people import date_for_people
 
 ProgressCallback = Callable[[int, int], None]
 

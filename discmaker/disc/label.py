@@ -28,7 +28,7 @@ from pathlib import Path
 
 from discmaker.atomic import replace_file
 from discmaker.errors import OutputError
-from discmaker.format.people import long_date, parse_da, person_name, plain
+from discmaker.people import long_date, parse_da, person_name, plain
 from discmaker.templating import PatientSummary
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ from rich.text import Text
 from rich.tree import Tree
 
 from discmaker import APP_NAME
-from discmaker.format.people import date_for_people, person_name
 from discmaker.models import (
     CheckReport,
     ImageStatus,
@@ -41,6 +40,7 @@ from discmaker.models import (
     RestoreResult,
     Verdict,
 )
+from discmaker.people import date_for_people, person_name
 from discmaker.ui.wording import (
     STATE_LABEL,
     SeriesRow,

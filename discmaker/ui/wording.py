@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 from discmaker import APP_NAME
-from discmaker.format.people import person_date, person_name, plain
 from discmaker.models import (
     STATUS_ORDER,
     CheckReport,
@@ -39,6 +38,7 @@ from discmaker.models import (
     Signer,
     Verdict,
 )
+from discmaker.people import person_date, person_name, plain
 
 StepState = Literal["pass", "fail", "warn", "skip"]
 
