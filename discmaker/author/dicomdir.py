@@ -1,11 +1,11 @@
 """Write the DICOMDIR with pydicom's FileSet.
 
 pydicom's FileSet builds the PATIENT/STUDY/SERIES/IMAGE records and picks the File
-IDs. We hand it a *header-only* copy of each instance (with placeholders for the few type 1
-record keys an image may legally leave empty, see
-:data:`discmaker.author.intake.INVENTED_DEFAULTS`),
-let it write the DICOMDIR and its small stand-in files, then move the real, watermarked files
-over the stand-ins. The records only depend on header attributes and the transfer syntax, so
+IDs. We hand it a *header-only* copy of each instance, with its record keys made to conform
+(:mod:`discmaker.author.record_keys`) and placeholders for the few type 1 record keys an image
+may legally leave empty (:data:`discmaker.author.intake.INVENTED_DEFAULTS`), let it write the
+DICOMDIR and its small stand-in files, then move the real, watermarked files over the
+stand-ins. The records only depend on header attributes and the transfer syntax, so
 they describe the real files exactly, and no image is written twice.
 """
 
@@ -18,12 +18,15 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet, RecordNode, RootNode
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from discmaker.author.intake import INVENTED_DEFAULTS
+from discmaker.author.record_keys import conform_record_keys
 from discmaker.errors import StudyError
 from discmaker.format.dicomdir import validate_fileset_id
 
@@ -31,20 +34,33 @@ PIXEL_DATA = Tag(0x7FE0, 0x0010)
 
 
 def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
-    """A header-only copy of ``ds`` for record creation, and the keywords that were invented."""
+    """A header-only copy of ``ds`` for record creation, and the keywords whose record value
+    is not the image's: keys made to conform (:mod:`discmaker.author.record_keys`), then
+    placeholders for type 1 keys left empty.
+
+    The copy shares the elements of ``ds``; each one it changes is replaced, never edited,
+    so the image (already encoded, or still to be) keeps every value as it came.
+    """
     hdr = Dataset()
     for elem in ds:
         if elem.tag != PIXEL_DATA and elem.tag.group != 0x0002:
             hdr.add(elem)
     hdr.file_meta = ds.file_meta
     _sr_record_keys(hdr)
-    invented: list[str] = []
+    invented = list(conform_record_keys(hdr))
     for keyword, value in INVENTED_DEFAULTS.items():
         current = hdr.get(keyword)
         if current is None or str(current).strip() == "":
-            setattr(hdr, keyword, value)
-            invented.append(keyword)
+            _replace(hdr, keyword, value)
+            if keyword not in invented:
+                invented.append(keyword)
     return hdr, tuple(invented)
+
+
+def _replace(hdr: Dataset, keyword: str, value: object) -> None:
+    """Give ``hdr`` a new element: ``setattr`` would change the shared one in the image too."""
+    tag = Tag(keyword)
+    hdr.add(DataElement(tag, dictionary_VR(tag), value))
 
 
 class FileSetWriter:
@@ -107,7 +123,7 @@ def _sr_record_keys(hdr: Dataset) -> None:
             if str(item.get("RelationshipType", "")).strip() == "HAS CONCEPT MOD"
         ]
         if modifiers:
-            hdr.ContentSequence = modifiers
+            _replace(hdr, "ContentSequence", modifiers)
         else:
             del hdr.ContentSequence
     verified = str(hdr.get("VerificationFlag", "")).strip() == "VERIFIED"
@@ -118,7 +134,7 @@ def _sr_record_keys(hdr: Dataset) -> None:
             if item.get("VerificationDateTime")
         ]
         if times:
-            hdr.VerificationDateTime = max(times)
+            _replace(hdr, "VerificationDateTime", max(times))
 
 
 class _StandIn(Dataset):

@@ -74,7 +74,7 @@ class ImageEntry:
     frames: int
     encoding: str  # "native", "decompressed", "lossy-carried"
     source_syntax: str
-    invented: tuple[str, ...] = ()  # DICOMDIR record keys given placeholders
+    invented: tuple[str, ...] = ()  # record keys given placeholders or made to conform
 
 
 @dataclass(frozen=True)
