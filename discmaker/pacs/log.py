@@ -28,14 +28,12 @@ by a crash is skipped when reading and never glued to the next one.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,11 +44,7 @@ import platformdirs
 
 from discmaker import APP_NAME
 from discmaker.errors import OutputError
-
-try:  # POSIX; elsewhere one write() per line is the only guard
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from discmaker.jsonlines import AppendLog
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +121,7 @@ class ImportLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._fd: int | None = None
+        self._file = AppendLog(self.path)
 
     def __enter__(self) -> ImportLog:
         self.open()
@@ -145,45 +139,19 @@ class ImportLog:
         """Open for appending (creating it and its folder if needed); :class:`OutputError`
         if that is impossible, before anything is sent."""
         try:
-            if not self.path.parent.is_dir():
-                self.path.parent.mkdir(parents=True, mode=0o700)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            self._file.open()
         except OSError as exc:
             raise _cannot(self.path, exc) from exc
         log.debug("import log: %s", self.path)
 
     def close(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-        os.close(fd)
-
-    @contextlib.contextmanager
-    def _locked(self, fd: int) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover - Windows
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        self._file.close()
 
     def write(self, context: RunContext, event: str, **values: Any) -> None:
         """Append one line: ``event``, the run's fields and ``values``."""
-        if self._fd is None:
-            raise RuntimeError("the import log is not open")
         record = {"when": _now(), "event": event, **context.fields(), **values}
-        line = json.dumps(record, sort_keys=True, ensure_ascii=True).encode() + b"\n"
-        fd = self._fd
         try:
-            with self._locked(fd):
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # the last line was cut short: never glue onto it
-                os.write(fd, line)
+            self._file.append(record)
         except OSError as exc:
             raise _cannot(self.path, exc, started=True) from exc
 
