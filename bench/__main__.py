@@ -7,5 +7,5 @@ next part's peak-memory figures (Linux carries ``ru_maxrss`` across exec).
 import subprocess
 import sys
 
-for part in ("bench.watermark_bench", "bench.disc_bench"):
+for part in ("bench.watermark_bench", "bench.disc_bench", "bench.station_bench"):
     subprocess.run([sys.executable, "-m", part], check=True)

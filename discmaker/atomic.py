@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` as ``path`` atomically, replacing any previous file. Raises OSError."""
+    _publish(path, lambda handle: handle.write(data), mode)
+
+
+def copy_file(source: Path, path: Path, *, mode: int = 0o644) -> None:
+    """Copy ``source`` to ``path`` atomically (a disc image into a robot's folder)."""
+    with source.open("rb") as src:
+        _publish(path, lambda handle: shutil.copyfileobj(src, handle, 1 << 20), mode)
+
+
+def _publish(path: Path, fill: Callable[[BinaryIO], object], mode: int) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -46,4 +59,4 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["fsync_dir", "replace_file"]
+__all__ = ["copy_file", "fsync_dir", "replace_file"]

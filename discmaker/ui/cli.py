@@ -32,7 +32,7 @@ from discmaker import APP_NAME, __version__, errors
 from discmaker.crypto import signing
 from discmaker.disc.media import Medium
 from discmaker.parallel import default_workers
-from discmaker.ui import cli_help
+from discmaker.ui import cli_help, cli_station
 from discmaker.ui.render import progress_bars
 from discmaker.ui.wording import plain
 
@@ -308,8 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="list trusted senders")
     t = tsub.add_parser("remove", help="stop trusting a sender")
     t.add_argument("fingerprint", help="the sender's fingerprint, as 'trust list' shows it")
-    named = [(name, command) for name, command in sub.choices.items()]
+    stations = cli_station.add_parsers(sub, _Parser)
+    named = [(name, command) for name, command in sub.choices.items() if name != "station"]
     named += [(f"trust {name}", command) for name, command in tsub.choices.items()]
+    named += stations
     for name, command in named:
         _add_verbose(command, default=argparse.SUPPRESS)  # `-v` after the command works too
         cli_help.apply(command, name)
@@ -892,6 +894,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "restore": cmd_restore,
     "import": _cmd_import,
     "trust": cmd_trust,
+    "station": cli_station.cmd_station,
 }
 
 

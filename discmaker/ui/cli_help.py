@@ -94,6 +94,84 @@ EPILOGS: dict[str, Epilog] = {
         ),
         "discmaker import /media/cdrom --to PACS@pacs.hospital.local:104",
     ),
+    "station": Epilog(
+        (
+            (0, "stopped by SIGTERM; a disc under way was finished first"),
+            (64, "a mistake in the configuration or the flags (the message names the setting)"),
+            (65, "cannot listen on the DICOM port (in use, or below 1024 without the right)"),
+            (73, "the output or state folder, the queue or the audit log cannot be written"),
+            (77, "the signing key, its passphrase or the certificate cannot be used"),
+            (130, "interrupted (Ctrl-C); a disc under way starts again at the next start"),
+        ),
+        "discmaker station --config /etc/discmaker/station.toml",
+    ),
+    "station run": Epilog(
+        (
+            (0, "stopped by SIGTERM; a disc under way was finished first"),
+            (64, "a mistake in the configuration or the flags (the message names the setting)"),
+            (65, "cannot listen on the DICOM port (in use, or below 1024 without the right)"),
+            (73, "the output or state folder, the queue or the audit log cannot be written"),
+            (77, "the signing key, its passphrase or the certificate cannot be used"),
+            (130, "interrupted (Ctrl-C); a disc under way starts again at the next start"),
+        ),
+        "discmaker station run --config /etc/discmaker/station.toml",
+    ),
+    "station status": Epilog(
+        (
+            (0, "the status is printed"),
+            *(
+                (
+                    64,
+                    "no station queue in that state folder, no such job, or a job in the wrong "
+                    "state for it",
+                ),
+                (73, "the queue cannot be opened"),
+            ),
+        ),
+        "discmaker station status --config /etc/discmaker/station.toml",
+    ),
+    "station jobs": Epilog(
+        (
+            (0, "the jobs are printed"),
+            *(
+                (
+                    64,
+                    "no station queue in that state folder, no such job, or a job in the wrong "
+                    "state for it",
+                ),
+                (73, "the queue cannot be opened"),
+            ),
+        ),
+        "discmaker station jobs --config /etc/discmaker/station.toml --json",
+    ),
+    "station retry": Epilog(
+        (
+            (0, "the job is back in the queue: the running station makes its disc"),
+            *(
+                (
+                    64,
+                    "no station queue in that state folder, no such job, or a job in the wrong "
+                    "state for it",
+                ),
+                (73, "the queue cannot be opened"),
+            ),
+        ),
+        "discmaker station retry 42 --config /etc/discmaker/station.toml",
+    ),
+    "station cancel": Epilog(
+        (
+            (0, "the job is cancelled (its disc, if under way, is removed)"),
+            *(
+                (
+                    64,
+                    "no station queue in that state folder, no such job, or a job in the wrong "
+                    "state for it",
+                ),
+                (73, "the queue cannot be opened"),
+            ),
+        ),
+        "discmaker station cancel 42 --config /etc/discmaker/station.toml",
+    ),
     "trust add": Epilog(
         (
             (0, "the sender is trusted"),

@@ -1,0 +1,82 @@
+"""The station's audit log: one JSON line per disc made or failed, never rewritten.
+
+``state/audit.jsonl``, lines of ``format`` ``discmaker-station-audit`` version 1: ``when``
+(ISO 8601 UTC), ``station``, ``job``, ``attempt``, ``result`` (``verified`` or ``failed``),
+``reason``, ``study_instance_uid``, ``label`` (the disc's File-set ID), ``outputs``,
+``manifest_sha256`` (of each disc's signed DISCSIG/MANIFEST.JSN), ``signer_fingerprint``,
+``images`` and ``omitted``. No patient names or IDs: the study UID and the manifest hash lead
+to the disc, which says whose it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from discmaker.errors import OutputError
+from discmaker.jsonlines import AppendLog
+
+AUDIT_FORMAT = "discmaker-station-audit"
+AUDIT_VERSION = 1
+
+
+class AuditLog:
+    """Append-only; safe to share between threads."""
+
+    def __init__(self, path: Path, station: str) -> None:
+        self.path = path
+        self.station = station
+        self._file = AppendLog(path)
+        try:
+            self._file.open()
+        except OSError as exc:
+            raise OutputError(
+                f"The station's audit log {path} cannot be opened ({exc.strerror or exc})."
+            ) from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+    def record(
+        self,
+        *,
+        job: int,
+        attempt: int,
+        result: str,
+        reason: str,
+        study_uid: str,
+        label: str,
+        outputs: Sequence[str],
+        manifest_sha256: Sequence[str],
+        signer_fingerprint: str,
+        images: int,
+        omitted: int,
+    ) -> None:
+        """One line, flushed to the disk before this returns. Raises :class:`OutputError`."""
+        line = {
+            "format": AUDIT_FORMAT,
+            "format_version": AUDIT_VERSION,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "station": self.station,
+            "job": job,
+            "attempt": attempt,
+            "result": result,
+            "reason": reason,
+            "study_instance_uid": study_uid,
+            "label": label,
+            "outputs": list(outputs),
+            "manifest_sha256": list(manifest_sha256),
+            "signer_fingerprint": signer_fingerprint,
+            "images": images,
+            "omitted": omitted,
+        }
+        try:
+            self._file.append(line, durable=True)
+        except OSError as exc:
+            raise OutputError(
+                f"The station's audit log {self.path} cannot be written ({exc.strerror or exc})."
+            ) from exc
+
+
+__all__ = ["AUDIT_FORMAT", "AUDIT_VERSION", "AuditLog"]

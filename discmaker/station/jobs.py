@@ -1,0 +1,256 @@
+"""One disc job, from received instances to a verified disc.
+
+``received`` -> author the disc (every core; the label PDF next to it) -> ``written`` ->
+check the disc image as a receiving clinic would, against the station's own certificate ->
+burn it and read it back (``burned``), or hand it to the robot's hot folder
+(``handed-over``) -> ``verified``. Every outcome is one line in the audit log. A failure of
+any step leaves the job ``failed`` with a reason an operator can act on, the received
+instances kept for ``station retry``, and nothing half-written under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import serialization
+
+from discmaker.atomic import copy_file, replace_file
+from discmaker.author.create import AuthorRequest, author
+from discmaker.check.burned import verify_burn
+from discmaker.check.verify import check_disc, check_set
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc.burn import burn, list_drives
+from discmaker.disc.source import open_source
+from discmaker.errors import DiscmakerError
+from discmaker.format.canonical import dumps
+from discmaker.format.manifest import MANIFEST_PATH, MAX_MANIFEST_BYTES
+from discmaker.parallel import default_workers
+from discmaker.station.queue import Job
+
+if TYPE_CHECKING:
+    from discmaker.station.service import Station
+
+log = logging.getLogger(__name__)
+
+ROBOT_JOB_FORMAT = "discmaker-robot-job"
+LABEL_PREFIX = "DS"  # every disc the station makes is DS and its job number
+
+
+class _Cancelled(Exception):
+    """The operator cancelled the job while it ran."""
+
+
+def disc_label(job: Job) -> str:
+    """The disc's File-set ID: ``DS`` and the job number (``DS000042``)."""
+    return f"{LABEL_PREFIX}{job.id:06d}"[:16]
+
+
+def run_job(station: Station, job: Job) -> None:
+    """Take ``job`` as far as it goes; its state and the audit log say how far."""
+    queue, now = station.queue, station.clock
+    try:
+        if job.state == "received":
+            job = _author(station, job)
+        _self_check(station, job)
+        job = _deliver(station, job)
+        queue.set_state(job.id, "verified", now=now())
+        _finish(station, job, "verified", "")
+    except _Cancelled:
+        log.info("station: job %d cancelled while it ran; its disc was removed", job.id)
+    except DiscmakerError as exc:
+        _fail(station, job, str(exc))
+    except OSError as exc:
+        _fail(station, job, f"{exc.strerror or exc} ({exc.filename or 'output'})")
+    except Exception as exc:  # one job's bug must not stop a station making other discs
+        log.exception("station: job %d: internal error", job.id)
+        _fail(station, job, f"internal error in discmaker ({type(exc).__name__}); see the log")
+
+
+def _author(station: Station, job: Job) -> Job:
+    config, queue = station.config, station.queue
+    queue.start_attempt(job.id, now=station.clock())
+    files = queue.job_files(job.id)
+    label = disc_label(job)
+    out = config.out / (f"{label}.iso" if config.format == "iso" else label)
+    label_pdf = config.out / f"{label}.pdf" if config.label_pdf else None
+    started = time.monotonic()
+    result = author(
+        AuthorRequest(
+            inputs=tuple(Path(path) for _, path in files),
+            out=out,
+            key=station.key,
+            cert=station.cert,
+            format=config.format,
+            label=label,
+            medium=config.medium,
+            institution=config.institution,
+            workers=config.workers,
+            span=config.span,
+            label_pdf=label_pdf,
+            skip_unusable=config.skip_unusable,
+            overwrite=True,  # only an earlier, interrupted attempt of this job can be there
+            expected_instances=frozenset(uid for uid, _ in files),
+        )
+    )
+    outputs = [str(p) for p in result.outputs]
+    if _cancelled(station, job):
+        _remove(outputs, label_pdf)
+        raise _Cancelled
+    queue.set_state(
+        job.id,
+        "written",
+        now=station.clock(),
+        label=label,
+        outputs=outputs,
+        label_pdf=str(label_pdf or ""),
+        manifest_sha256=",".join(_manifest_hash(Path(p)) for p in outputs),
+        images=result.images,
+        omitted=len(result.omitted),
+    )
+    log.info(
+        "station: job %d: %d image(s) on %d disc(s) in %.1f s",
+        job.id,
+        result.images,
+        len(outputs),
+        time.monotonic() - started,
+    )
+    found = queue.job(job.id)
+    assert found is not None
+    return found
+
+
+def _manifest_hash(disc: Path) -> str:
+    with open_source(disc) as src:
+        return hashlib.sha256(src.read_bytes(MANIFEST_PATH, limit=MAX_MANIFEST_BYTES)).hexdigest()
+
+
+def _trust(station: Station) -> TrustStore:
+    folder = station.config.state / "self-check"
+    folder.mkdir(exist_ok=True, mode=0o700)
+    cert = folder / "station.pem"
+    replace_file(cert, station.cert.public_bytes(serialization.Encoding.PEM))
+    return TrustStore.from_paths([cert])
+
+
+def _self_check(station: Station, job: Job) -> None:
+    """Check the disc images as the receiving clinic will; refuse to deliver one that fails."""
+    trust = _trust(station)
+    workers = station.config.workers or default_workers()
+    reports = [check_disc(Path(p), trust=trust, workers=workers) for p in job.outputs]
+    code = check_set(reports).exit_code if len(reports) > 1 else reports[0].exit_code
+    if code != 0:
+        verdicts = ", ".join(r.verdict.value for r in reports)
+        raise _JobFailed(f"the new disc did not verify when checked ({verdicts})")
+
+
+class _JobFailed(DiscmakerError):
+    pass
+
+
+def _deliver(station: Station, job: Job) -> Job:
+    config, queue = station.config, station.queue
+    if config.burn is not None:
+        if len(job.outputs) > 1:
+            raise _JobFailed(
+                f"the study needs {len(job.outputs)} discs, and one drive cannot change discs "
+                f"unattended: burn them from {config.out}, or give the station a robot's "
+                "hot_folder"
+            )
+        drive = config.burn or _the_burner()
+        burn(Path(job.outputs[0]), drive)
+        report = verify_burn(drive, _trust(station), workers=config.workers or default_workers())
+        if report.exit_code != 0:
+            raise _JobFailed(f"the burned disc did not verify when read back ({report.verdict})")
+        queue.set_state(job.id, "burned", now=station.clock())
+    elif config.hot_folder is not None:
+        _hand_over(job, config.hot_folder)
+        queue.set_state(job.id, "handed-over", now=station.clock())
+    found = queue.job(job.id)
+    assert found is not None
+    return found
+
+
+def _the_burner() -> str:
+    drives = list_drives()
+    if len(drives) != 1:
+        raise _JobFailed(
+            f'burn = "" needs exactly one disc burner, and this computer has {len(drives)}: '
+            'name the drive (burn = "/dev/sr0") in the station\'s configuration'
+        )
+    return drives[0].address
+
+
+def _hand_over(job: Job, hot_folder: Path) -> None:
+    """Copy the disc images and the label into the robot's folder, then its job file: the
+    robot sees the job file last, when everything it names is complete."""
+    names: list[dict[str, str]] = []
+    for output in job.outputs:
+        image = Path(output)
+        copy_file(image, hot_folder / image.name)
+        names.append({"image": image.name})
+    if job.label_pdf:
+        pdf = Path(job.label_pdf)
+        copy_file(pdf, hot_folder / pdf.name)
+        for entry in names:
+            entry["label_pdf"] = pdf.name
+    ticket = {
+        "format": ROBOT_JOB_FORMAT,
+        "format_version": 1,
+        "job": job.id,
+        "label": job.label,
+        "copies": 1,
+        "discs": names,
+    }
+    replace_file(hot_folder / f"{job.label}.JOB.json", dumps(ticket))
+
+
+def _cancelled(station: Station, job: Job) -> bool:
+    current = station.queue.job(job.id)
+    return current is not None and current.state == "cancelled"
+
+
+def _remove(outputs: Sequence[str], label_pdf: Path | None) -> None:
+    for name in outputs:
+        path = Path(name)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if label_pdf is not None:
+        label_pdf.unlink(missing_ok=True)
+
+
+def _fail(station: Station, job: Job, reason: str) -> None:
+    log.error("station: job %d failed: %s", job.id, reason)
+    if _cancelled(station, job):
+        return
+    station.queue.set_state(job.id, "failed", now=station.clock(), reason=reason)
+    current = station.queue.job(job.id) or job
+    _finish(station, current, "failed", reason)
+
+
+def _finish(station: Station, job: Job, result: str, reason: str) -> None:
+    current = station.queue.job(job.id) or job
+    station.audit.record(
+        job=current.id,
+        attempt=current.attempts,
+        result=result,
+        reason=reason,
+        study_uid=current.study_uid,
+        label=current.label,
+        outputs=current.outputs,
+        manifest_sha256=[h for h in current.manifest_sha256.split(",") if h],
+        signer_fingerprint=signing.fingerprint(station.cert),
+        images=current.images,
+        omitted=current.omitted,
+    )
+
+
+__all__ = ["LABEL_PREFIX", "ROBOT_JOB_FORMAT", "disc_label", "run_job"]

@@ -1,0 +1,485 @@
+"""The disc station over the network on loopback: dcmtk's storescu, pynetdicom and Orthanc send
+studies; each becomes a verified disc, once, whatever breaks on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from discmaker import errors
+from discmaker.check.verify import check_disc
+from discmaker.crypto import signing
+from discmaker.crypto.trust import TrustStore
+from discmaker.disc.source import open_source
+from discmaker.format.manifest import MANIFEST_PATH, parse
+from discmaker.jsonlines import read_records
+from discmaker.sample import SamplePatient, write_sample_study
+from discmaker.station import config as station_config
+from discmaker.station.queue import Queue
+from discmaker.station.service import Station
+from discmaker.ui.cli import main
+from tests.conftest import PASSPHRASE, Centre
+from tests.pacs_fixtures import LOOPBACK, free_port, run_orthanc
+
+AET = "STATION"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "station.toml"
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_config(tmp: Path, centre: Centre, **changes: Any) -> station_config.StationConfig:
+    base = station_config.StationConfig(
+        aet=AET,
+        host=LOOPBACK,
+        port=0,
+        out=tmp / "discs",
+        state=tmp / "state",
+        key=centre.key_path,
+        cert=centre.cert_path,
+        quiet_seconds=0.5,
+        incomplete_seconds=30.0,
+        workers=1,
+    )
+    return replace(base, **changes)
+
+
+@contextmanager
+def running(config: station_config.StationConfig, centre: Centre) -> Iterator[Station]:
+    key = signing.load_private_key(centre.key_path, passphrase=PASSPHRASE)
+    with Station(config, key=key, cert=centre.identity.certificate) as station:
+        stop = threading.Event()
+        listening = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                station.run(stop, poll=0.05, on_listening=lambda _: listening.set())
+            except BaseException as exc:  # surfaced in the test below
+                failure.append(exc)
+                listening.set()
+
+        thread = threading.Thread(target=run, name="station", daemon=True)
+        thread.start()
+        listening.wait(10)
+        try:
+            if failure:
+                raise failure[0]
+            yield station
+        finally:
+            stop.set()
+            thread.join(60)
+        if failure:
+            raise failure[0]
+
+
+def study(root: Path, seed: str, *, slices: int = 4, size: int = 64) -> list[Path]:
+    patient = SamplePatient(patient_id=f"ST-{seed}")
+    write_sample_study(
+        root, ct_slices=slices, ct_size=size, mr_slices=0, seed=seed, patient=patient
+    )
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def uids(files: list[Path]) -> set[str]:
+    return {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+
+
+def storescu(port: int, files: list[Path]) -> None:
+    exe = shutil.which("storescu")
+    if exe is None:
+        pytest.skip("dcmtk's storescu is not installed (apt-get install dcmtk)")
+    done = subprocess.run(
+        [exe, "-aec", AET, "-aet", "PACS", LOOPBACK, str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def send(port: int, files: list[Path], *, abort_after: int | None = None) -> list[int]:
+    """C-STORE with pynetdicom; returns the statuses. ``abort_after``: abort instead of
+    releasing once that many were sent."""
+    from pynetdicom import AE, StoragePresentationContexts
+
+    ae = AE(ae_title="PACS")
+    ae.requested_contexts = StoragePresentationContexts[:120]
+    assoc = ae.associate(LOOPBACK, port, ae_title=AET)
+    assert assoc.is_established
+    statuses = []
+    try:
+        for n, path in enumerate(files):
+            if abort_after is not None and n == abort_after:
+                assoc.abort()
+                return statuses
+            status = assoc.send_c_store(dcmread(path))
+            statuses.append(int(status.Status))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses
+
+
+def verified_jobs(station: Station) -> list[Any]:
+    return [j for j in station.queue.jobs() if j.state == "verified"]
+
+
+def disc_uids(disc: Path) -> set[str]:
+    with open_source(disc) as src:
+        manifest = parse(src.read_bytes(MANIFEST_PATH, limit=1 << 24))
+    return {i.sop_instance_uid for i in manifest.images}
+
+
+# -- a study in, a verified disc out -----------------------------------------------------------
+
+
+def test_a_study_sent_with_storescu_becomes_one_verified_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    files = study(tmp_path / "ct", "a")
+    config = make_config(tmp_path, centre, keep_received_days=0)
+    with running(config, centre) as station:
+        storescu(station.receiver.port, files)
+        (job,) = wait_for("a verified disc", lambda: verified_jobs(station))
+        # the received copies go once the disc verified (keep_received_days = 0)
+        wait_for("the received copies to go", lambda: not list(config.spool.rglob("*.dcm")))
+    (iso,) = (Path(p) for p in job.outputs)
+    assert iso.parent == config.out and iso.suffix == ".iso"
+    assert disc_uids(iso) == uids(files)
+    report = check_disc(iso, trust=TrustStore.from_paths([centre.cert_path]))
+    assert report.exit_code == 0
+    assert Path(job.label_pdf).is_file()
+    (line,) = list(read_records(config.audit_path))
+    with open_source(iso) as src:
+        manifest_hash = hashlib.sha256(src.read_bytes(MANIFEST_PATH, limit=1 << 24)).hexdigest()
+    assert line["result"] == "verified" and line["manifest_sha256"] == [manifest_hash]
+    assert line["study_instance_uid"] == str(dcmread(files[0]).StudyInstanceUID)
+    assert line["signer_fingerprint"] == signing.fingerprint(centre.identity.certificate)
+    assert "ST-a" not in json.dumps(line)  # no patient data in the audit log
+
+
+def test_eight_concurrent_associations_make_eight_discs(tmp_path: Path, centre: Centre) -> None:
+    studies = {seed: study(tmp_path / seed, seed, slices=3) for seed in "abcdefgh"}
+    config = make_config(tmp_path, centre, quiet_seconds=1.0)
+    with running(config, centre) as station:
+        port = station.receiver.port
+        results: dict[str, list[int]] = {}
+        threads = [
+            threading.Thread(target=lambda s=s, f=f: results.__setitem__(s, send(port, f)))
+            for s, f in studies.items()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert all(statuses == [0] * 3 for statuses in results.values()), results
+        jobs = wait_for(
+            "8 discs", lambda: len(verified_jobs(station)) == 8 and verified_jobs(station), 180
+        )
+    on_discs = [disc_uids(Path(j.outputs[0])) for j in jobs]
+    assert sorted(map(sorted, on_discs)) == sorted(sorted(uids(f)) for f in studies.values())
+    assert len(list(config.out.glob("*.iso"))) == 8
+
+
+# -- what breaks on the way ---------------------------------------------------------------------
+
+
+def test_an_aborted_association_holds_the_study_back_until_it_is_finished(
+    tmp_path: Path, centre: Centre, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = study(tmp_path / "ct", "b")
+    config = make_config(tmp_path, centre, quiet_seconds=0.3)
+    with running(config, centre) as station, caplog.at_level("WARNING", "discmaker.station"):
+        assert send(station.receiver.port, files, abort_after=2) == [0, 0]
+        wait_for("the abort to be noted", lambda: "broke off after 2" in caplog.text)
+        time.sleep(1.0)  # three quiet periods
+        assert station.queue.jobs() == []  # the partial study is not authored
+        assert send(station.receiver.port, files) == [0] * 4  # the sender starts again
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    assert disc_uids(Path(job.outputs[0])) == uids(files)
+
+
+def test_a_study_whose_sender_never_comes_back_is_authored_after_the_patience(
+    tmp_path: Path, centre: Centre, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = study(tmp_path / "ct", "c")
+    config = make_config(tmp_path, centre, quiet_seconds=0.2, incomplete_seconds=1.5)
+    with running(config, centre) as station, caplog.at_level("WARNING", "discmaker.station"):
+        send(station.receiver.port, files, abort_after=3)
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    assert job.images == 3
+    assert "did not finish it" in caplog.text
+
+
+def test_a_malformed_dataset_is_refused_and_the_association_goes_on(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from pynetdicom import AE, StoragePresentationContexts
+
+    files = study(tmp_path / "ct", "d", slices=2)
+    config = make_config(tmp_path, centre)
+    with running(config, centre) as station:
+        ae = AE(ae_title="PACS")
+        ae.requested_contexts = StoragePresentationContexts[:120]
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        bad = dcmread(files[0])
+        del bad.PatientID
+        bad.SOPInstanceUID = generate_uid()
+        refused = assoc.send_c_store(bad)
+        assert int(refused.Status) >= 0xA000 and "Patient ID" in str(refused.get("ErrorComment"))
+        assert [int(assoc.send_c_store(dcmread(p)).Status) for p in files] == [0, 0]
+        assoc.release()
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    assert job.images == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_output_disk_fails_the_job_clearly_and_leaves_no_partial_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    out = tmp_path / "small"
+    out.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(out)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"tmpfs cannot be mounted here: {mounted.stderr.decode().strip()}")
+    try:
+        files = study(tmp_path / "ct", "e", slices=6, size=128)  # about 200 kB
+        config = make_config(tmp_path, centre, out=out, label_pdf=False)
+        with running(config, centre) as station:
+            send(station.receiver.port, files)
+            try:
+                (job,) = wait_for(
+                    "the job to fail",
+                    lambda: [j for j in station.queue.jobs() if j.state == "failed"],
+                )
+            except AssertionError:
+                raise AssertionError(str(station.queue.jobs())) from None
+        assert "space" in job.reason.lower(), job.reason
+        assert [p.name for p in out.iterdir()] == []  # nothing under a final name, no leftovers
+        assert len(list(config.spool.rglob("*.dcm"))) == 6  # kept for station retry
+        (line,) = list(read_records(config.audit_path))
+        assert line["result"] == "failed" and "space" in line["reason"].lower()
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
+
+
+def _station_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, signing.PASSPHRASE_ENV: PASSPHRASE.decode(), "DISCMAKER_LOG": "info"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "discmaker", "station", "--config", str(config_path)],
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _write_config(path: Path, config: station_config.StationConfig, port: int) -> None:
+    path.write_text(
+        f"""
+[dicom]
+aet = "{AET}"
+host = "{LOOPBACK}"
+port = {port}
+[station]
+out = "{config.out}"
+state = "{config.state}"
+quiet_seconds = {config.quiet_seconds}
+[signing]
+key = "{config.key}"
+cert = "{config.cert}"
+[disc]
+workers = 1
+label_pdf = false
+"""
+    )
+
+
+def test_killed_while_authoring_the_station_resumes_and_makes_one_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    files = study(tmp_path / "ct", "f", slices=12, size=128)
+    config = make_config(tmp_path, centre, quiet_seconds=0.3)
+    port = free_port()
+    cfg = tmp_path / "station.toml"
+    _write_config(cfg, config, port)
+    log = tmp_path / "station.log"
+    proc = _station_process(cfg, log)
+    try:
+        wait_for("the station to listen", lambda: b"listening" in log.read_bytes(), 30)
+        send(port, files)
+        queue_path = config.queue_path
+
+        def authoring() -> bool:
+            with Queue(queue_path) as queue:
+                return any(j.state == "authoring" for j in queue.jobs())
+
+        wait_for("authoring to start", authoring, 60)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert not list(config.out.glob("*.iso"))  # nothing under a final name
+        proc = _station_process(cfg, log)
+        with Queue(queue_path) as queue:
+            wait_for(
+                "the resumed disc", lambda: [j for j in queue.jobs() if j.state == "verified"], 120
+            )
+            (job,) = queue.jobs()
+        assert job.attempts == 2
+        assert [p.name for p in config.out.iterdir()] == [Path(job.outputs[0]).name]
+        assert disc_uids(Path(job.outputs[0])) == uids(files)
+        assert b"interrupted while authoring" in log.read_bytes()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# -- Media Creation Management, Orthanc ---------------------------------------------------------
+
+
+def test_a_media_creation_request_makes_the_disc_and_n_get_reports_it(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MediaCreationManagement
+
+    files = study(tmp_path / "ct", "g", slices=3)
+    # a quiet period that never ends: only the request makes the disc
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    with running(config, centre) as station:
+        send(station.receiver.port, files)
+        time.sleep(0.3)
+        assert station.queue.jobs() == []
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(MediaCreationManagement)
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        request = Dataset()
+        request.ReferencedSOPSequence = []
+        for path in files:
+            ds = dcmread(path, stop_before_pixels=True)
+            item = Dataset()
+            item.ReferencedSOPClassUID = ds.SOPClassUID
+            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            request.ReferencedSOPSequence.append(item)
+        uid = generate_uid()
+        status, _ = assoc.send_n_create(request, MediaCreationManagement, uid)
+        assert int(status.Status) == 0
+        status, _ = assoc.send_n_action(None, 1, MediaCreationManagement, uid)
+        assert int(status.Status) == 0
+
+        def done() -> bool:
+            status, attrs = assoc.send_n_get([0x21000020], MediaCreationManagement, uid)
+            return int(status.Status) == 0 and attrs is not None and attrs.ExecutionStatus == "DONE"
+
+        wait_for("N-GET to say DONE", done, 120)
+        status, _ = assoc.send_n_get([0x21000020], MediaCreationManagement, generate_uid())
+        assert int(status.Status) == 0x0112  # no such request
+        assoc.release()
+        (job,) = verified_jobs(station)
+    assert job.trigger == "request" and disc_uids(Path(job.outputs[0])) == uids(files)
+
+
+def test_orthanc_sends_a_study_to_the_station(tmp_path: Path, centre: Centre) -> None:
+    files = study(tmp_path / "ct", "h", slices=3)
+    config = make_config(tmp_path, centre)
+    with run_orthanc(tmp_path / "orthanc") as orthanc, running(config, centre) as station:
+        base = f"http://{LOOPBACK}:{orthanc.http_port}"
+
+        def call(method: str, path: str, body: bytes) -> Any:
+            req = urllib.request.Request(base + path, data=body, method=method)
+            with urllib.request.urlopen(req, timeout=60) as answer:
+                return json.loads(answer.read() or b"null")
+
+        ids = [call("POST", "/instances", p.read_bytes())["ID"] for p in files]
+        modality = {"AET": AET, "Host": LOOPBACK, "Port": station.receiver.port}
+        call("PUT", "/modalities/station", json.dumps(modality).encode())
+        call("POST", "/modalities/station/store", json.dumps(ids).encode())
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    assert disc_uids(Path(job.outputs[0])) == uids(files)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_status_jobs_retry_and_cancel(
+    tmp_path: Path, centre: Centre, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = study(tmp_path / "ct", "i", slices=2)
+    config = make_config(tmp_path, centre)
+    with running(config, centre) as station:
+        send(station.receiver.port, files)
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    state = ["--state", str(config.state)]
+    assert main(["station", "status", *state, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["jobs"]["verified"] == 1 and status["waiting_studies"] == []
+    assert main(["station", "jobs", *state, "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert listed["id"] == job.id and listed["state"] == "verified" and listed["images"] == 2
+    assert main(["station", "cancel", str(job.id), *state]) == errors.EX_USAGE  # verified
+    assert "verified already" in " ".join(capsys.readouterr().err.split())
+    assert main(["station", "retry", str(job.id), *state]) == 0  # its images are still kept
+    assert "now received" in capsys.readouterr().out
+    assert main(["station", "cancel", str(job.id), *state]) == 0
+    assert main(["station", "cancel", "99", *state]) == errors.EX_USAGE
+
+
+def test_the_example_configuration_loads_and_mistakes_are_named(tmp_path: Path) -> None:
+    config = station_config.load(EXAMPLE)
+    assert config.aet == "DISCMAKER" and config.port == 11112 and config.span
+    assert config.passphrase_file == Path("/etc/discmaker/passphrase")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[dicom]\naet = "X"\nprot = 104\n')
+    with pytest.raises(errors.UsageError, match="no setting 'prot'"):
+        station_config.load(bad)
+    bad.write_text('[station]\nquiet_seconds = "soon"\n')
+    with pytest.raises(errors.UsageError, match="quiet_seconds must be a number"):
+        station_config.load(bad, out=tmp_path, key=tmp_path / "k", cert=tmp_path / "c")
+    over = station_config.load(EXAMPLE, port=4242, aet="OTHER")
+    assert (over.port, over.aet) == (4242, "OTHER")
+
+
+def test_a_passphrase_file_others_can_read_is_refused(tmp_path: Path, centre: Centre) -> None:
+    secret = tmp_path / "passphrase"
+    secret.write_bytes(PASSPHRASE + b"\n")
+    secret.chmod(0o644)
+    config = make_config(tmp_path, centre, passphrase_file=secret)
+    with pytest.raises(errors.KeyFileError, match="chmod 600"):
+        station_config.read_passphrase(config)
+    secret.chmod(0o600)
+    assert station_config.read_passphrase(config) == PASSPHRASE
