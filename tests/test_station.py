@@ -483,3 +483,114 @@ def test_a_passphrase_file_others_can_read_is_refused(tmp_path: Path, centre: Ce
         station_config.read_passphrase(config)
     secret.chmod(0o600)
     assert station_config.read_passphrase(config) == PASSPHRASE
+
+
+# -- the review's cases: what a sender or an operator can do at the wrong moment --------------
+
+
+def test_an_instance_uid_sent_again_for_another_study_is_refused(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from pynetdicom import AE, StoragePresentationContexts
+
+    files = study(tmp_path / "ct", "j", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    with running(config, centre) as station:
+        assert send(station.receiver.port, files) == [0, 0]
+        clash = dcmread(files[0])
+        clash.StudyInstanceUID = generate_uid()
+        ae = AE(ae_title="PACS")
+        ae.requested_contexts = StoragePresentationContexts[:120]
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        answer = assoc.send_c_store(clash)
+        assoc.release()
+        assert int(answer.Status) == 0xC000
+        assert "another study" in str(answer.ErrorComment)
+        with Queue(config.queue_path) as queue:
+            assert queue.study_of(str(clash.SOPInstanceUID)) == str(
+                dcmread(files[0]).StudyInstanceUID
+            )
+        assert len(list(config.spool.rglob("*.dcm"))) == 2  # the first copy is untouched
+
+
+def test_a_study_sent_again_after_its_disc_makes_a_second_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    files = study(tmp_path / "ct", "k", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=0.3)
+    with running(config, centre) as station:
+        send(station.receiver.port, files)
+        wait_for("the first disc", lambda: verified_jobs(station))
+        send(station.receiver.port, files)
+        jobs = wait_for(
+            "the second disc", lambda: len(verified_jobs(station)) == 2 and verified_jobs(station)
+        )
+    assert [disc_uids(Path(j.outputs[0])) for j in jobs] == [uids(files)] * 2
+
+
+def test_a_media_creation_request_before_the_instances_makes_one_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MediaCreationManagement
+
+    files = study(tmp_path / "ct", "l", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=0.2)
+    with running(config, centre) as station:
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(MediaCreationManagement)
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        request = Dataset()
+        request.ReferencedSOPSequence = []
+        for path in files:
+            ds = dcmread(path, stop_before_pixels=True)
+            item = Dataset()
+            item.ReferencedSOPClassUID = ds.SOPClassUID
+            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            request.ReferencedSOPSequence.append(item)
+        uid = generate_uid()
+        assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
+        assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
+        assoc.release()
+        send(station.receiver.port, files)  # the instances come after the request
+        wait_for("the disc", lambda: verified_jobs(station))
+        time.sleep(1.0)  # five quiet periods: no second disc from the quiet rule
+        (job,) = station.queue.jobs()
+    assert job.trigger == "request" and job.state == "verified"
+
+
+def test_a_job_cancelled_while_it_is_authored_leaves_no_disc(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.pacs.receive import ReceivedInstance
+    from discmaker.station import jobs as station_jobs
+
+    files = study(tmp_path / "ct", "m", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=0)
+    key = signing.load_private_key(centre.key_path, passphrase=PASSPHRASE)
+    with Station(config, key=key, cert=centre.identity.certificate) as station:
+        for path in files:
+            ds = dcmread(path, stop_before_pixels=True)
+            station.store(
+                ReceivedInstance(
+                    calling_aet="PACS",
+                    sop_class_uid=str(ds.SOPClassUID),
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                    study_uid=str(ds.StudyInstanceUID),
+                    series_uid=str(ds.SeriesInstanceUID),
+                    data=path.read_bytes(),
+                )
+            )
+        real_author = station_jobs.author
+
+        def author_then_cancel(*args: Any, **kwargs: Any) -> Any:
+            result = real_author(*args, **kwargs)
+            station.queue.cancel(1, now=time.time())  # an operator, at the worst moment
+            return result
+
+        monkeypatch.setattr(station_jobs, "author", author_then_cancel)
+        assert station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "cancelled"
+        assert list(config.out.iterdir()) == []
+        assert not station.step()  # nothing more to do

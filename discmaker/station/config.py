@@ -24,6 +24,7 @@ from discmaker.pacs.destination import check_aet
 
 DEFAULT_PORT = 11112
 QUEUE_NAME = "queue.sqlite"
+_FLAGS = "the command line"
 MAX_PASSPHRASE_FILE = 4096
 
 # TOML section -> the StationConfig fields it holds.
@@ -107,7 +108,7 @@ def load(path: Path | None, **overrides: Any) -> StationConfig:
     Raises :class:`UsageError` naming the file, the key and what is wrong.
     """
     values: dict[str, Any] = {}
-    where = str(path) if path is not None else "the command line"
+    where = str(path) if path is not None else _FLAGS
     if path is not None:
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -146,9 +147,10 @@ def _flatten(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _build(values: Mapping[str, Any], base: Path, where: str) -> StationConfig:
     for required in ("out", "key", "cert"):
         if required not in values:
+            has_none = f" ({where} has none)" if where != _FLAGS else ""
             raise UsageError(
-                f"The station needs '{required}' (in {where} or as --{required}). See "
-                "examples/station.toml."
+                f"The station needs --{required}, or '{required}' in its --config "
+                f"file{has_none}. See examples/station.toml."
             )
     known = {f.name for f in fields(StationConfig)}
     unknown = set(values) - known

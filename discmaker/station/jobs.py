@@ -58,9 +58,11 @@ def run_job(station: Station, job: Job) -> None:
     try:
         if job.state == "received":
             job = _author(station, job)
-        _self_check(station, job)
-        job = _deliver(station, job)
-        queue.set_state(job.id, "verified", now=now())
+        if job.state == "written":  # burned or handed over before a restart: not again
+            _self_check(station, job)
+            job = _deliver(station, job)
+        if not queue.set_state(job.id, "verified", now=now()):
+            raise _Cancelled
         _finish(station, job, "verified", "")
     except _Cancelled:
         log.info("station: job %d cancelled while it ran; its disc was removed", job.id)
@@ -100,10 +102,7 @@ def _author(station: Station, job: Job) -> Job:
         )
     )
     outputs = [str(p) for p in result.outputs]
-    if _cancelled(station, job):
-        _remove(outputs, label_pdf)
-        raise _Cancelled
-    queue.set_state(
+    written = queue.set_state(
         job.id,
         "written",
         now=station.clock(),
@@ -114,6 +113,9 @@ def _author(station: Station, job: Job) -> Job:
         images=result.images,
         omitted=len(result.omitted),
     )
+    if not written:  # cancelled while it was authored
+        _remove(outputs, label_pdf)
+        raise _Cancelled
     log.info(
         "station: job %d: %d image(s) on %d disc(s) in %.1f s",
         job.id,
@@ -168,10 +170,12 @@ def _deliver(station: Station, job: Job) -> Job:
         report = verify_burn(drive, _trust(station), workers=config.workers or default_workers())
         if report.exit_code != 0:
             raise _JobFailed(f"the burned disc did not verify when read back ({report.verdict})")
-        queue.set_state(job.id, "burned", now=station.clock())
+        if not queue.set_state(job.id, "burned", now=station.clock()):
+            raise _Cancelled
     elif config.hot_folder is not None:
         _hand_over(job, config.hot_folder)
-        queue.set_state(job.id, "handed-over", now=station.clock())
+        if not queue.set_state(job.id, "handed-over", now=station.clock()):
+            raise _Cancelled
     found = queue.job(job.id)
     assert found is not None
     return found
@@ -211,11 +215,6 @@ def _hand_over(job: Job, hot_folder: Path) -> None:
     replace_file(hot_folder / f"{job.label}.JOB.json", dumps(ticket))
 
 
-def _cancelled(station: Station, job: Job) -> bool:
-    current = station.queue.job(job.id)
-    return current is not None and current.state == "cancelled"
-
-
 def _remove(outputs: Sequence[str], label_pdf: Path | None) -> None:
     for name in outputs:
         path = Path(name)
@@ -229,15 +228,19 @@ def _remove(outputs: Sequence[str], label_pdf: Path | None) -> None:
 
 def _fail(station: Station, job: Job, reason: str) -> None:
     log.error("station: job %d failed: %s", job.id, reason)
-    if _cancelled(station, job):
-        return
-    station.queue.set_state(job.id, "failed", now=station.clock(), reason=reason)
-    current = station.queue.job(job.id) or job
-    _finish(station, current, "failed", reason)
+    if station.queue.set_state(job.id, "failed", now=station.clock(), reason=reason):
+        _finish(station, job, "failed", reason)
 
 
 def _finish(station: Station, job: Job, result: str, reason: str) -> None:
     current = station.queue.job(job.id) or job
+    try:
+        _audit(station, current, result, reason)
+    except DiscmakerError as exc:  # the disc is made or failed all the same; say so loudly
+        log.error("station: job %d: %s", job.id, exc)
+
+
+def _audit(station: Station, current: Job, result: str, reason: str) -> None:
     station.audit.record(
         job=current.id,
         attempt=current.attempts,

@@ -215,6 +215,14 @@ class Queue:
 
     # -- receiving ---------------------------------------------------------------------------
 
+    def study_of(self, sop_uid: str) -> str | None:
+        """The study an instance was received in, or None if it never was."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT study_uid FROM instances WHERE sop_uid=?", (sop_uid,)
+            ).fetchone()
+        return None if row is None else str(row["study_uid"])
+
     def add_instance(
         self,
         *,
@@ -226,39 +234,62 @@ class Queue:
         size: int,
         calling_aet: str,
         now: float,
-    ) -> bool:
-        """Record a durable instance. Returns False when it is *late*: its study's job was
-        already made (a re-sent instance the job covers is not late)."""
+    ) -> str:
+        """Record a durable instance. Returns what it is to its study:
+
+        ``"new"`` (the study has no job yet, or a Media Creation request names the instance),
+        ``"late"`` (the study's disc is being made: kept and counted, ``station retry`` makes
+        the disc again with it) or ``"again"`` (the study's disc was finished, verified,
+        failed or cancelled: the study starts over and becomes a new job once quiet).
+        Raises :class:`UsageError` when the SOP Instance UID was received in another study.
+        """
         with self._tx() as db:
+            known = db.execute(
+                "SELECT study_uid FROM instances WHERE sop_uid=?", (sop_uid,)
+            ).fetchone()
+            if known is not None and known["study_uid"] != study_uid:
+                raise UsageError("this SOP Instance UID was already received in another study")
             db.execute(
                 "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sop_uid) DO "
                 "UPDATE SET path=excluded.path, size=excluded.size, received=excluded.received",
                 (sop_uid, study_uid, series_uid, sop_class, path, size, calling_aet, now),
             )
-            study = db.execute(
-                "SELECT job_id FROM studies WHERE study_uid=?", (study_uid,)
+            requested = db.execute(
+                "SELECT j.id FROM job_instances ji JOIN jobs j ON j.id=ji.job_id WHERE "
+                "ji.sop_uid=? AND j.trigger='request' AND j.state IN ('requested', 'received')",
+                (sop_uid,),
             ).fetchone()
+            study = db.execute(
+                "SELECT s.job_id, j.state FROM studies s LEFT JOIN jobs j ON j.id=s.job_id "
+                "WHERE s.study_uid=?",
+                (study_uid,),
+            ).fetchone()
+            request_job = None if requested is None else int(requested["id"])
             if study is None:
                 db.execute(
-                    "INSERT INTO studies (study_uid, first_received, last_received) "
-                    "VALUES (?, ?, ?)",
-                    (study_uid, now, now),
+                    "INSERT INTO studies (study_uid, first_received, last_received, job_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    (study_uid, now, now, request_job),
                 )
-                return True
+                return "new"
             db.execute("UPDATE studies SET last_received=? WHERE study_uid=?", (now, study_uid))
-            job_id = study["job_id"]
-            if job_id is None:
-                return True
-            covered = db.execute(
-                "SELECT 1 FROM job_instances WHERE job_id=? AND sop_uid=?", (job_id, sop_uid)
-            ).fetchone()
-            if covered is not None:
-                return True
-            job = db.execute("SELECT trigger FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if job is not None and job["trigger"] == "request":
-                return True  # a request names its instances; others of the study are not late
+            if study["job_id"] is None:
+                if request_job is not None:  # N-CREATE came first: the request makes the disc
+                    db.execute(
+                        "UPDATE studies SET job_id=? WHERE study_uid=?", (request_job, study_uid)
+                    )
+                return "new"
+            if request_job is not None:
+                return "new"
+            if study["state"] in FINAL or study["state"] is None:
+                db.execute(
+                    "UPDATE studies SET job_id=NULL, late=0, interrupted=NULL, "
+                    "first_received=? WHERE study_uid=?",
+                    (now, study_uid),
+                )
+                return "again"
             db.execute("UPDATE studies SET late=late+1 WHERE study_uid=?", (study_uid,))
-            return False
+            return "late"
 
     def mark_interrupted(self, study_uids: Iterable[str], *, now: float) -> None:
         with self._tx() as db:
@@ -379,8 +410,9 @@ class Queue:
 
     def set_state(
         self, job_id: int, state: str, *, now: float, reason: str = "", **fields: Any
-    ) -> None:
-        """Move a job to ``state``; ``fields`` are other columns (outputs as a sequence)."""
+    ) -> bool:
+        """Move a job to ``state``; ``fields`` are other columns (outputs as a sequence).
+        Returns False, changing nothing, when an operator cancelled the job meanwhile."""
         if state not in STATES:
             raise ValueError(state)
         columns = {"state": state, "reason": reason, "updated": now}
@@ -388,7 +420,11 @@ class Queue:
             columns[key] = json.dumps(list(value)) if key == "outputs" else value
         assignments = ", ".join(f"{k}=?" for k in columns)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", [*columns.values(), job_id])
+            cur = db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id=? AND state!='cancelled'",
+                [*columns.values(), job_id],
+            )
+            return cur.rowcount == 1
 
     def start_attempt(self, job_id: int, *, now: float) -> None:
         with self._tx() as db:
@@ -528,20 +564,21 @@ class Queue:
                 )
             ]
             paths: list[str] = []
+            # an instance a newer job still needs (the study was sent again) stays
+            still_needed = (
+                "SELECT ji2.sop_uid FROM job_instances ji2 JOIN jobs j2 ON j2.id=ji2.job_id "
+                "WHERE j2.id!=? AND j2.kept=1 AND NOT (j2.state='verified' AND j2.updated<?)"
+            )
             for job_id in jobs:
-                paths += [
-                    r["path"]
-                    for r in db.execute(
-                        "SELECT i.path FROM job_instances ji JOIN instances i "
-                        "ON i.sop_uid=ji.sop_uid WHERE ji.job_id=?",
-                        (job_id,),
-                    )
-                ]
-                db.execute(
-                    "DELETE FROM instances WHERE sop_uid IN "
-                    "(SELECT sop_uid FROM job_instances WHERE job_id=?)",
+                needed = {r[0] for r in db.execute(still_needed, (job_id, before))}
+                rows = db.execute(
+                    "SELECT i.sop_uid, i.path FROM job_instances ji JOIN instances i "
+                    "ON i.sop_uid=ji.sop_uid WHERE ji.job_id=?",
                     (job_id,),
-                )
+                ).fetchall()
+                gone = [(r["sop_uid"],) for r in rows if r["sop_uid"] not in needed]
+                paths += [r["path"] for r in rows if r["sop_uid"] not in needed]
+                db.executemany("DELETE FROM instances WHERE sop_uid=?", gone)
                 db.execute("UPDATE jobs SET kept=0 WHERE id=?", (job_id,))
         return paths
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # DIMSE statuses (PS3.7 annex C, PS3.4 annex S)
 _OUT_OF_RESOURCES = 0xA700
+_CANNOT_UNDERSTAND = 0xC000
+_OTHER_STUDY = "this SOP Instance UID was already received in another study"
 _DUPLICATE_INSTANCE = 0x0111
 _NO_SUCH_INSTANCE = 0x0112
 _PROCESSING_FAILURE = 0x0110
@@ -132,7 +134,12 @@ class Station:
             on_listening(self.receiver.port)
         try:
             while not stop.is_set():
-                if not self.step():
+                try:
+                    busy = self.step()
+                except Exception:  # a locked or full disk: say so and try again, never stop
+                    log.exception("station: the queue could not be worked on; trying again")
+                    busy = False
+                if not busy:
                     self.idle.set()
                     stop.wait(poll)
         finally:
@@ -199,6 +206,9 @@ class Station:
     # -- the receiver's sink ---------------------------------------------------------------
 
     def store(self, instance: ReceivedInstance) -> None:
+        known = self.queue.study_of(instance.sop_instance_uid)
+        if known is not None and known != instance.study_uid:
+            raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY)  # before it overwrites anything
         try:
             path = self.spool.write(instance.study_uid, instance.sop_instance_uid, instance.data)
         except OSError as exc:
@@ -208,20 +218,30 @@ class Station:
                 f"the disc station cannot store the instance ({exc.strerror or exc}); "
                 "try again later",
             ) from exc
-        on_time = self.queue.add_instance(
-            sop_uid=instance.sop_instance_uid,
-            study_uid=instance.study_uid,
-            series_uid=instance.series_uid,
-            sop_class=instance.sop_class_uid,
-            path=str(path),
-            size=len(instance.data),
-            calling_aet=instance.calling_aet,
-            now=self.clock(),
-        )
-        if not on_time:
+        try:
+            fate = self.queue.add_instance(
+                sop_uid=instance.sop_instance_uid,
+                study_uid=instance.study_uid,
+                series_uid=instance.series_uid,
+                sop_class=instance.sop_class_uid,
+                path=str(path),
+                size=len(instance.data),
+                calling_aet=instance.calling_aet,
+                now=self.clock(),
+            )
+        except UsageError as exc:  # the same UID sent for two studies at the same moment
+            self.spool.remove([str(path)])
+            raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY) from exc
+        if fate == "late":
             log.warning(
-                "station: study %s: an instance arrived after its disc job was made; it is kept "
-                "('discmaker station retry' makes a new disc with it)",
+                "station: study %s: an instance arrived while its disc is being made; it is "
+                "kept ('discmaker station retry' makes the disc again with it)",
+                instance.study_uid,
+            )
+        elif fate == "again":
+            log.info(
+                "station: study %s was sent again after its disc was made; a new disc follows "
+                "once it is complete",
                 instance.study_uid,
             )
 

@@ -19,7 +19,7 @@ _PARTIAL = ".partial-"  # what discmaker.atomic names a file while it is written
 
 
 def _name(uid: str) -> str:
-    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:32]
+    return hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class Spool:
