@@ -66,6 +66,7 @@ def make_config(tmp: Path, centre: Centre, **changes: Any) -> station_config.Sta
         quiet_seconds=0.5,
         incomplete_seconds=30.0,
         workers=1,
+        min_free_mb=16,
     )
     return replace(base, **changes)
 
@@ -594,3 +595,132 @@ def test_a_job_cancelled_while_it_is_authored_leaves_no_disc(
         assert job.state == "cancelled"
         assert list(config.out.iterdir()) == []
         assert not station.step()  # nothing more to do
+
+
+def _instance(path: Path) -> Any:
+    from discmaker.pacs.receive import ReceivedInstance
+
+    ds = dcmread(path, stop_before_pixels=True)
+    return ReceivedInstance(
+        calling_aet="PACS",
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        data=path.read_bytes(),
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def offline(
+    config: station_config.StationConfig, centre: Centre
+) -> Iterator[tuple[Station, _Clock]]:
+    """A station driven by the test: its sink called directly, its loop stepped, a fake clock."""
+    key = signing.load_private_key(centre.key_path, passphrase=PASSPHRASE)
+    clock = _Clock()
+    with Station(config, key=key, cert=centre.identity.certificate, clock=clock) as station:
+        yield station, clock
+
+
+def test_a_study_sent_again_just_before_its_copies_expire_is_kept(
+    tmp_path: Path, centre: Centre
+) -> None:
+    files = study(tmp_path / "ct", "n", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=10, keep_received_days=7)
+    with offline(config, centre) as (station, clock):
+        for path in files:
+            station.store(_instance(path))
+        clock.now += 11
+        assert station.step()
+        assert [j.state for j in station.queue.jobs()] == ["verified"]
+        clock.now += 7 * 86400 - 10  # 10 s before the first disc's copies expire
+        for path in files:
+            station.store(_instance(path))
+        clock.now += 11  # expiry of the first disc's copies, and the second study is quiet
+        assert station.step()
+        assert sorted(j.state for j in station.queue.jobs()) == ["verified", "verified"]
+        second = station.queue.jobs()[0]
+        assert second.images == 2 and disc_uids(Path(second.outputs[0])) == uids(files)
+
+
+def test_a_second_media_request_after_the_first_disc_makes_a_new_disc(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from discmaker.pacs.receive import MediaRequest
+
+    files = study(tmp_path / "ct", "o", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in files)
+    with offline(config, centre) as (station, clock):
+        for n in (1, 2):
+            for path in files:
+                station.store(_instance(path))
+            uid = generate_uid()
+            station.media_request(MediaRequest(uid, "PACS", pairs, "", ""))
+            assert station.media_status(uid).execution_status == "IDLE"
+            station.media_action(uid, 1)
+            assert station.media_status(uid).execution_status == "PENDING"
+            clock.now += 1
+            assert station.step()
+            assert station.media_status(uid).execution_status == "DONE"
+            assert len(verified_jobs(station)) == n
+        assert all(
+            j.study_uid == str(dcmread(files[0]).StudyInstanceUID) for j in station.queue.jobs()
+        )
+
+
+def test_a_media_request_never_started_fails_after_the_patience(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from discmaker.pacs.receive import MediaRequest, Refused
+
+    files = study(tmp_path / "ct", "p", slices=1)
+    config = make_config(tmp_path, centre, quiet_seconds=60, incomplete_seconds=600)
+    pairs = ((str(dcmread(files[0]).SOPClassUID), str(dcmread(files[0]).SOPInstanceUID)),)
+    with offline(config, centre) as (station, clock):
+        station.store(_instance(files[0]))
+        uid = generate_uid()
+        station.media_request(MediaRequest(uid, "PACS", pairs, "", ""))
+        clock.now += 601
+        assert not station.step()
+        status = station.media_status(uid)
+        assert status.execution_status == "FAILURE" and status.info == "PROC_FAILURE"
+        (job,) = station.queue.jobs()
+        assert "never started" in job.reason
+        with pytest.raises(Refused):
+            station.media_action(uid, 2)  # failed already: nothing to cancel
+
+
+def test_a_nearly_full_disk_refuses_instances_before_writing_them(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from discmaker.pacs.receive import Refused
+
+    files = study(tmp_path / "ct", "q", slices=1)
+    free_mb = shutil.disk_usage(tmp_path).free // 1_000_000
+    config = make_config(tmp_path, centre, min_free_mb=free_mb + 1000)
+    with offline(config, centre) as (station, _):
+        with pytest.raises(Refused) as refused:
+            station.store(_instance(files[0]))
+        assert refused.value.status == 0xA700 and "nearly full" in str(refused.value)
+        assert not list(config.spool.rglob("*.dcm"))
+
+
+def test_a_made_disc_can_no_longer_be_cancelled(tmp_path: Path, centre: Centre) -> None:
+    files = study(tmp_path / "ct", "r", slices=1)
+    config = make_config(tmp_path, centre)
+    with offline(config, centre) as (station, _):
+        station.store(_instance(files[0]))
+        job_id = station.queue.create_study_job(str(dcmread(files[0]).StudyInstanceUID), now=1.0)
+        assert job_id is not None
+        station.queue.set_state(job_id, "written", now=2.0)
+        with pytest.raises(errors.UsageError, match="can no longer be cancelled"):
+            station.queue.cancel(job_id, now=3.0)

@@ -240,6 +240,7 @@ class ReceiverConfig:
     port: int = 11112
     allowed_callers: frozenset[str] = frozenset()  # empty: any calling AE title
     max_associations: int = 16
+    request_timeout: float = 5.0  # seconds a new connection has to ask for an association
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aet", check_aet(self.aet, what="AE title of this station"))
@@ -425,6 +426,9 @@ class Receiver:
         ae.require_called_aet = True
         ae.require_calling_aet = sorted(config.allowed_callers)
         ae.maximum_associations = config.max_associations
+        # A connection that sends no association request within this time is dropped, so
+        # idle sockets cannot hold every association slot for long (pynetdicom: 30 s).
+        ae.acse_timeout = config.request_timeout
         ae.add_supported_context(VERIFICATION)
         for cx in AllStoragePresentationContexts:
             if cx.abstract_syntax is not None:

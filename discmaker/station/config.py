@@ -29,8 +29,9 @@ MAX_PASSPHRASE_FILE = 4096
 
 # TOML section -> the StationConfig fields it holds.
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
-    "dicom": ("aet", "host", "port", "allowed_callers"),
+    "dicom": ("aet", "host", "port", "allowed_callers", "max_associations"),
     "station": (
+        "min_free_mb",
         "out",
         "state",
         "quiet_seconds",
@@ -58,6 +59,7 @@ class StationConfig:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     allowed_callers: frozenset[str] = frozenset()
+    max_associations: int = 16
     # [station] Where discs and their labels go; where the received instances, the job
     # queue and the audit log live; a study is complete once nothing arrived for
     # quiet_seconds; a study whose sender broke off waits incomplete_seconds for the rest.
@@ -68,6 +70,9 @@ class StationConfig:
     # The received instances of a verified disc are kept this long (so `station retry` can
     # make it again, with any late instances), then deleted.
     keep_received_days: float = 7.0
+    # Instances are refused (0xA700, the sender tries again later) while less than this is
+    # free on the state folder's disk, so the queue and the audit log can still be written.
+    min_free_mb: int = 1024
     name: str = ""  # how the audit log names this station (default: AE title @ host name)
     # [signing] The centre's key and certificate; the key's passphrase from a file only the
     # station's user can read, else from DISCMAKER_PASSPHRASE.
@@ -173,7 +178,7 @@ def _convert(key: str, value: Any, base: Path, where: str) -> Any:
             raise bad("a path")
         p = Path(value).expanduser()
         return p if p.is_absolute() else (base / p).resolve()
-    if key in ("port", "workers"):
+    if key in ("port", "workers", "max_associations", "min_free_mb"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("a whole number")
         return value
@@ -217,6 +222,8 @@ def _check(config: StationConfig, where: str) -> None:
         raise UsageError(
             f"{where}: quiet_seconds must be 0 or more, and incomplete_seconds at least as long."
         )
+    if config.max_associations < 1 or config.min_free_mb < 0:
+        raise UsageError(f"{where}: max_associations must be 1 or more, min_free_mb 0 or more.")
     if config.keep_received_days < 0:
         raise UsageError(f"{where}: keep_received_days must be 0 or more.")
     if config.workers is not None and config.workers < 1:

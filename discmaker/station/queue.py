@@ -267,17 +267,17 @@ class Queue:
             request_job = None if requested is None else int(requested["id"])
             if study is None:
                 db.execute(
-                    "INSERT INTO studies (study_uid, first_received, last_received, job_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    (study_uid, now, now, request_job),
+                    "INSERT INTO studies (study_uid, first_received, last_received) "
+                    "VALUES (?, ?, ?)",
+                    (study_uid, now, now),
                 )
+                if request_job is not None:
+                    self._link_request(db, request_job, study_uid)
                 return "new"
             db.execute("UPDATE studies SET last_received=? WHERE study_uid=?", (now, study_uid))
             if study["job_id"] is None:
                 if request_job is not None:  # N-CREATE came first: the request makes the disc
-                    db.execute(
-                        "UPDATE studies SET job_id=? WHERE study_uid=?", (request_job, study_uid)
-                    )
+                    self._link_request(db, request_job, study_uid)
                 return "new"
             if request_job is not None:
                 return "new"
@@ -290,6 +290,11 @@ class Queue:
                 return "again"
             db.execute("UPDATE studies SET late=late+1 WHERE study_uid=?", (study_uid,))
             return "late"
+
+    def _link_request(self, db: sqlite3.Connection, job_id: int, study_uid: str) -> None:
+        """A study whose instances a Media Creation request named before they arrived."""
+        db.execute("UPDATE studies SET job_id=? WHERE study_uid=?", (job_id, study_uid))
+        db.execute("UPDATE jobs SET study_uid=? WHERE id=? AND study_uid=''", (study_uid, job_id))
 
     def mark_interrupted(self, study_uids: Iterable[str], *, now: float) -> None:
         with self._tx() as db:
@@ -328,6 +333,11 @@ class Queue:
                 "SELECT job_id FROM studies WHERE study_uid=?", (study_uid,)
             ).fetchone()
             if row is None or row["job_id"] is not None:
+                return None
+            count = db.execute(
+                "SELECT COUNT(*) FROM instances WHERE study_uid=?", (study_uid,)
+            ).fetchone()[0]
+            if not count:
                 return None
             job_id = self._insert_job(db, study_uid, "quiet", "received", now)
             db.execute(
@@ -382,7 +392,8 @@ class Queue:
         placeholders = ",".join("?" * len(sop_uids))
         rows = db.execute(
             "SELECT ji.job_id, COUNT(*) AS n FROM job_instances ji JOIN jobs j ON j.id=ji.job_id "
-            f"WHERE ji.sop_uid IN ({placeholders}) AND j.state NOT IN ('failed', 'cancelled') "
+            f"WHERE ji.sop_uid IN ({placeholders}) AND j.state NOT IN "
+            "('failed', 'cancelled', 'verified') "
             "GROUP BY ji.job_id",
             list(sop_uids),
         ).fetchall()
@@ -532,6 +543,11 @@ class Queue:
                 raise UsageError(f"There is no job {job_id}. 'discmaker station jobs' lists them.")
             if job["state"] in FINAL:
                 raise UsageError(f"Job {job_id} is {job['state']} already; nothing to cancel.")
+            if job["state"] not in ("requested", "received", "authoring"):
+                raise UsageError(
+                    f"Job {job_id} is {job['state']}: its disc is made and is being checked and "
+                    "delivered, so it can no longer be cancelled (the audit log will record it)."
+                )
             db.execute(
                 "UPDATE jobs SET state='cancelled', reason='cancelled by an operator', updated=? "
                 "WHERE id=?",
@@ -571,9 +587,11 @@ class Queue:
             )
             for job_id in jobs:
                 needed = {r[0] for r in db.execute(still_needed, (job_id, before))}
+                # and so does one received again after this disc was made (a re-sent study)
                 rows = db.execute(
                     "SELECT i.sop_uid, i.path FROM job_instances ji JOIN instances i "
-                    "ON i.sop_uid=ji.sop_uid WHERE ji.job_id=?",
+                    "ON i.sop_uid=ji.sop_uid JOIN jobs j ON j.id=ji.job_id "
+                    "WHERE ji.job_id=? AND i.received <= j.updated",
                     (job_id,),
                 ).fetchall()
                 gone = [(r["sop_uid"],) for r in rows if r["sop_uid"] not in needed]

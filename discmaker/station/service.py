@@ -93,6 +93,7 @@ class Station:
                 host=config.host,
                 port=config.port,
                 allowed_callers=config.allowed_callers,
+                max_associations=config.max_associations,
             ),
             self,
         )
@@ -190,6 +191,16 @@ class Station:
                 )
 
     def _next_job(self, now: float) -> Job | None:
+        patience = self.config.incomplete_seconds
+        for job in self.queue.jobs_in(("requested",)):
+            if now >= job.updated + patience:
+                self.queue.set_state(
+                    job.id,
+                    "failed",
+                    now=now,
+                    reason="the Media Creation request was never started (no N-ACTION)",
+                )
+                log.warning("station: job %d: its Media Creation request was never started", job.id)
         for job in self.queue.jobs_in(("received", "written", "burned", "handed-over")):
             if job.state != "received" or job.present >= job.instances > 0:
                 return job
@@ -206,6 +217,17 @@ class Station:
     # -- the receiver's sink ---------------------------------------------------------------
 
     def store(self, instance: ReceivedInstance) -> None:
+        reserve = self.config.min_free_mb * 1_000_000
+        try:
+            free = shutil.disk_usage(self.spool.root).free
+        except OSError:
+            free = reserve + len(instance.data)  # cannot tell: let the write decide
+        if free - len(instance.data) < reserve:
+            log.error("station: the state folder's disk is nearly full; refusing instances")
+            raise Refused(
+                _OUT_OF_RESOURCES,
+                "the disc station's disk is nearly full; try again later",
+            )
         known = self.queue.study_of(instance.sop_instance_uid)
         if known is not None and known != instance.study_uid:
             raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY)  # before it overwrites anything
@@ -292,9 +314,10 @@ class Station:
             if job.state == "requested":
                 self.queue.set_state(job.id, "received", now=now)
             return
-        if job.state in ("verified", "failed", "cancelled"):
-            raise Refused(_PROCESSING_FAILURE, f"job {job.id} is {job.state}; nothing to cancel")
-        self.queue.cancel(job.id, now=now)
+        try:
+            self.queue.cancel(job.id, now=now)
+        except UsageError as exc:
+            raise Refused(_PROCESSING_FAILURE, str(exc)) from exc
 
     def media_status(self, request_uid: str) -> MediaStatus:
         job = self.queue.job_for_request(request_uid)
