@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -67,6 +68,7 @@ def make_config(tmp: Path, centre: Centre, **changes: Any) -> station_config.Sta
         incomplete_seconds=30.0,
         workers=1,
         min_free_mb=16,
+        allowed_callers=frozenset({"PACS", "ORTHANC"}),
     )
     return replace(base, **changes)
 
@@ -185,6 +187,7 @@ def test_a_study_sent_with_storescu_becomes_one_verified_disc(
     assert line["study_instance_uid"] == str(dcmread(files[0]).StudyInstanceUID)
     assert line["signer_fingerprint"] == signing.fingerprint(centre.identity.certificate)
     assert "ST-a" not in json.dumps(line)  # no patient data in the audit log
+    assert line["senders"] == ["PACS"]
 
 
 def test_eight_concurrent_associations_make_eight_discs(tmp_path: Path, centre: Centre) -> None:
@@ -313,6 +316,7 @@ def _write_config(path: Path, config: station_config.StationConfig, port: int) -
         f"""
 [dicom]
 aet = "{AET}"
+allowed_callers = ["PACS"]
 host = "{LOOPBACK}"
 port = {port}
 [station]
@@ -473,6 +477,12 @@ def test_the_example_configuration_loads_and_mistakes_are_named(tmp_path: Path) 
         station_config.load(bad, out=tmp_path, key=tmp_path / "k", cert=tmp_path / "c")
     over = station_config.load(EXAMPLE, port=4242, aet="OTHER")
     assert (over.port, over.aet) == (4242, "OTHER")
+    with pytest.raises(errors.UsageError, match="needs allowed_callers"):
+        station_config.load(EXAMPLE, allowed_callers=[])
+    assert station_config.load(EXAMPLE, allowed_callers="CT1, MR2").allowed_callers == {
+        "CT1",
+        "MR2",
+    }
 
 
 def test_a_passphrase_file_others_can_read_is_refused(tmp_path: Path, centre: Centre) -> None:
@@ -724,3 +734,47 @@ def test_a_made_disc_can_no_longer_be_cancelled(tmp_path: Path, centre: Centre) 
         station.queue.set_state(job_id, "written", now=2.0)
         with pytest.raises(errors.UsageError, match="can no longer be cancelled"):
             station.queue.cancel(job_id, now=3.0)
+
+
+def test_a_second_station_on_the_same_state_is_refused_and_touches_nothing(
+    tmp_path: Path, centre: Centre
+) -> None:
+    files = study(tmp_path / "ct", "s", slices=2)
+    config = make_config(tmp_path, centre)
+    key = signing.load_private_key(centre.key_path, passphrase=PASSPHRASE)
+    with running(config, centre) as station:
+        leftover = config.out / ".DS000009.iso.partial-abc"  # what the first one is writing
+        leftover.write_bytes(b"in progress")
+        with (
+            Station(config, key=key, cert=centre.identity.certificate) as second,
+            pytest.raises(errors.UsageError, match="Another station is already running"),
+        ):
+            second.run(threading.Event())
+        assert leftover.exists()
+        leftover.unlink()
+        send(station.receiver.port, files)
+        wait_for("the disc", lambda: verified_jobs(station))
+
+
+@pytest.mark.parametrize(
+    "study_uid", ["1.2.3\nWARNING station: job 7 verified", "1.2.3\\4.5.6", "1." + "2" * 70]
+)
+def test_a_study_uid_that_is_not_a_uid_is_refused(
+    tmp_path: Path, centre: Centre, study_uid: str
+) -> None:
+    from pynetdicom import AE, StoragePresentationContexts
+
+    files = study(tmp_path / "ct", "t", slices=1)
+    config = make_config(tmp_path, centre)
+    with running(config, centre) as station:
+        ds = dcmread(files[0])
+        ae = AE(ae_title="PACS")
+        ae.requested_contexts = StoragePresentationContexts[:120]
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        with warnings.catch_warnings():  # pydicom warns of the invalid UID a sender sends
+            warnings.simplefilter("ignore", UserWarning)
+            ds.StudyInstanceUID = study_uid
+            answer = assoc.send_c_store(ds)
+        assoc.release()
+    assert int(answer.Status) == 0xC000 and "not a UID" in str(answer.ErrorComment)
+    assert not list(config.spool.rglob("*.dcm"))

@@ -49,6 +49,7 @@ import contextlib
 import copy
 import errno
 import logging
+import re
 import socket
 import threading
 import time
@@ -305,6 +306,16 @@ class _Invalid(Exception):
         self.message = message
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+MAX_REQUEST_INSTANCES = 100_000  # instances one Media Creation request may name
+
+
+def is_uid(text: str) -> bool:
+    """A single DICOM UID (PS3.5 9.1: digits and dots, at most 64 characters): what the
+    station lets name a file, a log line or a database row."""
+    return len(text) <= 64 and _UID.fullmatch(text) is not None
+
+
 def _check_instance(data: bytes, sop_class: str, sop_instance: str) -> tuple[str, str]:
     """(Study, Series Instance UID) of the Part 10 ``data``; :class:`_Invalid` when it cannot
     be read or lacks what the station needs."""
@@ -331,6 +342,14 @@ def _check_instance(data: bytes, sop_class: str, sop_instance: str) -> tuple[str
         problems.append("Study Instance UID missing or empty")
     if not series:
         problems.append("Series Instance UID missing or empty")
+    for what, uid in (
+        ("SOP Instance", found_instance),
+        ("SOP Class", found_class),
+        ("Study Instance", study),
+        ("Series Instance", series),
+    ):
+        if uid and not is_uid(uid):
+            problems.append(f"{what} UID is not a UID (digits and dots, 64 at most)")
     if not patient:
         problems.append("Patient ID missing or empty")
     if problems:
@@ -354,7 +373,16 @@ def _media_request(ds: Dataset, request_uid: str, calling_aet: str) -> MediaRequ
                 MISSING_ATTRIBUTE_VALUE,
                 f"Referenced SOP Sequence item {number} lacks a class or instance UID",
             )
+        if not all(map(is_uid, pair)):
+            raise _Invalid(
+                INVALID_ATTRIBUTE_VALUE, f"Referenced SOP Sequence item {number}: not a UID"
+            )
         instances.append(pair)
+    if len(instances) > MAX_REQUEST_INSTANCES:
+        raise _Invalid(
+            INVALID_ATTRIBUTE_VALUE,
+            f"more than {MAX_REQUEST_INSTANCES} instances in one media creation request",
+        )
     return MediaRequest(
         request_uid=request_uid,
         calling_aet=calling_aet,
@@ -789,6 +817,7 @@ def _listen_problem(config: ReceiverConfig, exc: OSError) -> str:
 __all__ = [
     "ACTION_CANCEL",
     "ACTION_INITIATE",
+    "MAX_REQUEST_INSTANCES",
     "MEDIA_CREATION_MANAGEMENT",
     "STORAGE_TRANSFER_SYNTAXES",
     "VERIFICATION",
@@ -799,4 +828,5 @@ __all__ = [
     "Receiver",
     "ReceiverConfig",
     "Refused",
+    "is_uid",
 ]

@@ -4,7 +4,8 @@
 (ISO 8601 UTC), ``station``, ``job``, ``attempt``, ``result`` (``verified`` or ``failed``),
 ``reason``, ``study_instance_uid``, ``label`` (the disc's File-set ID), ``outputs``,
 ``manifest_sha256`` (of each disc's signed DISCSIG/MANIFEST.JSN), ``signer_fingerprint``,
-``images`` and ``omitted``. No patient names or IDs: the study UID and the manifest hash lead
+``images``, ``omitted`` and ``senders`` (the calling AE titles its instances came from). No
+patient names or IDs: the study UID and the manifest hash lead
 to the disc, which says whose it is.
 """
 
@@ -52,6 +53,7 @@ class AuditLog:
         signer_fingerprint: str,
         images: int,
         omitted: int,
+        senders: Sequence[str],
     ) -> None:
         """One line, flushed to the disk before this returns. Raises :class:`OutputError`."""
         line = {
@@ -70,6 +72,7 @@ class AuditLog:
             "signer_fingerprint": signer_fingerprint,
             "images": images,
             "omitted": omitted,
+            "senders": list(senders),
         }
         try:
             self._file.append(line, durable=True)

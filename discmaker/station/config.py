@@ -29,7 +29,14 @@ MAX_PASSPHRASE_FILE = 4096
 
 # TOML section -> the StationConfig fields it holds.
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
-    "dicom": ("aet", "host", "port", "allowed_callers", "max_associations"),
+    "dicom": (
+        "aet",
+        "host",
+        "port",
+        "allowed_callers",
+        "allow_any_caller",
+        "max_associations",
+    ),
     "station": (
         "min_free_mb",
         "out",
@@ -59,6 +66,9 @@ class StationConfig:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     allowed_callers: frozenset[str] = frozenset()
+    # The station signs whatever it is sent: an empty allowed_callers is refused unless
+    # this says, knowingly, that any caller may send (a firewall then decides who can).
+    allow_any_caller: bool = False
     max_associations: int = 16
     # [station] Where discs and their labels go; where the received instances, the job
     # queue and the audit log live; a study is complete once nothing arrived for
@@ -186,7 +196,7 @@ def _convert(key: str, value: Any, base: Path, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number of seconds")
         return float(value)
-    if key in ("span", "label_pdf", "skip_unusable"):
+    if key in ("span", "label_pdf", "skip_unusable", "allow_any_caller"):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
@@ -221,6 +231,13 @@ def _check(config: StationConfig, where: str) -> None:
     if config.quiet_seconds < 0 or config.incomplete_seconds < config.quiet_seconds:
         raise UsageError(
             f"{where}: quiet_seconds must be 0 or more, and incomplete_seconds at least as long."
+        )
+    if not config.allowed_callers and not config.allow_any_caller:
+        raise UsageError(
+            f"{where}: the station signs whatever it is sent, so it needs allowed_callers: "
+            'the AE titles of your PACS and modalities (e.g. allowed_callers = ["PACS"]); '
+            "and firewall its port to them, as AE titles are not passwords. Only if a "
+            "firewall already decides who can reach it: allow_any_caller = true."
         )
     if config.max_associations < 1 or config.min_free_mb < 0:
         raise UsageError(f"{where}: max_associations must be 1 or more, min_free_mb 0 or more.")

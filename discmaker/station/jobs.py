@@ -253,6 +253,7 @@ def _audit(station: Station, current: Job, result: str, reason: str) -> None:
         signer_fingerprint=signing.fingerprint(station.cert),
         images=current.images,
         omitted=current.omitted,
+        senders=station.queue.senders(current.id),
     )
 
 

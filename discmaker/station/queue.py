@@ -501,6 +501,16 @@ class Queue:
             ).fetchall()
         return [(r["sop_uid"], r["path"]) for r in rows]
 
+    def senders(self, job_id: int) -> list[str]:
+        """The calling AE titles the job's instances came from (for the audit line)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT i.calling_aet FROM job_instances ji JOIN instances i "
+                "ON i.sop_uid=ji.sop_uid WHERE ji.job_id=? ORDER BY 1",
+                (job_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def retry(self, job_id: int, *, now: float) -> Job:
         """Put a failed or cancelled job back in the queue, with every instance of its study
         received since (late ones included). Raises :class:`UsageError` otherwise."""
@@ -557,14 +567,13 @@ class Queue:
         assert found is not None
         return found
 
-    def recover(self, *, now: float) -> list[int]:
-        """After a restart: jobs that were authoring go back to ``received``. Returns them."""
+    def recover(self, *, now: float, reason: str = "resumed after a restart") -> list[int]:
+        """Jobs left authoring (a restart, an error) go back to ``received``. Returns them."""
         with self._tx() as db:
             rows = db.execute("SELECT id FROM jobs WHERE state='authoring'").fetchall()
             db.execute(
-                "UPDATE jobs SET state='received', reason='resumed after a restart', updated=? "
-                "WHERE state='authoring'",
-                (now,),
+                "UPDATE jobs SET state='received', reason=?, updated=? WHERE state='authoring'",
+                (reason, now),
             )
         return [int(r["id"]) for r in rows]
 

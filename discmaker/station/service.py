@@ -14,12 +14,15 @@ association, or until ``incomplete_seconds`` have passed; the log says which.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -120,35 +123,58 @@ class Station:
         on_listening: Callable[[int], None] | None = None,
     ) -> None:
         """Receive and make discs until ``stop`` is set (a job under way is finished first;
-        Ctrl-C interrupts it, and it is resumed at the next start)."""
-        resumed = self.queue.recover(now=self.clock())
-        for job_id in resumed:
+        Ctrl-C interrupts it, and it is resumed at the next start).
+
+        One station per state folder: a second one is refused before it touches anything
+        (:class:`UsageError`), so it cannot reset or clean up the first one's work.
+        """
+        with _exclusive(self.config.state):
+            self._clean_up()
+            self.receiver.start()
+            log.info(
+                "station: %s listening on %s:%d",
+                self.config.aet,
+                self.config.host,
+                self.receiver.port,
+            )
+            if on_listening is not None:
+                on_listening(self.receiver.port)
+            try:
+                self._loop(stop, poll)
+            finally:
+                self.receiver.stop()
+
+    def _clean_up(self) -> None:
+        """What a killed station left: jobs cut short, partial files."""
+        for job_id in self.queue.recover(now=self.clock()):
             log.warning("station: job %d was interrupted while authoring; it starts again", job_id)
         removed = self.spool.clean_partials() + _clean_leftovers(self.config.out)
+        if self.config.hot_folder is not None and self.config.hot_folder.is_dir():
+            removed += _clean_leftovers(self.config.hot_folder)
         if removed:
             log.info("station: %d unfinished file(s) from before the restart removed", removed)
-        self.receiver.start()
-        log.info(
-            "station: %s listening on %s:%d", self.config.aet, self.config.host, self.receiver.port
-        )
-        if on_listening is not None:
-            on_listening(self.receiver.port)
-        try:
-            while not stop.is_set():
-                try:
-                    busy = self.step()
-                except Exception:  # a locked or full disk: say so and try again, never stop
-                    log.exception("station: the queue could not be worked on; trying again")
-                    busy = False
-                if not busy:
-                    self.idle.set()
-                    stop.wait(poll)
-        finally:
-            self.receiver.stop()
+
+    def _loop(self, stop: threading.Event, poll: float) -> None:
+        delay = poll
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except Exception:  # a locked or full disk: say so, wait longer each time, go on
+                log.exception("station: the queue could not be worked on; trying again")
+                delay = min(60.0, max(delay * 2, 1.0))
+                stop.wait(delay)
+                continue
+            delay = poll
+            if not busy:
+                self.idle.set()
+                stop.wait(poll)
 
     def step(self) -> bool:
         """Make jobs of complete studies, then run one job; False when there was nothing."""
         now = self.clock()
+        # No job runs while this loop is here: one left authoring was cut short by an error
+        for job_id in self.queue.recover(now=now, reason="started again after an error"):
+            log.warning("station: job %d stopped half-way; it starts again", job_id)
         self._expire(now)
         self._make_jobs(now)
         job = self._next_job(now)
@@ -354,6 +380,30 @@ def _clean_leftovers(out: Path) -> int:
             path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+@contextmanager
+def _exclusive(state: Path) -> Iterator[None]:
+    """Hold ``state/station.lock`` for as long as this station runs."""
+    lock_path = state / "station.lock"
+    handle = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            other = handle.read().strip() or "?"
+            raise UsageError(
+                f"Another station is already running on {state} (process {other}). Stop it "
+                "first, or give this one its own state folder."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def _check_folder(folder: Path, what: str) -> None:

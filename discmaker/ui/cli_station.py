@@ -81,6 +81,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     _config_option(p)
     p.add_argument("--aet", help="our AE title (default: the configuration's, else DISCMAKER)")
     p.add_argument(
+        "--allowed-callers",
+        metavar="AET,AET",
+        help="calling AE titles that may send studies (default: the configuration's; one "
+        "of them or allow_any_caller is required)",
+    )
+    p.add_argument(
         "--port",
         type=int,
         help="DICOM port to listen on (default: the configuration's, else 11112)",
@@ -105,6 +111,7 @@ def _load(args: argparse.Namespace) -> Any:
         args.config,
         state=args.state,
         aet=args.aet,
+        allowed_callers=args.allowed_callers,
         port=args.port,
         out=args.out,
         key=args.key,
