@@ -524,7 +524,7 @@ def test_an_instance_uid_sent_again_for_another_study_is_refused(
         assert len(list(config.spool.rglob("*.dcm"))) == 2  # the first copy is untouched
 
 
-def test_a_study_sent_again_after_its_disc_makes_a_second_disc(
+def test_a_study_sent_again_after_its_disc_makes_a_second_disc_only_if_it_changed(
     tmp_path: Path, centre: Centre
 ) -> None:
     files = study(tmp_path / "ct", "k", slices=2)
@@ -532,7 +532,13 @@ def test_a_study_sent_again_after_its_disc_makes_a_second_disc(
     with running(config, centre) as station:
         send(station.receiver.port, files)
         wait_for("the first disc", lambda: verified_jobs(station))
-        send(station.receiver.port, files)
+        send(station.receiver.port, files[:1])  # the PACS retries one instance: same bytes
+        time.sleep(1.0)
+        assert len(station.queue.jobs()) == 1
+        changed = dcmread(files[1])
+        changed.SeriesDescription = "corrected"
+        changed.save_as(files[1])
+        send(station.receiver.port, files)  # the study sent again, one instance corrected
         jobs = wait_for(
             "the second disc", lambda: len(verified_jobs(station)) == 2 and verified_jobs(station)
         )
@@ -652,7 +658,10 @@ def test_a_study_sent_again_just_before_its_copies_expire_is_kept(
         assert station.step()
         assert [j.state for j in station.queue.jobs()] == ["verified"]
         clock.now += 7 * 86400 - 10  # 10 s before the first disc's copies expire
-        for path in files:
+        for path in files:  # sent again, corrected (the same bytes would make no new disc)
+            changed = dcmread(path)
+            changed.SeriesDescription = "corrected"
+            changed.save_as(path)
             station.store(_instance(path))
         clock.now += 11  # expiry of the first disc's copies, and the second study is quiet
         assert station.step()

@@ -159,21 +159,34 @@ def _iso(when: float) -> str:
 class Queue:
     """The station's SQLite database; see the module docstring."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only``: for ``station status`` and ``jobs``, which a monitoring user without
+        write access may run; the file must exist."""
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # One connection shared by the receiver threads and the job loop, under our lock.
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
+            if read_only:
+                self._db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # One connection shared by the receiver threads and the job loop, under our lock.
+                self._db = sqlite3.connect(
+                    path, timeout=30, isolation_level=None, check_same_thread=False
+                )
         except (OSError, sqlite3.Error) as exc:
             raise OutputError(
                 f"The station's queue {path} cannot be opened ({exc}). Check that the state "
-                "folder exists and belongs to the station's user."
+                "folder exists, and run this as the station's user."
             ) from exc
         self._lock = threading.RLock()
         self._db.row_factory = sqlite3.Row
+        if read_only:
+            return
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a stored instance survives a power cut

@@ -257,6 +257,13 @@ class Station:
         known = self.queue.study_of(instance.sop_instance_uid)
         if known is not None and known != instance.study_uid:
             raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY)  # before it overwrites anything
+        if known is not None and self.spool.holds(
+            instance.study_uid, instance.sop_instance_uid, instance.data
+        ):
+            # The same bytes again (a PACS retrying after a lost answer, a rule firing
+            # twice): stored already, and no reason for another disc.
+            log.debug("station: study %s: an instance it holds was sent again", known)
+            return
         try:
             path = self.spool.write(instance.study_uid, instance.sop_instance_uid, instance.data)
         except OSError as exc:

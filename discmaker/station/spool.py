@@ -43,6 +43,16 @@ class Spool:
         replace_file(path, data, mode=0o600)
         return path
 
+    def holds(self, study_uid: str, sop_uid: str, data: bytes) -> bool:
+        """Whether exactly ``data`` is stored for this instance already."""
+        path = self.path_for(study_uid, sop_uid)
+        try:
+            if path.stat().st_size != len(data):
+                return False
+            return path.read_bytes() == data
+        except OSError:
+            return False
+
     def remove(self, paths: list[str]) -> None:
         """Delete received files (their disc verified); empty study folders go too."""
         folders = set()

@@ -144,7 +144,8 @@ def cmd_station(args: argparse.Namespace, console: Console) -> int:
             f"There is no station queue in {state}. Give the station's --config (or "
             "--state), or start the station first."
         )
-    with Queue(state / QUEUE_NAME) as queue:
+    read_only = action in ("status", "jobs")
+    with Queue(state / QUEUE_NAME, read_only=read_only) as queue:
         if action == "status":
             return _status(queue, state, console, as_json=args.json)
         if action == "jobs":
@@ -239,6 +240,19 @@ def _status(queue: Any, state: Path, console: Console, *, as_json: bool) -> int:
             ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none yet",
         )
     )
+    late = [j for j in queue.jobs(limit=1000) if j.late]
+    if late:
+        console.print(
+            Text.assemble(
+                ("Late          ", "bold"),
+                (
+                    f"{sum(j.late for j in late)} instance(s) arrived after their disc was "
+                    f"started (job {', '.join(str(j.id) for j in late)}): "
+                    "'discmaker station retry JOB' makes that disc again with them",
+                    "yellow",
+                ),
+            )
+        )
     interrupted = sum(1 for w in waiting if w.interrupted is not None)
     console.print(
         Text.assemble(
@@ -256,7 +270,7 @@ def _jobs(queue: Any, console: Console, *, as_json: bool) -> int:
         _json({"format": JOBS_FORMAT, "format_version": 1, "jobs": [j.to_json() for j in jobs]})
         return 0
     table = Table(header_style="bold", show_edge=False, pad_edge=False)
-    for column in ("Job", "State", "Label", "Images", "Updated", "Reason"):
+    for column in ("Job", "State", "Label", "Images", "Late", "Updated", "Reason"):
         table.add_column(column)
     for job in jobs:
         table.add_row(
@@ -264,6 +278,7 @@ def _jobs(queue: Any, console: Console, *, as_json: bool) -> int:
             job.state,
             job.label,
             str(job.images or job.instances),
+            str(job.late or ""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(job.updated)),
             plain(job.reason),
         )
