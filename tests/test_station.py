@@ -787,3 +787,34 @@ def test_a_study_uid_that_is_not_a_uid_is_refused(
         assoc.release()
     assert int(answer.Status) == 0xC000 and "not a UID" in str(answer.ErrorComment)
     assert not list(config.spool.rglob("*.dcm"))
+
+
+def test_a_disc_robot_gets_the_disc_its_label_and_then_its_job_file(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from discmaker.pacs.receive import MediaRequest
+
+    files = study(tmp_path / "ct", "u", slices=2)
+    robot = tmp_path / "robot"
+    robot.mkdir()
+    config = make_config(tmp_path, centre, quiet_seconds=3600, hot_folder=robot)
+    pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in files)
+    with offline(config, centre) as (station, _):
+        for path in files:
+            station.store(_instance(path))
+        uid = generate_uid()
+        station.media_request(MediaRequest(uid, "PACS", pairs, "", "", copies=2))
+        station.media_action(uid, 1)
+        assert station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "verified" and job.copies == 2
+    ticket = json.loads((robot / f"{job.label}.JOB.json").read_bytes())
+    assert ticket["format"] == "discmaker-robot-job" and ticket["copies"] == 2
+    (disc,) = ticket["discs"]
+    assert sorted(p.name for p in robot.iterdir()) == sorted(
+        [disc["image"], disc["label_pdf"], f"{job.label}.JOB.json"]
+    )
+    report = check_disc(robot / disc["image"], trust=TrustStore.from_paths([centre.cert_path]))
+    assert report.exit_code == 0
+    (line,) = list(read_records(config.audit_path))
+    assert line["result"] == "verified"

@@ -173,6 +173,7 @@ class MediaRequest:
     instances: tuple[tuple[str, str], ...]  # (SOP Class UID, SOP Instance UID), in order
     fileset_id: str  # Storage Media File-Set ID (0088,0130), "" when absent
     label_text: str  # Label Text (2200,0002), "" when absent
+    copies: int = 1  # Number of Copies (2000,0010), 1 when absent
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,7 @@ class _Invalid(Exception):
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 MAX_REQUEST_INSTANCES = 100_000  # instances one Media Creation request may name
+MAX_COPIES = 99  # copies of a disc one request may ask for
 
 
 def is_uid(text: str) -> bool:
@@ -383,12 +385,16 @@ def _media_request(ds: Dataset, request_uid: str, calling_aet: str) -> MediaRequ
             INVALID_ATTRIBUTE_VALUE,
             f"more than {MAX_REQUEST_INSTANCES} instances in one media creation request",
         )
+    copies = _text(ds, "NumberOfCopies") or "1"
+    if not copies.isdigit() or not 1 <= int(copies) <= MAX_COPIES:
+        raise _Invalid(INVALID_ATTRIBUTE_VALUE, f"Number of Copies must be 1 to {MAX_COPIES}")
     return MediaRequest(
         request_uid=request_uid,
         calling_aet=calling_aet,
         instances=tuple(instances),
         fileset_id=_text(ds, "StorageMediaFileSetID"),
         label_text=_text(ds, "LabelText"),
+        copies=int(copies),
     )
 
 

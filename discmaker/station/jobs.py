@@ -209,7 +209,7 @@ def _hand_over(job: Job, hot_folder: Path) -> None:
         "format_version": 1,
         "job": job.id,
         "label": job.label,
-        "copies": 1,
+        "copies": job.copies,
         "discs": names,
     }
     replace_file(hot_folder / f"{job.label}.JOB.json", dumps(ticket))

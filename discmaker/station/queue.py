@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     manifest_sha256 TEXT NOT NULL DEFAULT '',
     images INTEGER NOT NULL DEFAULT 0,
     omitted INTEGER NOT NULL DEFAULT 0,
-    kept INTEGER NOT NULL DEFAULT 1
+    kept INTEGER NOT NULL DEFAULT 1,
+    copies INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS job_instances (
     job_id INTEGER NOT NULL,
@@ -115,6 +116,7 @@ class Job:
     manifest_sha256: str
     images: int
     omitted: int
+    copies: int  # discs to make of it (a Media Creation request's Number of Copies)
     instances: int  # instances the job covers
     present: int  # of those, received so far
     late: int  # instances of its study that arrived after the job was made
@@ -135,6 +137,7 @@ class Job:
             "manifest_sha256": self.manifest_sha256 or None,
             "images": self.images,
             "omitted": self.omitted,
+            "copies": self.copies,
             "instances": self.instances,
             "received": self.present,
             "late": self.late,
@@ -361,7 +364,13 @@ class Queue:
             return job_id
 
     def create_request_job(
-        self, request_uid: str, calling_aet: str, sop_uids: Sequence[str], *, now: float
+        self,
+        request_uid: str,
+        calling_aet: str,
+        sop_uids: Sequence[str],
+        *,
+        now: float,
+        copies: int = 1,
     ) -> int:
         """A job for a Media Creation request naming ``sop_uids``, in state ``requested``.
 
@@ -377,6 +386,7 @@ class Queue:
             existing = self._covering_job(db, sop_uids)
             if existing is not None:
                 job_id = existing
+                db.execute("UPDATE jobs SET copies=MAX(copies, ?) WHERE id=?", (copies, job_id))
             else:
                 studies = {
                     r["study_uid"]
@@ -385,6 +395,7 @@ class Queue:
                 }
                 study_uid = sorted(studies)[0] if studies else ""
                 job_id = self._insert_job(db, study_uid, "request", "requested", now)
+                db.execute("UPDATE jobs SET copies=? WHERE id=?", (copies, job_id))
                 db.executemany(
                     "INSERT OR IGNORE INTO job_instances VALUES (?, ?)",
                     [(job_id, uid) for uid in sop_uids],
@@ -497,6 +508,7 @@ class Queue:
                 manifest_sha256=r["manifest_sha256"],
                 images=r["images"],
                 omitted=r["omitted"],
+                copies=r["copies"],
                 instances=r["n_instances"],
                 present=r["n_present"],
                 late=r["n_late"],

@@ -328,6 +328,7 @@ class Station:
                 request.calling_aet,
                 [uid for _, uid in request.instances],
                 now=self.clock(),
+                copies=request.copies,
             )
         except UsageError as exc:
             raise Refused(_DUPLICATE_INSTANCE, str(exc)) from exc
