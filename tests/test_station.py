@@ -818,3 +818,34 @@ def test_a_disc_robot_gets_the_disc_its_label_and_then_its_job_file(
     assert report.exit_code == 0
     (line,) = list(read_records(config.audit_path))
     assert line["result"] == "verified"
+
+
+def test_a_job_cancelled_and_retried_while_it_is_authored_is_made_again_with_the_late_instance(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.station import jobs as station_jobs
+
+    files = study(tmp_path / "ct", "v", slices=3)
+    config = make_config(tmp_path, centre, quiet_seconds=0)
+    with offline(config, centre) as (station, clock):
+        for path in files[:2]:
+            station.store(_instance(path))
+        real_author = station_jobs.author
+        calls = []
+
+        def author_while_the_operator_acts(*args: Any, **kwargs: Any) -> Any:
+            result = real_author(*args, **kwargs)
+            if not calls:  # the first attempt: a late instance, then cancel and retry
+                station.store(_instance(files[2]))
+                station.queue.cancel(1, now=clock())
+                station.queue.retry(1, now=clock())
+            calls.append(result)
+            return result
+
+        monkeypatch.setattr(station_jobs, "author", author_while_the_operator_acts)
+        assert station.step()  # the first attempt is superseded
+        assert station.queue.jobs()[0].state == "received"
+        assert station.step()  # the second makes the disc
+        (job,) = station.queue.jobs()
+        assert job.state == "verified" and job.attempts == 2 and len(calls) == 2
+        assert disc_uids(Path(job.outputs[0])) == uids(files)

@@ -61,7 +61,9 @@ def run_job(station: Station, job: Job) -> None:
         if job.state == "written":  # burned or handed over before a restart: not again
             _self_check(station, job)
             job = _deliver(station, job)
-        if not queue.set_state(job.id, "verified", now=now()):
+        if not queue.set_state(
+            job.id, "verified", now=now(), expect=("written", "burned", "handed-over")
+        ):
             raise _Cancelled
         _finish(station, job, "verified", "")
     except _Cancelled:
@@ -105,6 +107,7 @@ def _author(station: Station, job: Job) -> Job:
     written = queue.set_state(
         job.id,
         "written",
+        expect=("authoring",),
         now=station.clock(),
         label=label,
         outputs=outputs,
@@ -170,11 +173,11 @@ def _deliver(station: Station, job: Job) -> Job:
         report = verify_burn(drive, _trust(station), workers=config.workers or default_workers())
         if report.exit_code != 0:
             raise _JobFailed(f"the burned disc did not verify when read back ({report.verdict})")
-        if not queue.set_state(job.id, "burned", now=station.clock()):
+        if not queue.set_state(job.id, "burned", now=station.clock(), expect=("written",)):
             raise _Cancelled
     elif config.hot_folder is not None:
         _hand_over(job, config.hot_folder)
-        if not queue.set_state(job.id, "handed-over", now=station.clock()):
+        if not queue.set_state(job.id, "handed-over", now=station.clock(), expect=("written",)):
             raise _Cancelled
     found = queue.job(job.id)
     assert found is not None
@@ -228,7 +231,10 @@ def _remove(outputs: Sequence[str], label_pdf: Path | None) -> None:
 
 def _fail(station: Station, job: Job, reason: str) -> None:
     log.error("station: job %d failed: %s", job.id, reason)
-    if station.queue.set_state(job.id, "failed", now=station.clock(), reason=reason):
+    running = ("authoring", "written", "burned", "handed-over")
+    if station.queue.set_state(
+        job.id, "failed", now=station.clock(), reason=reason, expect=running
+    ):
         _finish(station, job, "failed", reason)
 
 

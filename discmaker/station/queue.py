@@ -444,10 +444,19 @@ class Queue:
         return int(cur.lastrowid)
 
     def set_state(
-        self, job_id: int, state: str, *, now: float, reason: str = "", **fields: Any
+        self,
+        job_id: int,
+        state: str,
+        *,
+        now: float,
+        reason: str = "",
+        expect: Sequence[str] = (),
+        **fields: Any,
     ) -> bool:
         """Move a job to ``state``; ``fields`` are other columns (outputs as a sequence).
-        Returns False, changing nothing, when an operator cancelled the job meanwhile."""
+        Returns False, changing nothing, when an operator cancelled the job meanwhile, or
+        when it is no longer in one of the ``expect`` states (cancelled and retried while
+        this step ran: the new attempt decides)."""
         if state not in STATES:
             raise ValueError(state)
         columns = {"state": state, "reason": reason, "updated": now}
@@ -455,9 +464,12 @@ class Queue:
             columns[key] = json.dumps(list(value)) if key == "outputs" else value
         assignments = ", ".join(f"{k}=?" for k in columns)
         with self._tx() as db:
+            guard = "state!='cancelled'"
+            if expect:
+                guard += f" AND state IN ({','.join('?' * len(expect))})"
             cur = db.execute(
-                f"UPDATE jobs SET {assignments} WHERE id=? AND state!='cancelled'",
-                [*columns.values(), job_id],
+                f"UPDATE jobs SET {assignments} WHERE id=? AND {guard}",
+                [*columns.values(), job_id, *expect],
             )
             return cur.rowcount == 1
 
