@@ -151,6 +151,19 @@ def send(port: int, files: list[Path], *, abort_after: int | None = None) -> lis
     return statuses
 
 
+def media_request(files: list[Path]) -> Dataset:
+    """A Media Creation N-CREATE attribute list naming ``files``' instances."""
+    request = Dataset()
+    request.ReferencedSOPSequence = []
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True)
+        item = Dataset()
+        item.ReferencedSOPClassUID = ds.SOPClassUID
+        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        request.ReferencedSOPSequence.append(item)
+    return request
+
+
 def verified_jobs(station: Station) -> list[Any]:
     return [j for j in station.queue.jobs() if j.state == "verified"]
 
@@ -393,14 +406,7 @@ def test_a_media_creation_request_makes_the_disc_and_n_get_reports_it(
         ae = AE(ae_title="PACS")
         ae.add_requested_context(MediaCreationManagement)
         assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
-        request = Dataset()
-        request.ReferencedSOPSequence = []
-        for path in files:
-            ds = dcmread(path, stop_before_pixels=True)
-            item = Dataset()
-            item.ReferencedSOPClassUID = ds.SOPClassUID
-            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-            request.ReferencedSOPSequence.append(item)
+        request = media_request(files)
         uid = generate_uid()
         status, _ = assoc.send_n_create(request, MediaCreationManagement, uid)
         assert int(status.Status) == 0
@@ -557,14 +563,7 @@ def test_a_media_creation_request_before_the_instances_makes_one_disc(
         ae = AE(ae_title="PACS")
         ae.add_requested_context(MediaCreationManagement)
         assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
-        request = Dataset()
-        request.ReferencedSOPSequence = []
-        for path in files:
-            ds = dcmread(path, stop_before_pixels=True)
-            item = Dataset()
-            item.ReferencedSOPClassUID = ds.SOPClassUID
-            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-            request.ReferencedSOPSequence.append(item)
+        request = media_request(files)
         uid = generate_uid()
         assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
         assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
