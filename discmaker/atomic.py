@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+PARTIAL = ".partial-"  # in the name of a file or folder while it is written (then renamed)
+
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` as ``path`` atomically, replacing any previous file. Raises OSError."""
@@ -29,7 +31,7 @@ def copy_file(source: Path, path: Path, *, mode: int = 0o644) -> None:
 
 
 def _publish(path: Path, fill: Callable[[BinaryIO], object], mode: int) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -59,4 +61,4 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["copy_file", "fsync_dir", "replace_file"]
+__all__ = ["PARTIAL", "copy_file", "fsync_dir", "replace_file"]

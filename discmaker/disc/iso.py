@@ -37,7 +37,7 @@ import pycdlib.headervd
 import pycdlib.pycdlib
 import pycdlib.utils
 
-from discmaker.atomic import fsync_dir
+from discmaker.atomic import PARTIAL, fsync_dir
 from discmaker.disc.media import estimate_iso_size
 from discmaker.errors import InternalError, OutputError, UsageError
 from discmaker.parallel import process_context
@@ -350,7 +350,7 @@ def write_iso(
         raise OutputError(f"{out} is a directory; give a file name for the ISO image")
 
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent)
     except OSError as exc:
         raise _output_error(out, exc) from exc
     tmp = Path(tmp_name)
@@ -567,7 +567,7 @@ def write_folder(
         raise OutputError(f"{out} exists and is not a folder; refusing to replace it")
     total = sum(size for _, size in entries)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent))
     except OSError as exc:
         raise _output_error(out, exc) from exc
     old: Path | None = None

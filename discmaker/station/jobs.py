@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from discmaker.atomic import copy_file, replace_file
@@ -136,17 +137,19 @@ def _manifest_hash(disc: Path) -> str:
         return hashlib.sha256(src.read_bytes(MANIFEST_PATH, limit=MAX_MANIFEST_BYTES)).hexdigest()
 
 
-def _trust(station: Station) -> TrustStore:
-    folder = station.config.state / "self-check"
+def self_check_trust(state: Path, cert: x509.Certificate) -> TrustStore:
+    """A trust store holding only the station's own certificate (its self-checks trust it
+    and nothing else), kept in ``state``."""
+    folder = state / "self-check"
     folder.mkdir(exist_ok=True, mode=0o700)
-    cert = folder / "station.pem"
-    replace_file(cert, station.cert.public_bytes(serialization.Encoding.PEM))
-    return TrustStore.from_paths([cert])
+    path = folder / "station.pem"
+    replace_file(path, cert.public_bytes(serialization.Encoding.PEM))
+    return TrustStore.from_paths([path])
 
 
 def _self_check(station: Station, job: Job) -> None:
     """Check the disc images as the receiving clinic will; refuse to deliver one that fails."""
-    trust = _trust(station)
+    trust = station.trust
     workers = station.config.workers or default_workers()
     reports = [check_disc(Path(p), trust=trust, workers=workers) for p in job.outputs]
     code = check_set(reports).exit_code if len(reports) > 1 else reports[0].exit_code
@@ -170,7 +173,7 @@ def _deliver(station: Station, job: Job) -> Job:
             )
         drive = config.burn or _the_burner()
         burn(Path(job.outputs[0]), drive)
-        report = verify_burn(drive, _trust(station), workers=config.workers or default_workers())
+        report = verify_burn(drive, station.trust, workers=config.workers or default_workers())
         if report.exit_code != 0:
             raise _JobFailed(f"the burned disc did not verify when read back ({report.verdict})")
         if not queue.set_state(job.id, "burned", now=station.clock(), expect=("written",)):
@@ -263,4 +266,4 @@ def _audit(station: Station, current: Job, result: str, reason: str) -> None:
     )
 
 
-__all__ = ["LABEL_PREFIX", "ROBOT_JOB_FORMAT", "disc_label", "run_job"]
+__all__ = ["LABEL_PREFIX", "ROBOT_JOB_FORMAT", "disc_label", "run_job", "self_check_trust"]

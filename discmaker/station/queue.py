@@ -155,6 +155,14 @@ class WaitingStudy:
     interrupted: float | None
 
 
+def _job_row(db: sqlite3.Connection, job_id: int) -> sqlite3.Row:
+    """The job's row, for an operator's command; :class:`UsageError` when there is none."""
+    row: sqlite3.Row | None = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+    if row is None:
+        raise UsageError(f"There is no job {job_id}. 'discmaker station jobs' lists them.")
+    return row
+
+
 def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
@@ -552,12 +560,7 @@ class Queue:
         """Put a failed or cancelled job back in the queue, with every instance of its study
         received since (late ones included). Raises :class:`UsageError` otherwise."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT state, trigger, study_uid, kept FROM jobs WHERE id=?", (job_id,)
-            )
-            job = row.fetchone()
-            if job is None:
-                raise UsageError(f"There is no job {job_id}. 'discmaker station jobs' lists them.")
+            job = _job_row(db, job_id)
             if job["state"] not in ("failed", "cancelled", "verified"):
                 raise UsageError(
                     f"Job {job_id} is {job['state']}; only a failed, cancelled or verified job "
@@ -585,9 +588,7 @@ class Queue:
 
     def cancel(self, job_id: int, *, now: float) -> Job:
         with self._tx() as db:
-            job = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if job is None:
-                raise UsageError(f"There is no job {job_id}. 'discmaker station jobs' lists them.")
+            job = _job_row(db, job_id)
             if job["state"] in FINAL:
                 raise UsageError(f"Job {job_id} is {job['state']} already; nothing to cancel.")
             if job["state"] not in ("requested", "received", "authoring"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from discmaker.atomic import PARTIAL
 from discmaker.errors import OutputError, UsageError
 from discmaker.pacs.receive import (
     MediaRequest,
@@ -101,6 +102,7 @@ class Station:
             self,
         )
         self.idle = threading.Event()  # set whenever the loop finds nothing to do (tests wait)
+        self.trust = jobs.self_check_trust(config.state, cert)
 
     def close(self) -> None:
         self.receiver.stop()
@@ -372,7 +374,7 @@ def _failure_code(state: str) -> str:
 
 # What the author and the ISO writer leave next to a disc when the process is killed: its
 # work folder and the disc's temporary names (discmaker.author.create, discmaker.disc.iso).
-_LEFTOVER_MARKS = (".work", ".partial-", ".old-")
+_LEFTOVER_MARKS = (".work", PARTIAL, ".old-")
 
 
 def _clean_leftovers(out: Path) -> int:

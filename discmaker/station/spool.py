@@ -13,9 +13,7 @@ import contextlib
 import hashlib
 from pathlib import Path
 
-from discmaker.atomic import fsync_dir, replace_file
-
-_PARTIAL = ".partial-"  # what discmaker.atomic names a file while it is written
+from discmaker.atomic import PARTIAL, fsync_dir, replace_file
 
 
 def _name(uid: str) -> str:
@@ -70,7 +68,7 @@ class Spool:
     def clean_partials(self) -> int:
         """Remove temporary files a crash left behind; returns how many."""
         removed = 0
-        for path in self.root.glob(f"*/*{_PARTIAL}*"):
+        for path in self.root.glob(f"*/*{PARTIAL}*"):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1
