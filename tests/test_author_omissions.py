@@ -214,3 +214,16 @@ def test_a_bad_label_path_is_refused_before_any_work(run_author, tmp_path: Path,
     assert not out.exists()
     if case == "exists":
         assert label.read_bytes() == b"yesterday's label"
+
+
+def test_only_a_trusted_signer_is_believed_about_what_it_left_out(
+    sloppy_study: Path, tmp_path: Path, centre: Centre, other_centre: Centre
+) -> None:
+    from tests.conftest import author_disc
+
+    out = tmp_path / "disc"
+    author_disc(other_centre, [sloppy_study], out, format="folder", skip_unusable=True)
+    untrusted = check_disc(out, trust=TrustStore.from_paths([centre.cert_path]), workers=1)
+    assert not [n for n in untrusted.notes if "left 2 file(s)" in n]
+    trusted = check_disc(out, trust=TrustStore.from_paths([other_centre.cert_path]), workers=1)
+    assert [n for n in trusted.notes if "left 2 file(s)" in n]

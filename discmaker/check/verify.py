@@ -218,9 +218,13 @@ def _record_mismatches(
     ]
 
 
+_NAME_SHOWN = 120  # characters of a left-out file's name a note shows
+
+
 def _omitted_note(omitted: Sequence[manifest_mod.OmittedFile]) -> str:
     """What the sender signed it left out: files of the study that could not go on a disc."""
-    shown = ", ".join(o.file for o in omitted[:5]) + (" ..." if len(omitted) > 5 else "")
+    shown = ", ".join(o.file[:_NAME_SHOWN] for o in omitted[:5])
+    shown += " ..." if len(omitted) > 5 else ""
     return (
         f"The sender left {len(omitted)} file(s) of the study off this disc, because they could "
         f"not go on a disc ({shown}; README.TXT says why). Ask the sender if you need them."
@@ -1099,7 +1103,8 @@ def check_and_restore(
             return _check_unsigned(src, source, disc, workers, progress, trust, signature)
         files = _check_files(src, disc, manifest)
         _medium_findings(src, Path(source), disc, manifest, signature)
-        if signature.valid and manifest.omitted:  # the signer's word, not the disc's
+        trusted = signature.valid and signature.signer is not None and signature.signer.trusted
+        if trusted and manifest.omitted:  # a trusted signer's word, not the disc's
             disc.notes.append(_omitted_note(manifest.omitted))
         if progress:
             progress("read", 1, 1)
