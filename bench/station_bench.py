@@ -17,7 +17,7 @@ from bench.disc_bench import OUT, SLICES, _measure, _study
 from discmaker.crypto import signing
 from discmaker.station.config import StationConfig
 from discmaker.station.service import Station
-from discmaker.ui.cli_station import preload_workers
+from discmaker.ui.cli_station import preload_workers, receive_in_chunks
 
 QUIET = 0.5
 
@@ -54,6 +54,7 @@ def main() -> None:
         label_pdf=False,
     )
     preload_workers()  # as `discmaker station` does in its own process
+    receive_in_chunks()
     key = signing.load_private_key(key_path, passphrase=b"bench")
     with Station(config, key=key, cert=signing.load_certificate(cert_path)) as station:
         stop, listening = threading.Event(), threading.Event()

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class FakeSink:
     actions: list[tuple[str, int]] = field(default_factory=list)
     refuse: Refused | None = None
     crash: bool = False
+    received_as_file: int = 0  # instances handed over as pynetdicom's file (chunked receive)
 
     def store(self, instance: ReceivedInstance) -> None:
         with self.lock:
@@ -80,6 +81,9 @@ class FakeSink:
                 raise self.refuse
             if self.crash:
                 raise OSError("disk on fire")
+            if instance.path is not None:  # pynetdicom deletes it once this returns
+                self.received_as_file += 1
+                instance = replace(instance, data=instance.path.read_bytes(), path=None)
             self.stored.append(instance)
 
     def association_started(self, calling_aet: str) -> None:
@@ -271,6 +275,33 @@ def test_the_instance_is_kept_as_sent(
     assert instance.data[128:132] == b"DICM"
 
 
+def test_with_chunked_receive_the_instance_comes_as_a_file_and_is_the_same(
+    sink: FakeSink, study: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's STORE_RECV_CHUNKED_DATASET (which only the station's own process sets):
+    the sink gets the file pynetdicom wrote, with the bytes the in-memory receive gives; an
+    instance over max_instance_bytes is refused 0xA700, and the next one is stored."""
+    from pynetdicom import _config
+
+    ds = ct(study)
+    with running(sink) as receiver, associate(receiver) as assoc:
+        assert status_of(assoc.send_c_store(ds)) == 0x0000
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    size = len(sink.stored[0].data)
+    with running(sink, max_instance_bytes=size) as receiver, associate(receiver) as assoc:
+        assert status_of(assoc.send_c_store(ds)) == 0x0000
+        bigger = ct(study)
+        bigger.ImageComments = "x" * 1000
+        refused = assoc.send_c_store(bigger)
+        assert status_of(refused) == 0xA700
+        assert "exceeds this station's limit" in str(refused.ErrorComment)
+        assert status_of(assoc.send_c_store(ct(study))) == 0x0000  # the association goes on
+    first, again, after = sink.stored
+    assert sink.received_as_file == 2
+    assert again.data == first.data  # chunked or not: the same Part 10 file
+    assert after.sop_instance_uid != first.sop_instance_uid
+
+
 def test_a_bad_instance_is_refused_and_the_association_goes_on(
     receiver: Receiver, sink: FakeSink, study: list[Path]
 ) -> None:
@@ -403,9 +434,12 @@ def test_invalid_configuration_is_refused() -> None:
 # -- many and broken associations ----------------------------------------------------------------
 
 
-def test_eight_concurrent_associations(
-    receiver: Receiver, sink: FakeSink, study: list[Path]
-) -> None:
+def test_eight_concurrent_associations(sink: FakeSink, study: list[Path]) -> None:
+    with running(sink, max_associations_per_address=8) as receiver:  # all from 127.0.0.1
+        _eight_concurrent_associations(receiver, sink, study)
+
+
+def _eight_concurrent_associations(receiver: Receiver, sink: FakeSink, study: list[Path]) -> None:
     senders, each = 8, 5
     studies = [str(generate_uid()) for _ in range(senders)]
     failures: list[str] = []
@@ -483,6 +517,63 @@ def test_stop_aborts_open_associations(sink: FakeSink, study: list[Path]) -> Non
     finally:
         receiver.stop()
         receiver.stop()  # idempotent
+
+
+def _idle_connection(port: int, source: str) -> socket.socket:
+    """A TCP connection from ``source`` (another loopback address) that never asks for an
+    association."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect((LOOPBACK, port))
+    return sock
+
+
+def _closed_by_peer(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_one_address_cannot_take_every_association_slot(
+    sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Idle connections from one host (127.0.0.2) hold at most max_associations_per_address
+    slots; the next from it is closed at once and logged; other hosts still get in; once the
+    idle ones are dropped (request_timeout), the host may connect again."""
+    noisy = "127.0.0.2"
+    limits = {"max_associations": 6, "max_associations_per_address": 4, "request_timeout": 3.0}
+    with (
+        caplog.at_level("WARNING", "discmaker.pacs.receive"),
+        running(sink, **limits) as receiver,
+    ):
+        idle = [_idle_connection(receiver.port, noisy) for _ in range(4)]
+        try:
+            with _idle_connection(receiver.port, noisy) as extra:
+                assert _closed_by_peer(extra, within=1.0)  # not after the 3 s request timeout
+            assert not any(_closed_by_peer(s, within=0.05) for s in idle)  # those stay open
+            with associate(receiver) as assoc:  # from 127.0.0.1: a slot is free for it
+                assert assoc.is_established
+                assert status_of(assoc.send_c_echo()) == 0x0000
+            assert all(_closed_by_peer(s, within=5.0) for s in idle)  # the request timeout
+            wait_for(lambda: not receiver_threads(receiver), "the idle connections to end")
+            with _idle_connection(receiver.port, noisy) as again:
+                assert not _closed_by_peer(again, within=0.3)  # its slots are free again
+        finally:
+            for sock in idle:
+                sock.close()
+    (message,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert noisy in message and "max_associations_per_address" in message
+
+
+def receiver_threads(receiver: Receiver) -> list[Any]:
+    """The receiver's association threads (pynetdicom's acceptors), open connections."""
+    server = receiver._server
+    assert server is not None
+    return list(server.active_associations)
 
 
 # -- listening -----------------------------------------------------------------------------------

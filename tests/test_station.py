@@ -205,7 +205,8 @@ def test_a_study_sent_with_storescu_becomes_one_verified_disc(
 
 def test_eight_concurrent_associations_make_eight_discs(tmp_path: Path, centre: Centre) -> None:
     studies = {seed: study(tmp_path / seed, seed, slices=3) for seed in "abcdefgh"}
-    config = make_config(tmp_path, centre, quiet_seconds=1.0)
+    # all eight from 127.0.0.1, as one PACS sending on eight associations at once
+    config = make_config(tmp_path, centre, quiet_seconds=1.0, max_associations_per_address=8)
     with running(config, centre) as station:
         port = station.receiver.port
         results: dict[str, list[int]] = {}
@@ -473,6 +474,8 @@ def test_status_jobs_retry_and_cancel(
 def test_the_example_configuration_loads_and_mistakes_are_named(tmp_path: Path) -> None:
     config = station_config.load(EXAMPLE)
     assert config.aet == "DISCMAKER" and config.port == 11112 and config.span
+    assert (config.max_associations, config.max_associations_per_address) == (16, 4)
+    assert config.max_instance_mb == 2048
     assert config.passphrase_file == Path("/etc/discmaker/passphrase")
     bad = tmp_path / "bad.toml"
     bad.write_text('[dicom]\naet = "X"\nprot = 104\n')
@@ -848,3 +851,303 @@ def test_a_job_cancelled_and_retried_while_it_is_authored_is_made_again_with_the
         (job,) = station.queue.jobs()
         assert job.state == "verified" and job.attempts == 2 and len(calls) == 2
         assert disc_uids(Path(job.outputs[0])) == uids(files)
+
+
+def test_the_instances_of_failed_and_cancelled_jobs_expire_unless_retried(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discmaker.station import jobs as station_jobs
+
+    studies = {seed: study(tmp_path / seed, seed, slices=1) for seed in ("x1", "x2", "x3")}
+    study_of = {seed: str(dcmread(files[0]).StudyInstanceUID) for seed, files in studies.items()}
+    config = make_config(tmp_path, centre, quiet_seconds=10, keep_received_days=7)
+    real_author, broken = station_jobs.author, [True]
+
+    def author(*args: Any, **kwargs: Any) -> Any:
+        if broken[0]:
+            raise errors.OutputError("the output disk is gone")
+        return real_author(*args, **kwargs)
+
+    monkeypatch.setattr(station_jobs, "author", author)
+    with offline(config, centre) as (station, clock):
+
+        def job(seed: str) -> Any:
+            (found,) = [j for j in station.queue.jobs() if j.study_uid == study_of[seed]]
+            return found
+
+        def job_seed(job_id: int) -> str:
+            (seed,) = [s for s in studies if job(s).id == job_id]
+            return seed
+
+        for files in studies.values():
+            station.store(_instance(files[0]))
+        clock.now += 11
+        first = station.queue.create_study_job(study_of["x1"], now=clock())
+        assert first is not None
+        station.queue.cancel(first, now=clock())  # an operator cancels it before it runs
+        while station.step():
+            pass
+        assert sorted(j.state for j in station.queue.jobs()) == ["cancelled", "failed", "failed"]
+        failed = [j.id for j in station.queue.jobs() if j.state == "failed"]
+        clock.now += 6 * 86400  # an operator retries one failed job a day before it expires
+        broken[0] = False
+        station.queue.retry(failed[0], now=clock())
+        assert station.step()
+        retried = station.queue.job(failed[0])
+        assert retried is not None and retried.state == "verified"
+        clock.now += 86400 + 60
+        assert not station.step()  # the loop expires what ended 7 days ago
+        kept = {seed: station.queue.job_files(job(seed).id) for seed in studies}
+        assert [seed for seed, files in kept.items() if files] == [job_seed(failed[0])]
+        (path,) = (Path(p) for _, p in kept[job_seed(failed[0])])
+        assert list(config.spool.rglob("*.dcm")) == [path]  # the others' files are deleted
+        with pytest.raises(errors.UsageError, match="no longer kept"):
+            station.queue.retry(failed[1], now=clock())
+
+
+class _Killed(BaseException):
+    """The station process dying at this point (nothing in it catches this)."""
+
+
+@pytest.mark.parametrize("crash", ["before the audit line", "after the audit line"])
+def test_a_stop_between_a_verified_disc_and_its_audit_line_leaves_it_audited_once(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch, crash: str
+) -> None:
+    from discmaker.station.audit import AuditLog
+
+    files = study(tmp_path / "ct", "y", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=10)
+    real_audited = Queue.audited
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise _Killed
+
+    with offline(config, centre) as (station, clock):
+        for path in files:
+            station.store(_instance(path))
+        clock.now += 11
+        with monkeypatch.context() as m:
+            if crash == "before the audit line":
+                m.setattr(AuditLog, "record", die)
+            else:
+                m.setattr(Queue, "audited", die)
+            with pytest.raises(_Killed):
+                station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "verified"
+    lines = list(read_records(config.audit_path))
+    assert len(lines) == (0 if crash == "before the audit line" else 1)
+    assert Queue.audited is real_audited
+    with offline(config, centre) as (station, clock):  # the station starts again
+        clock.now += 60
+        assert not station.step()
+        assert station.queue.audit_pending() == []
+        station.queue.retry(job.id, now=clock())  # nothing owed: it may be made again
+    (line,) = list(read_records(config.audit_path))
+    assert line["job"] == job.id and line["result"] == "verified" and line["attempt"] == 1
+    assert line["manifest_sha256"] == job.manifest_sha256.split(",")
+    assert line["when"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.updated))
+
+
+def test_a_stop_after_the_robots_job_file_does_not_hand_the_disc_over_again(
+    tmp_path: Path,
+    centre: Centre,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    files = study(tmp_path / "ct", "z", slices=2)
+    robot = tmp_path / "robot"
+    robot.mkdir()
+    config = make_config(tmp_path, centre, quiet_seconds=10, hot_folder=robot)
+    real_set_state = Queue.set_state
+
+    def killed_at_handed_over(self: Queue, job_id: int, state: str, **kwargs: Any) -> bool:
+        if state == "handed-over":
+            raise _Killed  # the job file is in the robot's folder, the queue says "written"
+        return real_set_state(self, job_id, state, **kwargs)
+
+    with offline(config, centre) as (station, clock):
+        for path in files:
+            station.store(_instance(path))
+        clock.now += 11
+        with monkeypatch.context() as m:
+            m.setattr(Queue, "set_state", killed_at_handed_over)
+            with pytest.raises(_Killed):
+                station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "written"
+    handed = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in robot.iterdir()}
+    assert sorted(handed) == sorted(
+        [Path(job.outputs[0]).name, Path(job.label_pdf).name, f"{job.label}.JOB.json"]
+    )
+    with (
+        caplog.at_level("INFO", "discmaker.station"),
+        offline(config, centre) as (station, clock),
+    ):  # the station starts again: the job goes on from "written"
+        assert station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "verified"
+    again = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in robot.iterdir()}
+    assert again == handed  # nothing written again: the robot sees no new job file
+    assert "holds its job file already" in caplog.text
+    (line,) = list(read_records(config.audit_path))
+    assert line["result"] == "verified"
+
+
+def test_author_errors_are_worded_for_the_station_operator(tmp_path: Path, centre: Centre) -> None:
+    """No CLI flags and no spool paths in a job's reason: the configuration key, the
+    instance's UID, what to send again."""
+    from discmaker.pacs.receive import MediaRequest
+
+    one, other = study(tmp_path / "p1", "w1", slices=1), study(tmp_path / "p2", "w2", slices=1)
+    truncated = dcmread(one[0])
+    truncated.SOPInstanceUID = generate_uid()
+    truncated.StudyInstanceUID, truncated.SeriesInstanceUID = generate_uid(), generate_uid()
+    truncated.PixelData = truncated.PixelData[:100]  # readable, but cut short
+    broken = tmp_path / "truncated.dcm"
+    truncated.save_as(broken)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    with offline(config, centre) as (station, clock):
+        both = [one[0], other[0]]  # two patients, named in one Media Creation request
+        for path in both:
+            station.store(_instance(path))
+        pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in both)
+        uid = generate_uid()
+        station.media_request(MediaRequest(uid, "PACS", pairs, "", ""))
+        station.media_action(uid, 1)
+        station.store(_instance(broken))
+        assert station.step()
+        request_job = station.queue.jobs()[0]
+        clock.now += 3601  # the study with the truncated instance is quiet
+        while station.step():
+            pass
+        (quiet_job,) = [j for j in station.queue.jobs() if j.trigger == "quiet"]
+    assert request_job.state == "failed", request_job
+    mixed = request_job.reason
+    assert "2 different patients" in mixed and "one Media Creation request each" in mixed, mixed
+    assert "--" not in mixed
+    assert quiet_job.state == "failed", quiet_job
+    unusable = quiet_job.reason
+    assert f"The instance {truncated.SOPInstanceUID}" in unusable, unusable
+    assert "send the study again" in unusable
+    assert f"discmaker station retry {quiet_job.id}" in unusable
+    assert "skip_unusable = true in [disc]" in unusable and "--" not in unusable
+    assert str(config.spool) not in unusable  # no hash-named spool path
+    lines = {line["job"]: line["reason"] for line in read_records(config.audit_path)}
+    assert lines == {request_job.id: mixed, quiet_job.id: unusable}
+
+
+def test_a_disc_too_large_is_worded_with_the_configuration_keys(tmp_path: Path) -> None:
+    from discmaker.disc.media import Medium
+    from discmaker.station.wording import job_failure
+
+    spool = str(tmp_path / "received" / "ab" / "cd.dcm")
+    exc = errors.TooLargeError(
+        f"{spool} alone does not fit on a 737,280,000-byte medium. "
+        "Choose a larger medium (--medium dvd, bd or usb)."
+    )
+    config = station_config.StationConfig(
+        out=tmp_path, key=tmp_path / "k", cert=tmp_path / "c", span=False
+    )
+    reason = job_failure(exc, job=3, requested=False, files=[("1.2.3", spool)], config=config)
+    assert reason == (
+        "The instance 1.2.3 alone does not fit on a 737,280,000-byte medium. Set medium = "
+        '"dvd", "bd", "usb" (larger) in [disc] of the station\'s configuration, or span = '
+        "true to make a set of discs"
+    )
+    usb = replace(config, medium=Medium.USB, span=True)
+    assert "--" not in job_failure(exc, job=3, requested=False, files=[], config=usb)
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+def test_a_media_creation_requests_label_text_is_printed_on_the_label(
+    tmp_path: Path, centre: Centre
+) -> None:
+    from datetime import UTC, datetime
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MediaCreationManagement
+
+    from discmaker.people import long_date
+
+    files = study(tmp_path / "ct", "lt", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    with running(config, centre) as station:
+        send(station.receiver.port, files)
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(MediaCreationManagement)
+        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
+        request = media_request(files)
+        request.LabelText = "Für Dr. Müller,\r\nCardiology follow-up"
+        uid = generate_uid()
+        assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
+        assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
+        assoc.release()
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    text = subprocess.run(
+        ["pdftotext", job.label_pdf, "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert text.count("Für Dr. Müller, Cardiology follow-up") == 2  # on the disc, in the insert
+    words = " ".join(text.split())
+    made = long_date(datetime.fromtimestamp(job.updated, UTC).date())  # what the author wrote
+    for expected in (
+        "DICOM ONLY",
+        "ID ST-lt, born 1 January 1970",
+        "Test Imaging Centre",  # the institution, from the disc's manifest
+        "Study of 2 January 2026: DEMO STUDY",  # the description, from the received instances
+        "Disc 1 of 1",
+        f"Created {made}",
+    ):
+        assert expected in words, expected
+    assert "Müller" not in json.dumps(job.to_json())
+    assert "Müller" not in config.audit_path.read_text(encoding="utf-8")
+
+
+def _memory_mb(pid: int) -> tuple[int, int]:
+    """(current, peak) resident memory of process ``pid`` in MB (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+
+    def kb(key: str) -> int:
+        return int(next(line for line in status if line.startswith(key)).split()[1])
+
+    return kb("VmRSS:") // 1024, kb("VmHWM:") // 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_the_station_receives_a_large_instance_without_holding_it_in_memory(
+    tmp_path: Path, centre: Centre
+) -> None:
+    """`discmaker station` (its own process: pynetdicom's chunked receive) takes a 120 MB
+    instance from storescu into its spool with its peak memory up by far less than the
+    instance (in memory it was about twice the instance: 200 MB took 82 -> 467 MB)."""
+    (source,) = study(tmp_path / "ct", "big", slices=1)
+    big = dcmread(source)
+    big.Rows = big.Columns = 7746  # 16-bit: 120 MB of pixel data
+    big.PixelData = bytes(7746 * 7746 * 2)
+    sent = tmp_path / "big.dcm"
+    big.save_as(sent)
+    del big
+    config = make_config(tmp_path, centre, quiet_seconds=3600)
+    port = free_port()
+    cfg = tmp_path / "station.toml"
+    _write_config(cfg, config, port)
+    log = tmp_path / "station.log"
+    proc = _station_process(cfg, log)
+    try:
+        wait_for("the station to listen", lambda: b"listening" in log.read_bytes(), 30)
+        time.sleep(0.5)  # settled after start
+        _, peak_before = _memory_mb(proc.pid)
+        storescu(port, [sent])
+        _, peak = _memory_mb(proc.pid)
+        (stored,) = config.spool.rglob("*.dcm")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert peak - peak_before < 40, (peak_before, peak)
+    kept = dcmread(stored, stop_before_pixels=True)
+    assert kept.SOPInstanceUID == dcmread(sent, stop_before_pixels=True).SOPInstanceUID
+    assert stored.stat().st_size > sent.stat().st_size - 1000  # the whole instance
+    assert stored.stat().st_mode & 0o777 == 0o600

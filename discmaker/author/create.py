@@ -108,6 +108,9 @@ class AuthorRequest:
     # A PDF with the label of every disc written (patient, studies, institution, "disc k of
     # n", "DICOM ONLY" as IHE PDI asks), for a label printer or the disc case.
     label_pdf: Path | None = None
+    # One more line on every label, as a requester wrote it (a DICOM Media Creation request's
+    # Label Text); "" for none. Only on the label PDF, never on the disc.
+    label_text: str = ""
     # Leave out a file that cannot go on a disc (damaged, or without a key the DICOMDIR
     # needs) instead of stopping; it is named in the result, README.TXT and the manifest.
     skip_unusable: bool = False
@@ -642,7 +645,7 @@ def _author_set(
             outcomes.append(_author_disc(req, run, disc, discs, progress=progress))
             written.append(disc.out)
         if req.label_pdf is not None:
-            _write_labels(req.label_pdf, run, discs, outcomes)
+            _write_labels(req.label_pdf, run, discs, outcomes, req.label_text)
     except BaseException:
         for path in written:
             if path.is_dir():
@@ -653,7 +656,9 @@ def _author_set(
     return outcomes
 
 
-def _write_labels(dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_DiscOutcome]) -> None:
+def _write_labels(
+    dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_DiscOutcome], text: str
+) -> None:
     """The label PDF: a page for each disc, naming what is on that disc."""
     labels = [
         label_info(
@@ -662,6 +667,7 @@ def _write_labels(dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_Di
             disc_number=disc.number,
             disc_count=disc.count,
             created=run.timestamp,
+            text=text,
         )
         for disc, outcome in zip(discs.discs, outcomes, strict=True)
     ]

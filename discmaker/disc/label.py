@@ -98,6 +98,9 @@ class LabelInfo:
     disc_number: int
     disc_count: int
     created: datetime
+    # One more line, as the requester wrote it (a Media Creation request's Label Text): on
+    # the disc above the studies, and in the case insert; "" for none.
+    text: str = ""
 
 
 def label_info(
@@ -107,6 +110,7 @@ def label_info(
     disc_number: int,
     disc_count: int,
     created: datetime,
+    text: str = "",
 ) -> LabelInfo:
     """The label of one disc from the patients and studies on it (several patients, on a disc
     authored with mixed patients allowed, are named one after the other)."""
@@ -124,6 +128,7 @@ def label_info(
         disc_number=disc_number,
         disc_count=disc_count,
         created=created,
+        text=" ".join(text.split())[:200],  # one line, as the label has room for
     )
 
 
@@ -284,6 +289,9 @@ class _Label:
             self.line(y, value, size=size, bold=bold, width=self._chord(y, size * 0.45))
             y += size * 0.45 + 2.5
         y = _CY + _HUB + 5
+        if info.text.strip():
+            self.line(y, info.text, size=9, bold=True, width=self._chord(y, 4.5))
+            y += 5.5
         studies = [_study_line(d, s) for d, s in self.info.studies]
         shown = studies[:_MAX_STUDIES_ON_DISC]
         if len(studies) > len(shown):
@@ -309,6 +317,7 @@ class _Label:
             ("Patient ID", info.patient_id or "(none)"),
             ("Born", long_date(info.birth_date) if info.birth_date else "not recorded"),
             ("Made by", info.institution),
+            *([("Label", info.text)] if info.text.strip() else []),
             ("Disc", _disc_of(info)),
             ("Created", long_date(info.created.date())),
         ]

@@ -2,8 +2,11 @@
 
 A :class:`Receiver` listens with its own pynetdicom ``AE`` (our AE title, which callers must
 use: ``require_called_aet``; the calling AE titles it accepts, empty for any; at most
-``max_associations`` at once). Everything it knows lives in the instance, so one process can
-run several receivers (the tests do), and pynetdicom's module-wide settings are never changed.
+``max_associations`` at once, and ``max_associations_per_address`` connections from one
+address, so a host holding idle or slow connections cannot take every slot; one beyond it is
+closed at once and logged with the address). Everything it knows lives in the instance, so
+one process can run several receivers (the tests do), and pynetdicom's module-wide settings
+are never changed.
 It writes nothing and queues nothing itself: every decision that needs the disc or the job
 queue is the :class:`ReceiveSink`'s (``discmaker.station``). Its log records go to this
 module's logger; they name AE titles and UIDs, never patient data.
@@ -23,7 +26,10 @@ Services (presentation contexts):
 
 C-STORE: the data set is kept exactly as sent (:meth:`pynetdicom.events.Event.encoded_dataset`,
 with the File Meta Information pynetdicom derives from the request and the presentation
-context) and read back with pydicom, up to the pixel data, only to check it: SOP Class and
+context; with pynetdicom's chunked receive, ``STORE_RECV_CHUNKED_DATASET``, the file it wrote
+that to as the data arrived, :attr:`~pynetdicom.events.Event.dataset_path`, so an instance is
+never held in memory whole) and read back with pydicom, up to the pixel data, only to check
+it: larger than ``max_instance_bytes`` is refused (0xA700); SOP Class and
 Instance UIDs equal to the request's, Study and Series Instance UID and Patient ID not empty. A
 data set that fails these checks, or cannot be read, is refused with 0xC000 "cannot
 understand" and an Error Comment saying what is wrong; the association goes on. Success
@@ -51,11 +57,13 @@ import errno
 import logging
 import re
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
@@ -161,7 +169,18 @@ class ReceivedInstance:
     sop_instance_uid: str
     study_uid: str
     series_uid: str
-    data: bytes  # the complete DICOM Part 10 file (preamble, file meta, dataset) as received
+    # The complete DICOM Part 10 file (preamble, file meta, dataset) as received: in memory,
+    # or, with pynetdicom's chunked receive (``STORE_RECV_CHUNKED_DATASET``, which only the
+    # station's own process turns on), the file pynetdicom wrote it to. The sink may move
+    # that file away (e.g. rename it into its spool); pynetdicom deletes it otherwise once
+    # the sink returns.
+    data: bytes = b""
+    path: Path | None = None
+
+    @property
+    def size(self) -> int:
+        """The Part 10 file's size in bytes."""
+        return len(self.data) if self.path is None else self.path.stat().st_size
 
 
 @dataclass(frozen=True)
@@ -242,7 +261,13 @@ class ReceiverConfig:
     port: int = 11112
     allowed_callers: frozenset[str] = frozenset()  # empty: any calling AE title
     max_associations: int = 16
+    # Connections one address may hold open at once (idle ones too): one host, slow or
+    # hostile, cannot take every association slot. A connection beyond it is closed at once.
+    max_associations_per_address: int = 4
     request_timeout: float = 5.0  # seconds a new connection has to ask for an association
+    # An instance larger than this is refused (0xA700, with a comment naming the limit);
+    # None: no limit.
+    max_instance_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aet", check_aet(self.aet, what="AE title of this station"))
@@ -255,8 +280,14 @@ class ReceiverConfig:
                 f"Port {self.port} is not a TCP port (1-65535; 0 lets the system choose). "
                 "The usual DICOM ports are 104 and 11112."
             )
-        if self.max_associations < 1:
-            raise UsageError(f"max_associations is {self.max_associations}; at least 1 is needed.")
+        if self.max_instance_bytes is not None and self.max_instance_bytes < 1:
+            raise UsageError(f"max_instance_bytes is {self.max_instance_bytes}; at least 1.")
+        if self.max_associations < 1 or self.max_associations_per_address < 1:
+            raise UsageError(
+                f"max_associations is {self.max_associations} and "
+                f"max_associations_per_address {self.max_associations_per_address}; each needs "
+                "at least 1."
+            )
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -318,11 +349,12 @@ def is_uid(text: str) -> bool:
     return len(text) <= 64 and _UID.fullmatch(text) is not None
 
 
-def _check_instance(data: bytes, sop_class: str, sop_instance: str) -> tuple[str, str]:
-    """(Study, Series Instance UID) of the Part 10 ``data``; :class:`_Invalid` when it cannot
-    be read or lacks what the station needs."""
+def _check_instance(data: bytes | Path, sop_class: str, sop_instance: str) -> tuple[str, str]:
+    """(Study, Series Instance UID) of the Part 10 ``data`` (bytes, or a file: only its
+    header is read); :class:`_Invalid` when it cannot be read or lacks what the station
+    needs."""
     try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
+        ds = dcmread(BytesIO(data) if isinstance(data, bytes) else data, stop_before_pixels=True)
         found_class = _text(ds, "SOPClassUID")
         found_instance = _text(ds, "SOPInstanceUID")
         study = _text(ds, "StudyInstanceUID")
@@ -442,6 +474,94 @@ class _Peer:
 
 # -- the receiver --------------------------------------------------------------------------------
 
+REFUSAL_LOG_SECONDS = 60.0  # a host refused again and again is logged once a minute
+MAX_REFUSED_HOSTS = 1024  # hosts remembered for that
+
+
+class _CappedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server (made with ``AE.make_server(server_class=...)``), which
+    closes a new connection at once while its address holds ``per_address`` open already.
+
+    A connection counts from its accept until its association thread ends (also while it
+    has not asked for an association yet, as pynetdicom's own limit counts it)."""
+
+    def __init__(self, *args: Any, per_address: int, **kwargs: Any) -> None:
+        self.per_address = per_address
+        self._cap_lock = threading.Lock()
+        self._pending: dict[str, set[socket.socket]] = {}  # accepted, thread not started yet
+        self._refusals: dict[str, tuple[float, int]] = {}  # host -> (last logged, since)
+        super().__init__(*args, **kwargs)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        host = _host(client_address)
+        with self._cap_lock:
+            held = self._open_from(host)
+            if held >= self.per_address:
+                self._refused(host, held)
+                return False  # socketserver closes the connection
+            self._pending.setdefault(host, set()).add(request)
+        return True
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # In the connection's own thread: makes the association and starts its thread.
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._cap_lock:
+                waiting = self._pending.get(_host(client_address), set())
+                waiting.discard(request)
+                if not waiting:
+                    self._pending.pop(_host(client_address), None)
+
+    def shutdown_request(self, request: Any) -> None:
+        # a connection refused, or one whose thread could not start: no longer pending
+        with self._cap_lock:
+            for host, waiting in list(self._pending.items()):
+                waiting.discard(request)
+                if not waiting:
+                    del self._pending[host]
+        super().shutdown_request(request)
+
+    def shutdown(self) -> None:
+        """Stop accepting and close the socket (as pynetdicom's, without the AE's list of
+        servers, which only ``AE.start_server`` adds to)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+
+    def _open_from(self, host: str) -> int:
+        pending = self._pending.get(host, set())
+        running = 0
+        for assoc in self.active_associations:
+            with contextlib.suppress(Exception):  # one ending meanwhile
+                wrapper = assoc.dul.socket
+                if wrapper is not None and wrapper.socket in pending:
+                    continue  # counted as pending
+                if assoc.requestor.address == host:
+                    running += 1
+        return running + len(pending)
+
+    def _refused(self, host: str, held: int) -> None:
+        now = time.monotonic()
+        last, since = self._refusals.get(host, (-REFUSAL_LOG_SECONDS, 0))
+        if now - last < REFUSAL_LOG_SECONDS:
+            self._refusals[host] = (last, since + 1)
+            return
+        if len(self._refusals) > MAX_REFUSED_HOSTS:  # forget hosts quiet for a while
+            cutoff = now - REFUSAL_LOG_SECONDS
+            self._refusals = {h: v for h, v in self._refusals.items() if v[0] >= cutoff}
+        self._refusals[host] = (now, 0)
+        log.warning(
+            "connection from %s refused: it holds %d open already (max_associations_per_address)%s",
+            host,
+            held,
+            f"; {since} more refused since the last message" if since else "",
+        )
+
+
+def _host(address: Any) -> str:
+    """The host part of a socket address (IPv4 or IPv6 tuple)."""
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
+
 
 class Receiver:
     """A DICOM Storage (and Media Creation Management) SCP feeding ``sink``.
@@ -455,7 +575,7 @@ class Receiver:
         self._sink = sink
         self._lock = threading.Lock()
         self._peers: dict[_PynetAssociation, _Peer] = {}
-        self._server: ThreadedAssociationServer | None = None
+        self._server: _CappedServer | None = None
         ae = AE(ae_title=config.aet)
         ae.require_called_aet = True
         ae.require_calling_aet = sorted(config.allowed_callers)
@@ -511,11 +631,21 @@ class Receiver:
             ]
             c = self.config
             try:
-                server = self._ae.start_server((c.host, c.port), block=False, evt_handlers=handlers)
+                server = cast(
+                    _CappedServer,
+                    self._ae.make_server(
+                        (c.host, c.port),
+                        evt_handlers=handlers,
+                        server_class=_CappedServer,
+                        per_address=c.max_associations_per_address,
+                    ),
+                )
             except OSError as exc:
                 raise InputError(_listen_problem(c, exc)) from exc
-            if server is None:  # only a blocking server returns None
-                raise RuntimeError("pynetdicom returned no server")
+            thread = threading.Thread(
+                target=server.serve_forever, name=f"DICOM receiver {c.aet}", daemon=True
+            )
+            thread.start()
             self._server = server
         log.info("DICOM receiver %s listening on %s:%d", c.aet, c.host, self.port)
 
@@ -654,9 +784,12 @@ class Receiver:
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_instance = str(request.AffectedSOPInstanceUID or "")
         calling = _calling_aet(event.assoc)
+        path = _chunked_path(event)
         try:
-            data = event.encoded_dataset(include_meta=True)
-            study, series = _check_instance(data, sop_class, sop_instance)
+            # chunked: pynetdicom wrote the data set to a file as it arrived; else in memory
+            data = b"" if path is not None else event.encoded_dataset(include_meta=True)
+            self._check_size(path.stat().st_size if path is not None else len(data))
+            study, series = _check_instance(path or data, sop_class, sop_instance)
         except _Invalid as bad:
             log.warning("C-STORE from %s refused: %s", calling, bad.message)
             return _status(bad.status, bad.message)
@@ -667,6 +800,7 @@ class Receiver:
             study_uid=study,
             series_uid=series,
             data=data,
+            path=path,
         )
         try:
             self._sink.store(instance)
@@ -687,6 +821,15 @@ class Receiver:
                 peer.studies.add(study)
         log.debug("C-STORE from %s: %s stored", calling, sop_instance)
         return _status(SUCCESS)
+
+    def _check_size(self, size: int) -> None:
+        limit = self.config.max_instance_bytes
+        if limit is not None and size > limit:
+            raise _Invalid(
+                OUT_OF_RESOURCES,
+                f"instance of {_megabytes(size)} exceeds this station's limit "
+                f"({_megabytes(limit)})",
+            )
 
     def _n_service(
         self, event: Event, what: str, handle: Callable[[Event], tuple[Dataset, Dataset | None]]
@@ -771,6 +914,20 @@ class Receiver:
         if wanted is not None and not isinstance(wanted, list):
             wanted = [wanted]  # a single tag
         return _status(SUCCESS), _status_dataset(status, wanted)
+
+
+def _chunked_path(event: Event) -> Path | None:
+    """The file pynetdicom received the C-STORE data set into (``STORE_RECV_CHUNKED_DATASET``
+    on), else None."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return None if path is None else Path(path)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.0f} MB"
 
 
 def _on_conn_open(event: Event) -> None:

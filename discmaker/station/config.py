@@ -36,6 +36,8 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
         "allowed_callers",
         "allow_any_caller",
         "max_associations",
+        "max_associations_per_address",
+        "max_instance_mb",
     ),
     "station": (
         "min_free_mb",
@@ -70,6 +72,12 @@ class StationConfig:
     # this says, knowingly, that any caller may send (a firewall then decides who can).
     allow_any_caller: bool = False
     max_associations: int = 16
+    # Connections one address may hold at once (idle ones too), so one host cannot take
+    # every slot; a PACS sending on several associations at once needs as many.
+    max_associations_per_address: int = 4
+    # An instance larger than this is refused (0xA700); 0: no limit. The station receives
+    # each instance into a file as it arrives (never whole in memory).
+    max_instance_mb: int = 2048
     # [station] Where discs and their labels go; where the received instances, the job
     # queue and the audit log live; a study is complete once nothing arrived for
     # quiet_seconds; a study whose sender broke off waits incomplete_seconds for the rest.
@@ -77,8 +85,8 @@ class StationConfig:
     state: Path = field(default_factory=default_state)
     quiet_seconds: float = 30.0
     incomplete_seconds: float = 3600.0
-    # The received instances of a verified disc are kept this long (so `station retry` can
-    # make it again, with any late instances), then deleted.
+    # The received instances of a job verified, failed or cancelled are kept this long (so
+    # `station retry` can make it again, with any late instances), then deleted.
     keep_received_days: float = 7.0
     # Instances are refused (0xA700, the sender tries again later) while less than this is
     # free on the state folder's disk, so the queue and the audit log can still be written.
@@ -188,7 +196,14 @@ def _convert(key: str, value: Any, base: Path, where: str) -> Any:
             raise bad("a path")
         p = Path(value).expanduser()
         return p if p.is_absolute() else (base / p).resolve()
-    if key in ("port", "workers", "max_associations", "min_free_mb"):
+    if key in (
+        "port",
+        "workers",
+        "max_associations",
+        "max_associations_per_address",
+        "max_instance_mb",
+        "min_free_mb",
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("a whole number")
         return value
@@ -239,8 +254,16 @@ def _check(config: StationConfig, where: str) -> None:
             "and firewall its port to them, as AE titles are not passwords. Only if a "
             "firewall already decides who can reach it: allow_any_caller = true."
         )
-    if config.max_associations < 1 or config.min_free_mb < 0:
-        raise UsageError(f"{where}: max_associations must be 1 or more, min_free_mb 0 or more.")
+    if (
+        config.max_associations < 1
+        or config.max_associations_per_address < 1
+        or config.min_free_mb < 0
+        or config.max_instance_mb < 0
+    ):
+        raise UsageError(
+            f"{where}: max_associations and max_associations_per_address must be 1 or more, "
+            "min_free_mb and max_instance_mb 0 or more."
+        )
     if config.keep_received_days < 0:
         raise UsageError(f"{where}: keep_received_days must be 0 or more.")
     if config.workers is not None and config.workers < 1:

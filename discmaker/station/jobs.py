@@ -33,6 +33,7 @@ from discmaker.errors import DiscmakerError
 from discmaker.format.canonical import dumps
 from discmaker.format.manifest import MANIFEST_PATH, MAX_MANIFEST_BYTES
 from discmaker.parallel import default_workers
+from discmaker.station import wording
 from discmaker.station.queue import Job
 
 if TYPE_CHECKING:
@@ -63,19 +64,30 @@ def run_job(station: Station, job: Job) -> None:
             _self_check(station, job)
             job = _deliver(station, job)
         if not queue.set_state(
-            job.id, "verified", now=now(), expect=("written", "burned", "handed-over")
+            job.id, "verified", now=now(), expect=("written", "burned", "handed-over"), audit=True
         ):
             raise _Cancelled
         _finish(station, job, "verified", "")
     except _Cancelled:
         log.info("station: job %d cancelled while it ran; its disc was removed", job.id)
     except DiscmakerError as exc:
-        _fail(station, job, str(exc))
+        _fail(station, job, _reason(station, job, exc))
     except OSError as exc:
         _fail(station, job, f"{exc.strerror or exc} ({exc.filename or 'output'})")
     except Exception as exc:  # one job's bug must not stop a station making other discs
         log.exception("station: job %d: internal error", job.id)
         _fail(station, job, f"internal error in discmaker ({type(exc).__name__}); see the log")
+
+
+def _reason(station: Station, job: Job, exc: DiscmakerError) -> str:
+    """``exc`` worded for the station's operator (no CLI flags, instances by UID)."""
+    try:
+        files = station.queue.job_files(job.id)
+    except Exception:  # the queue is what failed: the reason without the instances' UIDs
+        files = []
+    return wording.job_failure(
+        exc, job=job.id, requested=job.trigger == "request", files=files, config=station.config
+    )
 
 
 def _author(station: Station, job: Job) -> Job:
@@ -99,6 +111,7 @@ def _author(station: Station, job: Job) -> Job:
             workers=config.workers,
             span=config.span,
             label_pdf=label_pdf,
+            label_text=job.label_text,
             skip_unusable=config.skip_unusable,
             overwrite=True,  # only an earlier, interrupted attempt of this job can be there
             expected_instances=frozenset(uid for uid, _ in files),
@@ -199,26 +212,69 @@ def _the_burner() -> str:
 
 def _hand_over(job: Job, hot_folder: Path) -> None:
     """Copy the disc images and the label into the robot's folder, then its job file: the
-    robot sees the job file last, when everything it names is complete."""
+    robot sees the job file last, when everything it names is complete.
+
+    Idempotent: a file the folder holds already with the same content is not copied again,
+    and an identical job file is never written again (a robot that watches for new job
+    files would make the discs twice), as after a stop between the job file and the
+    ``handed-over`` state."""
     names: list[dict[str, str]] = []
+    files: list[Path] = []
     for output in job.outputs:
         image = Path(output)
-        copy_file(image, hot_folder / image.name)
+        files.append(image)
         names.append({"image": image.name})
     if job.label_pdf:
         pdf = Path(job.label_pdf)
-        copy_file(pdf, hot_folder / pdf.name)
+        files.append(pdf)
         for entry in names:
             entry["label_pdf"] = pdf.name
-    ticket = {
-        "format": ROBOT_JOB_FORMAT,
-        "format_version": 1,
-        "job": job.id,
-        "label": job.label,
-        "copies": job.copies,
-        "discs": names,
-    }
-    replace_file(hot_folder / f"{job.label}.JOB.json", dumps(ticket))
+    ticket = dumps(
+        {
+            "format": ROBOT_JOB_FORMAT,
+            "format_version": 1,
+            "job": job.id,
+            "label": job.label,
+            "copies": job.copies,
+            "discs": names,
+        }
+    )
+    ticket_path = hot_folder / f"{job.label}.JOB.json"
+    missing = [f for f in files if not _same_content(f, hot_folder / f.name)]
+    if _holds(ticket_path, ticket):
+        log.info(
+            "station: job %d: the robot's folder holds its job file already (handed over "
+            "before a stop); not written again%s",
+            job.id,
+            f", {len(missing)} missing file(s) copied" if missing else "",
+        )
+    for source in missing:
+        copy_file(source, hot_folder / source.name)
+    if not _holds(ticket_path, ticket):
+        replace_file(ticket_path, ticket)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a file of exactly ``data``."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _same_content(source: Path, copy: Path) -> bool:
+    """Whether ``copy`` is a file with the content of ``source`` (same size and SHA-256)."""
+    try:
+        if copy.stat().st_size != source.stat().st_size:
+            return False
+        return _sha256(copy) == _sha256(source)
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _remove(outputs: Sequence[str], label_pdf: Path | None) -> None:
@@ -236,21 +292,49 @@ def _fail(station: Station, job: Job, reason: str) -> None:
     log.error("station: job %d failed: %s", job.id, reason)
     running = ("authoring", "written", "burned", "handed-over")
     if station.queue.set_state(
-        job.id, "failed", now=station.clock(), reason=reason, expect=running
+        job.id, "failed", now=station.clock(), reason=reason, expect=running, audit=True
     ):
         _finish(station, job, "failed", reason)
 
 
 def _finish(station: Station, job: Job, result: str, reason: str) -> None:
+    """The audit line of a job that ended (the queue marked it as owing one in the same
+    step as its state; :func:`write_missing_audits` writes it after a crash in between)."""
     current = station.queue.job(job.id) or job
     try:
-        _audit(station, current, result, reason)
+        _audit(station, current, result, reason, when=current.updated)
     except DiscmakerError as exc:  # the disc is made or failed all the same; say so loudly
-        log.error("station: job %d: %s", job.id, exc)
+        log.error("station: job %d: %s (it is written once the log can be written)", job.id, exc)
+        return
+    station.queue.audited(job.id)
 
 
-def _audit(station: Station, current: Job, result: str, reason: str) -> None:
+def write_missing_audits(station: Station) -> int:
+    """Write the audit line of each ended job the queue says may lack one (the station
+    stopped between the job's end and its line, or the log could not be written); a line
+    already in the log is not written again. Returns how many were written. Raises
+    :class:`~discmaker.errors.OutputError` when the log cannot be written."""
+    written = 0
+    for job in station.queue.audit_pending():
+        if job.state in ("verified", "failed") and not station.audit.has(
+            job=job.id, attempt=job.attempts, result=job.state
+        ):
+            _audit(station, job, job.state, job.reason, when=job.updated)
+            log.warning(
+                "station: job %d (%s): its audit line was missing after a stop; written now",
+                job.id,
+                job.state,
+            )
+            written += 1
+        station.queue.audited(job.id)
+    return written
+
+
+def _audit(
+    station: Station, current: Job, result: str, reason: str, *, when: float | None = None
+) -> None:
     station.audit.record(
+        when=when,
         job=current.id,
         attempt=current.attempts,
         result=result,
@@ -266,4 +350,11 @@ def _audit(station: Station, current: Job, result: str, reason: str) -> None:
     )
 
 
-__all__ = ["LABEL_PREFIX", "ROBOT_JOB_FORMAT", "disc_label", "run_job", "self_check_trust"]
+__all__ = [
+    "LABEL_PREFIX",
+    "ROBOT_JOB_FORMAT",
+    "disc_label",
+    "run_job",
+    "self_check_trust",
+    "write_missing_audits",
+]

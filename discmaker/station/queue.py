@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     images INTEGER NOT NULL DEFAULT 0,
     omitted INTEGER NOT NULL DEFAULT 0,
     kept INTEGER NOT NULL DEFAULT 1,
-    copies INTEGER NOT NULL DEFAULT 1
+    copies INTEGER NOT NULL DEFAULT 1,
+    audit_pending INTEGER NOT NULL DEFAULT 0,
+    label_text TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS job_instances (
     job_id INTEGER NOT NULL,
@@ -120,6 +122,9 @@ class Job:
     instances: int  # instances the job covers
     present: int  # of those, received so far
     late: int  # instances of its study that arrived after the job was made
+    # printed on the label (a Media Creation request's Label Text); not in the JSON or the
+    # audit log, as a requester may have written patient data into it
+    label_text: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +166,21 @@ def _job_row(db: sqlite3.Connection, job_id: int) -> sqlite3.Row:
     if row is None:
         raise UsageError(f"There is no job {job_id}. 'discmaker station jobs' lists them.")
     return row
+
+
+# Columns added since schema 1 was first written: (name, definition). A queue made before
+# gets them at the next start (older stations ignore them).
+_ADDED_COLUMNS = (
+    ("audit_pending", "INTEGER NOT NULL DEFAULT 0"),
+    ("label_text", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 def _iso(when: float) -> str:
@@ -207,6 +227,7 @@ class Queue:
         with self._tx() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            _add_missing_columns(db)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -379,8 +400,10 @@ class Queue:
         *,
         now: float,
         copies: int = 1,
+        label_text: str = "",
     ) -> int:
-        """A job for a Media Creation request naming ``sop_uids``, in state ``requested``.
+        """A job for a Media Creation request naming ``sop_uids``, in state ``requested``
+        (``label_text``: for its label).
 
         When one active or verified job already covers every named instance (the quiet period
         made the disc first), the request is attached to it instead: no study is authored
@@ -395,6 +418,12 @@ class Queue:
             if existing is not None:
                 job_id = existing
                 db.execute("UPDATE jobs SET copies=MAX(copies, ?) WHERE id=?", (copies, job_id))
+                if label_text:  # its disc is not labelled yet (not written)
+                    db.execute(
+                        "UPDATE jobs SET label_text=? WHERE id=? AND state IN "
+                        "('requested', 'received', 'authoring')",
+                        (label_text, job_id),
+                    )
             else:
                 studies = {
                     r["study_uid"]
@@ -403,7 +432,10 @@ class Queue:
                 }
                 study_uid = sorted(studies)[0] if studies else ""
                 job_id = self._insert_job(db, study_uid, "request", "requested", now)
-                db.execute("UPDATE jobs SET copies=? WHERE id=?", (copies, job_id))
+                db.execute(
+                    "UPDATE jobs SET copies=?, label_text=? WHERE id=?",
+                    (copies, label_text, job_id),
+                )
                 db.executemany(
                     "INSERT OR IGNORE INTO job_instances VALUES (?, ?)",
                     [(job_id, uid) for uid in sop_uids],
@@ -459,15 +491,22 @@ class Queue:
         now: float,
         reason: str = "",
         expect: Sequence[str] = (),
+        audit: bool = False,
         **fields: Any,
     ) -> bool:
         """Move a job to ``state``; ``fields`` are other columns (outputs as a sequence).
         Returns False, changing nothing, when an operator cancelled the job meanwhile, or
         when it is no longer in one of the ``expect`` states (cancelled and retried while
-        this step ran: the new attempt decides)."""
+        this step ran: the new attempt decides).
+
+        ``audit=True`` (a disc verified or failed): in the same transaction the job is marked
+        as owing its audit line, until :meth:`audited`; after a crash in between,
+        :meth:`audit_pending` names it, so no ended disc goes unaudited."""
         if state not in STATES:
             raise ValueError(state)
         columns = {"state": state, "reason": reason, "updated": now}
+        if audit:
+            columns["audit_pending"] = 1
         for key, value in fields.items():
             columns[key] = json.dumps(list(value)) if key == "outputs" else value
         assignments = ", ".join(f"{k}=?" for k in columns)
@@ -480,6 +519,15 @@ class Queue:
                 [*columns.values(), job_id, *expect],
             )
             return cur.rowcount == 1
+
+    def audit_pending(self) -> list[Job]:
+        """Jobs that ended (verified, failed) whose audit line may not be written yet."""
+        return self._jobs("WHERE j.audit_pending=1 ORDER BY j.id", ())
+
+    def audited(self, job_id: int) -> None:
+        """The job's audit line is written (and flushed)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET audit_pending=0 WHERE id=?", (job_id,))
 
     def start_attempt(self, job_id: int, *, now: float) -> None:
         with self._tx() as db:
@@ -532,6 +580,7 @@ class Queue:
                 instances=r["n_instances"],
                 present=r["n_present"],
                 late=r["n_late"],
+                label_text=r["label_text"],
             )
             for r in rows
         ]
@@ -565,6 +614,11 @@ class Queue:
                 raise UsageError(
                     f"Job {job_id} is {job['state']}; only a failed, cancelled or verified job "
                     "can be made again."
+                )
+            if job["audit_pending"]:
+                raise UsageError(
+                    f"Job {job_id}'s audit line is not written yet (the station stopped before "
+                    "it could write it); start the station, which writes it, then retry."
                 )
             if not job["kept"]:
                 raise UsageError(
@@ -616,13 +670,15 @@ class Queue:
         return [int(r["id"]) for r in rows]
 
     def expire(self, *, before: float) -> list[str]:
-        """Forget the received instances of discs verified before ``before``; returns their
-        spool paths for the caller to delete."""
+        """Forget the received instances of jobs that ended (verified, failed or cancelled)
+        before ``before``; returns their spool paths for the caller to delete. A job an
+        operator retried is no longer ended: its instances stay."""
+        final = ",".join(f"'{state}'" for state in sorted(FINAL))
         with self._tx() as db:
             jobs = [
                 r["id"]
                 for r in db.execute(
-                    "SELECT id FROM jobs WHERE state='verified' AND kept=1 AND updated<?",
+                    f"SELECT id FROM jobs WHERE state IN ({final}) AND kept=1 AND updated<?",
                     (before,),
                 )
             ]
@@ -630,11 +686,11 @@ class Queue:
             # an instance a newer job still needs (the study was sent again) stays
             still_needed = (
                 "SELECT ji2.sop_uid FROM job_instances ji2 JOIN jobs j2 ON j2.id=ji2.job_id "
-                "WHERE j2.id!=? AND j2.kept=1 AND NOT (j2.state='verified' AND j2.updated<?)"
+                f"WHERE j2.id!=? AND j2.kept=1 AND NOT (j2.state IN ({final}) AND j2.updated<?)"
             )
             for job_id in jobs:
                 needed = {r[0] for r in db.execute(still_needed, (job_id, before))}
-                # and so does one received again after this disc was made (a re-sent study)
+                # and so does one received again after this job ended (a re-sent study)
                 rows = db.execute(
                     "SELECT i.sop_uid, i.path FROM job_instances ji JOIN instances i "
                     "ON i.sop_uid=ji.sop_uid JOIN jobs j ON j.id=ji.job_id "

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discmaker.atomic import PARTIAL
-from discmaker.errors import OutputError, UsageError
+from discmaker.errors import DiscmakerError, OutputError, UsageError
 from discmaker.pacs.receive import (
     MediaRequest,
     MediaStatus,
@@ -68,6 +68,7 @@ _EXECUTION_STATUS = {
 }
 
 Clock = Callable[[], float]
+AUDIT_RETRY_SECONDS = 60.0
 
 
 class Station:
@@ -98,10 +99,13 @@ class Station:
                 port=config.port,
                 allowed_callers=config.allowed_callers,
                 max_associations=config.max_associations,
+                max_associations_per_address=config.max_associations_per_address,
+                max_instance_bytes=config.max_instance_mb * 1_000_000 or None,
             ),
             self,
         )
         self.idle = threading.Event()  # set whenever the loop finds nothing to do (tests wait)
+        self._audit_retry = 0.0  # monotonic time before which missing audit lines wait
         self.trust = jobs.self_check_trust(config.state, cert)
 
     def close(self) -> None:
@@ -150,6 +154,7 @@ class Station:
         """What a killed station left: jobs cut short, partial files."""
         for job_id in self.queue.recover(now=self.clock()):
             log.warning("station: job %d was interrupted while authoring; it starts again", job_id)
+        self._write_missing_audits()
         removed = self.spool.clean_partials() + _clean_leftovers(self.config.out)
         if self.config.hot_folder is not None and self.config.hot_folder.is_dir():
             removed += _clean_leftovers(self.config.hot_folder)
@@ -177,6 +182,7 @@ class Station:
         # No job runs while this loop is here: one left authoring was cut short by an error
         for job_id in self.queue.recover(now=now, reason="started again after an error"):
             log.warning("station: job %d stopped half-way; it starts again", job_id)
+        self._write_missing_audits()
         self._expire(now)
         self._make_jobs(now)
         job = self._next_job(now)
@@ -186,12 +192,28 @@ class Station:
         jobs.run_job(self, job)
         return True
 
+    def _write_missing_audits(self) -> None:
+        """Audit lines a stop or an unwritable log left out; tried again a minute later when
+        the log still cannot be written (the jobs go on meanwhile)."""
+        if time.monotonic() < self._audit_retry:
+            return
+        try:
+            jobs.write_missing_audits(self)
+        except DiscmakerError as exc:
+            log.error("station: %s; trying again in %.0f s", exc, AUDIT_RETRY_SECONDS)
+            self._audit_retry = time.monotonic() + AUDIT_RETRY_SECONDS
+
     def _expire(self, now: float) -> None:
-        """Delete the received instances of discs verified more than keep_received_days ago."""
+        """Delete the received instances of jobs verified, failed or cancelled more than
+        keep_received_days ago (and not retried since)."""
         paths = self.queue.expire(before=now - self.config.keep_received_days * 86400)
         if paths:
             self.spool.remove(paths)
-            log.info("station: %d received instance(s) of verified discs deleted", len(paths))
+            log.info(
+                "station: %d received instance(s) of jobs ended %.0f day(s) ago deleted",
+                len(paths),
+                self.config.keep_received_days,
+            )
 
     def _make_jobs(self, now: float) -> None:
         quiet, patience = self.config.quiet_seconds, self.config.incomplete_seconds
@@ -245,12 +267,13 @@ class Station:
     # -- the receiver's sink ---------------------------------------------------------------
 
     def store(self, instance: ReceivedInstance) -> None:
+        size = instance.size
         reserve = self.config.min_free_mb * 1_000_000
         try:
             free = shutil.disk_usage(self.spool.root).free
         except OSError:
-            free = reserve + len(instance.data)  # cannot tell: let the write decide
-        if free - len(instance.data) < reserve:
+            free = reserve + size  # cannot tell: let the write decide
+        if free - size < reserve:
             log.error("station: the state folder's disk is nearly full; refusing instances")
             raise Refused(
                 _OUT_OF_RESOURCES,
@@ -259,15 +282,21 @@ class Station:
         known = self.queue.study_of(instance.sop_instance_uid)
         if known is not None and known != instance.study_uid:
             raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY)  # before it overwrites anything
+        received = instance.path if instance.path is not None else instance.data
         if known is not None and self.spool.holds(
-            instance.study_uid, instance.sop_instance_uid, instance.data
+            instance.study_uid, instance.sop_instance_uid, received
         ):
             # The same bytes again (a PACS retrying after a lost answer, a rule firing
             # twice): stored already, and no reason for another disc.
             log.debug("station: study %s: an instance it holds was sent again", known)
             return
         try:
-            path = self.spool.write(instance.study_uid, instance.sop_instance_uid, instance.data)
+            if instance.path is not None:
+                path = self.spool.take(instance.study_uid, instance.sop_instance_uid, instance.path)
+            else:
+                path = self.spool.write(
+                    instance.study_uid, instance.sop_instance_uid, instance.data
+                )
         except OSError as exc:
             log.error("station: cannot store an instance: %s", exc)
             raise Refused(
@@ -282,7 +311,7 @@ class Station:
                 series_uid=instance.series_uid,
                 sop_class=instance.sop_class_uid,
                 path=str(path),
-                size=len(instance.data),
+                size=size,
                 calling_aet=instance.calling_aet,
                 now=self.clock(),
             )
@@ -331,6 +360,7 @@ class Station:
                 [uid for _, uid in request.instances],
                 now=self.clock(),
                 copies=request.copies,
+                label_text=_label_line(request.label_text),
             )
         except UsageError as exc:
             raise Refused(_DUPLICATE_INSTANCE, str(exc)) from exc
@@ -366,6 +396,15 @@ class Station:
             info=_failure_code(job.state) if status == "FAILURE" else "NORMAL",
             media_created=len(job.outputs) if status == "DONE" else 0,
         )
+
+
+MAX_LABEL_TEXT = 200  # characters of a request's Label Text kept for the label
+
+
+def _label_line(text: str) -> str:
+    """A Media Creation request's Label Text (LT, lines and all) as the label's one line."""
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_LABEL_TEXT else line[: MAX_LABEL_TEXT - 3].rstrip() + "..."
 
 
 def _failure_code(state: str) -> str:

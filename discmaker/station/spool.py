@@ -10,10 +10,13 @@ anything else a sender chose, so no sender decides where a file goes.
 from __future__ import annotations
 
 import contextlib
+import errno
+import filecmp
 import hashlib
+import os
 from pathlib import Path
 
-from discmaker.atomic import PARTIAL, fsync_dir, replace_file
+from discmaker.atomic import PARTIAL, copy_file, fsync_dir, replace_file
 
 
 def _name(uid: str) -> str:
@@ -41,13 +44,40 @@ class Spool:
         replace_file(path, data, mode=0o600)
         return path
 
-    def holds(self, study_uid: str, sop_uid: str, data: bytes) -> bool:
-        """Whether exactly ``data`` is stored for this instance already."""
+    def take(self, study_uid: str, sop_uid: str, source: Path) -> Path:
+        """Move the file ``source`` (where the receiver wrote an instance as it arrived) in
+        durably, without reading it into memory: flushed to the disk, then renamed to its
+        final name (copied there when it is on another file system). Returns its path;
+        raises OSError, leaving nothing under the final name."""
+        path = self.path_for(study_uid, sop_uid)
+        folder = path.parent
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(self.root)
+        try:
+            with source.open("rb") as handle:
+                os.fsync(handle.fileno())  # the receiver flushed it to the system, not the disk
+            source.chmod(0o600)
+            source.replace(path)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            copy_file(source, path, mode=0o600)  # another file system: copied, in chunks
+            return path
+        fsync_dir(folder)
+        return path
+
+    def holds(self, study_uid: str, sop_uid: str, data: bytes | Path) -> bool:
+        """Whether exactly ``data`` (bytes, or a file's content) is stored for this instance
+        already."""
         path = self.path_for(study_uid, sop_uid)
         try:
-            if path.stat().st_size != len(data):
+            size = len(data) if isinstance(data, bytes) else data.stat().st_size
+            if path.stat().st_size != size:
                 return False
-            return path.read_bytes() == data
+            if isinstance(data, bytes):
+                return path.read_bytes() == data
+            return filecmp.cmp(path, data, shallow=False)  # in chunks
         except OSError:
             return False
 
