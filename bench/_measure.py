@@ -1,7 +1,7 @@
 """Run one discmaker job in a fresh process and print its time and peak memory as JSON.
 
 A fresh process per measurement keeps peak-RSS figures honest (``ru_maxrss`` only grows).
-Usage: python -m bench._measure author STUDY OUT CERT KEY | check DISC CERT
+Usage: python -m bench._measure author STUDY OUT CERT KEY [WORKERS] | check DISC CERT
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     if job == "author":
         study, out, cert, key = map(Path, argv[1:5])
+        workers = int(argv[5]) if len(argv) > 5 else default_workers()
+        out.unlink(missing_ok=True)
         request = AuthorRequest(
             inputs=(study,),
             out=out,
@@ -47,10 +49,10 @@ def main(argv: list[str]) -> None:
             cert=signing.load_certificate(cert),
             label="BENCH",
             medium=Medium.DVD,
-            workers=default_workers(),
+            workers=workers,
         )
         result = author(request)
-        extra = {"images": result.images, "watermarked": result.watermarked}
+        extra: dict[str, object] = {"images": result.images, "watermarked": result.watermarked}
     else:
         disc, cert = Path(argv[1]), Path(argv[2])
         report = check_disc(disc, trust=TrustStore.from_paths([cert]), workers=default_workers())

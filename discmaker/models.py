@@ -51,6 +51,10 @@ class Verdict(StrEnum):
     INCONSISTENT = "inconsistent"  # 1: nobody signed it, and its parts disagree
     NOT_VERIFIABLE = "not-verifiable"  # 2: unsigned (a disc, or loose files), or untrusted
     INCOMPLETE_SET = "incomplete-set"  # 2: disc k of n, verified, checked without the others
+    # 2: loose files (no disc around them), each image's header and pixels as a trusted sender
+    # sealed them in its watermark; whether other images of the study are missing is unknown,
+    # so a script's "exit 0: import" never takes them for a whole study
+    IMAGES_VERIFIED = "images-verified"
     NOT_A_DISC = "not-a-disc"  # 3: nothing to check here, or a folder inside a disc
 
 
@@ -73,6 +77,7 @@ STATUS_ORDER = (
 # The `check` exit-code contract, verdict by verdict (errors are in discmaker.errors).
 VERDICT_EXIT_CODES: dict[Verdict, int] = {
     Verdict.VERIFIED: CHECK_OK,
+    Verdict.IMAGES_VERIFIED: CHECK_NOT_VERIFIABLE,  # each image, never the whole study
     Verdict.TAMPERED: CHECK_TAMPERED,
     Verdict.INCONSISTENT: CHECK_TAMPERED,
     Verdict.NOT_VERIFIABLE: CHECK_NOT_VERIFIABLE,
@@ -94,6 +99,7 @@ _SET_PRECEDENCE = (
     Verdict.NOT_A_DISC,
     Verdict.NOT_VERIFIABLE,
     Verdict.INCOMPLETE_SET,
+    Verdict.IMAGES_VERIFIED,
     Verdict.VERIFIED,
 )
 
@@ -141,6 +147,7 @@ class ImageVerdict:
     restorable: bool = False  # the original pixels were recovered and verified
     altered: bool = False  # the file's bytes differ from the signed manifest (step 2)
     notes: tuple[str, ...] = ()  # parser warnings about the file (may quote header values)
+    groups: tuple[str, ...] = ()  # sealed header groups the watermark says changed (v4)
 
     def to_json(self) -> Json:
         return {
@@ -148,6 +155,7 @@ class ImageVerdict:
             "status": self.status.value,
             "reasons": list(self.reasons),
             "attributes": sorted(self.attributes),
+            "groups": list(self.groups),
             "regions": [r.to_json() for r in sorted(self.regions, key=Region._order)],
             "sop_instance_uid": self.sop_instance_uid,
             "series": self.series_label,
@@ -308,6 +316,8 @@ class CheckReport:
     patients: tuple[PatientSummary, ...] = ()
     patients_source: PatientsSource = PatientsSource.NONE
     set_present: tuple[int, ...] = ()  # discs of this set checked together with it (check_set)
+    watermarked: bool = False  # loose files: some image carries a discmaker watermark
+    unchecked_files: int = 0  # loose files: files beside the images that are not DICOM files
 
     @property
     def tampered(self) -> bool:
@@ -317,7 +327,11 @@ class CheckReport:
     def unsigned(self) -> bool:
         """Nothing here claims a signature: no discmaker manifest, and no watermark saying
         one was removed. What is said about such an input never mentions a signer."""
-        return not self.signed and not any(f.kind == "signature" for f in self.findings)
+        return (
+            not self.signed
+            and not self.watermarked
+            and not any(f.kind == "signature" for f in self.findings)
+        )
 
     @property
     def missing_discs(self) -> tuple[tuple[int, str], ...]:
@@ -337,6 +351,18 @@ class CheckReport:
             return Verdict.NOT_A_DISC
         if self.tampered:
             return Verdict.INCONSISTENT if self.unsigned else Verdict.TAMPERED
+        if self.kind is InputKind.FILES:
+            sealer = self.signer  # the one trusted sender who sealed them, if one did
+            if (
+                self.watermarked
+                and self.images
+                and not self.unchecked_files
+                and sealer is not None
+                and sealer.valid_now is not False  # a watermark carries no time of sealing
+                and all(i.status is ImageStatus.OK for i in self.images)
+            ):
+                return Verdict.IMAGES_VERIFIED
+            return Verdict.NOT_VERIFIABLE
         trusted = self.signer is not None and self.signer.trusted and self.signature_valid
         if not (self.signed and trusted) or not self.images:
             # An empty disc, or one no trusted sender vouches for, never verifies.

@@ -30,8 +30,8 @@ class Centre:
     cert_path: Path
 
 
-def make_centre(tmp: Path, org: str) -> Centre:
-    identity = signing.generate_identity(org, now=FIXED_TIME)  # valid when its discs are made
+def make_centre(tmp: Path, org: str, *, now: datetime = FIXED_TIME) -> Centre:
+    identity = signing.generate_identity(org, now=now)  # valid when its discs are made
     key, cert = signing.write_identity(identity, tmp, passphrase=PASSPHRASE)
     return Centre(identity, key, cert)
 

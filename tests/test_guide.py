@@ -667,3 +667,19 @@ def test_no_burner_says_which_of_the_two_it_is(
     else:
         assert "No disc burner found on this computer" in flat
         assert "not installed" not in flat
+
+
+def test_a_loose_image_checked_in_the_guide_is_verified_by_its_watermark(
+    run: Run, env: Path, disc_folder: Path, centre: Centre
+) -> None:
+    """One image sent on its own: the guide says it verified by its watermark, that loose
+    files cannot show a missing image, and offers no import."""
+    TrustStore.default().add(centre.cert_path)
+    image = env / "forwarded.dcm"
+    image.write_bytes((disc_folder / "PT000000/ST000000/SE000000/IM000001").read_bytes())
+    code, text = run(2, image, "n", "q")  # save the report? no
+    assert code == 2, text  # verified image by image: never the whole study
+    assert "IMAGES VERIFIED" in text
+    assert "Each image verified by its watermark" in text
+    assert "missing" in text
+    assert "Import these images into PACS now?" not in text

@@ -238,6 +238,21 @@ def test_an_untrusted_disc_sends_nothing(tmp_path: Path, disc_folder: Path) -> N
         assert scp.received() == []
 
 
+def test_loose_files_verified_image_by_image_are_not_imported(
+    tmp_path: Path, disc_folder: Path, centre: Centre
+) -> None:
+    """Check says images-verified (exit 0) for loose files; import sends only whole discs
+    that verify, so it sends nothing and exits 2, never 0."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for image in sorted((disc_folder / "PT000000/ST000000/SE000000").iterdir())[:2]:
+        shutil.copyfile(image, loose / image.name)
+    with run_storescp(tmp_path / "received") as scp:
+        code, out = _cli(_import_args(loose, scp.to, centre, tmp_path / "l"))
+        assert code == 2, out
+        assert scp.received() == []
+
+
 # -- (5) a PACS that cannot be reached, or refuses us --------------------------------------------
 
 

@@ -37,7 +37,7 @@ from discmaker.watermark.seal import (
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUB = KEY.public_key()
 KID = key_id(PUB)
-IDENT = bytes(range(16))
+IDENT = bytes(range(32))  # a header block (format v4: 32 bytes)
 
 
 def make_ds(
@@ -96,9 +96,9 @@ def make_ds(
 
 def seal_and_check(ds: Dataset) -> Dataset:
     original = ds.PixelData
-    stats = seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+    stats = seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
     assert stats.values_changed > 0 and ds.PixelData != original
-    res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "ok", res.reasons
     assert res.key_id == KID and res.regions == ()
     assert res.restored_pixel_data == original
@@ -167,7 +167,7 @@ def test_padding_value_stored_unsigned_is_understood() -> None:
 def sealed_512() -> tuple[Dataset, bytes]:
     ds = make_ds((512, 512), bs=12, signed=True, seed=3)
     original = ds.PixelData
-    seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+    seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
     return ds, original
 
 
@@ -203,7 +203,7 @@ def boxes_hit(rows: slice, cols: slice) -> set[tuple[int, int, int, int]]:
 )
 def test_tampering_is_localised(rows: slice, cols: slice) -> None:
     ds, _ = sealed_512()
-    res = unseal_dataset(tamper(ds, rows, cols), identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(tamper(ds, rows, cols), headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "tampered"
     assert res.restored_pixel_data is None
     got = {(r.row0, r.col0, r.row1, r.col1) for r in res.regions}
@@ -217,7 +217,7 @@ def test_tampering_every_box_is_localised() -> None:
         r, c = (b.row0 + b.row1) // 2, (b.col0 + b.col1) // 2
         res = unseal_dataset(
             tamper(ds, slice(r, r + 1), slice(c, c + 1)),
-            identity_digest=IDENT,
+            headers={4: IDENT},
             public_keys={KID: PUB},
         )
         assert res.status == "tampered"
@@ -228,7 +228,7 @@ def test_tampering_every_box_is_localised() -> None:
 
 def test_identity_mismatch() -> None:
     ds, original = sealed_512()
-    res = unseal_dataset(ds, identity_digest=bytes(16), public_keys={KID: PUB})
+    res = unseal_dataset(ds, headers={4: bytes(32)}, public_keys={KID: PUB})
     assert res.status == "identity-mismatch" and res.regions == ()
     assert res.restored_pixel_data == original
 
@@ -236,26 +236,26 @@ def test_identity_mismatch() -> None:
 def test_unknown_signer_and_forged_key_id() -> None:
     other = Ed25519PrivateKey.generate()
     ds = make_ds((256, 256), bs=12)
-    seal_dataset(ds, identity_digest=IDENT, signer=other, key_id=key_id(other.public_key()))
-    res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
+    seal_dataset(ds, header=IDENT, signer=other, key_id=key_id(other.public_key()))
+    res = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "unknown-signer" and res.key_id == key_id(other.public_key())
     ds = make_ds((256, 256), bs=12)
-    seal_dataset(ds, identity_digest=IDENT, signer=other, key_id=KID)
-    res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
+    seal_dataset(ds, header=IDENT, signer=other, key_id=KID)
+    res = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "bad-signature" and res.restored_pixel_data is None
 
 
 def test_unsealed_dataset_is_no_watermark() -> None:
     ds = make_ds((256, 256), bs=12)
     before = ds.PixelData
-    res = unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "no-watermark" and ds.PixelData == before
 
 
 def test_unseal_does_not_modify_dataset() -> None:
     ds, _ = sealed_512()
     sealed = ds.PixelData
-    unseal_dataset(ds, identity_digest=IDENT, public_keys={KID: PUB})
+    unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
     assert ds.PixelData == sealed
 
 
@@ -263,7 +263,7 @@ def test_too_small_frame_raises_with_numbers() -> None:
     ds = make_ds((16, 16), bs=12)
     before = ds.PixelData
     with pytest.raises(WatermarkCapacityError) as info:
-        seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+        seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
     assert info.value.needed_bits > info.value.capacity_bits >= 0
     assert str(info.value.needed_bits) in str(info.value) and ds.PixelData == before
 
@@ -271,7 +271,7 @@ def test_too_small_frame_raises_with_numbers() -> None:
 def test_noisy_frame_raises_not_skips() -> None:
     ds = make_ds((128, 128), bs=16, noise=3000)
     with pytest.raises(WatermarkCapacityError) as info:
-        seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+        seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
     assert info.value.shortfall_bits > 0
 
 
@@ -301,7 +301,7 @@ def test_pydicom_rgb_as_planar_1() -> None:
 def test_pydicom_small_noisy_files_report_capacity(name: str) -> None:
     ds = read(name)
     with pytest.raises(WatermarkCapacityError) as info:
-        seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+        seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
     assert info.value.shortfall_bits > 0
 
 
@@ -311,7 +311,7 @@ def test_pydicom_small_noisy_files_report_capacity(name: str) -> None:
 def test_pydicom_unsupported_files(name: str) -> None:
     ds = read(name)
     with pytest.raises(UnsupportedPixelsError):
-        seal_dataset(ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+        seal_dataset(ds, header=IDENT, signer=KEY, key_id=KID)
 
 
 def test_odd_length_8bit_pixel_data_keeps_pad_byte() -> None:
@@ -383,7 +383,7 @@ def test_only_carriers_change_and_any_2x2_block_is_tolerated() -> None:
 def test_every_2x2_block_of_damaged_boxes_is_localised(corner: tuple[int, int]) -> None:
     ds, _ = sealed_512()
     rows, cols = slice(corner[0] - 20, corner[0] + 20), slice(corner[1] - 20, corner[1] + 20)
-    res = unseal_dataset(tamper(ds, rows, cols), identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(tamper(ds, rows, cols), headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "tampered"
     assert {(r.row0, r.col0, r.row1, r.col1) for r in res.regions} == boxes_hit(rows, cols)
 
@@ -392,7 +392,7 @@ def test_damaged_carrier_box_is_localised() -> None:
     ds, _ = sealed_512()
     for box in carriers(ds):
         rows, cols = slice(box[0], box[2]), slice(box[1], box[3])
-        res = unseal_dataset(tamper(ds, rows, cols), identity_digest=IDENT, public_keys={KID: PUB})
+        res = unseal_dataset(tamper(ds, rows, cols), headers={4: IDENT}, public_keys={KID: PUB})
         assert res.status == "tampered"
         assert [(r.row0, r.col0, r.row1, r.col1) for r in res.regions] == [box]
 
@@ -402,20 +402,20 @@ def test_five_damaged_carriers_are_never_ok() -> None:
     out = ds
     for r, c in [(60, 60), (60, 200), (60, 320), (200, 60), (200, 200)]:
         out = tamper(out, slice(r, r + 2), slice(c, c + 2))
-    res = unseal_dataset(out, identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(out, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "tampered" and res.restored_pixel_data is None
 
 
 def test_box_spliced_from_another_sealed_image_is_localised() -> None:
     ds, _ = sealed_512()
     donor = make_ds((512, 512), bs=12, signed=True, seed=4)
-    seal_dataset(donor, identity_digest=IDENT, signer=KEY, key_id=KID)
+    seal_dataset(donor, header=IDENT, signer=KEY, key_id=KID)
     a = np.frombuffer(ds.PixelData, "<u2").reshape(512, 512).copy()
     d = np.frombuffer(donor.PixelData, "<u2").reshape(512, 512)
     a[128:256, 256:384] = d[128:256, 256:384]  # a valid, CRC-correct shard of another seal
     out = copy.deepcopy(ds)
     out.PixelData = a.tobytes()
-    res = unseal_dataset(out, identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(out, headers={4: IDENT}, public_keys={KID: PUB})
     assert res.status == "tampered"
     assert [(r.row0, r.col0, r.row1, r.col1) for r in res.regions] == [(128, 256, 256, 384)]
 
@@ -436,7 +436,7 @@ def test_forged_shards_with_the_right_tag_are_outvoted() -> None:
         embed_region(arr[0, 0], box, fmt, forged)
     out = copy.deepcopy(ds)
     out.PixelData = arr.astype("<u2").tobytes()
-    res = unseal_dataset(out, identity_digest=IDENT, public_keys={KID: PUB})
+    res = unseal_dataset(out, headers={4: IDENT}, public_keys={KID: PUB})
     # the forged shards fail the signature and are left out; the boxes restore to the sealed
     # pixels (the forger re-embedded into the originals), so the image itself verifies
     assert res.status == "ok" and res.restored_pixel_data == original
@@ -455,5 +455,5 @@ def test_forged_shards_with_the_right_tag_are_outvoted() -> None:
 def test_noisy_sample_slices_seal(load: Callable[[], Dataset]) -> None:
     ds = seal_and_check(load())
     stats_ds = load()
-    stats = seal_dataset(stats_ds, identity_digest=IDENT, signer=KEY, key_id=KID)
+    stats = seal_dataset(stats_ds, header=IDENT, signer=KEY, key_id=KID)
     assert stats.carriers >= 4 and stats_ds.PixelData == ds.PixelData  # deterministic

@@ -20,7 +20,6 @@ from discmaker.check.verify import check_disc
 from discmaker.crypto.trust import TrustStore
 from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP
 from discmaker.models import CheckReport, ImageStatus
-from discmaker.ui.cli import main
 from tests.conftest import Centre
 
 CT = "PT000000/ST000000/SE000000"
@@ -101,7 +100,8 @@ def test_each_edit_on_a_stripped_disc_names_the_image(
         assert verdict.regions, "the tampered region is located"
         assert any("differ from the sealed hash" in r for r in verdict.reasons)
     else:
-        assert "identity" in verdict.attributes
+        assert verdict.groups == ("patient",)
+        assert any("patient (name, ID" in r for r in verdict.reasons)
 
 
 def test_another_slices_pixels_under_a_header_is_tampered(
@@ -117,23 +117,70 @@ def test_another_slices_pixels_under_a_header_is_tampered(
     assert any("another image's pixels" in r for r in verdict.reasons)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda ds: setattr(ds, "RescaleIntercept", -300),
-        lambda ds: setattr(ds, "ImageLaterality", "L"),
-    ],
-    ids=["rescale intercept", "laterality"],
-)
-def test_edits_the_watermark_does_not_cover_still_make_the_disc_tampered(
-    disc_copy: Callable[[], Path], centre: Centre, change: Callable[[Dataset], None]
+def _add_overlay(ds: Dataset) -> None:
+    ds.add_new(0x60000010, "US", ds.Rows)
+    ds.add_new(0x60000011, "US", ds.Columns)
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", bytes(ds.Rows * ds.Columns // 8))
+
+
+GROUP_EDITS: dict[str, tuple[str, Callable[[Dataset], None]]] = {
+    "birth date": ("patient", lambda ds: setattr(ds, "PatientBirthDate", "19690101")),
+    "study description": ("study", lambda ds: setattr(ds, "StudyDescription", "OTHER STUDY")),
+    "series description": ("series", lambda ds: setattr(ds, "SeriesDescription", "CT other")),
+    "pixel aspect ratio": ("pixels", lambda ds: setattr(ds, "PixelAspectRatio", [1, 2])),
+    "position": ("geometry", lambda ds: setattr(ds, "ImagePositionPatient", [0, 0, 99])),
+    "orientation": (
+        "geometry",
+        lambda ds: setattr(ds, "ImageOrientationPatient", [0, 1, 0, 1, 0, 0]),
+    ),
+    "spacing": ("geometry", lambda ds: setattr(ds, "PixelSpacing", [0.9, 0.9])),
+    "thickness": ("geometry", lambda ds: setattr(ds, "SliceThickness", 5)),
+    "laterality": ("geometry", lambda ds: setattr(ds, "ImageLaterality", "L")),
+    "frame of reference": ("geometry", lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.4")),
+    "rescale intercept": ("values", lambda ds: setattr(ds, "RescaleIntercept", -300)),
+    "window": ("values", lambda ds: setattr(ds, "WindowWidth", 2000)),
+    "kVp": ("acquisition", lambda ds: setattr(ds, "KVP", 80)),
+    "overlay": ("overlays", _add_overlay),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(GROUP_EDITS))
+def test_each_sealed_group_edited_on_a_stripped_disc_is_named(
+    disc_copy: Callable[[], Path], centre: Centre, edit: str
 ) -> None:
-    """Geometry and value mapping are issue 11's to seal; the removed signature is enough
-    to refuse the disc (exit 1, never 2)."""
+    """With the manifest gone only the watermark speaks: it seals geometry, value mapping,
+    acquisition and overlays too, and names the group that changed (format v4)."""
+    group, change = GROUP_EDITS[edit]
     disc = disc_copy()
     _strip(disc)
     _edit(disc / CT / "IM000002", change)
-    assert main(["check", str(disc), "--trust", str(centre.cert_path)]) == 1
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    verdict = next(v for v in report.images if v.path == f"{CT}/IM000002")
+    assert verdict.status is ImageStatus.TAMPERED, verdict
+    assert verdict.groups == (group,), verdict
+    assert not verdict.regions, "the pixels are as sealed"
+    assert any("changed after the image was sealed" in r for r in verdict.reasons)
+    others = [v for v in report.images if v.path != f"{CT}/IM000002"]
+    assert all(v.status is ImageStatus.NOT_VERIFIABLE and not v.groups for v in others)
+
+
+def test_a_signed_disc_names_the_changed_group_too(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    """With the manifest present the file's hash already fails; the watermark adds which
+    group of the header changed."""
+    disc = disc_copy()
+    _edit(disc / CT / "IM000002", lambda ds: setattr(ds, "RescaleIntercept", -300))
+    report = _check(disc, centre)
+    verdict = next(v for v in report.images if v.path == f"{CT}/IM000002")
+    assert verdict.status is ImageStatus.TAMPERED
+    assert verdict.groups == ("values",)
+    assert report.exit_code == 1
 
 
 @pytest.mark.parametrize("meta", ["kept", "rewritten"])

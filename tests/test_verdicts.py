@@ -25,7 +25,7 @@ from discmaker.author.create import estimate_disc_size
 from discmaker.author.intake import scan
 from discmaker.check.verify import check_disc, check_set
 from discmaker.crypto.trust import TrustStore
-from discmaker.disc.iso import VolumeInfo, write_iso
+from discmaker.disc.iso import DiscFile, VolumeInfo, write_iso
 from discmaker.format.manifest import MANIFEST_PATH, parse
 from discmaker.models import CheckReport, InputKind, PatientsSource, Verdict
 from discmaker.sample import SamplePatient, write_sample_study
@@ -371,18 +371,45 @@ def test_a_disc_whose_signature_was_removed_stays_tampered(
     assert verdict_text(report).headline == "TAMPERED"
 
 
-def test_discmaker_images_without_dicomdir_or_signature_stay_tampered(
+def test_discmaker_images_in_a_folder_without_dicomdir_or_signature_are_loose_files(
     disc_copy: Callable[[], Path], centre: Centre
 ) -> None:
-    """Loose files discmaker wrote: their watermarks say a signature was removed."""
+    """A folder that still holds the disc's README.TXT and INDEX.HTM is a disc whose
+    signature was removed; without them its images are loose files: each verified by its
+    watermark, and the report says that whether images are missing cannot be told."""
     disc = disc_copy()
     shutil.rmtree(disc / "DISCSIG")
     (disc / "DICOMDIR").unlink()
     report = _check(disc, centre)
     assert report.kind is InputKind.FILES and report.verdict is Verdict.TAMPERED
     assert [f.kind for f in report.findings] == ["signature"]
+    (disc / "README.TXT").unlink()
+    (disc / "INDEX.HTM").unlink()
+    report = _check(disc, centre)
+    assert report.kind is InputKind.FILES and report.verdict is Verdict.IMAGES_VERIFIED
+    assert not report.findings
+    assert "missing" in verdict_text(report).explanation[-1]
     code, doc = _cli(disc, centre)
-    assert code == 1 and doc["verdict"] == "tampered" and doc["patients_source"] == "headers"
+    assert code == 2 and doc["verdict"] == "images-verified" and doc["patients_source"] == "headers"
+
+
+def test_a_disc_image_without_dicomdir_or_signature_stays_tampered(
+    disc_copy: Callable[[], Path], centre: Centre, tmp_path: Path
+) -> None:
+    """On an ISO the same files say that the disc's signature was removed."""
+    disc = disc_copy()
+    shutil.rmtree(disc / "DISCSIG")
+    (disc / "DICOMDIR").unlink()
+    files = [
+        DiscFile(p.relative_to(disc).as_posix(), p) for p in sorted(disc.rglob("*")) if p.is_file()
+    ]
+    iso = tmp_path / "stripped.iso"
+    write_iso(
+        files, iso, VolumeInfo(volume_id="STRIPPED", application_id="x", timestamp=FIXED_TIME)
+    )
+    report = _check(iso, centre)
+    assert report.kind is InputKind.FILES and report.verdict is Verdict.TAMPERED
+    assert [f.kind for f in report.findings] == ["signature"]
 
 
 def test_an_untrusted_signer_is_not_verifiable(disc_folder: Path, other_centre: Centre) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from strategies import Case, cases, stored_to_raw
 
 from discmaker.errors import InputError
@@ -12,6 +13,7 @@ from discmaker.watermark.engine import (
     HEADER_BITS,
     Box,
     PixelFormat,
+    Roi,
     UnsupportedPixelsError,
     WatermarkCapacityError,
     default_grid,
@@ -188,3 +190,72 @@ def test_unsupported_format_errors() -> None:
         PixelFormat(17, False)
     with pytest.raises(UnsupportedPixelsError):
         embed_region(np.zeros((64, 64), np.int32), Box(0, 0, 64, 64), PixelFormat(12, False), b"")
+
+
+# -- format v4: ROI target rule, header order, v3 still read -------------------------------------
+
+
+@PROPS
+@given(cases(), st.data())
+def test_roundtrip_properties_v4_roi_and_v3(case: Case, data: st.DataObject) -> None:
+    """The same guarantees with a v4 ROI rule (any mode and level) and with format v3; with a
+    ROI only targets whose four neighbours lie on the background side of the level change."""
+    raw, fmt, box = case.raw.copy(), case.fmt, case.box
+    orig = raw.copy()
+    version = data.draw(st.sampled_from([3, 4]), label="version")
+    roi = None
+    if version == 4 and data.draw(st.booleans(), label="roi"):
+        level = data.draw(st.integers(fmt.vmin, fmt.vmax), label="level")
+        roi = Roi(data.draw(st.sampled_from([1, 2]), label="mode"), level)
+    try:
+        embed_region(raw, box, fmt, case.payload, roi, version=version)
+    except WatermarkCapacityError as exc:
+        assert exc.capacity_bits < exc.needed_bits or exc.needed_bits == 0
+        assert np.array_equal(raw, orig), "a failed embed must leave the plane unchanged"
+        return
+    a, b = stored(orig, fmt), stored(raw, fmt)
+    diff = b - a
+    assert np.abs(diff).max() <= 1
+    assert b.min() >= fmt.vmin and b.max() <= fmt.vmax
+    assert not np.any(diff[in_pad(a, fmt)]), "padding untouched"
+    if roi is not None:
+        # interior changes only where every 4-neighbour is on the background side (they move
+        # by at most 1: allow the level + 1 for a neighbour that was itself moved)
+        sub = a[box.slices()]
+        d = diff[box.slices()][1:-1, 1:-1]
+        nb = np.stack([sub[:-2, 1:-1], sub[2:, 1:-1], sub[1:-1, :-2], sub[1:-1, 2:]])
+        side = nb.max(0) <= roi.level + 1 if roi.mode == 1 else nb.min(0) >= roi.level - 1
+        side[0, :] = side[-1, :] = side[:, 0] = side[:, -1] = True  # ring 0 carries the header
+        assert not np.any(d[~side]), "a target outside the ROI changed"
+    assert extract_region(raw, box, fmt) == case.payload
+    assert raw.tobytes() == orig.tobytes(), "byte-exact restore"
+
+
+def test_v3_region_still_reads_and_v4_header_is_distinct() -> None:
+    fmt = PixelFormat(12, True)
+    base = stored_to_raw(smooth((128, 128), fmt, noise=2), fmt, 16, None)
+    box = Box(0, 0, 128, 128)
+    for version in (3, 4):
+        raw = base.copy()
+        embed_region(raw, box, fmt, b"v%d payload" % version, version=version)
+        assert not np.array_equal(raw, base)
+        assert extract_region(raw, box, fmt) == b"v%d payload" % version
+        assert np.array_equal(raw, base)
+    with pytest.raises(ValueError, match="v3 has no ROI"):
+        embed_region(base.copy(), box, fmt, b"x", Roi(1, 0), version=3)
+
+
+def test_roi_rule_keeps_the_body_untouched() -> None:
+    """A dark background (noisy air at -1000) beside a body (soft tissue ~40): with the rule
+    "all four neighbours <= -500" nothing of the body changes, the air carries the payload."""
+    fmt = PixelFormat(12, True)
+    rng = np.random.default_rng(7)
+    img = np.full((128, 128), -1000) + rng.integers(-6, 7, (128, 128))
+    img[:, 64:] = 40 + rng.integers(-6, 7, (128, 64))
+    raw = stored_to_raw(img, fmt, 16, None)
+    orig = raw.copy()
+    embed_region(raw, Box(0, 0, 128, 128), fmt, bytes(range(40)), Roi(1, -500))
+    changed = stored(raw, fmt) != stored(orig, fmt)
+    assert changed[:, :63].any() and not changed[1:-1, 63:-1].any()
+    assert extract_region(raw, Box(0, 0, 128, 128), fmt) == bytes(range(40))
+    assert np.array_equal(raw, orig)

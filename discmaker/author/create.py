@@ -70,9 +70,10 @@ from discmaker.errors import (
 )
 from discmaker.format import manifest
 from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
-from discmaker.format.identity import identity_attributes, identity_digest, watermark_digest
+from discmaker.format.identity import identity_attributes, identity_digest
 from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
 from discmaker.format.manifest import OmittedFile
+from discmaker.format.sealed import header_block
 from discmaker.parallel import default_workers, run_jobs
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
@@ -211,7 +212,7 @@ def _prepare_one(sealing: _SealingKey, job: _Job) -> _Prepared:
     with captured_warnings() as notes:
         norm = normalise(Path(job.source))
         attrs = identity_attributes(norm.dataset)
-        status, reason = _watermark(norm, attrs, sealing)
+        status, reason = _watermark(norm, sealing)
         data = _encode(norm.dataset)
         with open(job.work_path, "wb") as fp:
             fp.write(data)
@@ -219,7 +220,7 @@ def _prepare_one(sealing: _SealingKey, job: _Job) -> _Prepared:
     return replace(prepared, notes=tuple(notes), millis=(time.monotonic() - started) * 1000)
 
 
-def _watermark(norm: Normalised, attrs: dict[str, str], sealing: _SealingKey) -> tuple[str, str]:
+def _watermark(norm: Normalised, sealing: _SealingKey) -> tuple[str, str]:
     """Seal the pixels in place: ("embedded", "") or ("none", why not)."""
     ds = norm.dataset
     if norm.encoding == "lossy-carried":
@@ -229,7 +230,7 @@ def _watermark(norm: Normalised, attrs: dict[str, str], sealing: _SealingKey) ->
     try:
         seal_dataset(
             ds,
-            identity_digest=watermark_digest(attrs),
+            header=header_block(ds),
             signer=sealing.key,
             key_id=sealing.key_id,
         )

@@ -57,7 +57,7 @@ from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustedSigner, TrustStore
 from discmaker.diagnostics import captured_warnings
 from discmaker.disc.compare import compare_with_rebuild, foreign_structures, signed_volume
-from discmaker.disc.source import DiscSource, IsoSource, open_source
+from discmaker.disc.source import DiscSource, FolderSource, IsoSource, open_source
 from discmaker.errors import DiscError, OutputError, VerificationError
 from discmaker.format import manifest as manifest_mod
 from discmaker.format.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
@@ -78,7 +78,8 @@ from discmaker.format.manifest import (
     ImageEntry,
     Manifest,
 )
-from discmaker.format.reading import MAX_INFLATED_BYTES, read_dicom
+from discmaker.format.reading import MAX_INFLATED_BYTES, read_dicom, structure_problem
+from discmaker.format.sealed import changed_groups, header_block
 from discmaker.models import (
     SET_INCONSISTENT,
     SET_MISSING,
@@ -99,7 +100,7 @@ from discmaker.models import (
 from discmaker.parallel import run_jobs
 from discmaker.watermark.engine import UnsupportedPixelsError
 from discmaker.watermark.pixels import decoded_size
-from discmaker.watermark.seal import unseal_dataset
+from discmaker.watermark.seal import UnsealResult, unseal_dataset
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class _Job:
     sha256: str = ""  # as signed in the manifest's file list
     size: int | None = None  # as signed in the manifest's file list; None: unsigned
     restore_tampered: bool = False  # also write what failed (restore --include-tampered)
+    loose: bool = False  # a loose file: its watermark alone is the whole proof
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class _Image:
     altered: bool = False  # the file's bytes differ from the manifest, or it cannot be read
     reasons: list[str] = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)
+    groups: tuple[str, ...] = ()  # sealed header groups the watermark says changed
     regions: tuple[Region, ...] = ()
 
     def verdict(self, status: ImageStatus, *, restorable: bool = False) -> ImageVerdict:
@@ -189,6 +192,7 @@ class _Image:
             series_label=self.label,
             restorable=restorable,
             altered=self.altered,
+            groups=self.groups,
         )
 
 
@@ -366,6 +370,10 @@ def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, s
     image.altered = image.altered or (
         job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
     )
+    problem = structure_problem(data, max_inflated=MAX_INFLATED_BYTES, what="the file")
+    if problem is not None:  # refused before pydicom reads it: its reading would not be the one
+        image.reasons.append(f"not a readable DICOM file any more: {problem}")
+        return None
     try:
         ds = read_dicom(data, max_inflated=MAX_INFLATED_BYTES)
         attrs = identity_attributes(ds)
@@ -406,6 +414,47 @@ def _check_headers(image: _Image, entry: ImageEntry, attrs: Mapping[str, str]) -
     return changed
 
 
+def _unseal(
+    context: _Context, image: _Image, ds: Dataset, attrs: Mapping[str, str]
+) -> UnsealResult:
+    """The watermark read against this header (as each watermark version seals it)."""
+    headers = {3: watermark_digest(attrs), 4: header_block(ds)}
+    res = unseal_dataset(ds, headers=headers, public_keys=context.keys)
+    image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
+    return res
+
+
+def _header_changed(image: _Image, res: UnsealResult, ds: Dataset, changed: Sequence[str]) -> str:
+    """The reason for a header that differs from the one sealed in the pixels; names the
+    groups (format v4) and, when the manifest told them, the identity keywords."""
+    named = ": " + ", ".join(changed) if changed else ""
+    if res.version == 3 or res.sealed_header is None:
+        if not changed:
+            image.attributes.append("identity")
+        return (
+            "the header (patient, study, series or image identity) does not match the "
+            "identity sealed in the pixels"
+            + named
+            + ("" if changed else ": it was edited, or another image's pixels were put under it")
+        )
+    groups = changed_groups(res.sealed_header, header_block(ds)) or ()
+    image.groups = tuple(g.name for g in groups)
+    if not groups:
+        if not changed:
+            image.attributes.append("header")
+        return (
+            "a header attribute sealed in the pixels was changed (which group could not be "
+            "told)" + named
+        )
+    swapped = any(g.name == "series" for g in groups)  # holds the SOP Instance UID
+    return (
+        "the header was changed after the image was sealed: "
+        + "; ".join(g.label for g in groups)
+        + named
+        + (": it was edited, or another image's pixels were put under it" if swapped else "")
+    )
+
+
 def _check_pixels(
     context: _Context,
     image: _Image,
@@ -419,8 +468,7 @@ def _check_pixels(
         if image.altered and not changed:
             image.reasons.append(_SHA_MISMATCH)
         return _Pixels()
-    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
-    image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
+    res = _unseal(context, image, ds, attrs)
     if res.status == "ok":
         return _Pixels(
             key_id=res.key_id,
@@ -439,12 +487,7 @@ def _check_pixels(
     elif res.status == "bad-signature":
         image.reasons.append("the watermark's signature does not verify")
     elif res.status == "identity-mismatch":
-        if not changed:
-            image.attributes.append("identity")
-        image.reasons.append(
-            "the header does not match the identity sealed in the pixels"
-            + (": " + ", ".join(changed) if changed else "")
-        )
+        image.reasons.append(_header_changed(image, res, ds, changed))
     else:  # tampered pixels
         image.reasons.extend(res.reasons or ("pixel values changed since signing",))
     return _Pixels(key_id=res.key_id)
@@ -492,8 +535,7 @@ def _verify_unsigned(
     if mism:
         image.attributes.extend(mism)
         image.reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
-    res = unseal_dataset(ds, identity_digest=watermark_digest(attrs), public_keys=context.keys)
-    image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
+    res = _unseal(context, image, ds, attrs)
     bookkeeping = _has_bookkeeping(ds)
     if res.status == "no-watermark" and not bookkeeping:
         written_by_us = _written_by_discmaker(ds)
@@ -507,6 +549,18 @@ def _verify_unsigned(
         )
         return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None, written_by_us)
     trusted = res.key_id is not None and res.key_id in context.trusted
+    if res.status == "ok" and trusted and image.job.loose and (res.version or 0) >= 4:
+        image.reasons.append(
+            "watermark intact: header and pixels exactly as a trusted sender sealed them"
+        )
+        return _Outcome(image.verdict(ImageStatus.OK, restorable=True), res.key_id, None, True)
+    if res.status == "ok" and trusted and image.job.loose:
+        image.reasons.append(
+            "watermark intact, but in format v3, which seals the patient, study and series "
+            "identity and the pixels only: geometry, value mapping and the rest of the header "
+            "are not proven without the disc"
+        )
+        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "ok" and not mism:
         image.reasons.append(
             "watermark intact"
@@ -522,12 +576,7 @@ def _verify_unsigned(
             "made by discmaker, but its watermark is missing (re-saved or replaced)"
         )
     elif res.status == "identity-mismatch":
-        image.attributes.append("identity")
-        image.reasons.append(
-            "the header (patient, study, series or image identity) does not match the "
-            "identity sealed in the pixels: it was edited, or another image's pixels were "
-            "put under this header"
-        )
+        image.reasons.append(_header_changed(image, res, ds, ()))
     elif res.status != "ok":
         image.reasons.extend(res.reasons or ("the watermark does not verify",))
     return _Outcome(image.verdict(ImageStatus.TAMPERED), res.key_id, None, True)
@@ -1366,7 +1415,7 @@ def _not_a_disc(
     above), a folder that holds a disc further down, or no DICOM image at all. None when
     the path is worth checking (loose DICOM files)."""
     top: Path | None = None
-    if not isinstance(src, IsoSource):
+    if isinstance(src, FolderSource):  # one file given on its own is checked as that file
         top = _disc_top_inside(src, source) or _disc_top_above(source)
     if top is None and sniffed.images:
         return None
@@ -1403,27 +1452,56 @@ def _check_loose_files(
     progress: Progress | None,
     trust: TrustStore,
 ) -> tuple[CheckReport, list[_Outcome]]:
-    """DICOM files without a DICOMDIR: each judged as an image with no DICOMDIR record (its
-    watermark, if discmaker wrote it, still speaks), and the set checked for one patient and
-    each study under one Patient ID."""
+    """DICOM files without a DICOMDIR: each judged as an image with no DICOMDIR record, and
+    the set checked for one patient and each study under one Patient ID.
+
+    In a folder (or one file given on its own) discmaker's watermark is each image's whole
+    proof: sealed and intact by a trusted sender is verified, image by image, and the report
+    says that loose files cannot show a missing image. On a disc image or drive the same
+    files say that the disc's signature and DICOMDIR were removed: tampered.
+    """
     findings = disc.findings
-    jobs = [_Job(path=p, entry=None, record=None, restore_to=None) for p in sorted(sniffed.images)]
+    # A disc image or drive is a disc, stripped or not; so is a folder that still holds a
+    # disc's IHE PDI files (README.TXT and INDEX.HTM at its top) without its DICOMDIR.
+    loose = not isinstance(src, IsoSource) and not _PDI_FILES.issubset(disc.entries)
+    jobs = [
+        _Job(path=p, entry=None, record=None, restore_to=None, loose=loose)
+        for p in sorted(sniffed.images)
+    ]
     trusted = trust.public_keys()
     outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
-    removed = _removed_signature(outcomes, frozenset(trusted))
-    if removed is not None:
-        findings.append(removed)
     rows = [(p, row) for p, row in sorted(sniffed.images.items()) if row is not None]
     findings.extend(_patient_findings(rows))
-    if removed is None:
+    if not loose:
+        removed = _removed_signature(outcomes, frozenset(trusted))
+        if removed is not None:
+            findings.append(removed)
+    watermarked = loose and any(o.made_by_discmaker for o in outcomes)
+    sealers = {o.key_id for o in outcomes if o.key_id is not None}
+    signer = _sealer(trust, sealers)
+    files = _count(len(jobs), "loose DICOM file")
+    if not watermarked and not any(f.kind == "signature" for f in findings):
         disc.notes.append(
-            f"These are {_count(len(jobs), 'loose DICOM file')} without a DICOMDIR (the index "
-            "every patient disc has): each file was read on its own, and the files were "
-            "compared with each other."
+            f"These are {files} without a DICOMDIR (the index every patient disc has): each "
+            "file was read on its own, and the files were compared with each other."
+        )
+    elif watermarked:
+        disc.notes.extend(_loose_notes(outcomes, files, signer))
+    if signer is not None and signer.valid_now is False:
+        disc.notes.append(
+            f"The certificate of {signer.subject} is not valid now (valid {signer.not_before} "
+            f"to {signer.not_after}). A watermark carries no time of sealing, so it cannot show "
+            "that these images were sealed while it was valid: they are not verified."
         )
     if sniffed.others:
         disc.notes.append(
-            f"{_count(sniffed.others, 'other file')} (not DICOM images) were not checked."
+            f"{_count(sniffed.others, 'other file')} (not DICOM images with a DICOM file "
+            "header) were not checked"
+            + (
+                ": nothing shows what they hold, so the files are not verified as a whole."
+                if watermarked
+                else "."
+            )
         )
     headers = dict(rows)
     images = []
@@ -1440,16 +1518,69 @@ def _check_loose_files(
         source=str(source),
         signed=False,
         signature_valid=False,
-        signer=None,
+        signer=signer,
         images=tuple(images),
         findings=tuple(findings),
         notes=tuple(disc.notes),
         kind=InputKind.FILES,
         patients=_patient_block(row for _, row in rows),
         patients_source=PatientsSource.HEADERS,
+        watermarked=watermarked,
+        unchecked_files=sniffed.others,
     )
     log.debug("step 5 verdict (loose files): %s, %d images", report.verdict.value, len(images))
     return report, outcomes
+
+
+_PDI_FILES = frozenset({"README.TXT", "INDEX.HTM"})
+
+
+def _sealer(trust: TrustStore, key_ids: set[bytes]) -> Signer | None:
+    """The trusted sender whose key sealed every watermark of loose files, if one did."""
+    if len(key_ids) != 1:
+        return None
+    (kid,) = key_ids
+    found = next((s for s in trust.list() if s.key_id == kid), None)
+    if found is None:
+        return None
+    cert = found.certificate
+    return Signer(
+        subject=found.subject,
+        fingerprint=found.fingerprint,
+        trusted=True,
+        key_fingerprint=signing.key_fingerprint(cert),
+        not_before=signing.utc_text(cert.not_valid_before_utc),
+        not_after=signing.utc_text(cert.not_valid_after_utc),
+        valid_now=signing.valid_at(cert, datetime.now(UTC)),
+    )
+
+
+def _loose_notes(outcomes: Sequence[_Outcome], files: str, signer: Signer | None) -> list[str]:
+    """What the watermarks of loose files prove, and what they cannot."""
+    ok = sum(o.verdict.status is ImageStatus.OK for o in outcomes)
+    who = f"{signer.subject} (in your trust store)" if signer else "a sender in your trust store"
+    judged = (
+        f"Checked {files} without a disc around "
+        + ("it: the image was" if len(outcomes) == 1 else "them: each image was")
+        + " judged by its watermark alone."
+    )
+    if not ok:
+        sealed = " No image carries an intact watermark of a sender you trust."
+    elif ok == len(outcomes):
+        sealed = (
+            f" {'It carries' if ok == 1 else 'All carry'} a watermark sealed by {who}: header "
+            "and pixels are exactly as sealed."
+        )
+    else:
+        sealed = (
+            f" {ok} of {len(outcomes)} carry a watermark sealed by {who}: their header and "
+            "pixels are exactly as sealed."
+        )
+    return [
+        judged + sealed,
+        "Loose files cannot show whether other images of the study are missing or were "
+        "left out: for the whole study, ask the sender for the disc.",
+    ]
 
 
 # -- the patient block -----------------------------------------------------------------------
@@ -1600,6 +1731,8 @@ def check_set(reports: Sequence[CheckReport]) -> SetReport:
     findings: list[Finding] = []
     signed = [r for r in reports if r.signed and r.set_id]
     for r in reports:
+        if r.kind is InputKind.FILES:  # loose files are checked file by file, never a set
+            continue
         if not (r.signed and r.set_id):
             findings.append(
                 Finding(

@@ -910,15 +910,7 @@ class FolderSource(DiscSource):
                 f"cannot open {found.raw_path} on {self.description}: {exc.strerror} "
                 "(changed since it was listed, or a link)"
             ) from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise DiscError(f"{found.raw_path} on {self.description} is not a regular file")
-            os.set_blocking(fd, True)
-        except BaseException:
-            os.close(fd)
-            raise
-        return os.fdopen(fd, "rb")
+        return _regular_file(fd, f"{found.raw_path} on {self.description}")
 
     def close(self) -> None:
         if self._root is not None:
@@ -926,11 +918,82 @@ class FolderSource(DiscSource):
             os.close(fd)
 
 
+class FileSource(DiscSource):
+    """One DICOM file given on its own (an image sent by e-mail, one file of an export).
+
+    It is the only entry, under its own name; it is opened without following links.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"file {path}", path)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError as exc:
+            raise DiscError(f"cannot read {self.description}: {exc.strerror}") from exc
+        name = path.name
+        if not name or "/" in name or "\\" in name or "\x00" in name:
+            raise DiscError(f"cannot read {self.description}: unusable file name")
+        self._add(SourceEntry(name.upper(), st.st_size, name))
+        self._finish_listing()
+
+    def open(self, path: str) -> BinaryIO:
+        self.entry(path)
+        try:
+            fd = os.open(self.path, _FILE_FLAGS)
+        except OSError as exc:
+            raise DiscError(f"cannot open {self.description}: {exc.strerror}") from exc
+        return _regular_file(fd, self.description)
+
+    def close(self) -> None:
+        pass
+
+
+def _regular_file(fd: int, what: str) -> BinaryIO:
+    """``fd`` (opened non-blocking, so a FIFO cannot hang the open) as a blocking binary
+    stream; :class:`DiscError` and ``fd`` closed when it is not a regular file."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DiscError(f"{what} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+_VOLUME_MARKS = (b"CD001", b"BEA01", b"NSR02", b"NSR03", b"TEA01", b"BOOT2")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file ("DICM" after the 128-byte preamble) that is nothing else.
+
+    A file that is also a disc image (an ISO 9660 or UDF volume descriptor in sectors 16-31,
+    where a DICOM file's first element can hide one) is refused: which of its two readings
+    was meant cannot be told, and each can show other images.
+    """
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(16 * SECTOR + 16 * SECTOR)
+    except OSError:
+        return False
+    if head[128:132] != b"DICM":
+        return False
+    for sector in range(16, 32):
+        if head[sector * SECTOR + 1 : sector * SECTOR + 6] in _VOLUME_MARKS:
+            raise DiscError(
+                f"{path} is both a DICOM file and a disc image (a volume descriptor in "
+                f"sector {sector}): refused, since each reading can show other images. "
+                "Ask the sender for the disc or the image on its own"
+            )
+    return True
+
+
 # --------------------------------------------------------------------------- entry point
 
 
 def open_source(path: Path) -> DiscSource:
-    """Open a received disc: an ISO image file, a block device (e.g. /dev/sr0) or a folder.
+    """Open a received disc: an ISO image file, a block device (e.g. /dev/sr0) or a folder;
+    or one DICOM file on its own (checked as a loose file).
 
     Raises :class:`DiscError` (``check`` exit 3) if the path is missing, unreadable, not an
     ISO 9660 image, or a malformed one.
@@ -947,6 +1010,8 @@ def open_source(path: Path) -> DiscSource:
     if stat.S_ISDIR(st.st_mode):
         return FolderSource(path)
     if stat.S_ISREG(st.st_mode):
+        if _is_dicom_file(path):
+            return FileSource(path.resolve())  # a link given by name is the user's choice
         return IsoSource(path, kind="ISO image")
     if stat.S_ISBLK(st.st_mode):
         return IsoSource(path, kind="device")
@@ -959,6 +1024,7 @@ __all__ = [
     "MAX_TREE_BYTES",
     "MAX_WALK_DEPTH",
     "DiscSource",
+    "FileSource",
     "FolderSource",
     "IsoSource",
     "SkippedEntry",

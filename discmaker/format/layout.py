@@ -12,7 +12,7 @@ PRIVATE_GROUP = 0x0009
 PRIVATE_CREATOR = "DISCMAKER 1"
 """Private Creator value that reserves the block."""
 
-WATERMARK_FORMAT = "DMWM2"
+WATERMARK_FORMAT = "DMWM4"
 """Element 0x01 of the block: the watermark format the pixels carry."""
 
 IMPLEMENTATION_CLASS_UID = "2.25.187214599812766014245452395812463924519"

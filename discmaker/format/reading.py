@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
@@ -356,9 +357,72 @@ class ElementWalker:
                 return end
 
 
+#: Elements and items one received image may hold (checked before pydicom parses it). An
+#: enhanced multi-frame image of 4,000 frames, each with its functional groups, stays well
+#: below; 100,000 empty sequence items took pydicom 9.5 s and 150 MB.
+MAX_IMAGE_ELEMENTS = 200_000
+
+
+def structure_problem(data: bytes, *, max_inflated: int, what: str) -> str | None:
+    """Why the data set of ``data`` must not be trusted as one reading of it, or None.
+
+    Refused: an element repeated or out of ascending tag order at any level (PS3.5 7.1: a
+    reader keeps the first copy or the last, so two programs would show different values
+    for the same file), more than :data:`MAX_IMAGE_ELEMENTS` elements and items, sequences
+    nested deeper than :data:`MAX_NESTING`, and lengths that run past the data.
+    """
+    try:
+        body = open_body(data, max_inflated=max_inflated, what=what)
+        walker = ElementWalker(
+            body.data,
+            little_endian=body.little_endian,
+            max_elements=MAX_IMAGE_ELEMENTS,
+            what=what,
+        )
+        return _order_problem(
+            walker, body.start, len(body.data), implicit=body.implicit_vr, depth=0
+        )
+    except DiscError as exc:
+        return str(exc)
+
+
+def _order_problem(
+    walker: ElementWalker, start: int, end: int, *, implicit: bool, depth: int
+) -> str | None:
+    last = -1
+    for element in walker.elements(start, end, implicit=implicit, depth=depth):
+        if element.tag <= last:
+            return (
+                f"element ({element.tag >> 16:04X},{element.tag & 0xFFFF:04X}) comes after "
+                f"({last >> 16:04X},{last & 0xFFFF:04X}): elements are repeated or out of "
+                "order, so other programs may show other values than the ones checked"
+            )
+        last = element.tag
+        if element.tag >> 16 == 0x7FE0 or not _is_sequence(element):
+            continue
+        walk = walker.items(element, element.end, depth=depth + 1)
+        for _, content, stop, item_implicit in walk:
+            found = _order_problem(walker, content, stop, implicit=item_implicit, depth=depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _is_sequence(element: RawElement) -> bool:
+    if element.vr == "UN" and element.length == UNDEFINED:
+        return True  # read as an implicit VR sequence, as pydicom reads it
+    if element.vr is not None:
+        return element.vr == "SQ"
+    try:
+        return bool(dictionary_VR(element.tag) == "SQ")
+    except KeyError:
+        return element.length == UNDEFINED  # an unknown element of undefined length
+
+
 __all__ = [
     "ITEM",
     "ITEM_END",
+    "MAX_IMAGE_ELEMENTS",
     "MAX_INFLATED_BYTES",
     "MAX_NESTING",
     "SEQUENCE_END",
@@ -369,4 +433,5 @@ __all__ = [
     "inflate",
     "open_body",
     "read_dicom",
+    "structure_problem",
 ]

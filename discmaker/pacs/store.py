@@ -38,7 +38,7 @@ from pydicom import dcmread
 from discmaker.check.verify import Progress, _Outcome, check_and_restore
 from discmaker.crypto.trust import TrustStore
 from discmaker.diagnostics import captured_warnings
-from discmaker.errors import UsageError
+from discmaker.errors import CHECK_NOT_VERIFIABLE, UsageError
 from discmaker.models import CheckReport, ImageStatus, Verdict
 from discmaker.pacs.destination import (
     DEFAULT_CALLING_AET,
@@ -133,8 +133,8 @@ class ImportResult:
     def exit_code(self) -> int:
         """0 all stored (or already there), the check's 1 or 2 when the disc did not verify
         (nothing sent), 75 when some instances were not stored."""
-        if not self.verified:
-            return self.report.exit_code
+        if not self.verified:  # loose files verified image by image are not a disc: 2
+            return self.report.exit_code or CHECK_NOT_VERIFIABLE
         return IMPORT_INCOMPLETE if self.failed else 0
 
     def to_json(self) -> dict[str, object]:

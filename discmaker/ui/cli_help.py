@@ -33,7 +33,11 @@ _USAGE = (64, "wrong command line (the message says what to change)")
 _CHECK_CODES = (
     (0, "verified: every image is as the trusted sender signed it"),
     (1, "tampered or inconsistent: do not import; the findings say what changed and where"),
-    (2, "not verifiable (unsigned, unknown sender) or an incomplete set of discs"),
+    (
+        2,
+        "not verifiable (unsigned, unknown sender), an incomplete set of discs, or loose "
+        "files verified image by image by their watermarks (never a whole study)",
+    ),
     (3, "not a disc, unreadable input, or a wrong command line"),
 )
 

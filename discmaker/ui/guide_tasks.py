@@ -558,6 +558,16 @@ def _check_then(session: Session, *, want_import: bool) -> int:
         session.say(
             "The disc verified: its images are exactly what the sender signed.", "bold green"
         )
+    elif report.verdict is Verdict.IMAGES_VERIFIED:
+        session.say(
+            "Each image verified by its watermark: header and pixels are exactly what the "
+            "sender sealed.",
+            "bold green",
+        )
+        session.next_step(
+            "these are loose files, so nothing shows whether other images of the study are "
+            "missing. For the whole study in PACS, ask the sender for the disc."
+        )
     elif report.verdict is Verdict.NOT_VERIFIABLE:
         session.next_step(
             "do not import these images until the sender is trusted: get their certificate "
@@ -575,7 +585,12 @@ def _check_then(session: Session, *, want_import: bool) -> int:
     commands.append(_command(*check_cmd))
     session.show_command(*commands)
     if not report.ok:
-        if want_import:
+        if want_import and report.verdict is Verdict.IMAGES_VERIFIED:
+            session.say(
+                "Not imported: only a whole disc that verifies is sent to PACS. Nothing was sent.",
+                "bold red",
+            )
+        elif want_import:
             session.say(
                 "Not imported: only a disc that verifies is sent to PACS. Nothing was sent.",
                 "bold red",

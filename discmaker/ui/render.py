@@ -78,6 +78,7 @@ _STATE_STYLE: dict[StepState, str] = {
 
 _VERDICT_STYLE = {
     Verdict.VERIFIED: "bold green",
+    Verdict.IMAGES_VERIFIED: "bold green",
     Verdict.TAMPERED: "bold red",
     Verdict.INCONSISTENT: "bold red",
     Verdict.NOT_VERIFIABLE: "bold yellow",

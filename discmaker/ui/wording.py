@@ -51,6 +51,7 @@ STATE_LABEL: dict[StepState, str] = {
 
 _EXIT_MEANING = {
     Verdict.VERIFIED: "every image verified",
+    Verdict.IMAGES_VERIFIED: "every file verified by its watermark",
     Verdict.TAMPERED: "tampering found",
     Verdict.INCONSISTENT: "inconsistency found",
     Verdict.NOT_VERIFIABLE: "not verifiable",
@@ -59,6 +60,7 @@ _EXIT_MEANING = {
 }
 _VERDICT_STATE: dict[Verdict, StepState] = {
     Verdict.VERIFIED: "pass",
+    Verdict.IMAGES_VERIFIED: "pass",
     Verdict.TAMPERED: "fail",
     Verdict.INCONSISTENT: "fail",
     Verdict.NOT_VERIFIABLE: "warn",
@@ -67,6 +69,7 @@ _VERDICT_STATE: dict[Verdict, StepState] = {
 }
 _HEADLINE = {
     Verdict.VERIFIED: "VERIFIED",
+    Verdict.IMAGES_VERIFIED: "IMAGES VERIFIED",
     Verdict.TAMPERED: "TAMPERED",
     Verdict.INCONSISTENT: "INCONSISTENT",
     Verdict.NOT_VERIFIABLE: "NOT VERIFIABLE",
@@ -208,12 +211,66 @@ def _is_pixel_change(image: ImageVerdict) -> bool:
     return bool(image.regions) or not image.attributes
 
 
+def _loose_steps(report: CheckReport) -> tuple[Step, ...]:
+    """Loose files with discmaker watermarks: each image is its own proof (no disc, no list)."""
+    tampered = tampered_images(report)
+    counts = Counter(i.status for i in report.images)
+    unverified = counts[ImageStatus.NOT_VERIFIABLE]
+    who = f"{plain(report.signer.subject)}, a trusted sender" if report.signer else ""
+    if who and not unverified:
+        s1 = Step(
+            1,
+            "Signature",
+            "pass",
+            f"Loose files, no disc signature: each watermark is sealed by {who}.",
+        )
+    else:
+        s1 = Step(
+            1,
+            "Signature",
+            "warn",
+            "Loose files, no disc signature: each image is judged by its watermark alone.",
+        )
+    s2 = Step(
+        2,
+        "Files agree with the signed list",
+        "skip",
+        "Loose files have no signed list: whether other images of the study are missing "
+        "cannot be told.",
+    )
+    title3 = "Headers (patient and study data)"
+    header_images = [i for i in tampered if _is_header_change(i)]
+    if header_images or _findings(report, 3):
+        groups = sorted({g for i in header_images for g in i.groups})
+        detail = f"{plural(len(header_images), 'image')} whose header differs from its watermark"
+        s3 = Step(3, title3, "fail", detail + (": " + ", ".join(groups) if groups else "") + ".")
+    elif unverified:
+        s3 = Step(3, title3, "warn", f"{plural(unverified, 'image')} could not be verified.")
+    else:
+        s3 = Step(3, title3, "pass", "Every header is as its watermark seals it.")
+    title4 = "Watermarks (image pixels)"
+    pixel_images = [i for i in tampered if _is_pixel_change(i)]
+    if pixel_images or _findings(report, 4):
+        n_regions = sum(len(i.regions) for i in pixel_images)
+        detail = f"{plural(len(pixel_images), 'image')} with changed pixels or watermark"
+        if n_regions:
+            detail += f" ({plural(n_regions, 'changed area')} located)"
+        s4 = Step(4, title4, "fail", detail + ".")
+    elif unverified:
+        s4 = Step(4, title4, "warn", f"{plural(unverified, 'image')} could not be verified.")
+    else:
+        s4 = Step(4, title4, "pass", "Every watermark is intact: the pixels are as sealed.")
+    return (s1, s2, s3, s4, _verdict_step(report))
+
+
 def check_steps(report: CheckReport) -> tuple[Step, ...]:
     """The five numbered steps; red only where a finding or a tampered image says so."""
     if report.kind is InputKind.NOT_A_DISC:
         return _not_a_disc_steps(report)
     if report.unsigned:
         return _unsigned_steps(report)
+    if report.kind is InputKind.FILES:
+        return _loose_steps(report)
     tampered = tampered_images(report)
     covered = trusted_signature(report)
     signer = report.signer
@@ -588,6 +645,44 @@ def verdict_text(report: CheckReport) -> VerdictText:
             (f"Every image on this disc is exactly as {subject} signed it.",),
             "You can import these images.",
         )
+    if verdict is Verdict.NOT_VERIFIABLE and report.kind is InputKind.FILES:
+        ok = counts[ImageStatus.OK]
+        lines_ = [
+            (
+                f"{ok} of {plural(len(report.images), 'image')} carry an intact watermark of a "
+                "sender you trust; the others could not be verified."
+                if ok
+                else "No image here carries an intact watermark of a sender you trust."
+            ),
+            "They are loose files, so nothing shows whether other images of the study are missing.",
+        ]
+        return VerdictText(
+            verdict,
+            code,
+            _HEADLINE[verdict],
+            tuple(lines_),
+            "Confirm the other images with the sender before use. A watermark of a sender "
+            "you have not trusted yet verifies once you trust their certificate "
+            f"({APP_NAME} trust add, after confirming its fingerprint by telephone).",
+        )
+    if verdict is Verdict.IMAGES_VERIFIED:
+        return VerdictText(
+            verdict,
+            code,
+            _HEADLINE[verdict],
+            (
+                (
+                    f"This image is exactly as {subject} sealed it in its watermark: header "
+                    "and pixels unchanged."
+                    if len(report.images) == 1
+                    else f"Each of these {len(report.images)} images is exactly as {subject} "
+                    "sealed it in its watermark: header and pixels unchanged."
+                ),
+                "They are loose files, so nothing shows whether other images of the study "
+                "are missing.",
+            ),
+            "You can use these images. For the whole study, ask the sender for the disc.",
+        )
     if verdict is Verdict.INCOMPLETE_SET:
         return VerdictText(
             verdict,
@@ -702,6 +797,8 @@ def patients_source_text(report: CheckReport) -> str:
     if source is PatientsSource.DICOMDIR:
         return "as the disc's DICOMDIR lists them; nothing vouches for them"
     if source is PatientsSource.HEADERS:
+        if report.verdict is Verdict.IMAGES_VERIFIED:
+            return "as the files' headers give them, each sealed in its image's watermark"
         return "as the files' headers give them; nothing vouches for them"
     return ""
 

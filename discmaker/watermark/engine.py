@@ -13,6 +13,11 @@ leaves the stored range. Each region (a grid box) is an independent sub-image:
   into white cells predicted from the already modified black cells. The decoder undoes pass 2
   and then pass 1.
 
+Region format v4 (written by default) adds a ROI rule to the header (a target is selected only
+when its four neighbours lie on the background side of a level the header carries), fills the
+ring-0 header into the ring's darkest (or brightest) pixels first and guards only predictions
+next to a range end; format v3 regions are still read (and written with ``version=3``).
+
 Pure numpy, no I/O. See docs/WATERMARK.md for the bitstream layout.
 """
 
@@ -29,17 +34,22 @@ import numpy.typing as npt
 from discmaker.errors import InputError
 
 __all__ = [
+    "FORMAT_VERSION",
     "HEADER_BITS",
+    "HEADER_BITS_V4",
+    "ROI_BITS",
     "THRESHOLDS",
     "T_MAX",
     "Box",
     "PixelFormat",
+    "Roi",
     "UnsupportedPixelsError",
     "WatermarkCapacityError",
     "default_grid",
     "embed_region",
     "extract_region",
     "grid_boxes",
+    "header_ring",
     "region_capacity",
     "to_stored",
     "usable_ring",
@@ -52,7 +62,19 @@ RawPlane = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
 _G = TypeVar("_G", bound=np.generic)
 
 _MAGIC = 0x69  # 7-bit magic of format v3; the 8th bit of the first byte flags a location map
+_MAGIC4 = 0x16  # format v4 (all 7 bits differ from v3's)
+_MAGICS = {3: _MAGIC, 4: _MAGIC4}
+_READINGS = ((3, False), (4, False), (4, True))  # (format, header on the bright ring pixels)
+FORMAT_VERSION = 4
+"""Region format written by default (v3 is still read, and written on request)."""
 HEADER_BITS = 24  # ring-0 LSBs: magic 7 + location-map flag 1, T1 code 8, T2 code 8
+_MODE_BITS = 2  # v4: ROI mode after the T codes (0 all targets, 1 dark, 2 bright)
+_GUARD_BITS = 2  # v4: then the guard code (guard = `_GUARD_CODES`[code])
+_LEVEL_BITS = 16  # v4, modes 1 and 2: then the level, as (level - vmin)
+HEADER_BITS_V4 = HEADER_BITS + _MODE_BITS + _GUARD_BITS
+"""Fixed ring-0 header bits of a v4 region without a ROI rule."""
+ROI_BITS = _LEVEL_BITS
+"""Header bits a ROI rule (its level) adds to a v4 region's header."""
 _LOC_LEN_BITS = 16  # location-map length, present only when the flag is set
 _CRC_BITS = 24  # CRC at the front of the embedded stream (after the saved ring LSBs)
 _EG_K = 4  # payload byte count: order-4 Exp-Golomb code (7 bits for 16..47 bytes)
@@ -68,7 +90,11 @@ _T_UNUSED = 0xFF  # T code of an unused pass
 _BOX_TARGET = 128  # default box edge in pixels
 _GRID_MAX = 8  # at most 8 x 8 boxes per frame (keeps the signed block small)
 _BOX_MIN = 36  # small frames: 2 boxes per axis while boxes keep this many px
-_K_GUARD = 4  # predictions this close to a range end or padding are not selected
+_K_GUARD = 4  # predictions this close to a range end or padding are not selected (v3)
+_GUARD_CODES = (1, 4, 16, 64)  # v4: the guard each region's header names
+_V4_GUARDS = _GUARD_CODES  # tried in this order: 1 lets flat dark backgrounds (MR/US/NM near
+# 0) carry; the larger ones avoid the long location map of a noisy background saturated at a
+# range end (every target there that would move out of range is frozen and needs a flag)
 
 
 class WatermarkCapacityError(InputError):
@@ -113,6 +139,30 @@ class PixelFormat:
     @property
     def vmax(self) -> int:
         return (1 << (self.bits_stored - 1)) - 1 if self.signed else self.mask
+
+
+@dataclass(frozen=True)
+class Roi:
+    """v4 target rule: a target is selected only when all four neighbours are ``<= level``
+    (``mode`` 1, dark background) or ``>= level`` (``mode`` 2, bright background).
+
+    A rule on the neighbours, like the complexity: the decoder sees them as the encoder did
+    (pass 1's neighbours are restored before pass 1 is undone), so it needs only the header.
+    """
+
+    mode: int
+    level: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in (1, 2):
+            raise ValueError(f"ROI mode {self.mode} is not 1 (dark) or 2 (bright)")
+
+
+def _side_bits(version: int, roi: Roi | None) -> int:
+    """Fixed ring-0 header bits of a region (without the location map)."""
+    if version == 3:
+        return HEADER_BITS
+    return HEADER_BITS_V4 + (ROI_BITS if roi is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -261,6 +311,25 @@ def usable_ring(a: I32, fmt: PixelFormat) -> npt.NDArray[np.intp]:
     return idx[~(pad | pad1)]
 
 
+def header_ring(
+    a: I32, fmt: PixelFormat, version: int = FORMAT_VERSION, *, bright: bool = False
+) -> npt.NDArray[np.intp]:
+    """Usable ring-0 pixels in the order the side info fills them.
+
+    v3: clockwise from the top-left corner. v4: the ring's darkest values first (``bright``:
+    its brightest; by s >> 1, clockwise among equals), so the header lands on the background
+    (air, collimation) of a box that also holds anatomy. s >> 1 does not change when the
+    header replaces an LSB: the decoder finds the same order (it tries both).
+    """
+    ring = usable_ring(a, fmt)
+    if version == 3 or ring.size == 0:
+        return ring
+    half = a.ravel()[ring] >> 1
+    order = np.argsort(-half if bright else half, kind="stable")
+    out: npt.NDArray[np.intp] = ring[order]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # one pass over the two strided sub-grids of one colour
 
@@ -344,9 +413,32 @@ def _parts(x: npt.NDArray[_G], k: int) -> list[npt.NDArray[_G]]:
     return [x[r : h - 2 : 2, c : w - 2 : 2][None] for r, c in _SUBGRIDS[k]]
 
 
-def _grids(a: I32, k: int, fmt: PixelFormat, nbok: Bool | None, calm: bool) -> list[_Grid]:
+def _in_roi(u: I32, d: I32, lf: I32, rt: I32, roi: Roi) -> Bool:
+    """Targets whose four neighbours all lie on the background side of the ROI level."""
+    if roi.mode == 1:
+        m = np.maximum(u, d)
+        np.maximum(m, lf, out=m)
+        np.maximum(m, rt, out=m)
+        dark: Bool = m <= roi.level
+        return dark
+    m = np.minimum(u, d)
+    np.minimum(m, lf, out=m)
+    np.minimum(m, rt, out=m)
+    bright: Bool = m >= roi.level
+    return bright
+
+
+def _grids(
+    a: I32,
+    k: int,
+    fmt: PixelFormat,
+    nbok: Bool | None,
+    calm: bool,
+    roi: Roi | None = None,
+    guard: int = _K_GUARD,
+) -> list[_Grid]:
     """Pass k's targets; ``nbok`` is `_nb_ok` of the region's padding, ``calm`` `_calm` of
-    ``a``."""
+    ``a``, ``roi`` the v4 target rule (None: every target), ``guard`` the `_danger` zone."""
     out: list[_Grid] = []
     oks = None if nbok is None else _parts(nbok, k)
     parts: list[tuple[I32, ...]] = []
@@ -383,14 +475,17 @@ def _grids(a: I32, k: int, fmt: PixelFormat, nbok: Bool | None, calm: bool) -> l
         p >>= 2
         cx = complexity(u, d, lf, rt, fmt)
         elig: Bool | None = None if oks is None else oks[j]
-        danger = None if calm else _danger(p, fmt)
+        if roi is not None:
+            inside = _in_roi(u, d, lf, rt, roi)
+            elig = inside if elig is None else elig & inside
+        danger = None if calm else _danger(p, fmt, guard)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
         out.append(_Grid(view, c, p, cx, elig))
     return out
 
 
-def _danger(p: I32, fmt: PixelFormat) -> Bool | None:
+def _danger(p: I32, fmt: PixelFormat, guard: int = _K_GUARD) -> Bool | None:
     """Targets whose prediction lies next to a forbidden value are not selected.
 
     Near such values a target is often frozen (its move would leave the range or reach
@@ -400,9 +495,9 @@ def _danger(p: I32, fmt: PixelFormat) -> Bool | None:
     if p.size == 0:
         return None
     pmin, pmax = int(p.min()), int(p.max())
-    zones = [(fmt.vmin + 1, fmt.vmin + _K_GUARD), (fmt.vmax - _K_GUARD, fmt.vmax)]
+    zones = [(fmt.vmin + 1, fmt.vmin + guard), (fmt.vmax - guard, fmt.vmax)]
     if fmt.padding is not None:
-        zones.append((fmt.padding[0] - _K_GUARD, fmt.padding[1] + _K_GUARD))
+        zones.append((fmt.padding[0] - guard, fmt.padding[1] + guard))
     out: Bool | None = None
     for lo, hi in zones:
         if pmax < lo or pmin > hi:
@@ -449,12 +544,17 @@ class _EncGrid:
 
 
 def _analyse(
-    a: I32, k: int, fmt: PixelFormat, nbok: Bool | None
+    a: I32,
+    k: int,
+    fmt: PixelFormat,
+    nbok: Bool | None,
+    roi: Roi | None = None,
+    guard: int = _K_GUARD,
 ) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
     encs: list[_EncGrid] = []
     cxs: list[I32] = []
     calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, nbok, calm):
+    for g in _grids(a, k, fmt, nbok, calm, roi, guard):
         e = g.c - g.p
         peak = (e + 1).view(np.uint32) <= 1  # e in {0, -1}
         neg = e < 0
@@ -545,14 +645,22 @@ def _ambiguous(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> Bool:
 
 
 def _undo(
-    a: I32, k: int, t: int, fmt: PixelFormat, *, flags: U8, fpos: int
+    a: I32,
+    k: int,
+    t: int,
+    fmt: PixelFormat,
+    *,
+    flags: U8,
+    fpos: int,
+    roi: Roi | None = None,
+    guard: int = _K_GUARD,
 ) -> tuple[list[U8], int] | None:
     """Undo pass k at threshold t; returns (carried bits per sub-grid, flags consumed)."""
     out: list[U8] = []
     if t < 0:
         return out, fpos
     calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, _nb_ok(_pad_map(a, fmt)), calm):
+    for g in _grids(a, k, fmt, _nb_ok(_pad_map(a, fmt)), calm, roi, guard):
         c = g.c  # a copy, written back to g.view at the end
         sel = g.cx <= t
         if g.elig is not None:
@@ -614,9 +722,18 @@ def _eg_decode(bits: U8, pos: int) -> tuple[int, int] | None:
     return x - (1 << _EG_K), pos + z + nb
 
 
-def _crc(box: Box, fmt: PixelFormat, bits: U8) -> U8:
-    """CRC-24 (CRC-32, truncated) of box coordinates, bit depth, signedness and ``bits``."""
-    ctx = b"DMwm3|%d,%d,%d,%d,%d,%d,%d|" % (
+def _crc(
+    box: Box,
+    fmt: PixelFormat,
+    bits: U8,
+    version: int = 3,
+    roi: Roi | None = None,
+    guard: int = _K_GUARD,
+) -> U8:
+    """CRC-24 (CRC-32, truncated) of box coordinates, bit depth, signedness and ``bits`` (v4:
+    also the ROI mode and level and the guard)."""
+    ctx = b"DMwm%d|%d,%d,%d,%d,%d,%d,%d|" % (
+        version,
         box.row0,
         box.col0,
         box.row1,
@@ -625,6 +742,9 @@ def _crc(box: Box, fmt: PixelFormat, bits: U8) -> U8:
         fmt.signed,
         bits.size,
     )
+    if version != 3:
+        mode, level = (roi.mode, roi.level) if roi is not None else (0, 0)
+        ctx += b"%d,%d,%d|" % (mode, level, guard)
     crc = zlib.crc32(np.packbits(bits).tobytes(), zlib.crc32(ctx)) & 0xFFFFFF
     return np.unpackbits(np.frombuffer(crc.to_bytes(3, "big"), np.uint8))
 
@@ -655,14 +775,20 @@ class _Pre:
     act2: npt.NDArray[np.int64]
 
 
-def _pre(s: I32, fmt: PixelFormat, nbok: Bool | None) -> _Pre:
-    enc1, cum1 = _analyse(s, 0, fmt, nbok)
-    enc2, cum2 = _analyse(s, 1, fmt, nbok)
+def _pre(s: I32, fmt: PixelFormat, nbok: Bool | None, roi: Roi | None, guard: int) -> _Pre:
+    enc1, cum1 = _analyse(s, 0, fmt, nbok, roi, guard)
+    enc2, cum2 = _analyse(s, 1, fmt, nbok, roi, guard)
     return _Pre(enc1, cum1, _active_cum(enc1, cum1.size), cum2, _active_cum(enc2, cum2.size))
 
 
 def _embed_stream(
-    s: I32, fmt: PixelFormat, stream: U8, nbok: Bool | None, pre: _Pre
+    s: I32,
+    fmt: PixelFormat,
+    stream: U8,
+    nbok: Bool | None,
+    pre: _Pre,
+    roi: Roi | None,
+    guard: int,
 ) -> tuple[I32, int, int, U8] | int:
     """Embed ``stream`` into a copy of ``s`` (ring untouched); ``pre`` is `_pre` of ``s``.
 
@@ -674,7 +800,7 @@ def _embed_stream(
     cap1 = int(cum1[-1])
     want = _split(pre, nbits)
     cap2 = 0
-    for _ in range(6):
+    for attempt in range(5):
         a = s.copy()
         c1 = _threshold(cum1, want)
         n1 = _carried(cum1, c1)
@@ -682,7 +808,7 @@ def _embed_stream(
         n2 = nbits - n1
         if n2 <= 0:
             return a, c1, _T_UNUSED, np.concatenate(f1).astype(np.uint8)
-        enc2, cum2 = _analyse(a, 1, fmt, nbok)
+        enc2, cum2 = _analyse(a, 1, fmt, nbok, roi, guard)
         cap2 = int(cum2[-1])
         if cap2 >= n2:
             c2 = _threshold(cum2, n2)
@@ -690,7 +816,9 @@ def _embed_stream(
             return a, c1, c2, np.concatenate([*f2, *f1]).astype(np.uint8)
         if want >= cap1:
             break
-        want = min(cap1, n1 + (n2 - cap2) + 16)
+        # pass 2 short: move the rest to pass 1 (which lowers pass 2's capacity a little);
+        # the last try fills pass 1 completely
+        want = cap1 if attempt >= 3 else min(cap1, n1 + (n2 - cap2) + 16)
     return cap1 + cap2
 
 
@@ -726,53 +854,111 @@ def _overhead(nside: int, nbytes: int) -> int:
     return nside + _CRC_BITS + int(_eg_encode(nbytes).size)
 
 
-def region_capacity(plane: RawPlane, box: Box, fmt: PixelFormat) -> int:
+def region_capacity(
+    plane: RawPlane,
+    box: Box,
+    fmt: PixelFormat,
+    roi: Roi | None = None,
+    *,
+    version: int = FORMAT_VERSION,
+) -> int:
     """Payload bits this region can carry (a close estimate; a multiple of 8)."""
     s = to_stored(_region(plane, box), fmt)
     h, w = s.shape
     if h < 5 or w < 5:
         return 0
     nring = int(usable_ring(s, fmt).size)
-    if nring < HEADER_BITS:
+    nside = _side_bits(version, roi)
+    if nring < nside:
         return 0
-    a = s.copy()
     nbok = _nb_ok(_pad_map(s, fmt))
-    enc1, cum1 = _analyse(a, 0, fmt, nbok)
-    cap1 = int(cum1[-1])
-    _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt, a, 0)
-    cap2 = int(_analyse(a, 1, fmt, nbok)[1][-1])
-    return max(0, cap1 + cap2 - _overhead(HEADER_BITS, (cap1 + cap2) // 8)) // 8 * 8
+    best = 0
+    for guard in _V4_GUARDS if version != 3 else (_K_GUARD,):
+        a = s.copy()
+        enc1, cum1 = _analyse(a, 0, fmt, nbok, roi, guard)
+        cap1 = int(cum1[-1])
+        _apply(enc1, _t_of(_threshold(cum1, cap1)), np.zeros(cap1, np.uint8), fmt, a, 0)
+        cap2 = int(_analyse(a, 1, fmt, nbok, roi, guard)[1][-1])
+        best = max(best, cap1 + cap2 - _overhead(nside, (cap1 + cap2) // 8))
+    return best // 8 * 8
 
 
-def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) -> None:
+def _check_roi(roi: Roi | None, fmt: PixelFormat, version: int) -> None:
+    if version not in _MAGICS:
+        raise ValueError(f"region format v{version} is not 3 or 4")
+    if roi is None:
+        return
+    if version == 3:
+        raise ValueError("region format v3 has no ROI rule")
+    if not fmt.vmin <= roi.level <= fmt.vmax:
+        raise ValueError(f"ROI level {roi.level} outside the stored range")
+
+
+def embed_region(
+    plane: RawPlane,
+    box: Box,
+    fmt: PixelFormat,
+    payload: bytes,
+    roi: Roi | None = None,
+    *,
+    version: int = FORMAT_VERSION,
+) -> None:
     """Embed ``payload`` reversibly into ``plane[box]`` (raw words, in place).
 
+    ``roi`` (format v4) restricts the targets to those whose four neighbours lie on the
+    background side of its level; ``version`` 3 writes the older region format (no ROI).
+    v4 tries the guards `_V4_GUARDS` in turn (the header names the one used).
     Raises WatermarkCapacityError(capacity_bits, needed_bits) and leaves the plane unchanged
     when the region cannot carry it.
     """
+    _check_roi(roi, fmt, version)
     raw = _region(plane, box)
+    err: WatermarkCapacityError | None = None
+    for guard in _V4_GUARDS if version != 3 else (_K_GUARD,):
+        try:
+            _embed(raw, box, fmt, payload, roi, version, guard)
+            return
+        except WatermarkCapacityError as exc:
+            if err is None or exc.capacity_bits > err.capacity_bits:
+                err = exc
+    assert err is not None
+    raise err
+
+
+def _embed(
+    raw: RawPlane,
+    box: Box,
+    fmt: PixelFormat,
+    payload: bytes,
+    roi: Roi | None,
+    version: int,
+    guard: int,
+) -> None:
+    """`embed_region` with one guard (raw: the region's words, written only on success)."""
     s = to_stored(raw, fmt)
     h, w = s.shape
     pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
     body = np.concatenate([_eg_encode(len(payload)), pbits])
+    head_bits = _side_bits(version, roi)
     if h < 5 or w < 5:
-        raise WatermarkCapacityError(0, _overhead(HEADER_BITS, len(payload)) + pbits.size)
-    ring = usable_ring(s, fmt)
+        raise WatermarkCapacityError(0, _overhead(head_bits, len(payload)) + pbits.size)
+    ring = header_ring(s, fmt, version, bright=roi is not None and roi.mode == 2)
     flat = s.ravel()
     nbok = _nb_ok(_pad_map(s, fmt))
-    pre = _pre(s, fmt, nbok)
+    pre = _pre(s, fmt, nbok, roi, guard)
     nloc = 0
     for _ in range(6):
-        nside = HEADER_BITS + (_LOC_LEN_BITS + nloc if nloc else 0)
+        nside = head_bits + (_LOC_LEN_BITS + nloc if nloc else 0)
         if ring.size < nside:
             raise WatermarkCapacityError(0, nside + _CRC_BITS + body.size)
         used = ring[:nside]
         saved = (flat[used] & 1).astype(np.uint8)
-        stream = np.concatenate([saved, _crc(box, fmt, np.concatenate([saved, body])), body])
-        res = _embed_stream(s, fmt, stream, nbok, pre)
+        check = _crc(box, fmt, np.concatenate([saved, body]), version, roi, guard)
+        stream = np.concatenate([saved, check, body])
+        res = _embed_stream(s, fmt, stream, nbok, pre, roi, guard)
         if isinstance(res, int):
             cap = max(0, res - _overhead(nside, len(payload))) // 8 * 8
-            raise WatermarkCapacityError(cap, pbits.size)
+            raise WatermarkCapacityError(min(cap, max(0, pbits.size - 8)), pbits.size)
         a, c1, c2, flags = res
         if flags.size <= nloc:
             break
@@ -781,8 +967,15 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
         raise WatermarkCapacityError(0, pbits.size)
     if nloc > _N_MAX:  # pragma: no cover - needs > 65535 ambiguous targets
         raise WatermarkCapacityError(0, pbits.size)
-    head = [(_MAGIC << 1) | (1 if nloc else 0), c1, c2]
+    head = [(_MAGICS[version] << 1) | (1 if nloc else 0), c1, c2]
     parts = [np.unpackbits(np.array(head, np.uint8))]
+    if version != 3:
+        mode = 0 if roi is None else roi.mode
+        code = _GUARD_CODES.index(guard)
+        parts.append(np.array([mode >> 1, mode & 1, code >> 1, code & 1], np.uint8))
+        if roi is not None:
+            lv = roi.level - fmt.vmin
+            parts.append(np.unpackbits(np.frombuffer(lv.to_bytes(2, "big"), np.uint8)))
     if nloc:
         parts += [
             np.unpackbits(np.frombuffer(nloc.to_bytes(2, "big"), np.uint8)),
@@ -795,55 +988,101 @@ def embed_region(plane: RawPlane, box: Box, fmt: PixelFormat, payload: bytes) ->
     _write_raw(raw, a, fmt)
 
 
-def _read_header(s: I32, fmt: PixelFormat) -> tuple[npt.NDArray[np.intp], int, int, int] | None:
-    """(ring pixels used, T1 code, T2 code, location-map length); None without a header."""
+@dataclass(frozen=True)
+class _Header:
+    used: npt.NDArray[np.intp]  # ring pixels holding side info
+    c1: int
+    c2: int
+    nloc: int
+    version: int
+    roi: Roi | None
+    guard: int
+
+
+def _ring_bits(flat: I32, ring: npt.NDArray[np.intp], start: int, n: int) -> int:
+    bits = (flat[ring[start : start + n]] & 1).astype(np.int64)
+    return int(bits @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64)))
+
+
+def _read_header(s: I32, fmt: PixelFormat, version: int, bright: bool) -> _Header | None:
+    """The region's side info in format ``version`` (v3 read clockwise, v4 in `header_ring`
+    order, dark or ``bright`` first); None without such a header."""
     h, w = s.shape
     if h < 5 or w < 5:
         return None
-    ring = usable_ring(s, fmt)
+    ring = header_ring(s, fmt, version, bright=bright)
     if ring.size < HEADER_BITS:
         return None
     flat = s.ravel()
     hdr = np.packbits((flat[ring[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
-    if hdr[0] >> 1 != _MAGIC:
+    if hdr[0] >> 1 != _MAGICS[version]:
         return None
     c1, c2 = hdr[1], hdr[2]
     if (c1 >= THRESHOLDS.size and c1 != _T_UNUSED) or (c2 >= THRESHOLDS.size and c2 != _T_UNUSED):
         return None
-    nloc = 0
     nside = HEADER_BITS
-    if hdr[0] & 1:
-        if ring.size < HEADER_BITS + _LOC_LEN_BITS:
+    roi: Roi | None = None
+    guard = _K_GUARD
+    if version != 3:
+        if ring.size < nside + _MODE_BITS + _GUARD_BITS:
             return None
-        lb = np.packbits(
-            (flat[ring[HEADER_BITS : HEADER_BITS + _LOC_LEN_BITS]] & 1).astype(np.uint8)
-        )
-        nloc = int.from_bytes(lb.tobytes(), "big")
+        mode = _ring_bits(flat, ring, nside, _MODE_BITS)
+        guard = _GUARD_CODES[_ring_bits(flat, ring, nside + _MODE_BITS, _GUARD_BITS)]
+        nside += _MODE_BITS + _GUARD_BITS
+        if mode == 3:
+            return None
+        if mode:
+            if ring.size < nside + _LEVEL_BITS:
+                return None
+            level = _ring_bits(flat, ring, nside, _LEVEL_BITS) + fmt.vmin
+            nside += _LEVEL_BITS
+            if level > fmt.vmax:
+                return None
+            roi = Roi(mode, level)
+    nloc = 0
+    if hdr[0] & 1:
+        if ring.size < nside + _LOC_LEN_BITS:
+            return None
+        nloc = _ring_bits(flat, ring, nside, _LOC_LEN_BITS)
         nside += _LOC_LEN_BITS + nloc
         if nloc == 0 or ring.size < nside:
             return None
-    return ring[:nside], c1, c2, nloc
+    return _Header(ring[:nside], c1, c2, nloc, version, roi, guard)
 
 
 def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
     """Extract the payload and restore the region's original raw words in place.
 
-    Returns None, leaving the plane unchanged, when the region carries no valid header or its
-    stream fails its check (a damaged carrier).
+    Reads region formats v3 and v4. Returns None, leaving the plane unchanged, when the region
+    carries no valid header or its stream fails its check (a damaged carrier).
     """
     raw = _region(plane, box)
-    s = to_stored(raw, fmt)
-    hdr = _read_header(s, fmt)
-    if hdr is None:
-        return None
-    used, c1, c2, nloc = hdr
+    # v3, then v4 with its header on the dark, then on the bright ring pixels: a carrier may
+    # pass another reading's magic by chance (and then fail its CRC)
+    s0 = to_stored(raw, fmt)
+    for version, bright in _READINGS:
+        hdr = _read_header(s0, fmt, version, bright)
+        if hdr is None:
+            continue
+        s = s0.copy()
+        payload = _extract(s, box, fmt, hdr)
+        if payload is not None:
+            _write_raw(raw, s, fmt)
+            return payload
+    return None
+
+
+def _extract(s: I32, box: Box, fmt: PixelFormat, hdr: _Header) -> bytes | None:
+    """The payload of a region with header ``hdr``; ``s`` is restored in place on success."""
+    used, nloc, roi = hdr.used, hdr.nloc, hdr.roi
     flat = s.ravel()
     flags = (flat[used[used.size - nloc :]] & 1).astype(np.uint8) if nloc else _NOFLAGS
-    r2 = _undo(s, 1, _t_of(c2), fmt, flags=flags, fpos=0)
+    guard = hdr.guard
+    r2 = _undo(s, 1, _t_of(hdr.c2), fmt, flags=flags, fpos=0, roi=roi, guard=guard)
     if r2 is None:
         return None
     b2, fpos = r2
-    r1 = _undo(s, 0, _t_of(c1), fmt, flags=flags, fpos=fpos)
+    r1 = _undo(s, 0, _t_of(hdr.c1), fmt, flags=flags, fpos=fpos, roi=roi, guard=guard)
     if r1 is None:
         return None
     stream = np.concatenate([*r1[0], *b2]) if r1[0] or b2 else _NOFLAGS
@@ -857,10 +1096,10 @@ def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
         return None
     saved = stream[:nside]
     check = np.concatenate([saved, stream[nside + _CRC_BITS : end]])
-    if not np.array_equal(_crc(box, fmt, check), stream[nside : nside + _CRC_BITS]):
+    crc = _crc(box, fmt, check, hdr.version, roi, hdr.guard)
+    if not np.array_equal(crc, stream[nside : nside + _CRC_BITS]):
         return None
     flat[used] = (flat[used] & ~1) | saved
-    _write_raw(raw, s, fmt)
     return np.packbits(stream[pos:end]).tobytes()
 
 

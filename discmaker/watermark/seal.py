@@ -24,13 +24,18 @@ import pydicom
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from discmaker.watermark.background import background_mask
+
 # The one key-id function; the old name stays for existing callers (tests, bench).
 from discmaker.watermark.engine import (
     HEADER_BITS,
+    HEADER_BITS_V4,
+    ROI_BITS,
     T_MAX,
     THRESHOLDS,
     Box,
     PixelFormat,
+    Roi,
     UnsupportedPixelsError,
     WatermarkCapacityError,
     complexity,
@@ -38,6 +43,7 @@ from discmaker.watermark.engine import (
     embed_region,
     extract_region,
     grid_boxes,
+    header_ring,
     region_capacity,
     to_stored,
     usable_ring,
@@ -57,12 +63,15 @@ __all__ = [
     "unseal_dataset",
 ]
 
-SIGNED_BLOCK_VERSION = 3
-_DOMAIN = b"discmaker/watermark/v3\x00"
-_HEAD = struct.Struct(">B8s16s")  # version, key id, identity digest
+SIGNED_BLOCK_VERSION = 4
+_DOMAINS = {3: b"discmaker/watermark/v3\x00", 4: b"discmaker/watermark/v4\x00"}
+# version, key id, header: v3 the 16-byte identity digest, v4 the 32-byte header block
+_HEADS = {3: struct.Struct(">B8s16s"), 4: struct.Struct(">B8s32s")}
 _WHERE = struct.Struct(">IHH")  # frame, grid rows, grid cols: signed, not carried
 _SHARD = struct.Struct(">BBB")  # k, shard index, tag (BLAKE2b-8 of G: groups the shards)
-_HASH = 8
+_HASH3 = 8  # v3: BLAKE2b-64 per box
+_FRAME_DIGEST = 16  # v4: BLAKE2b-128 over every word of the frame (detection)
+_BOX_TAG = 2  # v4: BLAKE2b-16 per box (localisation only; the frame digest detects)
 _SIG = 64
 _SEARCH_BUDGET = 256  # decode attempts when some CRC-valid shards are inconsistent
 _STARTS = 6  # carrier plans: greedy runs per parity, each from another cheap first carrier
@@ -81,6 +90,12 @@ class SealStats:
     values_total: int
     carriers: int  # carrier regions written, all frames
     signed_block_bytes: int  # size of G per frame
+    # values (samples) inside the body mask (discmaker.watermark.background: everything that is
+    # not background), all frames, and how many of them the seal changed
+    values_in_body: int = 0
+    values_changed_in_body: int = 0
+    # per frame: (values changed inside the body mask, values changed outside it)
+    frame_changes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,11 +114,15 @@ class UnsealResult:
     regions: tuple[TamperedRegion, ...]
     reasons: tuple[str, ...]
     restored_pixel_data: bytes | None
+    version: int | None = None  # of the first verified frame's G
+    sealed_header: bytes | None = None  # the header block that frame carries
 
 
-def signed_block_size(nboxes: int) -> int:
-    """Bytes of G for a frame of ``nboxes`` boxes (89 + 8 x boxes)."""
-    return _HEAD.size + _HASH * nboxes + _SIG
+def signed_block_size(nboxes: int, version: int = SIGNED_BLOCK_VERSION) -> int:
+    """Bytes of G for a frame of ``nboxes`` boxes: v4 121 + 2 x boxes, v3 89 + 8 x boxes."""
+    if version == 3:
+        return _HEADS[3].size + _HASH3 * nboxes + _SIG
+    return _HEADS[4].size + _FRAME_DIGEST + _BOX_TAG * nboxes + _SIG
 
 
 def _tag(block: bytes) -> int:
@@ -201,12 +220,27 @@ def rs_decode(shards: Mapping[int, bytes], k: int, length: int) -> bytes | None:
     return bytes(_gf_matmul(inv, s).astype(np.uint8).ravel())[:length]
 
 
-def _box_hash(arr: RawFrames, frame: int, box: Box) -> bytes:
+def _box_hash(arr: RawFrames, frame: int, box: Box, size: int = _HASH3) -> bytes:
+    """BLAKE2b over the box's raw words in every plane: v3 8 bytes, v4 box tags 2 bytes."""
     person = b"DMwm" + struct.pack(">IHHHH", frame, box.row0, box.col0, box.row1, box.col1)
-    h = hashlib.blake2b(digest_size=_HASH, person=person)
+    h = hashlib.blake2b(digest_size=size, person=person)
     words = arr[frame, :, box.row0 : box.row1, box.col0 : box.col1]
     h.update(np.ascontiguousarray(words, dtype=words.dtype.newbyteorder("<")).data)  # no copy
     return h.digest()
+
+
+def _frame_digest(arr: RawFrames, frame: int) -> bytes:
+    """v4: BLAKE2b-128 over every raw word of the frame, all planes (detection)."""
+    h = hashlib.blake2b(digest_size=_FRAME_DIGEST, person=b"DMwmF4" + struct.pack(">I", frame))
+    words = arr[frame]
+    h.update(np.ascontiguousarray(words, dtype=words.dtype.newbyteorder("<")).data)
+    return h.digest()
+
+
+def _pixel_block(arr: RawFrames, frame: int, boxes: list[Box]) -> bytes:
+    """v4: what G says of the pixels: the frame digest, then one tag per box (row-major)."""
+    tags = b"".join(_box_hash(arr, frame, b, _BOX_TAG) for b in boxes)
+    return _frame_digest(arr, frame) + tags
 
 
 def _context(arr: RawFrames, fmt: PixelFormat) -> bytes:
@@ -293,25 +327,39 @@ def _stored_plane(
 _STRIP_PIXELS = 32768  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
 
+@functools.lru_cache(maxsize=16)
+def _box_index(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[np.int32]:
+    """Per interior pixel (rows/cols 1..-2): its box (0 for ring pixels: they are dumped)."""
+    out: npt.NDArray[np.int32] = np.maximum(_target_labels(shape, grid) >> 1, 0).astype(np.int32)
+    out.setflags(write=False)
+    return out
+
+
 def _slot_curves(
     plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16],
     grid: tuple[int, int],
     fmt: PixelFormat,
+    levels: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Cumulative counts per box, colour, kind (carrier, active) and threshold code.
 
     One vectorised pass over the original plane (both colours predicted from original values,
-    padding neighbours excluded), in strips of rows: shape (boxes, 2, 2, codes).
+    padding neighbours excluded), in strips of rows: shape (boxes, 2, 2, codes). With
+    ``levels`` (per box: the highest value a dark-ROI target's neighbours may have, the lowest
+    a bright-ROI target's may have) a second set of curves counts only the targets such a
+    `Roi` keeps: shape (2, boxes, 2, 2, codes), full curves first.
     """
     rows, cols = plane.shape
     nb = grid[0] * grid[1]
     nc = int(THRESHOLDS.size)
-    out = np.zeros((nb, 2, 2, nc), np.int64)
+    nout = 1 if levels is None else 2
+    out = np.zeros((nout, nb, 2, 2, nc), np.int64)
     if rows < 5 or cols < 5:
-        return out
+        return out[0] if levels is None else out
     base = _target_keys((rows, cols), grid)
+    boxof = _box_index((rows, cols), grid) if levels is not None else None
     total = nb * 2 * nc * 2  # bins past this one are the dump (ring pixels, padding neighbours)
-    cnt = np.zeros(total + 2 * nc, np.int64)
+    cnts = [np.zeros(total + 2 * nc, np.int64) for _ in range(nout)]
     strip = max(8, _STRIP_PIXELS // cols)
     for r0 in range(1, rows - 1, strip):  # interior rows r0 .. r1 - 1
         r1 = min(r0 + strip, rows - 1)
@@ -325,7 +373,14 @@ def _slot_curves(
         q >>= 2
         q -= c  # -e: a peak (e in {0, -1}) is q in {0, 1}
         peak: npt.NDArray[np.bool_] = q.view(q.dtype.str.replace("i", "u")) <= 1
-        cx = complexity(u, d, lf, rt, fmt)
+        if levels is None:
+            cx = complexity(u, d, lf, rt, fmt)
+        else:  # the same as `complexity`, keeping the neighbours' max and min for the rule
+            hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
+            lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
+            cx = hi - lo
+            if fmt.bits_stored >= 16:
+                np.minimum(cx, T_MAX, out=cx)
         key = np.take(_LUT2, cx)
         key += base[r0 - 1 : r1 - 1]
         key += peak
@@ -338,16 +393,30 @@ def _slot_curves(
                 bad |= pad[1:-1, 2:]
                 bad |= pad[1:-1, 1:-1]
                 key[bad] = total
-        cnt += np.bincount(key.ravel(), minlength=cnt.size)
-    hist = cnt[:total].reshape(nb, 2, nc, 2)
-    out[:, :, 0] = hist[..., 1]  # carriers
-    out[:, :, 1] = hist[..., 0] + hist[..., 1]  # active (selected) targets
-    return np.cumsum(out, axis=3)
+        if levels is None or boxof is None:
+            cnts[0] += np.bincount(key.ravel(), minlength=cnts[0].size)
+            continue
+        bx = boxof[r0 - 1 : r1 - 1]
+        off = hi > np.take(levels[0], bx)
+        off |= lo < np.take(levels[1], bx)
+        key <<= 1  # one bincount for both: bin 2 x key + (outside the rule)
+        key += off
+        both = np.bincount(key.ravel(), minlength=2 * cnts[0].size).reshape(-1, 2)
+        cnts[0] += both[:, 0] + both[:, 1]
+        cnts[1] += both[:, 0]
+    for i, cnt in enumerate(cnts):
+        hist = cnt[:total].reshape(nb, 2, nc, 2)
+        out[i, :, :, 0] = hist[..., 1]  # carriers
+        out[i, :, :, 1] = hist[..., 0] + hist[..., 1]  # active (selected) targets
+    cum = np.cumsum(out, axis=4)
+    return cum[0] if levels is None else cum
 
 
 def _load_bits(gsize: int, k: int) -> int:
+    """Stream bits of one carrier of a k-shard code (region format v4 without a ROI rule)."""
     nbytes = _SHARD.size - (-gsize // k)
-    return _SIDE_BITS + 8 * nbytes + (2 * (nbytes + 16).bit_length() - 5)
+    v4 = HEADER_BITS_V4 - HEADER_BITS  # the v4 header's mode and guard fields
+    return _SIDE_BITS + v4 + 8 * nbytes + (2 * (nbytes + 16).bit_length() - 5)
 
 
 def _costs(curves: npt.NDArray[np.int64], loads: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -367,6 +436,37 @@ def _costs(curves: npt.NDArray[np.int64], loads: npt.NDArray[np.int64]) -> npt.N
     cost = np.where(c2[r, i2] < n2, a1[:, -1:] + a2[:, -1:], cost)
     cost = np.where((c1[:, -1:] + c2[:, -1:]) * 15 < ld * 16 + 160, np.inf, cost)
     return cost + HEADER_BITS / 2
+
+
+def _rank(costs: npt.NDArray[np.float64], ref: int) -> list[int]:
+    """Slots in planning order: those that can hold the smallest shards (a k at or below
+    column ``ref``) first, by their cost there; a slot finite only for larger k (a noisy box
+    that holds only small shards) after them, by the first k it can hold. Never-finite slots
+    are left out. (Ranking by column ``ref`` alone dropped every slot of a frame whose boxes
+    only hold shards of k > 4: no plan at all.)"""
+    n, kmax = costs.shape
+    fin = np.isfinite(costs)
+    ok = np.any(fin, axis=1)
+    first = np.maximum(np.where(ok, np.argmax(fin, axis=1), kmax - 1), ref)
+    val = costs[np.arange(n), first]
+    val = np.where(np.isfinite(val), val, np.inf)
+    order = np.lexsort((np.arange(n), val, first))
+    return [int(i) for i in order if ok[i]]
+
+
+def _greedy(cands: list[int], wins: list[list[int]], nb: int, nwin: int, m: int) -> list[int]:
+    """Slots of ``cands`` in order, each taken when no damage window would hold more than m."""
+    count = [0] * nwin
+    order: list[int] = []
+    taken: set[int] = set()
+    for slot in cands:
+        ws = wins[slot % nb]
+        if slot not in taken and all(count[w] < m for w in ws):
+            for w in ws:
+                count[w] += 1
+            order.append(slot)
+            taken.add(slot)
+    return order
 
 
 @dataclass(frozen=True)
@@ -391,20 +491,10 @@ def plan_carriers(
     wins = _windows(grid)
     nwin = 1 + max(max(w) for w in wins)
     best: _Plan | None = None
-    ref = costs[:, min(kmax, 4) - 1]
-    rank = [int(i) for i in np.argsort(ref, kind="stable") if np.isfinite(ref[i])]
+    rank = _rank(costs, min(kmax, 4) - 1)
     for m in range(1, min(nslots, 4 * planes) + 1):
         for first in rank[:_STARTS]:  # greedy from a few different first carriers
-            count = [0] * nwin
-            order: list[int] = []
-            taken: set[int] = set()
-            for slot in [first, *rank]:
-                ws = wins[slot % nb]
-                if slot not in taken and all(count[w] < m for w in ws):
-                    for w in ws:
-                        count[w] += 1
-                    order.append(slot)
-                    taken.add(slot)
+            order = _greedy([first, *rank], wins, nb, nwin, m)
             if len(order) <= m:
                 continue
             tot = np.cumsum(costs[order], axis=0)
@@ -418,79 +508,248 @@ def plan_carriers(
     return best
 
 
+_BODY_WEIGHT = 1000.0  # planner: one changed body value costs as much as this many elsewhere
+
+
+@dataclass(frozen=True)
+class _FrameRoi:
+    """Seal-side view of a frame's background (the decoder needs none of it)."""
+
+    body: list[npt.NDArray[np.bool_]]  # per plane: True where anatomy (not background)
+    rois: list[Roi | None]  # per slot: the target rule keeping the carrier off the body
+    share: npt.NDArray[np.float64]  # per slot: body share of the box's interior
+    ring: npt.NDArray[np.float64]  # per slot: body pixels among the ring's header pixels
+
+
+def _box_roi(
+    sv: npt.NDArray[np.int32], body: npt.NDArray[np.bool_], fmt: PixelFormat
+) -> Roi | None:
+    """The rule for one box (its interior rows/cols 1..-2: the targets' neighbours): a level
+    below every body value (dark background) or above it (bright), whichever keeps more
+    background; None when the box has no body or no background on either side."""
+    nbody = int(np.count_nonzero(body))
+    if nbody in (0, body.size):
+        return None
+    dark = int(np.where(body, sv, fmt.vmax).min()) - 1
+    bright = int(np.where(body, sv, fmt.vmin).max()) + 1
+    ndark = int(np.count_nonzero(~body & (sv <= dark))) if dark >= fmt.vmin else 0
+    nbright = int(np.count_nonzero(~body & (sv >= bright))) if bright <= fmt.vmax else 0
+    if max(ndark, nbright) == 0:
+        return None
+    return Roi(1, dark) if ndark >= nbright else Roi(2, bright)
+
+
+def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _FrameRoi:
+    bodies: list[npt.NDArray[np.bool_]] = []
+    rois: list[Roi | None] = []
+    share: list[float] = []
+    ring: list[float] = []
+    nside = HEADER_BITS_V4 + ROI_BITS
+    for q in range(arr.shape[1]):
+        sv = to_stored(arr[f, q], fmt)
+        body = ~background_mask(sv, fmt)
+        bodies.append(body)
+        for b in boxes:
+            bs, bb = sv[b.slices()], body[b.slices()]
+            inner = bb[1:-1, 1:-1]
+            rois.append(_box_roi(bs[1:-1, 1:-1], inner, fmt))
+            share.append(float(np.count_nonzero(inner)) / max(1, inner.size))
+            r = rois[-1]
+            if not bb.any():  # no body: no header pixel in it
+                ring.append(0.0)
+                continue
+            head = header_ring(bs, fmt, bright=r is not None and r.mode == 2)[:nside]
+            ring.append(float(np.count_nonzero(bb.ravel()[head])))
+    return _FrameRoi(bodies, rois, np.array(share), np.array(ring))
+
+
+def _plan_costs(
+    arr: RawFrames,
+    f: int,
+    boxes: list[Box],
+    grid: tuple[int, int],
+    fmt: PixelFormat,
+    loads: npt.NDArray[np.int64],
+    froi: _FrameRoi,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Weighted estimated costs per slot and k: without a ROI rule, and with the slot's rule
+    (inf where it has none). A changed body value counts `_BODY_WEIGHT` times."""
+    planes = arr.shape[1]
+    nb = len(boxes)
+    use = any(r is not None for r in froi.rois)
+    full_c: list[npt.NDArray[np.int64]] = []
+    roi_c: list[npt.NDArray[np.int64]] = []
+    for q in range(planes):
+        if not use:
+            full_c.append(_slot_curves(arr[f, q], grid, fmt))
+            continue
+        dark = np.full(nb, np.iinfo(np.int32).max, np.int32)
+        bright = np.full(nb, np.iinfo(np.int32).min, np.int32)
+        for i in range(nb):
+            r = froi.rois[q * nb + i]
+            if r is not None:
+                (dark if r.mode == 1 else bright)[i] = r.level
+        both = _slot_curves(arr[f, q], grid, fmt, (dark, bright))
+        full_c.append(both[0])
+        roi_c.append(both[1])
+    ring = (_BODY_WEIGHT / 2) * froi.ring[:, None]
+    full = _costs(np.concatenate(full_c), loads) * (1 + _BODY_WEIGHT * froi.share[:, None]) + ring
+    if not use:
+        return full, np.full(full.shape, np.inf)
+    roi = _costs(np.concatenate(roi_c), loads + ROI_BITS) + ROI_BITS / 2 + ring
+    has = np.array([r is not None for r in froi.rois])
+    roi[~has] = np.inf
+    return full, roi
+
+
+def _embed_plan(
+    arr: RawFrames,
+    f: int,
+    boxes: list[Box],
+    fmt: PixelFormat,
+    block: bytes,
+    plan: _Plan,
+    rois: list[Roi | None],
+    body: list[npt.NDArray[np.bool_]],
+) -> tuple[int, int, int] | tuple[int, WatermarkCapacityError]:
+    """Embed one plan: (values changed, carriers, changed in the body), or (failed slot, its
+    error) with the frame left unchanged."""
+    nb = len(boxes)
+    tag = _tag(block)
+    shards = rs_encode(block, plan.k, len(plan.carriers))
+    saved: list[tuple[RawFrames, RawFrames, npt.NDArray[np.bool_]]] = []
+    for idx, slot in enumerate(plan.carriers):
+        q, i = divmod(slot, nb)
+        region = arr[f, q][boxes[i].slices()]
+        saved.append((region, region.copy(), body[q][boxes[i].slices()]))
+        payload = _SHARD.pack(plan.k, idx, tag) + shards[idx]
+        try:
+            embed_region(arr[f, q], boxes[i], fmt, payload, rois[slot])
+        except WatermarkCapacityError as exc:
+            for reg, words, _ in saved:
+                reg[...] = words
+            return slot, exc
+    changed = inside = 0
+    for reg, words, bb in saved:  # only carrier regions change
+        diff = reg != words
+        changed += int(np.count_nonzero(diff))
+        inside += int(np.count_nonzero(diff & bb))
+    return changed, len(plan.carriers), inside
+
+
+def _capacity_plan(
+    caps: list[int], grid: tuple[int, int], planes: int, gsize: int
+) -> _Plan | tuple[int, int]:
+    """From measured payload capacities per slot: the feasible plan carrying the fewest bits,
+    else (capacity, need) of the closest miss (the weakest carrier a plan needs vs its shard),
+    always capacity < need. Carriers are taken by capacity under the damage-window limit m."""
+    nslots = len(caps)
+    nb = grid[0] * grid[1]
+    wins = _windows(grid)
+    nwin = 1 + max(max(w) for w in wins)
+    kmax = max(1, min(nslots - 1, _K_MAX))
+    order = sorted(range(nslots), key=lambda i: (-caps[i], i))
+    best: _Plan | None = None
+    short = (0, 8 * (_SHARD.size + gsize))
+    for m in range(1, min(nslots, 4 * planes) + 1):
+        chosen = _greedy(order, wins, nb, nwin, m)
+        for k in range(1, min(kmax, len(chosen) - m) + 1):
+            need = 8 * (_SHARD.size - (-gsize // k))
+            weakest = caps[chosen[k + m - 1]]
+            if weakest >= need:
+                if best is None or (k + m) * need < best.cost:
+                    best = _Plan(tuple(chosen[: k + m]), k, float((k + m) * need))
+            elif need - weakest < short[1] - short[0]:
+                short = (weakest, need)
+    return best if best is not None else short
+
+
+def _frame_error(rows: int, cols: int, f: int, cap: int, need: int) -> WatermarkCapacityError:
+    where = f"frame {f + 1} ({rows} x {cols} pixels, weakest carrier needed)"
+    return WatermarkCapacityError(cap, need, where=where)
+
+
 def _spread(
     arr: RawFrames, f: int, boxes: list[Box], grid: tuple[int, int], fmt: PixelFormat, block: bytes
-) -> tuple[int, int] | None:
+) -> tuple[int, int, int, int]:
     """Embed G's shards into the cheapest carrier plan; a slot whose embed fails is excluded
-    and the plan redone. Returns (values changed, carriers) or None, leaving the frame
-    unchanged, when no plan remains."""
-    planes = arr.shape[1]
+    and the plan redone. When the estimates find no plan, one is made from measured region
+    capacities. Returns (values changed, carriers, values changed in the body, values in the
+    body). Raises WatermarkCapacityError (capacity < need, the closest plan's weakest carrier)
+    and leaves the frame unchanged when no plan fits."""
+    planes, rows, cols = arr.shape[1:]
     nb = len(boxes)
     nslots = planes * nb
     kmax = max(1, min(nslots - 1, _K_MAX))
     loads = np.array([_load_bits(len(block), k) for k in range(1, kmax + 1)], np.int64)
-    curves = np.concatenate([_slot_curves(arr[f, q], grid, fmt) for q in range(planes)])
-    costs = _costs(curves, loads)
+    froi = _frame_roi(arr, f, boxes, fmt)
+    body_total = sum(int(np.count_nonzero(b)) for b in froi.body)
+    full, roi = _plan_costs(arr, f, boxes, grid, fmt, loads, froi)
     if fmt.padding is not None:  # the ring header needs usable ring-0 pixels
         for q in range(planes):
             for i, b in enumerate(boxes):
-                if np.isfinite(costs[q * nb + i, 0]):
+                if np.isfinite(full[q * nb + i, 0]) or np.isfinite(roi[q * nb + i, 0]):
                     ring = usable_ring(to_stored(arr[f, q][b.slices()], fmt), fmt)
-                    if ring.size < HEADER_BITS + 16:
-                        costs[q * nb + i] = np.inf
-    tag = _tag(block)
-    while (plan := plan_carriers(costs, grid, planes)) is not None:
-        shards = rs_encode(block, plan.k, len(plan.carriers))
-        failed = -1
-        saved: list[tuple[RawFrames, RawFrames]] = []  # (carrier region view, original words)
-        for idx, slot in enumerate(plan.carriers):
-            q, i = divmod(slot, nb)
-            region = arr[f, q][boxes[i].slices()]
-            saved.append((region, region.copy()))
-            try:
-                embed_region(arr[f, q], boxes[i], fmt, _SHARD.pack(plan.k, idx, tag) + shards[idx])
-            except WatermarkCapacityError:
-                failed = slot
-                break
-        if failed < 0:  # only carrier regions change
-            changed = sum(int(np.count_nonzero(r != o)) for r, o in saved)
-            return changed, len(plan.carriers)
-        for region, words in saved:
-            region[...] = words
-        costs[failed] = np.inf
-    return None
+                    if ring.size < HEADER_BITS_V4 + ROI_BITS + 16:
+                        full[q * nb + i] = roi[q * nb + i] = np.inf
+    for _ in range(2 * nslots + 1):
+        plan = plan_carriers(np.minimum(full, roi), grid, planes)
+        if plan is None:
+            break
+        use_roi = roi[:, plan.k - 1] < full[:, plan.k - 1]
+        rois = [r if use_roi[i] else None for i, r in enumerate(froi.rois)]
+        res = _embed_plan(arr, f, boxes, fmt, block, plan, rois, froi.body)
+        if len(res) == 3:
+            return res[0], res[1], res[2], body_total
+        slot = res[0]
+        if rois[slot] is not None:
+            roi[slot] = np.inf  # the rule left too little: the slot may still carry without it
+        else:
+            full[slot] = roi[slot] = np.inf
+    # estimates found nothing: measured capacities (no ROI rule), then the consistent error
+    caps = [region_capacity(arr[f, q], b, fmt) for q in range(planes) for b in boxes]
+    norois: list[Roi | None] = [None] * nslots
+    for _ in range(4 * nslots + 1):
+        got = _capacity_plan(caps, grid, planes, len(block))
+        if not isinstance(got, _Plan):
+            raise _frame_error(rows, cols, f, *got)
+        res = _embed_plan(arr, f, boxes, fmt, block, got, norois, froi.body)
+        if len(res) == 3:
+            return res[0], res[1], res[2], body_total
+        # the embed's own figure (< this load, e.g. when a location map fills the ring)
+        slot, exc = res
+        caps[slot] = min(caps[slot], exc.capacity_bits)
+    raise _frame_error(rows, cols, f, 0, 8 * (_SHARD.size + len(block)))  # pragma: no cover
 
 
 def _capacity_error(
     arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat, gsize: int
 ) -> WatermarkCapacityError:
-    """The best (carriers, shard size) trade-off with one parity shard: capacity of the weakest
-    carrier needed vs its load."""
+    """The closest carrier plan from measured region capacities: its weakest needed carrier's
+    capacity vs its shard (capacity >= need only if a plan would fit: `_spread` then uses it)."""
     planes, rows, cols = arr.shape[1:]
-    caps = sorted(
-        (region_capacity(arr[f, q], b, fmt) for q in range(planes) for b in boxes),
-        reverse=True,
-    )
-    best = (0, 8 * (_SHARD.size + gsize))
-    for m in range(2, len(caps) + 1):
-        need = 8 * (_SHARD.size - (-gsize // (m - 1)))
-        if need - caps[m - 1] < best[1] - best[0]:
-            best = (caps[m - 1], need)
-    return WatermarkCapacityError(
-        best[0], best[1], where=f"frame {f + 1} ({rows} x {cols} pixels, weakest carrier needed)"
-    )
+    grid = default_grid((rows, cols))
+    caps = [region_capacity(arr[f, q], b, fmt) for q in range(planes) for b in boxes]
+    got = _capacity_plan(caps, grid, planes, gsize)
+    if isinstance(got, _Plan):  # pragma: no cover - _spread would have embedded this plan
+        need = 8 * (_SHARD.size - (-gsize // got.k))
+        return _frame_error(rows, cols, f, need, need)
+    return _frame_error(rows, cols, f, *got)
 
 
 def seal_dataset(
-    ds: pydicom.Dataset, *, identity_digest: bytes, signer: Ed25519PrivateKey, key_id: bytes
+    ds: pydicom.Dataset, *, header: bytes, signer: Ed25519PrivateKey, key_id: bytes
 ) -> SealStats:
     """Watermark every frame of ``ds`` in place (replaces ds.PixelData).
 
-    Raises UnsupportedPixelsError for Pixel Data that cannot carry the watermark and
-    WatermarkCapacityError (capacity and shortfall in bits) when a frame is too small or flat.
+    ``header`` is the 32-byte block of :func:`discmaker.format.sealed.header_block` (opaque
+    here: it is carried and signed). Raises UnsupportedPixelsError for Pixel Data that cannot
+    carry the watermark and WatermarkCapacityError (capacity and need in bits) when a frame is
+    too small or flat.
     """
-    if len(identity_digest) != 16 or len(key_id) != 8:
-        raise ValueError("identity_digest must be 16 bytes and key_id 8 bytes")
+    head = _HEADS[SIGNED_BLOCK_VERSION]
+    if len(header) != head.size - 9 or len(key_id) != 8:
+        raise ValueError(f"header must be {head.size - 9} bytes and key_id 8 bytes")
     fmt = pixel_format(ds)
     arr = frames_view(ds)
     nframes, _, rows, cols = arr.shape
@@ -500,27 +759,33 @@ def seal_dataset(
     if len(boxes) < 2:
         raise WatermarkCapacityError(0, gsize * 8, where=f"frame of {rows} x {cols} pixels")
     ctx = _context(arr, fmt)
-    changed = 0
-    carriers = 0
+    changed = carriers = inside = in_body = 0
+    per_frame: list[tuple[int, int]] = []
     for f in range(nframes):
-        hashes = b"".join(_box_hash(arr, f, b) for b in boxes)
-        body = _HEAD.pack(SIGNED_BLOCK_VERSION, key_id, identity_digest) + hashes
-        block = body + signer.sign(_DOMAIN + ctx + _WHERE.pack(f, *grid) + body)
-        done = _spread(arr, f, boxes, grid, fmt, block)
-        if done is None:
-            raise _capacity_error(arr, f, boxes, fmt, gsize)
-        changed += done[0]
-        carriers += done[1]
+        body = head.pack(SIGNED_BLOCK_VERSION, key_id, header) + _pixel_block(arr, f, boxes)
+        where = _WHERE.pack(f, *grid)
+        block = body + signer.sign(_DOMAINS[SIGNED_BLOCK_VERSION] + ctx + where + body)
+        frame_changed, frame_carriers, frame_inside, frame_body = _spread(
+            arr, f, boxes, grid, fmt, block
+        )  # raises WatermarkCapacityError (capacity and need) when no plan fits
+        changed += frame_changed
+        carriers += frame_carriers
+        inside += frame_inside
+        in_body += frame_body
+        per_frame.append((frame_inside, frame_changed - frame_inside))
     write_back(ds, arr)
-    return SealStats(nframes, changed, int(arr.size), carriers, gsize)
+    return SealStats(
+        nframes, changed, int(arr.size), carriers, gsize, in_body, inside, tuple(per_frame)
+    )
 
 
 @dataclass
 class _Frame:
     kind: Literal["missing", "damaged", "unknown", "badsig", "verified"]
     key_id: bytes | None = None
-    identity: bytes | None = None
-    hashes: bytes = b""
+    header: bytes | None = None  # as carried: v3 identity digest, v4 header block
+    pixels: bytes = b""  # v3 box hashes; v4 frame digest and box tags
+    version: int = SIGNED_BLOCK_VERSION
 
 
 def _subsets(idx: list[int], k: int) -> Iterator[list[int]]:
@@ -548,7 +813,7 @@ def _read_frame(
     public_keys: Mapping[bytes, Ed25519PublicKey],
 ) -> _Frame:
     planes = arr.shape[1]
-    gsize = signed_block_size(len(boxes))
+    sizes = {v: signed_block_size(len(boxes), v) for v in _HEADS}  # G of each version read
     groups: dict[tuple[int, int, int], dict[int, bytes]] = {}
     for q in range(planes):
         for b in boxes:
@@ -557,45 +822,75 @@ def _read_frame(
                 continue
             k, idx, tag = _SHARD.unpack_from(payload)
             shard = payload[_SHARD.size :]
-            if k < 1 or len(shard) != -(-gsize // k):
+            if k < 1 or all(len(shard) != -(-g // k) for g in sizes.values()):
                 continue
             groups.setdefault((k, tag, len(shard)), {}).setdefault(idx, shard)
     # CRC-valid shards that do not give G: a watermark was there, too many carriers are damaged
     result = _Frame("damaged" if groups else "missing")
     where = _WHERE.pack(f, *grid)
-    for (k, tag, _), shards in sorted(groups.items(), key=lambda g: -len(g[1])):
+    for (k, tag, length), shards in sorted(groups.items(), key=lambda g: -len(g[1])):
         if len(shards) < k:
             continue
-        for keep in _subsets(sorted(shards), k):
-            block = rs_decode({i: shards[i] for i in keep}, k, gsize)
-            if block is None or _tag(block) != tag:
+        for ver, gsize in sizes.items():
+            if -(-gsize // k) != length:
                 continue
-            body, sig = block[:-_SIG], block[-_SIG:]
-            ver, kid, ident = _HEAD.unpack_from(body)
-            if ver != SIGNED_BLOCK_VERSION:
-                continue
-            key = public_keys.get(kid)
-            if key is None:
-                if result.kind in ("missing", "damaged"):
-                    result = _Frame("unknown", kid)
-                break
-            try:
-                key.verify(sig, _DOMAIN + ctx + where + body)
-            except InvalidSignature:
-                if result.kind in ("missing", "damaged", "unknown"):
-                    result = _Frame("badsig", kid)
-                continue
-            return _Frame("verified", kid, ident, body[_HEAD.size :])
+            for keep in _subsets(sorted(shards), k):
+                block = rs_decode({i: shards[i] for i in keep}, k, gsize)
+                if block is None or _tag(block) != tag or block[0] != ver:
+                    continue
+                body, sig = block[:-_SIG], block[-_SIG:]
+                head = _HEADS[ver]
+                _, kid, header = head.unpack_from(body)
+                key = public_keys.get(kid)
+                if key is None:
+                    if result.kind in ("missing", "damaged"):
+                        result = _Frame("unknown", kid)
+                    break
+                try:
+                    key.verify(sig, _DOMAINS[ver] + ctx + where + body)
+                except InvalidSignature:
+                    if result.kind in ("missing", "damaged", "unknown"):
+                        result = _Frame("badsig", kid)
+                    continue
+                return _Frame("verified", kid, header, body[head.size :], ver)
     return result
+
+
+def _changed_boxes(arr: RawFrames, f: int, boxes: list[Box], fr: _Frame) -> list[Box] | None:
+    """Boxes whose restored words differ from what G says; None when the frame is intact.
+
+    v4 detects with the frame digest and locates with 2-byte box tags: a change whose boxes
+    all keep their tags (an attacker's 1 in 65,536 per box) is the whole frame.
+    """
+    if fr.version == 3:
+        bad = [
+            b
+            for i, b in enumerate(boxes)
+            if _box_hash(arr, f, b) != fr.pixels[i * _HASH3 : (i + 1) * _HASH3]
+        ]
+        return bad or None
+    if _frame_digest(arr, f) == fr.pixels[:_FRAME_DIGEST]:
+        return None
+    tags = fr.pixels[_FRAME_DIGEST:]
+    return [
+        b
+        for i, b in enumerate(boxes)
+        if _box_hash(arr, f, b, _BOX_TAG) != tags[i * _BOX_TAG : (i + 1) * _BOX_TAG]
+    ]
 
 
 def unseal_dataset(
     ds: pydicom.Dataset,
     *,
-    identity_digest: bytes,
+    headers: Mapping[int, bytes],
     public_keys: Mapping[bytes, Ed25519PublicKey],
 ) -> UnsealResult:
-    """Verify and restore the watermark of ``ds`` without modifying it."""
+    """Verify and restore the watermark of ``ds`` without modifying it.
+
+    ``headers`` maps each watermark version to the header the image should carry as that
+    version seals it (v3: the identity digest, v4: the header block); a frame sealed for
+    another one gives "identity-mismatch", with the carried block in the result.
+    """
     try:
         fmt = pixel_format(ds)
         arr = frames_view(ds)
@@ -615,6 +910,7 @@ def unseal_dataset(
     reasons: list[str] = []
     regions: list[TamperedRegion] = []
     identity_bad = False
+    sealed: _Frame | None = None
     for f, fr in enumerate(frames):
         if fr.kind == "unknown":
             kid = fr.key_id.hex() if fr.key_id is not None else "?"
@@ -629,16 +925,23 @@ def unseal_dataset(
             )
             regions.append(TamperedRegion(f, 0, 0, rows, cols))
         else:
-            if fr.identity != identity_digest:
+            sealed = sealed or fr
+            if fr.header != headers.get(fr.version):
                 identity_bad = True
-                reasons.append(f"frame {f + 1}: sealed for a different identity")
-            for i, b in enumerate(boxes):
-                if _box_hash(arr, f, b) != fr.hashes[i * _HASH : (i + 1) * _HASH]:
-                    regions.append(TamperedRegion(f, b.row0, b.col0, b.row1, b.col1))
-                    reasons.append(
-                        f"frame {f + 1}: pixels in rows {b.row0}-{b.row1 - 1}, "
-                        f"columns {b.col0}-{b.col1 - 1} differ from the sealed hash"
-                    )
+                reasons.append(f"frame {f + 1}: sealed for a different header")
+            bad = _changed_boxes(arr, f, boxes, fr)
+            if bad == []:
+                regions.append(TamperedRegion(f, 0, 0, rows, cols))
+                reasons.append(
+                    f"frame {f + 1}: pixels differ from the sealed digest "
+                    "(where in the frame could not be narrowed down)"
+                )
+            for b in bad or ():
+                regions.append(TamperedRegion(f, b.row0, b.col0, b.row1, b.col1))
+                reasons.append(
+                    f"frame {f + 1}: pixels in rows {b.row0}-{b.row1 - 1}, "
+                    f"columns {b.col0}-{b.col1 - 1} differ from the sealed hash"
+                )
     kinds = {fr.kind for fr in frames}
     status: Status
     if "unknown" in kinds:
@@ -652,4 +955,12 @@ def unseal_dataset(
     else:
         status = "ok"
     restored = pixel_bytes(ds, arr) if status in ("ok", "identity-mismatch") else None
-    return UnsealResult(status, key_id, tuple(regions), tuple(reasons), restored)
+    return UnsealResult(
+        status,
+        key_id,
+        tuple(regions),
+        tuple(reasons),
+        restored,
+        version=sealed.version if sealed else None,
+        sealed_header=sealed.header if sealed else None,
+    )

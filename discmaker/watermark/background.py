@@ -1,0 +1,146 @@
+"""Background (air, collimation, padding, flat field outside the body) of one stored plane.
+
+The watermark puts its carriers and changed values here first, so the anatomy stays intact.
+The mask is a seal-side aid only: the decoder never needs it (a carrier header names the
+level its targets' neighbours must not cross, see docs/WATERMARK.md, format v4).
+
+Rule (deterministic, vectorised, a few passes over the plane):
+
+* padding values are background;
+* dark background: values at most ``lo + gap`` where ``lo`` is the 0.1 % point of the
+  non-padding values and ``gap`` = max(8 sigma, 3 % of the 0.1..99.9 % spread, 1), sigma a
+  robust noise estimate (median absolute horizontal difference); bright background likewise
+  at the top end;
+* a dark (bright) pixel only counts when its block of 8 x 8 pixels lies within two blocks of a
+  block that is >= 80 % dark (bright) or padding and 4-connected to the frame border through
+  such blocks; every pixel of a block whose four neighbour blocks are such blocks counts too
+  (noise specks in the air). Air inside the body (trachea, bowel gas) stays anatomy;
+* a body pixel whose four neighbours are all background becomes background (so no body pixel
+  is surrounded by background: the carrier rule "four neighbours background" never selects a
+  body pixel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from discmaker.watermark.engine import PixelFormat
+
+__all__ = ["BLOCK", "background_mask"]
+
+Bool = npt.NDArray[np.bool_]
+BLOCK = 8  # block edge of the connectivity test
+_FULL = 0.8  # share of a block's pixels that must be background for the flood fill
+_SIGMAS = 8.0
+_SPREAD = 0.03
+
+
+def _noise_sigma(s: npt.NDArray[np.int32]) -> float:
+    """Robust noise estimate: 1.4826 x median |horizontal difference| / sqrt(2), on every 8th
+    row (a histogram median: a partition is slow on many equal values)."""
+    d = np.abs(np.diff(s[::8], axis=1)).ravel()
+    if d.size == 0:
+        return 0.0
+    cum = np.cumsum(np.bincount(np.minimum(d, 1 << 16)))
+    med = int(np.searchsorted(cum, (d.size + 1) // 2))
+    return float(med * 1.4826 / 2.0**0.5)
+
+
+def _blocks(m: Bool) -> npt.NDArray[np.uint8]:
+    """True count per whole 8 x 8 block (the last partial rows/columns are left out: they
+    take their neighbour block's verdict in `_up`)."""
+    rows, cols = m.shape
+    br, bc = rows // BLOCK, cols // BLOCK
+    u = np.ascontiguousarray(m[: br * BLOCK, : bc * BLOCK]).view(np.uint8)
+    rowsum = u.reshape(br, BLOCK, bc * BLOCK).sum(axis=1, dtype=np.uint8)
+    out: npt.NDArray[np.uint8] = rowsum.reshape(br, bc, BLOCK).sum(axis=2, dtype=np.uint8)
+    return out
+
+
+def _grow(m: Bool) -> Bool:
+    """4-neighbour dilation."""
+    g = m.copy()
+    g[1:] |= m[:-1]
+    g[:-1] |= m[1:]
+    g[:, 1:] |= m[:, :-1]
+    g[:, :-1] |= m[:, 1:]
+    return g
+
+
+def _border_connected(cand: Bool) -> Bool:
+    """Blocks of ``cand`` 4-connected to the border (iterated dilation on the block grid)."""
+    seed = np.zeros(cand.shape, bool)
+    seed[0], seed[-1], seed[:, 0], seed[:, -1] = cand[0], cand[-1], cand[:, 0], cand[:, -1]
+    for _ in range(cand.size):
+        nxt = _grow(seed) & cand
+        if np.array_equal(nxt, seed):
+            break
+        seed = nxt
+    return seed
+
+
+def _up(m: npt.NDArray[np.uint8], shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """Block values per pixel (partial edge rows/columns take the last whole block's)."""
+    br, bc = m.shape
+    up = np.broadcast_to(m[:, None, :, None], (br, BLOCK, bc, BLOCK)).reshape(br * BLOCK, -1)
+    if up.shape != shape:
+        up = np.pad(up, ((0, shape[0] - up.shape[0]), (0, shape[1] - up.shape[1])), "edge")
+    return up
+
+
+def _side(pix: Bool, pad: Bool | None) -> tuple[Bool, Bool] | None:
+    """Blocks next to a border-connected full block of ``pix`` (or padding), and blocks whose
+    four neighbour blocks are such blocks too (noise specks in the air); None: no such block."""
+    full = pix if pad is None else pix | pad
+    conn = _border_connected(_blocks(full) >= round(_FULL * BLOCK * BLOCK))
+    if not conn.any():
+        return None
+    return _grow(_grow(conn)), ~_grow(~conn)
+
+
+def background_mask(s: npt.NDArray[np.integer], fmt: PixelFormat) -> Bool:
+    """Per pixel of a stored plane (``to_stored`` values): True where it is background."""
+    v = s.astype(np.int32, copy=False)
+    rows, cols = v.shape
+    pad: Bool | None = None
+    if fmt.padding is not None:
+        lo_p, hi_p = fmt.padding
+        pad = (v >= lo_p) & (v <= hi_p)
+        if not pad.any():
+            pad = None
+    if rows < 2 * BLOCK or cols < 2 * BLOCK:
+        return np.zeros((rows, cols), bool) if pad is None else pad
+    sample = v[::4, ::4]
+    if pad is not None:
+        sample = sample[~pad[::4, ::4]]
+    if sample.size == 0:
+        return np.ones((rows, cols), bool)
+    sample = sample.ravel()
+    ilo, ihi = sample.size // 1000, sample.size - 1 - sample.size // 1000
+    part = np.partition(sample, (ilo, ihi))
+    lo, hi = int(part[ilo]), int(part[ihi])
+    gap = max(_SIGMAS * _noise_sigma(v), _SPREAD * float(hi - lo), 1.0)
+    dark, bright = v <= lo + gap, v >= hi - gap
+    sides = (_side(dark, pad), _side(bright, pad))
+    code = np.zeros((rows // BLOCK, cols // BLOCK), np.uint8)  # 1/2: near dark/bright, 4: inner
+    for bit, side in zip((1, 2), sides, strict=True):
+        if side is not None:
+            code |= side[0].view(np.uint8) * np.uint8(bit)
+            code |= side[1].view(np.uint8) << 2
+    up = _up(code, (rows, cols))
+    bg = up >= 4
+    if sides[0] is not None:
+        bg |= dark & ((up & 1) != 0)
+    if sides[1] is not None:
+        bg |= bright & ((up & 2) != 0)
+    if pad is not None:
+        bg |= pad
+    body = ~bg
+    # a body pixel with four background neighbours joins the background (one pass suffices:
+    # afterwards every body pixel keeps a body neighbour)
+    lone = body.copy()
+    lone[1:-1, 1:-1] &= bg[:-2, 1:-1] & bg[2:, 1:-1] & bg[1:-1, :-2] & bg[1:-1, 2:]
+    lone[0], lone[-1], lone[:, 0], lone[:, -1] = False, False, False, False
+    bg |= lone
+    return bg
