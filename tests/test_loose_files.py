@@ -228,3 +228,27 @@ def test_images_sealed_under_a_certificate_not_valid_now_are_not_verified(
     report = check_disc(loose, trust=TrustStore.from_paths([old.cert_path]))
     assert report.verdict is Verdict.NOT_VERIFIABLE
     assert "not valid now" in " ".join(report.notes)
+
+
+def test_bytes_appended_to_a_loose_images_pixel_data_are_a_change(
+    export: Path, centre: Centre
+) -> None:
+    """A fourth frame's worth of bytes after the frames: no watermark covers them."""
+    path = _sealed(export)
+    ds = dcmread(path)
+    ds.PixelData = ds.PixelData + bytes(512)
+    ds.save_as(path, enforce_file_format=True)
+    report = check_disc(export, trust=_trust(centre))
+    bad = next(i for i in report.images if i.path == "CT_002.DCM")
+    assert bad.status is ImageStatus.TAMPERED
+    assert "512 bytes more than its frames need" in " ".join(bad.reasons)
+
+
+def test_free_text_comments_are_sealed(export: Path, centre: Centre) -> None:
+    path = _sealed(export)
+    ds = dcmread(path)
+    ds.ImageComments = "no fracture"
+    ds.save_as(path, enforce_file_format=True)
+    report = check_disc(export, trust=_trust(centre))
+    bad = next(i for i in report.images if i.path == "CT_002.DCM")
+    assert bad.status is ImageStatus.TAMPERED and bad.groups == ("acquisition",)

@@ -457,3 +457,17 @@ def test_noisy_sample_slices_seal(load: Callable[[], Dataset]) -> None:
     stats_ds = load()
     stats = seal_dataset(stats_ds, header=IDENT, signer=KEY, key_id=KID)
     assert stats.carriers >= 4 and stats_ds.PixelData == ds.PixelData  # deterministic
+
+
+def test_a_frame_spliced_in_from_another_sealed_image_is_named() -> None:
+    """Frame 2 of image B put into image A: its G is B's (another header), so the frame is
+    reported as sealed for another image, not as a changed header."""
+    a = make_ds((128, 128), frames=3, seed=1)
+    b = make_ds((128, 128), frames=3, seed=2)
+    seal_dataset(a, header=IDENT, signer=KEY, key_id=KID)
+    seal_dataset(b, header=bytes(32), signer=KEY, key_id=KID)
+    size = 128 * 128 * 2
+    a.PixelData = a.PixelData[:size] + b.PixelData[size : 2 * size] + a.PixelData[2 * size :]
+    res = unseal_dataset(a, headers={4: IDENT}, public_keys={KID: PUB})
+    assert res.status == "identity-mismatch"
+    assert res.foreign_frames == (1,)

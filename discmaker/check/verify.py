@@ -428,6 +428,16 @@ def _header_changed(image: _Image, res: UnsealResult, ds: Dataset, changed: Sequ
     """The reason for a header that differs from the one sealed in the pixels; names the
     groups (format v4) and, when the manifest told them, the identity keywords."""
     named = ": " + ", ".join(changed) if changed else ""
+    if res.foreign_frames:  # the header may be intact: some frames belong to another image
+        frames = ", ".join(str(f + 1) for f in res.foreign_frames)
+        image.regions += tuple(
+            Region(f, 0, 0, int(ds.Rows), int(ds.Columns)) for f in res.foreign_frames
+        )
+        return (
+            f"frame{'s' if len(res.foreign_frames) > 1 else ''} {frames} "
+            f"{'were' if len(res.foreign_frames) > 1 else 'was'} sealed for another image: "
+            "frames were spliced in from other images"
+        )
     if res.version == 3 or res.sealed_header is None:
         if not changed:
             image.attributes.append("identity")
@@ -516,6 +526,19 @@ def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixel
     )
 
 
+def _extra_pixel_bytes(ds: Dataset) -> int:
+    """Bytes of native Pixel Data past its frames (and the one pad byte); 0 if none or if the
+    pixels are encapsulated or unusable (the watermark reader says why then)."""
+    try:
+        need = decoded_size(ds)
+        data = ds.get("PixelData")
+        if not need or not isinstance(data, bytes) or ds.file_meta.TransferSyntaxUID.is_compressed:
+            return 0
+    except Exception:  # hostile attributes: judged by the watermark reader instead
+        return 0
+    return max(0, len(data) - need - (need % 2))
+
+
 def _written_by_discmaker(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("ImplementationClassUID") if meta is not None else None
@@ -535,6 +558,13 @@ def _verify_unsigned(
     if mism:
         image.attributes.extend(mism)
         image.reasons.append("header differs from its DICOMDIR record: " + ", ".join(mism))
+    extra = _extra_pixel_bytes(ds) if image.job.loose else 0
+    if extra:  # on a signed disc the file's hash covers them; loose, nothing would
+        image.reasons.append(
+            f"its Pixel Data holds {extra:,} bytes more than its frames need: bytes that no "
+            "watermark covers"
+        )
+        return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None, True)
     res = _unseal(context, image, ds, attrs)
     bookkeeping = _has_bookkeeping(ds)
     if res.status == "no-watermark" and not bookkeeping:
@@ -1579,7 +1609,8 @@ def _loose_notes(outcomes: Sequence[_Outcome], files: str, signer: Signer | None
     return [
         judged + sealed,
         "Loose files cannot show whether other images of the study are missing or were "
-        "left out: for the whole study, ask the sender for the disc.",
+        "left out: for the whole study, ask the sender for the disc. Private (vendor) "
+        "elements are not sealed (docs/SEALED-HEADER.md lists what is).",
     ]
 
 

@@ -116,6 +116,9 @@ class UnsealResult:
     restored_pixel_data: bytes | None
     version: int | None = None  # of the first verified frame's G
     sealed_header: bytes | None = None  # the header block that frame carries
+    # frames (0-based) whose G carries another header than the first verified frame's: their
+    # pixels were sealed for another image (frames spliced in from it)
+    foreign_frames: tuple[int, ...] = ()
 
 
 def signed_block_size(nboxes: int, version: int = SIGNED_BLOCK_VERSION) -> int:
@@ -955,6 +958,11 @@ def unseal_dataset(
     else:
         status = "ok"
     restored = pixel_bytes(ds, arr) if status in ("ok", "identity-mismatch") else None
+    foreign = tuple(
+        f
+        for f, fr in enumerate(frames)
+        if sealed is not None and fr.kind == "verified" and fr.header != sealed.header
+    )
     return UnsealResult(
         status,
         key_id,
@@ -963,4 +971,5 @@ def unseal_dataset(
         restored,
         version=sealed.version if sealed else None,
         sealed_header=sealed.header if sealed else None,
+        foreign_frames=foreign,
     )
