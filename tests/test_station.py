@@ -164,6 +164,22 @@ def media_request(files: list[Path]) -> Dataset:
     return request
 
 
+def request_disc(port: int, request: Dataset) -> None:
+    """A PACS asks the station for a disc: N-CREATE with ``request``, then N-ACTION."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MediaCreationManagement
+
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(MediaCreationManagement)
+    assoc = ae.associate(LOOPBACK, port, ae_title=AET)
+    uid = generate_uid()
+    try:
+        assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
+        assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
+    finally:
+        assoc.release()
+
+
 def verified_jobs(station: Station) -> list[Any]:
     return [j for j in station.queue.jobs() if j.state == "verified"]
 
@@ -557,20 +573,11 @@ def test_a_study_sent_again_after_its_disc_makes_a_second_disc_only_if_it_change
 def test_a_media_creation_request_before_the_instances_makes_one_disc(
     tmp_path: Path, centre: Centre
 ) -> None:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import MediaCreationManagement
 
     files = study(tmp_path / "ct", "l", slices=2)
     config = make_config(tmp_path, centre, quiet_seconds=0.2)
     with running(config, centre) as station:
-        ae = AE(ae_title="PACS")
-        ae.add_requested_context(MediaCreationManagement)
-        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
-        request = media_request(files)
-        uid = generate_uid()
-        assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
-        assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
-        assoc.release()
+        request_disc(station.receiver.port, media_request(files))
         send(station.receiver.port, files)  # the instances come after the request
         wait_for("the disc", lambda: verified_jobs(station))
         time.sleep(1.0)  # five quiet periods: no second disc from the quiet rule
@@ -1065,24 +1072,15 @@ def test_a_media_creation_requests_label_text_is_printed_on_the_label(
 ) -> None:
     from datetime import UTC, datetime
 
-    from pynetdicom import AE
-    from pynetdicom.sop_class import MediaCreationManagement
-
     from discmaker.people import long_date
 
     files = study(tmp_path / "ct", "lt", slices=2)
     config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
     with running(config, centre) as station:
         send(station.receiver.port, files)
-        ae = AE(ae_title="PACS")
-        ae.add_requested_context(MediaCreationManagement)
-        assoc = ae.associate(LOOPBACK, station.receiver.port, ae_title=AET)
         request = media_request(files)
         request.LabelText = "Für Dr. Müller,\r\nCardiology follow-up"
-        uid = generate_uid()
-        assert int(assoc.send_n_create(request, MediaCreationManagement, uid)[0].Status) == 0
-        assert int(assoc.send_n_action(None, 1, MediaCreationManagement, uid)[0].Status) == 0
-        assoc.release()
+        request_disc(station.receiver.port, request)
         (job,) = wait_for("the disc", lambda: verified_jobs(station))
     text = subprocess.run(
         ["pdftotext", job.label_pdf, "-"], capture_output=True, text=True, check=True

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydicom import dcmread
@@ -833,6 +834,20 @@ def _dicomdir_findings(
     return found
 
 
+def _signer(cert: x509.Certificate, *, trusted: bool, signed_at: datetime | None) -> Signer:
+    """What a report says of a signing certificate (validity at ``signed_at`` when known)."""
+    return Signer(
+        subject=signing.subject_text(cert),
+        fingerprint=signing.fingerprint(cert),
+        trusted=trusted,
+        key_fingerprint=signing.key_fingerprint(cert),
+        not_before=signing.utc_text(cert.not_valid_before_utc),
+        not_after=signing.utc_text(cert.not_valid_after_utc),
+        valid_at_signing=None if signed_at is None else signing.valid_at(cert, signed_at),
+        valid_now=signing.valid_at(cert, datetime.now(UTC)),
+    )
+
+
 def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signature:
     """Step (1): the manifest's signature, whether its signer's key is pinned, and whether the
     signer's certificate was valid when the disc was made (the manifest's ``created``)."""
@@ -873,16 +888,7 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
                     signed_at = None
                 if signed_at is not None and signed_at.tzinfo is None:
                     signed_at = None  # "created" is always UTC with its "Z"
-            signer = Signer(
-                subject=signing.subject_text(cert),
-                fingerprint=signing.fingerprint(cert),
-                trusted=pinned is not None,
-                key_fingerprint=signing.key_fingerprint(cert),
-                not_before=signing.utc_text(cert.not_valid_before_utc),
-                not_after=signing.utc_text(cert.not_valid_after_utc),
-                valid_at_signing=None if signed_at is None else signing.valid_at(cert, signed_at),
-                valid_now=signing.valid_at(cert, datetime.now(UTC)),
-            )
+            signer = _signer(cert, trusted=pinned is not None, signed_at=signed_at)
             public = cert.public_key()
         if notes:
             log.debug("step 1: %d parser notes on %s", len(notes), SIGNER_PATH)
@@ -1573,16 +1579,7 @@ def _sealer(trust: TrustStore, key_ids: set[bytes]) -> Signer | None:
     found = next((s for s in trust.list() if s.key_id == kid), None)
     if found is None:
         return None
-    cert = found.certificate
-    return Signer(
-        subject=found.subject,
-        fingerprint=found.fingerprint,
-        trusted=True,
-        key_fingerprint=signing.key_fingerprint(cert),
-        not_before=signing.utc_text(cert.not_valid_before_utc),
-        not_after=signing.utc_text(cert.not_valid_after_utc),
-        valid_now=signing.valid_at(cert, datetime.now(UTC)),
-    )
+    return _signer(found.certificate, trusted=True, signed_at=None)  # a watermark has no time
 
 
 def _loose_notes(outcomes: Sequence[_Outcome], files: str, signer: Signer | None) -> list[str]:
