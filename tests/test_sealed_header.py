@@ -6,6 +6,8 @@ import io
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -123,3 +125,60 @@ def test_group_names_are_the_documented_eight() -> None:
         "acquisition",
         "overlays",
     )
+
+
+# -- honest re-encodings never change the block (property) ---------------------------------------
+
+_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\\"),
+    max_size=16,
+)
+_NAME = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ^ -.'", max_size=20)
+_DS = st.decimals(
+    min_value=-1e5, max_value=1e5, places=3, allow_nan=False, allow_infinity=False
+).map(lambda d: str(d.normalize()) if d != 0 else "0")
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> Dataset:
+    ds = ct_slice(0, rows=32, cols=32)
+    ds.PatientName = draw(_NAME).strip() or "A"
+    ds.PatientID = draw(_TEXT).strip() or "1"
+    ds.StudyDescription = draw(_TEXT)
+    ds.ImageComments = draw(_TEXT)
+    ds.RescaleIntercept = draw(_DS)
+    ds.RescaleSlope = draw(_DS)
+    ds.WindowCenter = [draw(_DS) for _ in range(draw(st.integers(1, 3)))]
+    ds.PixelSpacing = [draw(_DS), draw(_DS)]
+    ds.ImagePositionPatient = [draw(_DS) for _ in range(3)]
+    ds.InstanceNumber = draw(st.integers(0, 99999))
+    ds.AcquisitionNumber = str(draw(st.integers(0, 9999)))
+    ds.ImageType = draw(
+        st.lists(
+            st.sampled_from(["ORIGINAL", "DERIVED", "PRIMARY", "AXIAL"]), min_size=1, max_size=4
+        )
+    )
+    if draw(st.booleans()):
+        item = Dataset()
+        item.CodeValue = draw(_TEXT).strip() or "X"
+        item.CodingSchemeDesignator = "DCM"
+        ds.ViewCodeSequence = Sequence([item])
+    return ds
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ds=headers(), implicit=st.booleans(), touch=st.booleans())
+def test_the_block_survives_every_honest_re_encoding(
+    ds: Dataset, implicit: bool, touch: bool
+) -> None:
+    """What the author seals (a dataset in memory) equals what a checker reads back: from the
+    file, lazily or fully converted, after a re-save in another little-endian syntax."""
+    sealed = header_block(ds)
+    data = _file_bytes(ds)
+    assert header_block(_read(data)) == sealed
+    again = _read(data)
+    if touch:
+        for elem in again:
+            _ = elem.value
+    resaved = _file_bytes(again, ImplicitVRLittleEndian if implicit else None)
+    assert header_block(_read(resaved)) == sealed
