@@ -364,3 +364,30 @@ def test_foreign_iso_with_deep_tree_and_symlink(tmp_path: Path) -> None:
         assert any(s.raw_path.startswith("LINK") for s in src.skipped())
         with pytest.raises(DiscError):
             src.read_bytes("LINK", limit=1 << 20)
+
+
+def test_workers_read_an_iso_from_its_extents_as_listed_once(tmp_path: Path) -> None:
+    """The checker lists an ISO once; its workers read files from the extents it found, and
+    refuse an image that changed size meanwhile."""
+    from discmaker.disc.source import ExtentSource, IsoSource
+
+    files = []
+    for n in range(3):
+        path = tmp_path / f"f{n}"
+        path.write_bytes(bytes([n]) * (5000 + n))
+        files.append(DiscFile(f"DIR/F{n}", path))
+    iso = tmp_path / "x.iso"
+    write_iso(
+        files, iso, VolumeInfo(volume_id="X", application_id="x", timestamp=datetime.now(UTC))
+    )
+    with open_source(iso) as listed:
+        assert isinstance(listed, IsoSource)
+        extents = listed.extents()
+        want = {e.path: listed.read_bytes(e.path, limit=1 << 20) for e in listed.files()}
+    with ExtentSource(extents) as worker:
+        assert [e.path for e in worker.files()] == sorted(want)
+        assert {p: worker.read_bytes(p, limit=1 << 20) for p in want} == want
+    with iso.open("ab") as fp:
+        fp.write(bytes(2048))
+    with pytest.raises(DiscError, match="changed size"):
+        ExtentSource(extents)

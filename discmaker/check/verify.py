@@ -58,7 +58,14 @@ from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustedSigner, TrustStore
 from discmaker.diagnostics import captured_warnings
 from discmaker.disc.compare import compare_with_rebuild, foreign_structures, signed_volume
-from discmaker.disc.source import DiscSource, FolderSource, IsoSource, open_source
+from discmaker.disc.source import (
+    DiscSource,
+    ExtentSource,
+    FolderSource,
+    IsoExtents,
+    IsoSource,
+    open_source,
+)
 from discmaker.errors import DiscError, OutputError, VerificationError
 from discmaker.format import manifest as manifest_mod
 from discmaker.format.dicomdir import Dicomdir, DirRecord, file_id_problem, parse_dicomdir
@@ -154,13 +161,25 @@ class _Context:
     trusted: frozenset[bytes]
 
 
+Reading = str | IsoExtents
+"""How a worker reads the disc's files: an ISO image's extents as listed once (its trees are
+not parsed again in every worker), or the path of a folder or file."""
+
+
+def _reading(src: DiscSource) -> Reading:
+    return src.extents() if isinstance(src, IsoSource) else str(src.path)
+
+
 @contextmanager
 def _image_context(
-    source_path: str, raw_keys: Mapping[bytes, bytes], trusted: frozenset[bytes]
+    reading: Reading, raw_keys: Mapping[bytes, bytes], trusted: frozenset[bytes]
 ) -> Iterator[_Context]:
     """The ``setup`` of :func:`run_jobs`: picklable arguments in, the disc closed on exit."""
     keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in raw_keys.items()}
-    with open_source(Path(source_path)) as source:
+    opened = (
+        ExtentSource(reading) if isinstance(reading, IsoExtents) else open_source(Path(reading))
+    )
+    with opened as source:
         yield _Context(source=source, keys=keys, trusted=trusted)
 
 
@@ -614,7 +633,7 @@ def _verify_unsigned(
 
 
 def _check_images(
-    source: Path,
+    reading: Reading,
     jobs: Sequence[_Job],
     keys: Mapping[bytes, Ed25519PublicKey],
     trusted: frozenset[bytes],
@@ -628,7 +647,7 @@ def _check_images(
         _verify_one,
         jobs,
         setup=_image_context,
-        setup_args=(str(source), raw, trusted),
+        setup_args=(reading, raw, trusted),
         workers=workers,
     )
     out: list[_Outcome] = []
@@ -1193,12 +1212,13 @@ def check_and_restore(
             disc.notes.append(_omitted_note(manifest.omitted))
         if progress:
             progress("read", 1, 1)
+        spec = _reading(src)
     jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
     present = [j for j in jobs if j.path in disc.entries]
     missing = [j for j in jobs if j.path not in disc.entries]
     trusted_ids = frozenset(trust.public_keys())
     keys = _image_keys(trust, signature)
-    outcomes = _check_images(source, present, keys, trusted_ids, workers, progress)
+    outcomes = _check_images(spec, present, keys, trusted_ids, workers, progress)
     report = _disc_verdict(source, disc, signature, manifest, files, missing, outcomes, trusted_ids)
     log.debug(
         "step 5 verdict: %s, %d images, %d findings; check done in %.1f ms",
@@ -1262,7 +1282,7 @@ def _check_unsigned(
         if p in entries
     ]
     trusted = trust.public_keys()
-    outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
+    outcomes = _check_images(_reading(src), jobs, trusted, frozenset(trusted), workers, progress)
     removed = _removed_signature(outcomes, frozenset(trusted)) if not signed else None
     if removed is not None:
         findings.append(removed)
@@ -1505,7 +1525,7 @@ def _check_loose_files(
         for p in sorted(sniffed.images)
     ]
     trusted = trust.public_keys()
-    outcomes = _check_images(source, jobs, trusted, frozenset(trusted), workers, progress)
+    outcomes = _check_images(_reading(src), jobs, trusted, frozenset(trusted), workers, progress)
     rows = [(p, row) for p, row in sorted(sniffed.images.items()) if row is not None]
     findings.extend(_patient_findings(rows))
     if not loose:

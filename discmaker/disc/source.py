@@ -646,6 +646,56 @@ class _IsoView:
         self._joliet = None
 
 
+@dataclass(frozen=True)
+class IsoExtents:
+    """Where the files of an ISO image lie, as :class:`IsoSource` read and checked them once:
+    picklable, so worker processes read files without parsing the image's trees again."""
+
+    path: str
+    description: str
+    size: int  # bytes of the image (a worker refuses an image that changed size)
+    files: tuple[tuple[str, int, str, int], ...]  # (disc path, size, raw path, byte offset)
+
+
+class ExtentSource(DiscSource):
+    """The files of an ISO image listed by another process (:meth:`IsoSource.extents`)."""
+
+    def __init__(self, extents: IsoExtents) -> None:
+        super().__init__(extents.description, Path(extents.path))
+        self._offsets: dict[str, int] = {}
+        try:
+            self._fp: BinaryIO | None = open(extents.path, "rb")  # noqa: SIM115 (close())
+        except OSError as exc:
+            raise DiscError(f"cannot open {self.description}: {exc.strerror}") from exc
+        if self._fp.seek(0, io.SEEK_END) != extents.size:
+            self.close()
+            raise DiscError(f"{self.description} changed size while it was being checked")
+        self._size = extents.size
+        for path, size, raw_path, offset in extents.files:
+            self._add(SourceEntry(path, size, raw_path))
+            self._offsets[path] = offset
+        self._finish_listing()
+
+    def open(self, path: str) -> BinaryIO:
+        found = self.entry(path)
+        if self._fp is None:
+            raise DiscError(f"{self.description} is closed")
+        offset = self._offsets[found.path]
+        if offset + found.size > self._size:
+            raise DiscError(
+                f"{found.raw_path} on {self.description} lies beyond the end of the image "
+                "(truncated or corrupt)"
+            )
+        name = f"{found.raw_path} on {self.description}"
+        reader = _ExtentReader(self._fp.fileno(), offset, found.size, name)
+        return io.BufferedReader(reader, buffer_size=256 * 1024)
+
+    def close(self) -> None:
+        if self._fp is not None:
+            fp, self._fp = self._fp, None
+            fp.close()
+
+
 class IsoSource(DiscSource):
     """An ISO 9660 image file or a block device holding one, read without mounting it."""
 
@@ -814,6 +864,17 @@ class IsoSource(DiscSource):
         name = f"{found.raw_path} on {self.description}"
         reader = _ExtentReader(self._fp.fileno(), offset, length, name)
         return io.BufferedReader(reader, buffer_size=256 * 1024)
+
+    def extents(self) -> IsoExtents:
+        """The listing as read and checked here, for :class:`ExtentSource` in a worker."""
+        return IsoExtents(
+            path=str(self.path),
+            description=self.description,
+            size=self._size,
+            files=tuple(
+                (e.path, e.size, e.raw_path, self._locations[e.path][0]) for e in self._entries
+            ),
+        )
 
     def close(self) -> None:
         if self._iso is not None:
@@ -1024,8 +1085,10 @@ __all__ = [
     "MAX_TREE_BYTES",
     "MAX_WALK_DEPTH",
     "DiscSource",
+    "ExtentSource",
     "FileSource",
     "FolderSource",
+    "IsoExtents",
     "IsoSource",
     "SkippedEntry",
     "SourceEntry",
