@@ -289,3 +289,45 @@ def test_an_image_whose_signed_size_disagrees_is_tampered_even_when_signed_by_th
     verdict = next(v for v in report.images if v.path == image)
     assert verdict.status is ImageStatus.TAMPERED
     assert any("were signed" in r for r in verdict.reasons)
+
+
+@pytest.mark.parametrize("count", [2_147_483_648, 0, -1])
+def test_a_set_of_two_billion_discs_is_refused_before_any_work(
+    disc_copy: Callable[[], Path], centre: Centre, count: int
+) -> None:
+    """Fuzz seed 33 case 481: "disc k of 2^31" made the checker list two billion missing discs
+    (a hang past 30 s). A disc count or number outside 1..999 is a malformed manifest."""
+    import json
+    import time
+
+    from discmaker.crypto import signing
+
+    disc = disc_copy()
+    manifest_path = disc / "DISCSIG" / "MANIFEST.JSN"
+    doc = json.loads(manifest_path.read_bytes())
+    doc["disc"]["count"] = count
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    manifest_path.write_bytes(data)
+    (disc / "DISCSIG" / "MANIFEST.SIG").write_bytes(signing.sign(centre.identity.private_key, data))
+    started = time.monotonic()
+    report = _check(disc, centre)
+    assert time.monotonic() - started < 30
+    assert report.exit_code == 1
+    assert any("disc.count" in f.message for f in report.findings), report.findings
+
+
+def test_an_image_whose_file_meta_pydicom_cannot_read_is_tampered(
+    disc_copy: Callable[[], Path], centre: Centre
+) -> None:
+    """Fuzz seed 33 case 205: an unknown VR in the file meta raised pydicom's
+    NotImplementedError out of the checker's structure walk."""
+    disc = disc_copy()
+    image = disc / "PT000000/ST000000/SE000000/IM000000"
+    data = bytearray(image.read_bytes())
+    at = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID, explicit VR
+    data[at + 4 : at + 6] = b"\x55\xf6"
+    image.write_bytes(bytes(data))
+    report = _check(disc, centre)
+    assert report.exit_code == 1
+    bad = next(v for v in report.images if v.path.endswith("SE000000/IM000000"))
+    assert "file meta cannot be read" in " ".join(bad.reasons)

@@ -615,6 +615,12 @@ def _plan(req: AuthorRequest, run: _Run, intake: Intake) -> _DiscSet:
     if not req.span:
         check_fits(estimate_disc_size(intake.instances), req.medium, capacity=capacity)
     plan = plan_discs(intake.instances, capacity)
+    if len(plan) > manifest.MAX_SET_DISCS:
+        raise TooLargeError(
+            f"The study needs {len(plan):,} discs of this medium, more than the "
+            f"{manifest.MAX_SET_DISCS} a set may have. Choose a larger medium (--medium dvd, bd "
+            "or usb)."
+        )
     discs = tuple(
         _Disc(*numbered(req.out, run.label, k, len(plan)), k, len(plan), part)
         for k, part in enumerate(plan, 1)

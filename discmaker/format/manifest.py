@@ -37,6 +37,7 @@ SIGNER_PATH = f"{SECURITY_DIR}/SIGNER.PEM"
 # still compare the disc with what was signed (the list itself is in the manifest).
 CHECKSUMS_PATH = f"{SECURITY_DIR}/SHA256.TXT"
 MAX_OMITTED = 10_000  # left-out input files a manifest may name
+MAX_SET_DISCS = 999  # discs in one set: far past any study; bounds what "disc k of n" makes us do
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 IMAGE_LEVEL_KEYWORDS = tuple(
@@ -245,6 +246,17 @@ def _req(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _disc_number(disc: Mapping[str, Any], key: str) -> int:
+    """A disc number or count of a set: 1 .. MAX_SET_DISCS (a hostile manifest could ask for
+    two billion discs, and the checker lists the missing ones)."""
+    value: int = _req(disc, key, int, "disc")
+    if not 1 <= value <= MAX_SET_DISCS:
+        raise DiscError(
+            f"The manifest is malformed: disc.{key} is {value}, not 1 to {MAX_SET_DISCS}."
+        )
+    return value
+
+
 def _file_entry(obj: Any, where: str) -> FileEntry:
     size = _req(obj, "size", int, where)
     digest = _req(obj, "sha256", str, where)
@@ -311,8 +323,8 @@ def parse(data: bytes) -> Manifest:
         disc=DiscInfo(
             fileset_id=_req(disc, "fileset_id", str, "disc"),
             medium=_req(disc, "medium", str, "disc"),
-            number=_req(disc, "number", int, "disc"),
-            count=_req(disc, "count", int, "disc"),
+            number=_disc_number(disc, "number"),
+            count=_disc_number(disc, "count"),
             set_id=_req(disc, "set_id", str, "disc"),
             members=tuple(
                 SetMember(

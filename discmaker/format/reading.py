@@ -372,7 +372,12 @@ def structure_problem(data: bytes, *, max_inflated: int, what: str) -> str | Non
     nested deeper than :data:`MAX_NESTING`, and lengths that run past the data.
     """
     try:
-        body = open_body(data, max_inflated=max_inflated, what=what)
+        try:
+            body = open_body(data, max_inflated=max_inflated, what=what)
+        except DiscError:
+            raise
+        except Exception as exc:  # pydicom on hostile file meta (an unknown VR, a bad length)
+            return f"its file meta cannot be read ({type(exc).__name__}: {exc})"[:300]
         walker = ElementWalker(
             body.data,
             little_endian=body.little_endian,
