@@ -50,6 +50,7 @@ __all__ = [
     "extract_region",
     "grid_boxes",
     "header_ring",
+    "header_ring_head",
     "region_capacity",
     "to_stored",
     "usable_ring",
@@ -330,6 +331,41 @@ def header_ring(
     return out
 
 
+def _order_head(half: I32, n: int, bright: bool) -> npt.NDArray[np.intp]:
+    """``np.argsort(-half if bright else half, kind="stable")[:n]`` without sorting it all: the
+    keys (value, position) are unique, so the n smallest, sorted, are the stable order's head."""
+    size = half.size
+    if n >= size or size < 1024:  # below ~1000 pixels sorting them all is as fast
+        return np.argsort(-half if bright else half, kind="stable")[:n]
+    key = (-half if bright else half).astype(np.int64)
+    key *= size
+    key += np.arange(size)
+    part = np.argpartition(key, n - 1)[:n]
+    head: npt.NDArray[np.intp] = part[np.argsort(key[part])]
+    return head
+
+
+def header_ring_head(
+    a: I32, fmt: PixelFormat, n: int, *, bright: bool = False
+) -> npt.NDArray[np.intp]:
+    """``header_ring(a, fmt, bright=bright)[:n]`` (format v4), without sorting the whole ring
+    and reading only ring 0 of ``a`` (which may be a strided view)."""
+    h, w = a.shape
+    ring = _ring_index(h, w)
+    rr, cc = _ring_rc(h, w)
+    v = a[rr, cc]
+    if fmt.padding is not None:  # `usable_ring`
+        pad = _in_pad(v, fmt)
+        pad1 = _in_pad(v ^ 1, fmt)
+        assert pad is not None and pad1 is not None
+        keep = ~(pad | pad1)
+        ring, v = ring[keep], v[keep]
+    if ring.size == 0:
+        return ring
+    out: npt.NDArray[np.intp] = ring[_order_head(v >> 1, n, bright)]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # one pass over the two strided sub-grids of one colour
 
@@ -405,27 +441,28 @@ def _stack(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> npt.NDArray[_G]:
     return view
 
 
+def _pair(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> npt.NDArray[_G]:
+    """`_stack` of (dr, dc) and of (-dr, -dc) as one view of shape (2, 2, H, W), (dr, dc) first:
+    the up and down (or left and right) neighbours of pass k's targets, copied in one go."""
+    h, w = x.shape
+    (r0, c0), (r1, c1) = _SUBGRIDS[k]
+    it = x.itemsize
+    view: npt.NDArray[_G] = np.ndarray(
+        (2, 2, (h - 4) // 2, (w - 4) // 2),
+        x.dtype,
+        buffer=x,
+        offset=((r0 + dr) * w + c0 + dc) * it,
+        strides=(-2 * (dr * w + dc) * it, ((r1 - r0) * w + c1 - c0) * it, 2 * w * it, 2 * it),
+    )
+    return view
+
+
 def _parts(x: npt.NDArray[_G], k: int) -> list[npt.NDArray[_G]]:
     """The targets of pass k in a region array, as in `_Grid`."""
     if _stacked(x):
         return [_stack(x, k, 0, 0)]
     h, w = x.shape
     return [x[r : h - 2 : 2, c : w - 2 : 2][None] for r, c in _SUBGRIDS[k]]
-
-
-def _in_roi(u: I32, d: I32, lf: I32, rt: I32, roi: Roi) -> Bool:
-    """Targets whose four neighbours all lie on the background side of the ROI level."""
-    if roi.mode == 1:
-        m = np.maximum(u, d)
-        np.maximum(m, lf, out=m)
-        np.maximum(m, rt, out=m)
-        dark: Bool = m <= roi.level
-        return dark
-    m = np.minimum(u, d)
-    np.minimum(m, lf, out=m)
-    np.minimum(m, rt, out=m)
-    bright: Bool = m >= roi.level
-    return bright
 
 
 def _grids(
@@ -444,12 +481,9 @@ def _grids(
     parts: list[tuple[I32, ...]] = []
     if _stacked(a):
         # contiguous copies of the neighbours: strided arithmetic is several times slower
-        parts.append(
-            tuple(
-                np.ascontiguousarray(_stack(a, k, dr, dc)) if dr or dc else _stack(a, k, 0, 0)
-                for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
-            )
-        )
+        ud = np.ascontiguousarray(_pair(a, k, -1, 0))
+        lr = np.ascontiguousarray(_pair(a, k, 0, -1))
+        parts.append((_stack(a, k, 0, 0), ud[0], ud[1], lr[0], lr[1]))
     else:
         h, w = a.shape
         for r0, c0 in _SUBGRIDS[k]:
@@ -473,11 +507,22 @@ def _grids(
         p += lf
         p += rt
         p >>= 2
-        cx = complexity(u, d, lf, rt, fmt)
+        # `complexity` and the ROI rule (all four neighbours <= / >= the level) from one max
+        # and one min of the four neighbours
+        hi = np.maximum(u, d)
+        np.maximum(hi, lf, out=hi)
+        np.maximum(hi, rt, out=hi)
+        lo = np.minimum(u, d)
+        np.minimum(lo, lf, out=lo)
+        np.minimum(lo, rt, out=lo)
         elig: Bool | None = None if oks is None else oks[j]
         if roi is not None:
-            inside = _in_roi(u, d, lf, rt, roi)
+            inside: Bool = hi <= roi.level if roi.mode == 1 else lo >= roi.level
             elig = inside if elig is None else elig & inside
+        hi -= lo
+        if fmt.bits_stored >= 16:
+            np.minimum(hi, T_MAX, out=hi)
+        cx = hi
         danger = None if calm else _danger(p, fmt, guard)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
@@ -550,10 +595,14 @@ def _analyse(
     nbok: Bool | None,
     roi: Roi | None = None,
     guard: int = _K_GUARD,
+    calm: bool | None = None,
 ) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
+    """Pass k's targets of ``a`` analysed for embedding, and the cumulative carrier count per
+    complexity; ``calm`` is `_calm` of ``a`` when the caller has it."""
     encs: list[_EncGrid] = []
     cxs: list[I32] = []
-    calm = _calm(a, fmt)
+    if calm is None:
+        calm = _calm(a, fmt)
     for g in _grids(a, k, fmt, nbok, calm, roi, guard):
         e = g.c - g.p
         peak = (e + 1).view(np.uint32) <= 1  # e in {0, -1}
@@ -618,12 +667,21 @@ def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: 
         move = act.astype(np.int32)  # carriers are active: their bit replaces the 1
         chunk = bits[pos : pos + ncar]
         pos += ncar
-        move[car] = np.pad(chunk, (0, ncar - chunk.size)) if chunk.size < ncar else chunk
+        if chunk.size < ncar:  # zero-padded (the stream ends in this sub-grid)
+            full = np.zeros(ncar, np.uint8)
+            full[: chunk.size] = chunk
+            chunk = full
+        move[car] = chunk
         sign = np.subtract(1, eg.neg, dtype=np.int32)
         sign -= eg.neg
         move *= sign
         tc = g.c + move
         view[...] = tc
+        if eg.frozen is not None and all(eg.near):
+            # every sub-grid near: one pass over the stack (flags in C order, sub-grid by
+            # sub-grid, as the loop below gives them)
+            flags.append(eg.frozen[_ambiguous(tc, eg.neg, sel, fmt)].astype(np.uint8))
+            continue
         for j, near in enumerate(eg.near):
             if near and eg.frozen is not None:
                 amb = _ambiguous(tc[j], eg.neg[j], sel[j], fmt)
@@ -636,12 +694,17 @@ def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: 
 def _ambiguous(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> Bool:
     """Selected targets whose final value could be either frozen or moved there (``neg``:
     final e = c - p < 0)."""
+    return _ambiguous_pad(c, neg, sel, fmt)[0]
+
+
+def _ambiguous_pad(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> tuple[Bool, Bool | None]:
+    """`_ambiguous` and `_in_pad` of ``c`` (the decoder needs both)."""
     amb = _moved_invalid(c, neg, fmt)
     amb &= sel
     pad = _in_pad(c, fmt)
     if pad is not None:
         amb &= ~pad
-    return amb
+    return amb, pad
 
 
 def _undo(
@@ -668,19 +731,32 @@ def _undo(
         e = c - g.p
         neg = e < 0
         act = sel
-        for j, near in enumerate(_near(c, fmt, calm)):
+        nears = _near(c, fmt, calm)
+        if all(nears):
+            # every sub-grid near: one pass over the stack (its flags are read in C order,
+            # sub-grid by sub-grid, as in the loop below)
+            act = sel.copy()
+            amb, pad = _ambiguous_pad(c, neg, sel, fmt)
+            namb = int(np.count_nonzero(amb))
+            if fpos + namb > flags.size:
+                return None
+            act[amb] = flags[fpos : fpos + namb] == 0
+            fpos += namb
+            if pad is not None:
+                act &= ~pad
+            nears = []
+        for j, near in enumerate(nears):
             if not near:
                 continue
             if act is sel:
                 act = sel.copy()
-            amb = _ambiguous(c[j], neg[j], sel[j], fmt)
+            amb, pad = _ambiguous_pad(c[j], neg[j], sel[j], fmt)
             namb = int(np.count_nonzero(amb))
             if fpos + namb > flags.size:
                 return None
             actj = act[j]
             actj[amb] = flags[fpos : fpos + namb] == 0
             fpos += namb
-            pad = _in_pad(c[j], fmt)
             if pad is not None:
                 actj &= ~pad
         car = np.add(e, 2).view(np.uint32) <= 3  # -2 <= e <= 1
@@ -776,8 +852,9 @@ class _Pre:
 
 
 def _pre(s: I32, fmt: PixelFormat, nbok: Bool | None, roi: Roi | None, guard: int) -> _Pre:
-    enc1, cum1 = _analyse(s, 0, fmt, nbok, roi, guard)
-    enc2, cum2 = _analyse(s, 1, fmt, nbok, roi, guard)
+    calm = _calm(s, fmt)  # both passes are analysed on the same values
+    enc1, cum1 = _analyse(s, 0, fmt, nbok, roi, guard, calm)
+    enc2, cum2 = _analyse(s, 1, fmt, nbok, roi, guard, calm)
     return _Pre(enc1, cum1, _active_cum(enc1, cum1.size), cum2, _active_cum(enc2, cum2.size))
 
 
@@ -999,22 +1076,29 @@ class _Header:
     guard: int
 
 
-def _ring_bits(flat: I32, ring: npt.NDArray[np.intp], start: int, n: int) -> int:
-    bits = (flat[ring[start : start + n]] & 1).astype(np.int64)
+def _ring_value(vals: I32, idx: npt.NDArray[np.intp], start: int, n: int) -> int:
+    bits = (vals[idx[start : start + n]] & 1).astype(np.int64)
     return int(bits @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64)))
 
 
-def _read_header(s: I32, fmt: PixelFormat, version: int, bright: bool) -> _Header | None:
+def _parse_header(
+    ring: npt.NDArray[np.intp], vals: I32, fmt: PixelFormat, version: int, bright: bool
+) -> _Header | None:
     """The region's side info in format ``version`` (v3 read clockwise, v4 in `header_ring`
-    order, dark or ``bright`` first); None without such a header."""
-    h, w = s.shape
-    if h < 5 or w < 5:
-        return None
-    ring = header_ring(s, fmt, version, bright=bright)
+    order, dark or ``bright`` first), from its usable ring-0 pixels ``ring`` (`usable_ring`,
+    clockwise) and their stored values ``vals`` alone; None without such a header."""
     if ring.size < HEADER_BITS:
         return None
-    flat = s.ravel()
-    hdr = np.packbits((flat[ring[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
+    if version == 3:
+        order = np.arange(ring.size)
+    else:  # `header_ring`: by s >> 1 (brightest first when ``bright``), clockwise among equals
+        half = vals >> 1
+        # the magic first, from the order's first 8 pixels: most regions carry no such header
+        first = _order_head(half, 8, bright)
+        if int(np.packbits((vals[first] & 1).astype(np.uint8))[0]) >> 1 != _MAGICS[version]:
+            return None
+        order = np.argsort(-half if bright else half, kind="stable")
+    hdr = np.packbits((vals[order[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
     if hdr[0] >> 1 != _MAGICS[version]:
         return None
     c1, c2 = hdr[1], hdr[2]
@@ -1026,15 +1110,15 @@ def _read_header(s: I32, fmt: PixelFormat, version: int, bright: bool) -> _Heade
     if version != 3:
         if ring.size < nside + _MODE_BITS + _GUARD_BITS:
             return None
-        mode = _ring_bits(flat, ring, nside, _MODE_BITS)
-        guard = _GUARD_CODES[_ring_bits(flat, ring, nside + _MODE_BITS, _GUARD_BITS)]
+        mode = _ring_value(vals, order, nside, _MODE_BITS)
+        guard = _GUARD_CODES[_ring_value(vals, order, nside + _MODE_BITS, _GUARD_BITS)]
         nside += _MODE_BITS + _GUARD_BITS
         if mode == 3:
             return None
         if mode:
             if ring.size < nside + _LEVEL_BITS:
                 return None
-            level = _ring_bits(flat, ring, nside, _LEVEL_BITS) + fmt.vmin
+            level = _ring_value(vals, order, nside, _LEVEL_BITS) + fmt.vmin
             nside += _LEVEL_BITS
             if level > fmt.vmax:
                 return None
@@ -1043,11 +1127,21 @@ def _read_header(s: I32, fmt: PixelFormat, version: int, bright: bool) -> _Heade
     if hdr[0] & 1:
         if ring.size < nside + _LOC_LEN_BITS:
             return None
-        nloc = _ring_bits(flat, ring, nside, _LOC_LEN_BITS)
+        nloc = _ring_value(vals, order, nside, _LOC_LEN_BITS)
         nside += _LOC_LEN_BITS + nloc
         if nloc == 0 or ring.size < nside:
             return None
-    return _Header(ring[:nside], c1, c2, nloc, version, roi, guard)
+    used: npt.NDArray[np.intp] = ring[order[:nside]]
+    return _Header(used, c1, c2, nloc, version, roi, guard)
+
+
+@functools.lru_cache(maxsize=64)
+def _ring_rc(h: int, w: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Rows and columns of `_ring_index` (to gather ring 0 from a strided region)."""
+    rr, cc = np.divmod(_ring_index(h, w), w)
+    rr.setflags(write=False)
+    cc.setflags(write=False)
+    return rr, cc
 
 
 def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
@@ -1057,13 +1151,31 @@ def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
     carries no valid header or its stream fails its check (a damaged carrier).
     """
     raw = _region(plane, box)
+    h, w = raw.shape
+    if h < 5 or w < 5:
+        return None
+    # the headers are read from ring 0 alone (gathered once for the three readings); the whole
+    # region is converted only when one of them parses
+    rr, cc = _ring_rc(h, w)
+    rvals = to_stored(raw[rr, cc], fmt)
+    idx = _ring_index(h, w)
+    if fmt.padding is not None:
+        pad = _in_pad(rvals, fmt)
+        pad1 = _in_pad(rvals ^ 1, fmt)
+        assert pad is not None and pad1 is not None
+        keep = ~(pad | pad1)
+        idx, rvals = idx[keep], rvals[keep]
+    if idx.size < HEADER_BITS:
+        return None
+    s0: I32 | None = None
     # v3, then v4 with its header on the dark, then on the bright ring pixels: a carrier may
     # pass another reading's magic by chance (and then fail its CRC)
-    s0 = to_stored(raw, fmt)
     for version, bright in _READINGS:
-        hdr = _read_header(s0, fmt, version, bright)
+        hdr = _parse_header(idx, rvals, fmt, version, bright)
         if hdr is None:
             continue
+        if s0 is None:
+            s0 = to_stored(raw, fmt)
         s = s0.copy()
         payload = _extract(s, box, fmt, hdr)
         if payload is not None:

@@ -43,7 +43,7 @@ from discmaker.watermark.engine import (
     embed_region,
     extract_region,
     grid_boxes,
-    header_ring,
+    header_ring_head,
     region_capacity,
     to_stored,
     usable_ring,
@@ -330,19 +330,12 @@ def _stored_plane(
 _STRIP_PIXELS = 32768  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
 
-@functools.lru_cache(maxsize=16)
-def _box_index(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[np.int32]:
-    """Per interior pixel (rows/cols 1..-2): its box (0 for ring pixels: they are dumped)."""
-    out: npt.NDArray[np.int32] = np.maximum(_target_labels(shape, grid) >> 1, 0).astype(np.int32)
-    out.setflags(write=False)
-    return out
-
-
 def _slot_curves(
     plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16],
     grid: tuple[int, int],
     fmt: PixelFormat,
     levels: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
+    stored: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Cumulative counts per box, colour, kind (carrier, active) and threshold code.
 
@@ -350,7 +343,8 @@ def _slot_curves(
     padding neighbours excluded), in strips of rows: shape (boxes, 2, 2, codes). With
     ``levels`` (per box: the highest value a dark-ROI target's neighbours may have, the lowest
     a bright-ROI target's may have) a second set of curves counts only the targets such a
-    `Roi` keeps: shape (2, boxes, 2, 2, codes), full curves first.
+    `Roi` keeps: shape (2, boxes, 2, 2, codes), full curves first. ``stored``: `to_stored` of
+    the plane when the caller has it (not converted again).
     """
     rows, cols = plane.shape
     nb = grid[0] * grid[1]
@@ -360,13 +354,36 @@ def _slot_curves(
     if rows < 5 or cols < 5:
         return out[0] if levels is None else out
     base = _target_keys((rows, cols), grid)
-    boxof = _box_index((rows, cols), grid) if levels is not None else None
+    gc = grid[1]
+    boxes = grid_boxes((rows, cols), grid=grid)
+    band_cols = [(max(b.col0 - 1, 0), min(b.col1 - 1, cols - 2)) for b in boxes[:gc]]
     total = nb * 2 * nc * 2  # bins past this one are the dump (ring pixels, padding neighbours)
-    cnts = [np.zeros(total + 2 * nc, np.int64) for _ in range(nout)]
+    # the keys of every strip, counted by one bincount at the end (per strip, allocating and
+    # adding up the whole histogram cost more than the count itself)
+    keys = np.empty((rows - 2) * (cols - 2), np.int32)
+    # per box the rule's levels, clipped to the plane's value type (a level outside the values'
+    # range compares like the type's own limit, and none means that limit)
+    vt = np.iinfo(np.int16 if fmt.bits_stored <= 13 else np.int32)
+    lv: list[tuple[int, int]] = []
+    if levels is not None:
+        dark_l, bright_l = (np.clip(v, vt.min, vt.max).tolist() for v in levels)
+        lv = list(zip(dark_l, bright_l, strict=True))
     strip = max(8, _STRIP_PIXELS // cols)
-    for r0 in range(1, rows - 1, strip):  # interior rows r0 .. r1 - 1
-        r1 = min(r0 + strip, rows - 1)
-        s = _stored_plane(plane[r0 - 1 : r1 + 1], fmt)
+    # strips of interior rows r0 .. r1 - 1 that never cross a row of boxes: each box's rule is
+    # then one comparison on its columns of the strip
+    spans = [
+        (i, r0, min(r0 + strip, end))
+        for i, b in enumerate(boxes[::gc])
+        for end in (min(b.row1, rows - 1),)
+        for r0 in range(max(b.row0, 1), end, strip)
+    ]
+    for i, r0, r1 in spans:
+        if stored is None:
+            s = _stored_plane(plane[r0 - 1 : r1 + 1], fmt)
+        elif fmt.bits_stored > 13:  # `_stored_plane` is `to_stored` here
+            s = stored[r0 - 1 : r1 + 1]  # only read
+        else:
+            s = stored[r0 - 1 : r1 + 1].astype(np.int16)
         u, d = s[:-2, 1:-1], s[2:, 1:-1]
         lf, rt = s[1:-1, :-2], s[1:-1, 2:]
         c = s[1:-1, 1:-1]
@@ -384,7 +401,9 @@ def _slot_curves(
             cx = hi - lo
             if fmt.bits_stored >= 16:
                 np.minimum(cx, T_MAX, out=cx)
-        key = np.take(_LUT2, cx)
+        # written straight into this strip's part of ``keys`` (cx is always a valid index)
+        key = keys[(r0 - 1) * (cols - 2) : (r1 - 1) * (cols - 2)].reshape(r1 - r0, cols - 2)
+        np.take(_LUT2, cx, out=key, mode="clip")
         key += base[r0 - 1 : r1 - 1]
         key += peak
         if fmt.padding is not None:
@@ -395,18 +414,25 @@ def _slot_curves(
                 bad |= pad[1:-1, :-2]
                 bad |= pad[1:-1, 2:]
                 bad |= pad[1:-1, 1:-1]
-                key[bad] = total
-        if levels is None or boxof is None:
-            cnts[0] += np.bincount(key.ravel(), minlength=cnts[0].size)
-            continue
-        bx = boxof[r0 - 1 : r1 - 1]
-        off = hi > np.take(levels[0], bx)
-        off |= lo < np.take(levels[1], bx)
-        key <<= 1  # one bincount for both: bin 2 x key + (outside the rule)
-        key += off
-        both = np.bincount(key.ravel(), minlength=2 * cnts[0].size).reshape(-1, 2)
-        cnts[0] += both[:, 0] + both[:, 1]
-        cnts[1] += both[:, 0]
+                np.putmask(key, bad, total)
+        if lv:
+            # outside the rule: a neighbour above the dark level or below the bright one (ring
+            # pixels take their box's levels too; they are counted in the dump bins)
+            off = np.zeros(hi.shape, bool)
+            for j, (c0, c1) in enumerate(band_cols):
+                dark, bright = lv[i * gc + j]
+                if dark < vt.max:
+                    np.greater(hi[:, c0:c1], dark, out=off[:, c0:c1])
+                if bright > vt.min:
+                    off[:, c0:c1] |= lo[:, c0:c1] < bright
+            key <<= 1  # one bincount for both: bin 2 x key + (outside the rule)
+            key += off
+    nbins = total + 2 * nc
+    if levels is None:
+        cnts = [np.bincount(keys, minlength=nbins)]
+    else:
+        both = np.bincount(keys, minlength=2 * nbins).reshape(-1, 2)
+        cnts = [both[:, 0] + both[:, 1], both[:, 0]]
     for i, cnt in enumerate(cnts):
         hist = cnt[:total].reshape(nb, 2, nc, 2)
         out[i, :, :, 0] = hist[..., 1]  # carriers
@@ -463,8 +489,13 @@ def _greedy(cands: list[int], wins: list[list[int]], nb: int, nwin: int, m: int)
     order: list[int] = []
     taken: set[int] = set()
     for slot in cands:
+        if slot in taken:
+            continue
         ws = wins[slot % nb]
-        if slot not in taken and all(count[w] < m for w in ws):
+        for w in ws:
+            if count[w] >= m:
+                break
+        else:
             for w in ws:
                 count[w] += 1
             order.append(slot)
@@ -496,10 +527,15 @@ def plan_carriers(
     best: _Plan | None = None
     rank = _rank(costs, min(kmax, 4) - 1)
     for m in range(1, min(nslots, 4 * planes) + 1):
+        seen: set[tuple[int, ...]] = set()
         for first in rank[:_STARTS]:  # greedy from a few different first carriers
             order = _greedy([first, *rank], wins, nb, nwin, m)
             if len(order) <= m:
                 continue
+            key = tuple(order)
+            if key in seen:  # the same carriers in the same order: the same plans again
+                continue
+            seen.add(key)
             tot = np.cumsum(costs[order], axis=0)
             top = min(len(order), m + kmax)
             # tot[n - 1, n - m - 1] for n = m + 1 .. top
@@ -522,6 +558,7 @@ class _FrameRoi:
     rois: list[Roi | None]  # per slot: the target rule keeping the carrier off the body
     share: npt.NDArray[np.float64]  # per slot: body share of the box's interior
     ring: npt.NDArray[np.float64]  # per slot: body pixels among the ring's header pixels
+    stored: list[npt.NDArray[np.int32]]  # per plane: `to_stored` of the frame's plane
 
 
 def _box_roi(
@@ -530,40 +567,50 @@ def _box_roi(
     """The rule for one box (its interior rows/cols 1..-2: the targets' neighbours): a level
     below every body value (dark background) or above it (bright), whichever keeps more
     background; None when the box has no body or no background on either side."""
+    return _box_rule(sv, body, fmt)[0]
+
+
+def _box_rule(
+    sv: npt.NDArray[np.int32], body: npt.NDArray[np.bool_], fmt: PixelFormat
+) -> tuple[Roi | None, int]:
+    """`_box_roi` and the body pixels it counted."""
     nbody = int(np.count_nonzero(body))
     if nbody in (0, body.size):
-        return None
+        return None, nbody
     dark = int(np.where(body, sv, fmt.vmax).min()) - 1
     bright = int(np.where(body, sv, fmt.vmin).max()) + 1
-    ndark = int(np.count_nonzero(~body & (sv <= dark))) if dark >= fmt.vmin else 0
-    nbright = int(np.count_nonzero(~body & (sv >= bright))) if bright <= fmt.vmax else 0
+    bg = ~body
+    ndark = int(np.count_nonzero(bg & (sv <= dark))) if dark >= fmt.vmin else 0
+    nbright = int(np.count_nonzero(bg & (sv >= bright))) if bright <= fmt.vmax else 0
     if max(ndark, nbright) == 0:
-        return None
-    return Roi(1, dark) if ndark >= nbright else Roi(2, bright)
+        return None, nbody
+    return (Roi(1, dark) if ndark >= nbright else Roi(2, bright)), nbody
 
 
 def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _FrameRoi:
     bodies: list[npt.NDArray[np.bool_]] = []
+    planes: list[npt.NDArray[np.int32]] = []
     rois: list[Roi | None] = []
     share: list[float] = []
     ring: list[float] = []
     nside = HEADER_BITS_V4 + ROI_BITS
     for q in range(arr.shape[1]):
         sv = to_stored(arr[f, q], fmt)
+        planes.append(sv)
         body = ~background_mask(sv, fmt)
         bodies.append(body)
         for b in boxes:
             bs, bb = sv[b.slices()], body[b.slices()]
             inner = bb[1:-1, 1:-1]
-            rois.append(_box_roi(bs[1:-1, 1:-1], inner, fmt))
-            share.append(float(np.count_nonzero(inner)) / max(1, inner.size))
-            r = rois[-1]
-            if not bb.any():  # no body: no header pixel in it
+            r, nbody = _box_rule(bs[1:-1, 1:-1], inner, fmt)
+            rois.append(r)
+            share.append(float(nbody) / max(1, inner.size))
+            if not nbody and not bb.any():  # no body: no header pixel in it
                 ring.append(0.0)
                 continue
-            head = header_ring(bs, fmt, bright=r is not None and r.mode == 2)[:nside]
+            head = header_ring_head(bs, fmt, nside, bright=r is not None and r.mode == 2)
             ring.append(float(np.count_nonzero(bb.ravel()[head])))
-    return _FrameRoi(bodies, rois, np.array(share), np.array(ring))
+    return _FrameRoi(bodies, rois, np.array(share), np.array(ring), planes)
 
 
 def _plan_costs(
@@ -584,7 +631,7 @@ def _plan_costs(
     roi_c: list[npt.NDArray[np.int64]] = []
     for q in range(planes):
         if not use:
-            full_c.append(_slot_curves(arr[f, q], grid, fmt))
+            full_c.append(_slot_curves(arr[f, q], grid, fmt, stored=froi.stored[q]))
             continue
         dark = np.full(nb, np.iinfo(np.int32).max, np.int32)
         bright = np.full(nb, np.iinfo(np.int32).min, np.int32)
@@ -592,7 +639,7 @@ def _plan_costs(
             r = froi.rois[q * nb + i]
             if r is not None:
                 (dark if r.mode == 1 else bright)[i] = r.level
-        both = _slot_curves(arr[f, q], grid, fmt, (dark, bright))
+        both = _slot_curves(arr[f, q], grid, fmt, (dark, bright), froi.stored[q])
         full_c.append(both[0])
         roi_c.append(both[1])
     ring = (_BODY_WEIGHT / 2) * froi.ring[:, None]
