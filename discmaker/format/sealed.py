@@ -351,7 +351,7 @@ def _element_lines(ds: Dataset, tag: BaseTag, name: str) -> list[str]:
     text is always made and still differs from what was sealed."""
     try:
         elem = ds[tag]
-        if elem.VR != "SQ" and elem.value in (None, "", b""):
+        if elem.VR != "SQ" and _value_text(elem) == "":  # absent, empty or only padding
             return []
         return list(_lines(name, elem, 0))
     except Exception:  # any parser failure on hostile bytes
