@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 LOOPBACK = "127.0.0.1"
@@ -302,3 +303,18 @@ def server_tls_context(files: TlsFiles) -> Any:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(files.cert, files.key)
     return ctx
+
+
+def media_request(study: list[Path], **attrs: str) -> Dataset:
+    """A Media Creation N-CREATE attribute list naming ``study``'s instances (and ``attrs``)."""
+    ds = Dataset()
+    ds.ReferencedSOPSequence = []
+    for path in study:
+        original = dcmread(path, stop_before_pixels=True)
+        item = Dataset()
+        item.ReferencedSOPClassUID = original.SOPClassUID
+        item.ReferencedSOPInstanceUID = original.SOPInstanceUID
+        ds.ReferencedSOPSequence.append(item)
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    return ds

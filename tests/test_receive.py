@@ -43,7 +43,7 @@ from discmaker.pacs.receive import (
     Refused,
 )
 from discmaker.sample import CT_IMAGE_STORAGE, write_sample_study
-from tests.pacs_fixtures import LOOPBACK
+from tests.pacs_fixtures import LOOPBACK, media_request
 
 OUR_AET = "DISCSTATION"
 SENDER = "SENDER"
@@ -645,20 +645,6 @@ def test_a_jpeg_image_is_accepted_as_sent(receiver: Receiver, sink: FakeSink) ->
 
 
 # -- Media Creation Management -------------------------------------------------------------------
-
-
-def media_request(study: list[Path], **attrs: str) -> Dataset:
-    ds = Dataset()
-    ds.ReferencedSOPSequence = []
-    for path in study:
-        original = dcmread(path, stop_before_pixels=True)
-        item = Dataset()
-        item.ReferencedSOPClassUID = original.SOPClassUID
-        item.ReferencedSOPInstanceUID = original.SOPInstanceUID
-        ds.ReferencedSOPSequence.append(item)
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 MCM_CONTEXTS = (MEDIA_CREATION_MANAGEMENT,)

@@ -38,7 +38,7 @@ from discmaker.station.queue import Queue
 from discmaker.station.service import Station
 from discmaker.ui.cli import main
 from tests.conftest import PASSPHRASE, Centre
-from tests.pacs_fixtures import LOOPBACK, free_port, run_orthanc
+from tests.pacs_fixtures import LOOPBACK, free_port, media_request, run_orthanc
 
 AET = "STATION"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "station.toml"
@@ -149,19 +149,6 @@ def send(port: int, files: list[Path], *, abort_after: int | None = None) -> lis
         if assoc.is_established:
             assoc.release()
     return statuses
-
-
-def media_request(files: list[Path]) -> Dataset:
-    """A Media Creation N-CREATE attribute list naming ``files``' instances."""
-    request = Dataset()
-    request.ReferencedSOPSequence = []
-    for path in files:
-        ds = dcmread(path, stop_before_pixels=True)
-        item = Dataset()
-        item.ReferencedSOPClassUID = ds.SOPClassUID
-        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-        request.ReferencedSOPSequence.append(item)
-    return request
 
 
 def request_disc(port: int, request: Dataset) -> None:
