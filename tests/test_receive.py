@@ -747,3 +747,40 @@ def test_a_media_request_without_uid_gets_one(
     assert any(getattr(r, "AffectedSOPInstanceUID", None) == request_uid for r in responses), (
         "the SCU is told the UID we minted"
     )
+
+
+def test_a_media_creation_request_says_yes_or_no_to_labels_and_splitting(
+    receiver: Receiver, sink: FakeSink, study: list[Path]
+) -> None:
+    """Label Using Information Extracted From Instances (2200,0001) and Allow Media
+    Splitting (2200,0007): absent and YES leave both on, NO turns each off, anything else is
+    refused with 0x0106 naming the attribute."""
+    asked = {
+        "absent": {},
+        "yes": {"LabelUsingInformationExtractedFromInstances": "YES", "AllowMediaSplitting": "YES"},
+        "no": {"LabelUsingInformationExtractedFromInstances": "NO", "AllowMediaSplitting": "NO"},
+    }
+    uids = {name: str(generate_uid()) for name in asked}
+    with associate(receiver, contexts=MCM_CONTEXTS) as assoc:
+        for name, attrs in asked.items():
+            status, _ = assoc.send_n_create(
+                media_request(study, **attrs), MEDIA_CREATION_MANAGEMENT, uids[name]
+            )
+            assert status_of(status) == 0x0000, name
+        for keyword, tag in (
+            ("LabelUsingInformationExtractedFromInstances", "(2200,0001)"),
+            ("AllowMediaSplitting", "(2200,0007)"),
+        ):
+            status, _ = assoc.send_n_create(
+                media_request(study, **{keyword: "MAYBE"}),
+                MEDIA_CREATION_MANAGEMENT,
+                str(generate_uid()),
+            )
+            assert status_of(status) == 0x0106
+            assert status.ErrorComment == f"{tag} must be YES or NO"
+    flags = {
+        name: (sink.requests[uid].label_from_instances, sink.requests[uid].allow_splitting)
+        for name, uid in uids.items()
+    }
+    assert flags == {"absent": (True, True), "yes": (True, True), "no": (False, False)}
+    assert len(sink.requests) == 3

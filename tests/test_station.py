@@ -29,6 +29,7 @@ from discmaker import errors
 from discmaker.check.verify import check_disc
 from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustStore
+from discmaker.disc.media import Medium
 from discmaker.disc.source import open_source
 from discmaker.format.manifest import MANIFEST_PATH, parse
 from discmaker.jsonlines import read_records
@@ -816,6 +817,86 @@ def test_a_disc_robot_gets_the_disc_its_label_and_then_its_job_file(
     assert line["result"] == "verified"
 
 
+def test_a_ptburn_robot_gets_a_job_request_file_per_disc_and_never_a_second_one(
+    tmp_path: Path, centre: Centre
+) -> None:
+    """robot = "ptburn": after the ISO and label, LABEL.JRQ naming the ISO by the path the
+    robot's (Windows) computer sees, the disc type, the copies; once PTBurn has taken it
+    (renamed to .QRJ, .INP, .DON or .ERR) a hand-over again writes no new job file."""
+    from discmaker.pacs.receive import MediaRequest
+    from discmaker.station import jobs as station_jobs
+
+    files = study(tmp_path / "ct", "pt", slices=2)
+    robot = tmp_path / "robot"
+    robot.mkdir()
+    config = make_config(
+        tmp_path,
+        centre,
+        quiet_seconds=3600,
+        hot_folder=robot,
+        robot="ptburn",
+        robot_folder="\\\\DISCSERVER\\PTBurnJobs",
+        medium=Medium.DVD,
+    )
+    pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in files)
+    with offline(config, centre) as (station, _):
+        for path in files:
+            station.store(_instance(path))
+        uid = generate_uid()
+        station.media_request(MediaRequest(uid, "PACS", pairs, "", "", copies=3))
+        station.media_action(uid, 1)
+        assert station.step()
+        (job,) = station.queue.jobs()
+        assert job.state == "verified"
+    iso = Path(job.outputs[0]).name
+    jrq = robot / f"{job.label}.JRQ"
+    assert sorted(p.name for p in robot.iterdir()) == sorted(
+        [iso, Path(job.label_pdf).name, jrq.name]
+    )
+    assert jrq.read_bytes().split(b"\r\n") == [
+        f"JobID={job.label}".encode(),
+        b"ClientID=discmaker",
+        b"DiscType=DVDR",
+        f"ImageFile=\\\\DISCSERVER\\PTBurnJobs\\{iso}".encode(),
+        b"Copies=3",
+        b"VerifyDisc=YES",
+        b"RejectIfNotBlank=YES",
+        b"CloseDisc=YES",
+        b"",
+    ]
+    report = check_disc(robot / iso, trust=TrustStore.from_paths([centre.cert_path]))
+    assert report.exit_code == 0
+    station_jobs._hand_over(job, config)  # again, the job file as it was: nothing written
+    assert sorted(p.name for p in robot.iterdir()) == sorted(
+        [iso, Path(job.label_pdf).name, jrq.name]
+    )
+    for stage in (".QRJ", ".INP", ".DON", ".ERR"):  # PTBurn took it and renamed it
+        taken = jrq.rename(jrq.with_suffix(stage))
+        station_jobs._hand_over(job, config)
+        assert not jrq.exists(), stage
+        taken.rename(jrq)
+
+
+def test_robot_settings_are_checked(tmp_path: Path) -> None:
+    base = tmp_path / "station.toml"
+    robot = tmp_path / "robot"
+    cases = {
+        'robot = "rimage"': 'robot must be "discmaker" or "ptburn"',
+        'robot = "ptburn"': "robot and robot_folder need hot_folder",
+        f'hot_folder = "{robot}"\nrobot = "ptburn"\n[disc]\nmedium = "usb"': (
+            "a PTBurn robot burns discs"
+        ),
+    }
+    for output, message in cases.items():
+        base.write_text(
+            "[signing]\nkey = 'k'\ncert = 'c'\n[station]\nout = 'o'\n"
+            f"[dicom]\nallowed_callers = ['PACS']\n[output]\n{output}\n"
+        )
+        with pytest.raises(errors.UsageError) as caught:
+            station_config.load(base)
+        assert message in str(caught.value), output
+
+
 def test_a_job_cancelled_and_retried_while_it_is_authored_is_made_again_with_the_late_instance(
     tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1032,7 +1113,6 @@ def test_author_errors_are_worded_for_the_station_operator(tmp_path: Path, centr
 
 
 def test_a_disc_too_large_is_worded_with_the_configuration_keys(tmp_path: Path) -> None:
-    from discmaker.disc.media import Medium
     from discmaker.station.wording import job_failure
 
     spool = str(tmp_path / "received" / "ab" / "cd.dcm")
@@ -1086,6 +1166,69 @@ def test_a_media_creation_requests_label_text_is_printed_on_the_label(
         assert expected in words, expected
     assert "Müller" not in json.dumps(job.to_json())
     assert "Müller" not in config.audit_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+def test_a_request_for_a_label_without_instance_information_names_no_patient(
+    tmp_path: Path, centre: Centre
+) -> None:
+    """Label Using Information Extracted From Instances NO: the label holds the Label Text and
+    the disc's own facts, and nothing from the images (name, ID, birth date, studies)."""
+    files = study(tmp_path / "ct", "nl", slices=2)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    with running(config, centre) as station:
+        send(station.receiver.port, files)
+        request = media_request(
+            files, LabelUsingInformationExtractedFromInstances="NO", LabelText="Case 4711"
+        )
+        request_disc(station.receiver.port, request)
+        (job,) = wait_for("the disc", lambda: verified_jobs(station))
+    assert not job.label_from_instances and job.to_json()["label_from_instances"] is False
+    text = subprocess.run(
+        ["pdftotext", job.label_pdf, "-"], capture_output=True, text=True, check=True
+    ).stdout
+    words = " ".join(text.split())
+    assert text.count("Case 4711") == 2  # on the disc, in the insert
+    for expected in ("DICOM ONLY", "Test Imaging Centre", "Disc 1 of 1"):
+        assert expected in words, expected
+    for absent in ("ST-nl", "1970", "DEMO STUDY", "Patient ID", "Born", "(no name)"):
+        assert absent not in words, absent
+
+
+def test_a_request_that_forbids_splitting_makes_one_disc_or_fails_saying_so(
+    tmp_path: Path, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Allow Media Splitting NO: the job is authored with spanning off although the station
+    spans (the author then refuses a study larger than one disc before any work), and such a
+    failure tells the operator what the request asked; a request without it spans."""
+    from discmaker.station import jobs as station_jobs
+    from discmaker.station.wording import job_failure
+
+    asked: list[bool] = []
+    real_author = station_jobs.author
+
+    def recording_author(request: Any, **kwargs: Any) -> Any:
+        asked.append(request.span)
+        return real_author(request, **kwargs)
+
+    monkeypatch.setattr(station_jobs, "author", recording_author)
+    config = make_config(tmp_path, centre, quiet_seconds=3600, incomplete_seconds=7200)
+    assert config.span
+    with running(config, centre) as station:
+        for made, (seed, attrs) in enumerate(
+            (("s1", {"AllowMediaSplitting": "NO"}), ("s2", {})), start=1
+        ):
+            files = study(tmp_path / seed, seed, slices=2)
+            send(station.receiver.port, files)
+            request_disc(station.receiver.port, media_request(files, **attrs))
+            wait_for(f"disc {seed}", lambda n=made: len(verified_jobs(station)) == n)
+        jobs = sorted(station.queue.jobs(), key=lambda j: j.id)
+    assert [j.allow_splitting for j in jobs] == [False, True]
+    assert asked == [False, True]
+
+    exc = errors.TooLargeError("The study needs 2 discs of 737,280,000 bytes.")
+    reason = job_failure(exc, job=1, requested=True, files=[], config=config, one_disc=True)
+    assert "Allow Media Splitting YES" in reason and "span = true" not in reason
 
 
 def _memory_mb(pid: int) -> tuple[int, int]:

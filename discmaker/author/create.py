@@ -112,6 +112,9 @@ class AuthorRequest:
     # One more line on every label, as a requester wrote it (a DICOM Media Creation request's
     # Label Text); "" for none. Only on the label PDF, never on the disc.
     label_text: str = ""
+    # False: the label names no patient and no study, only label_text and the disc's own
+    # facts (a Media Creation request's Label Using Information Extracted From Instances NO)
+    label_from_instances: bool = True
     # Leave out a file that cannot go on a disc (damaged, or without a key the DICOMDIR
     # needs) instead of stopping; it is named in the result, README.TXT and the manifest.
     skip_unusable: bool = False
@@ -652,7 +655,7 @@ def _author_set(
             outcomes.append(_author_disc(req, run, disc, discs, progress=progress))
             written.append(disc.out)
         if req.label_pdf is not None:
-            _write_labels(req.label_pdf, run, discs, outcomes, req.label_text)
+            _write_labels(req.label_pdf, run, discs, outcomes, req)
     except BaseException:
         for path in written:
             if path.is_dir():
@@ -664,7 +667,7 @@ def _author_set(
 
 
 def _write_labels(
-    dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_DiscOutcome], text: str
+    dest: Path, run: _Run, discs: _DiscSet, outcomes: Sequence[_DiscOutcome], req: AuthorRequest
 ) -> None:
     """The label PDF: a page for each disc, naming what is on that disc."""
     labels = [
@@ -674,7 +677,8 @@ def _write_labels(
             disc_number=disc.number,
             disc_count=disc.count,
             created=run.timestamp,
-            text=text,
+            text=req.label_text,
+            from_instances=req.label_from_instances,
         )
         for disc, outcome in zip(discs.discs, outcomes, strict=True)
     ]

@@ -101,6 +101,10 @@ class LabelInfo:
     # One more line, as the requester wrote it (a Media Creation request's Label Text): on
     # the disc above the studies, and in the case insert; "" for none.
     text: str = ""
+    # False: a Media Creation request asked for a label without information extracted from
+    # the instances (Label Using Information Extracted From Instances NO): no patient, no
+    # study, only ``text`` and the disc's own facts
+    from_instances: bool = True
 
 
 def label_info(
@@ -111,10 +115,12 @@ def label_info(
     disc_count: int,
     created: datetime,
     text: str = "",
+    from_instances: bool = True,
 ) -> LabelInfo:
     """The label of one disc from the patients and studies on it (several patients, on a disc
-    authored with mixed patients allowed, are named one after the other)."""
-    patients = list(patients)
+    authored with mixed patients allowed, are named one after the other); with
+    ``from_instances`` False, from ``text`` and the disc's own facts only."""
+    patients = list(patients) if from_instances else []
     names = [person_name(n) for n in _distinct(p.name for p in patients)]
     births = _distinct(p.birth_date for p in patients)
     return LabelInfo(
@@ -129,6 +135,7 @@ def label_info(
         disc_count=disc_count,
         created=created,
         text=" ".join(text.split())[:200],  # one line, as the label has room for
+        from_instances=from_instances,
     )
 
 
@@ -195,7 +202,9 @@ class _Label:
         pdf.set_creation_date(info.created)
         pdf.set_producer("discmaker")
         pdf.set_creator("discmaker")
-        pdf.set_title(f"Disc label: {plain(info.patient_name)}")
+        pdf.set_title(
+            f"Disc label: {plain(info.patient_name if info.from_instances else info.text)}"
+        )
         pdf.set_lang("en")
         self.cmap: set[int] | None = None  # None: Helvetica (Latin-1)
         if fonts is not None:
@@ -277,13 +286,13 @@ class _Label:
         pdf.set_line_width(0.2)
         pdf.circle(_CX, _CY, _RADIUS)
         pdf.circle(_CX, _CY, _HUB)
-        name = info.patient_name or "(no name)"
-        top = [
-            (DICOM_ONLY, 15.0, True),
-            (name, 12.0, True),
-            (_id_and_birth(info), 9.0, False),
-            (info.institution, 9.0, False),
-        ]
+        top = [(DICOM_ONLY, 15.0, True)]
+        if info.from_instances:
+            top += [
+                (info.patient_name or "(no name)", 12.0, True),
+                (_id_and_birth(info), 9.0, False),
+            ]
+        top.append((info.institution, 9.0, False))
         y = _CY - _RADIUS + 12
         for value, size, bold in top:
             self.line(y, value, size=size, bold=bold, width=self._chord(y, size * 0.45))
@@ -312,10 +321,13 @@ class _Label:
         width = _PAGE_W - 30
         self.line(y, f"Patient imaging disc - {DICOM_ONLY}", size=12, bold=True, width=width)
         y += 9
-        rows = [
+        about_patient = [
             ("Patient", info.patient_name or "(no name)"),
             ("Patient ID", info.patient_id or "(none)"),
             ("Born", long_date(info.birth_date) if info.birth_date else "not recorded"),
+        ]
+        rows = [
+            *(about_patient if info.from_instances else []),
             ("Made by", info.institution),
             *([("Label", info.text)] if info.text.strip() else []),
             ("Disc", _disc_of(info)),

@@ -193,6 +193,12 @@ class MediaRequest:
     fileset_id: str  # Storage Media File-Set ID (0088,0130), "" when absent
     label_text: str  # Label Text (2200,0002), "" when absent
     copies: int = 1  # Number of Copies (2000,0010), 1 when absent
+    # Label Using Information Extracted From Instances (2200,0001): NO -> the label shows the
+    # Label Text and the disc's own facts only, no patient or study data; YES or absent -> both
+    label_from_instances: bool = True
+    # Allow Media Splitting (2200,0007): NO -> a study that needs more than one disc fails
+    # instead of becoming a set; YES or absent -> the station's own setting (span) decides
+    allow_splitting: bool = True
 
 
 @dataclass(frozen=True)
@@ -427,7 +433,22 @@ def _media_request(ds: Dataset, request_uid: str, calling_aet: str) -> MediaRequ
         fileset_id=_text(ds, "StorageMediaFileSetID"),
         label_text=_text(ds, "LabelText"),
         copies=int(copies),
+        label_from_instances=_yes_no(ds, 0x22000001),
+        allow_splitting=_yes_no(ds, 0x22000007),
     )
+
+
+def _yes_no(ds: Dataset, tag: int) -> bool:
+    """The YES/NO attribute ``tag`` of a media creation request: True for YES or absent (the
+    behaviour PS3.4 Annex S describes for both), False for NO; :class:`_Invalid` otherwise."""
+    elem = ds.get(tag)
+    value = "" if elem is None or elem.value is None else str(elem.value).strip("\x00 ").upper()
+    if value not in ("", "YES", "NO"):
+        t = Tag(tag)
+        raise _Invalid(
+            INVALID_ATTRIBUTE_VALUE, f"({t.group:04X},{t.element:04X}) must be YES or NO"
+        )
+    return value != "NO"
 
 
 def _status_dataset(status: MediaStatus, wanted: Iterable[Any] | None) -> Dataset:

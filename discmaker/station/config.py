@@ -21,6 +21,7 @@ from discmaker import APP_NAME
 from discmaker.disc.media import Medium
 from discmaker.errors import KeyFileError, UsageError
 from discmaker.pacs.destination import check_aet
+from discmaker.station.robots import ROBOTS, RobotKind
 
 DEFAULT_PORT = 11112
 QUEUE_NAME = "queue.sqlite"
@@ -50,7 +51,7 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
     ),
     "signing": ("key", "cert", "passphrase_file"),
     "disc": ("format", "medium", "span", "institution", "label_pdf", "skip_unusable", "workers"),
-    "output": ("burn", "hot_folder"),
+    "output": ("burn", "hot_folder", "robot", "robot_folder"),
 }
 
 
@@ -111,6 +112,11 @@ class StationConfig:
     # hand it to a disc robot's hot folder; neither: the disc stays in ``out``.
     burn: str | None = None
     hot_folder: Path | None = None
+    # The robot's job files (discmaker.station.robots): "discmaker" (JSON, for a site's own
+    # script) or "ptburn" (Primera PTBurn .JRQ); robot_folder: the hot folder as the robot's
+    # computer names it in those files ('\\DISCSERVER\PTBurnJobs' in TOML; "": hot_folder).
+    robot: RobotKind = "discmaker"
+    robot_folder: str = ""
 
     @property
     def queue_path(self) -> Path:
@@ -225,6 +231,14 @@ def _convert(key: str, value: Any, base: Path, where: str) -> Any:
             return Medium[str(value).upper()]
         except KeyError:
             raise bad(f"one of {', '.join(m.name.lower() for m in Medium)}") from None
+    if key == "robot":
+        if value not in ROBOTS:
+            raise bad(" or ".join(f'"{r}"' for r in ROBOTS))
+        return value
+    if key == "robot_folder":
+        if not isinstance(value, str):
+            raise bad("a path as the robot's computer writes it")
+        return value
     if key == "format":
         if value not in ("iso", "folder"):
             raise bad('"iso" or "folder"')
@@ -274,6 +288,10 @@ def _check(config: StationConfig, where: str) -> None:
         raise UsageError(f"{where}: give burn or hot_folder, not both.")
     if config.hot_folder is not None and config.format != "iso":
         raise UsageError(f'{where}: a robot\'s hot folder takes ISO images: format = "iso".')
+    if config.hot_folder is None and (config.robot != "discmaker" or config.robot_folder):
+        raise UsageError(f"{where}: robot and robot_folder need hot_folder (the robot's folder).")
+    if config.robot == "ptburn" and config.medium == Medium.USB:
+        raise UsageError(f'{where}: a PTBurn robot burns discs: medium = "cd", "dvd" or "bd".')
 
 
 def read_passphrase(config: StationConfig) -> bytes | None:

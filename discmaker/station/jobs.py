@@ -30,10 +30,10 @@ from discmaker.crypto.trust import TrustStore
 from discmaker.disc.burn import burn, list_drives
 from discmaker.disc.source import open_source
 from discmaker.errors import DiscmakerError
-from discmaker.format.canonical import dumps
 from discmaker.format.manifest import MANIFEST_PATH, MAX_MANIFEST_BYTES
 from discmaker.parallel import default_workers
-from discmaker.station import wording
+from discmaker.station import robots, wording
+from discmaker.station.config import StationConfig
 from discmaker.station.queue import Job
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROBOT_JOB_FORMAT = "discmaker-robot-job"
 LABEL_PREFIX = "DS"  # every disc the station makes is DS and its job number
 
 
@@ -86,8 +85,19 @@ def _reason(station: Station, job: Job, exc: DiscmakerError) -> str:
     except Exception:  # the queue is what failed: the reason without the instances' UIDs
         files = []
     return wording.job_failure(
-        exc, job=job.id, requested=job.trigger == "request", files=files, config=station.config
+        exc,
+        job=job.id,
+        requested=job.trigger == "request",
+        files=files,
+        config=station.config,
+        one_disc=not job.allow_splitting,
     )
+
+
+def _may_span(station: Station, job: Job) -> bool:
+    """Whether ``job`` may become a set of discs: the station's ``span`` setting, unless the
+    Media Creation request said Allow Media Splitting NO."""
+    return station.config.span and job.allow_splitting
 
 
 def _author(station: Station, job: Job) -> Job:
@@ -109,9 +119,10 @@ def _author(station: Station, job: Job) -> Job:
             medium=config.medium,
             institution=config.institution,
             workers=config.workers,
-            span=config.span,
+            span=_may_span(station, job),
             label_pdf=label_pdf,
             label_text=job.label_text,
+            label_from_instances=job.label_from_instances,
             skip_unusable=config.skip_unusable,
             overwrite=True,  # only an earlier, interrupted attempt of this job can be there
             expected_instances=frozenset(uid for uid, _ in files),
@@ -192,7 +203,7 @@ def _deliver(station: Station, job: Job) -> Job:
         if not queue.set_state(job.id, "burned", now=station.clock(), expect=("written",)):
             raise _Cancelled
     elif config.hot_folder is not None:
-        _hand_over(job, config.hot_folder)
+        _hand_over(job, config)
         if not queue.set_state(job.id, "handed-over", now=station.clock(), expect=("written",)):
             raise _Cancelled
     found = queue.job(job.id)
@@ -210,56 +221,44 @@ def _the_burner() -> str:
     return drives[0].address
 
 
-def _hand_over(job: Job, hot_folder: Path) -> None:
-    """Copy the disc images and the label into the robot's folder, then its job file: the
-    robot sees the job file last, when everything it names is complete.
+def _hand_over(job: Job, config: StationConfig) -> None:
+    """Copy the disc images and the label into the robot's folder, then its job files
+    (:mod:`discmaker.station.robots`): the robot sees a job file last, when everything it
+    names is complete.
 
     Idempotent: a file the folder holds already with the same content is not copied again,
-    and an identical job file is never written again (a robot that watches for new job
-    files would make the discs twice), as after a stop between the job file and the
-    ``handed-over`` state."""
-    names: list[dict[str, str]] = []
-    files: list[Path] = []
-    for output in job.outputs:
-        image = Path(output)
-        files.append(image)
-        names.append({"image": image.name})
-    if job.label_pdf:
-        pdf = Path(job.label_pdf)
-        files.append(pdf)
-        for entry in names:
-            entry["label_pdf"] = pdf.name
-    ticket = dumps(
-        {
-            "format": ROBOT_JOB_FORMAT,
-            "format_version": 1,
-            "job": job.id,
-            "label": job.label,
-            "copies": job.copies,
-            "discs": names,
-        }
+    and a job file the folder holds (also under a name the robot gave it since) is never
+    written again (a robot that watches for new job files would make the discs twice), as
+    after a stop between the job file and the ``handed-over`` state."""
+    hot_folder = config.hot_folder
+    assert hot_folder is not None
+    images = [Path(output) for output in job.outputs]
+    files = images + ([Path(job.label_pdf)] if job.label_pdf else [])
+    tickets = robots.job_files(
+        config.robot,
+        job=job.id,
+        label=job.label,
+        images=[image.name for image in images],
+        label_pdf=Path(job.label_pdf).name if job.label_pdf else "",
+        copies=job.copies,
+        medium=config.medium,
+        robot_folder=config.robot_folder or str(hot_folder),
     )
-    ticket_path = hot_folder / f"{job.label}.JOB.json"
     missing = [f for f in files if not _same_content(f, hot_folder / f.name)]
-    if _holds(ticket_path, ticket):
+    waiting = [t for t in tickets if not robots.taken(hot_folder, t)]
+    if len(waiting) < len(tickets):
         log.info(
-            "station: job %d: the robot's folder holds its job file already (handed over "
-            "before a stop); not written again%s",
+            "station: job %d: the robot's folder holds its job file already (%d of %d; "
+            "handed over before a stop); not written again%s",
             job.id,
+            len(tickets) - len(waiting),
+            len(tickets),
             f", {len(missing)} missing file(s) copied" if missing else "",
         )
     for source in missing:
         copy_file(source, hot_folder / source.name)
-    if not _holds(ticket_path, ticket):
-        replace_file(ticket_path, ticket)
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    """Whether ``path`` is a file of exactly ``data``."""
-    try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
-    except OSError:
-        return False
+    for ticket in waiting:
+        replace_file(hot_folder / ticket.name, ticket.data)
 
 
 def _same_content(source: Path, copy: Path) -> bool:
@@ -352,7 +351,6 @@ def _audit(
 
 __all__ = [
     "LABEL_PREFIX",
-    "ROBOT_JOB_FORMAT",
     "disc_label",
     "run_job",
     "self_check_trust",

@@ -86,7 +86,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     kept INTEGER NOT NULL DEFAULT 1,
     copies INTEGER NOT NULL DEFAULT 1,
     audit_pending INTEGER NOT NULL DEFAULT 0,
-    label_text TEXT NOT NULL DEFAULT ''
+    label_text TEXT NOT NULL DEFAULT '',
+    label_from_instances INTEGER NOT NULL DEFAULT 1,
+    allow_splitting INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS job_instances (
     job_id INTEGER NOT NULL,
@@ -125,6 +127,12 @@ class Job:
     # printed on the label (a Media Creation request's Label Text); not in the JSON or the
     # audit log, as a requester may have written patient data into it
     label_text: str = ""
+    # a Media Creation request's Label Using Information Extracted From Instances: False ->
+    # the label names no patient or study, only the label text and the disc's own facts
+    label_from_instances: bool = True
+    # a Media Creation request's Allow Media Splitting: False -> a study needing more than
+    # one disc fails rather than becoming a set
+    allow_splitting: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +154,8 @@ class Job:
             "instances": self.instances,
             "received": self.present,
             "late": self.late,
+            "label_from_instances": self.label_from_instances,
+            "allow_splitting": self.allow_splitting,
         }
 
 
@@ -173,6 +183,8 @@ def _job_row(db: sqlite3.Connection, job_id: int) -> sqlite3.Row:
 _ADDED_COLUMNS = (
     ("audit_pending", "INTEGER NOT NULL DEFAULT 0"),
     ("label_text", "TEXT NOT NULL DEFAULT ''"),
+    ("label_from_instances", "INTEGER NOT NULL DEFAULT 1"),
+    ("allow_splitting", "INTEGER NOT NULL DEFAULT 1"),
 )
 
 
@@ -401,9 +413,12 @@ class Queue:
         now: float,
         copies: int = 1,
         label_text: str = "",
+        label_from_instances: bool = True,
+        allow_splitting: bool = True,
     ) -> int:
         """A job for a Media Creation request naming ``sop_uids``, in state ``requested``
-        (``label_text``: for its label).
+        (``label_text`` and ``label_from_instances``: for its label; ``allow_splitting``
+        False: one disc or none).
 
         When one active or verified job already covers every named instance (the quiet period
         made the disc first), the request is attached to it instead: no study is authored
@@ -418,12 +433,14 @@ class Queue:
             if existing is not None:
                 job_id = existing
                 db.execute("UPDATE jobs SET copies=MAX(copies, ?) WHERE id=?", (copies, job_id))
-                if label_text:  # its disc is not labelled yet (not written)
-                    db.execute(
-                        "UPDATE jobs SET label_text=? WHERE id=? AND state IN "
-                        "('requested', 'received', 'authoring')",
-                        (label_text, job_id),
-                    )
+                # while its disc is not written yet, the request's wishes still apply to it
+                db.execute(
+                    "UPDATE jobs SET label_text=CASE WHEN ?='' THEN label_text ELSE ? END, "
+                    "label_from_instances=MIN(label_from_instances, ?), "
+                    "allow_splitting=MIN(allow_splitting, ?) "
+                    "WHERE id=? AND state IN ('requested', 'received', 'authoring')",
+                    (label_text, label_text, label_from_instances, allow_splitting, job_id),
+                )
             else:
                 studies = {
                     r["study_uid"]
@@ -433,8 +450,9 @@ class Queue:
                 study_uid = sorted(studies)[0] if studies else ""
                 job_id = self._insert_job(db, study_uid, "request", "requested", now)
                 db.execute(
-                    "UPDATE jobs SET copies=?, label_text=? WHERE id=?",
-                    (copies, label_text, job_id),
+                    "UPDATE jobs SET copies=?, label_text=?, label_from_instances=?, "
+                    "allow_splitting=? WHERE id=?",
+                    (copies, label_text, label_from_instances, allow_splitting, job_id),
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO job_instances VALUES (?, ?)",
@@ -581,6 +599,8 @@ class Queue:
                 present=r["n_present"],
                 late=r["n_late"],
                 label_text=r["label_text"],
+                label_from_instances=bool(r["label_from_instances"]),
+                allow_splitting=bool(r["allow_splitting"]),
             )
             for r in rows
         ]

@@ -361,6 +361,8 @@ class Station:
                 now=self.clock(),
                 copies=request.copies,
                 label_text=_label_line(request.label_text),
+                label_from_instances=request.label_from_instances,
+                allow_splitting=request.allow_splitting,
             )
         except UsageError as exc:
             raise Refused(_DUPLICATE_INSTANCE, str(exc)) from exc

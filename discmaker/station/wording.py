@@ -29,9 +29,11 @@ def job_failure(
     requested: bool,
     files: Sequence[tuple[str, str]],
     config: StationConfig,
+    one_disc: bool = False,
 ) -> str:
     """The reason of ``job`` for ``exc``; ``requested``: a Media Creation request made the
-    job; ``files``: the job's (SOP Instance UID, spool path)."""
+    job; ``files``: the job's (SOP Instance UID, spool path); ``one_disc``: the request said
+    Allow Media Splitting NO."""
     if isinstance(exc, UnusableFileError):
         return _unusable(exc, job, files, config)
     text = _name_instances(str(exc), files)
@@ -48,7 +50,7 @@ def job_failure(
             f"differs), and a patient disc holds one patient: {what}"
         )
     if isinstance(exc, TooLargeError):
-        return _too_large(text, config)
+        return _too_large(text, config, one_disc=one_disc)
     return text
 
 
@@ -67,7 +69,7 @@ def _unusable(
     return f"{what}: {exc.problem}. {advice}"
 
 
-def _too_large(text: str, config: StationConfig) -> str:
+def _too_large(text: str, config: StationConfig, *, one_disc: bool) -> str:
     larger = _MEDIA[_MEDIA.index(config.medium.name.lower()) + 1 :]
     if larger:
         choice = ", ".join(f'"{m}"' for m in larger)
@@ -75,7 +77,12 @@ def _too_large(text: str, config: StationConfig) -> str:
     else:
         hint = f"The station's largest medium is {config.medium.name.lower()}"
     text = _LARGER_MEDIUM.sub("", text).strip()
-    if not config.span:
+    if one_disc:
+        hint += (
+            ", or send the Media Creation request again with Allow Media Splitting YES "
+            "(this one asked for a single disc)"
+        )
+    elif not config.span:
         hint += ", or span = true to make a set of discs"
     return f"{text.rstrip('.')}. {hint}"
 
