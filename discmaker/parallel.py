@@ -13,7 +13,7 @@ import multiprocessing.context
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, TypeVar
@@ -65,6 +65,16 @@ def _init_process(setup: Setup, args: tuple[Any, ...]) -> None:
     _ProcessContext.manager = manager  # closed when the worker process exits
 
 
+def _init_nice_process(nice: int, setup: Setup, args: tuple[Any, ...]) -> None:
+    if nice:
+        os.nice(nice)
+    _init_process(setup, args)
+
+
+def _ready() -> bool:
+    return _ProcessContext.manager is not None
+
+
 def _in_process(task: Callable[[Any, J], R], job: J) -> R:
     return task(_ProcessContext.value, job)
 
@@ -104,4 +114,47 @@ def run_jobs(
             raise
 
 
-__all__ = ["MIN_JOBS_FOR_POOL", "default_workers", "process_context", "run_jobs"]
+class ContextPool:
+    """Worker processes that live longer than one run: each holds the context ``setup``
+    made once (as :func:`run_jobs`' workers do) and takes jobs one by one as they come, for a
+    long-lived host that wants work done before it is asked for (the disc station prepares
+    the instances of a study while the rest of it still arrives).
+
+    Started as :func:`process_context` says, when it is made; :meth:`close` (or the end of a
+    ``with`` block) stops the workers, dropping the jobs not started yet. ``nice``: the
+    workers' scheduling niceness above this process's (``os.nice``), so that work done
+    early yields the cores to what the host must do now.
+    """
+
+    def __init__(
+        self, setup: Setup, setup_args: tuple[Any, ...], *, workers: int, nice: int = 0
+    ) -> None:
+        self._workers = max(1, workers)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=process_context(),
+            initializer=_init_nice_process,
+            initargs=(nice, setup, setup_args),
+        )
+
+    def submit(self, task: Callable[[Any, J], R], job: J) -> Future[R]:
+        """``task(context, job)`` in a worker, as soon as one is free."""
+        return self._pool.submit(_in_process, task, job)
+
+    def start(self) -> None:
+        """Start every worker now and wait until each has its context, so that the first
+        jobs do not wait for processes to start (which may take a second)."""
+        for started in [self._pool.submit(_ready) for _ in range(self._workers)]:
+            started.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ContextPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["MIN_JOBS_FOR_POOL", "ContextPool", "default_workers", "process_context", "run_jobs"]

@@ -329,7 +329,9 @@ def _station_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _write_config(path: Path, config: station_config.StationConfig, port: int) -> None:
+def _write_config(
+    path: Path, config: station_config.StationConfig, port: int, *, ahead: bool = True
+) -> None:
     path.write_text(
         f"""
 [dicom]
@@ -347,6 +349,7 @@ cert = "{config.cert}"
 [disc]
 workers = 1
 label_pdf = false
+prepare_ahead = {str(ahead).lower()}
 """
     )
 
@@ -358,7 +361,8 @@ def test_killed_while_authoring_the_station_resumes_and_makes_one_disc(
     config = make_config(tmp_path, centre, quiet_seconds=0.3)
     port = free_port()
     cfg = tmp_path / "station.toml"
-    _write_config(cfg, config, port)
+    # sealing as they arrive would leave too short an authoring step to kill the station in
+    _write_config(cfg, config, port, ahead=False)
     log = tmp_path / "station.log"
     proc = _station_process(cfg, log)
     try:
@@ -1169,6 +1173,26 @@ def test_a_media_creation_requests_label_text_is_printed_on_the_label(
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+def test_instances_are_sealed_as_they_arrive_and_the_disc_is_made_from_them(
+    tmp_path: Path, centre: Centre
+) -> None:
+    """prepare_ahead (the default): each instance is sealed once stored, and the study's disc
+    takes those results (byte for byte what the author makes itself, tests/test_ahead.py);
+    with prepare_ahead = false nothing is sealed before the study is complete."""
+    files = study(tmp_path / "ct", "ah", slices=6)
+    for ahead in (True, False):
+        config = make_config(tmp_path / str(ahead), centre, prepare_ahead=ahead)
+        with running(config, centre) as station:
+            send(station.receiver.port, files)
+            (job,) = wait_for("the disc", lambda s=station: verified_jobs(s))
+            assert disc_uids(Path(job.outputs[0])) == uids(files)
+            if ahead:
+                assert station.ahead is not None and station.ahead.used == len(files)
+                assert not list((config.state / "ahead").iterdir())  # all taken
+            else:
+                assert station.ahead is None
+
+
 def test_a_request_for_a_label_without_instance_information_names_no_patient(
     tmp_path: Path, centre: Centre
 ) -> None:

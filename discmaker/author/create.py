@@ -36,7 +36,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -79,6 +79,9 @@ from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
 from discmaker.watermark.seal import seal_dataset
 
+if TYPE_CHECKING:
+    from discmaker.author.ahead import PreparedAhead
+
 log = logging.getLogger(__name__)
 
 Stage = Literal["scan", "prepare", "write"]
@@ -115,6 +118,9 @@ class AuthorRequest:
     # False: the label names no patient and no study, only label_text and the disc's own
     # facts (a Media Creation request's Label Using Information Extracted From Instances NO)
     label_from_instances: bool = True
+    # Instances prepared before this run (a disc station prepares them as they arrive):
+    # taken instead of preparing them again, where they are still what this run would make.
+    ahead: PreparedAhead | None = None
     # Leave out a file that cannot go on a disc (damaged, or without a key the DICOMDIR
     # needs) instead of stopping; it is named in the result, README.TXT and the manifest.
     skip_unusable: bool = False
@@ -290,8 +296,10 @@ def _prepare_each(
     progress: Progress | None,
     *,
     skip_unusable: bool = False,
+    ahead: PreparedAhead | None = None,
 ) -> Generator[_Prepared | OmittedFile, None, None]:
-    """Prepared instances in disc order, as they become ready.
+    """Prepared instances in disc order, as they become ready: taken from ``ahead`` where
+    it holds them, the others prepared here or in worker processes.
 
     Closing this generator early (a failure downstream) drops ``run_jobs``' generator with
     it, which shuts its worker processes down.
@@ -305,17 +313,34 @@ def _prepare_each(
         )
         for n, inst in enumerate(instances)
     ]
+    held = [ahead is not None and ahead.holds(Path(job.source)) for job in jobs]
     results = run_jobs(
         _prepare,
-        jobs,
+        [job for job, h in zip(jobs, held, strict=True) if not h],
         setup=_sealing_key,
         setup_args=(key.private_bytes_raw(),),
         workers=workers,
     )
-    for n, result in enumerate(results, 1):
+    key_id = signing.key_id(key.public_key())
+    for n, (job, h) in enumerate(zip(jobs, held, strict=True), 1):
+        if ahead is not None and h:
+            taken = ahead.take(Path(job.source), key_id, Path(job.work_path))
+            result = (
+                replace(taken, work_path=job.work_path, relative=job.relative)
+                if taken is not None
+                else _prepare_here(key, job)  # changed, or failed ahead: as usual
+            )
+        else:
+            result = next(results)
         if progress:
             progress("prepare", n, len(jobs))
         yield result
+
+
+def _prepare_here(key: Ed25519PrivateKey, job: _Job) -> _Prepared | OmittedFile:
+    """Step 3 for one instance in this process."""
+    with _sealing_key(key.private_bytes_raw()) as sealing:
+        return _prepare(sealing, job)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -807,7 +832,13 @@ def _prepare_and_index(
     skip = req.skip_unusable and not req.span
     with FileSetWriter(fileset_id=disc.label, stage=stage) as writer:
         ready = _prepare_each(
-            disc.instances, work, req.key, run.workers, progress, skip_unusable=skip
+            disc.instances,
+            work,
+            req.key,
+            run.workers,
+            progress,
+            skip_unusable=skip,
+            ahead=req.ahead,
         )
         with closing(ready):
             for inst, p in zip(disc.instances, ready, strict=True):

@@ -147,8 +147,8 @@ class DiscSource(ABC):
                 f"{found.raw_path} on {self.description} is {found.size:,} bytes, "
                 f"more than the {limit:,} allowed for it"
             )
-        with self.open(path) as fp:
-            data = fp.read(limit + 1)
+        with self.open(path) as fp:  # one byte more than listed: a file grown meanwhile shows
+            data = fp.read(found.size + 1)  # (not limit + 1: read() may allocate that much)
         if len(data) > limit:
             raise DiscError(
                 f"{found.raw_path} on {self.description} is larger than the {limit:,} bytes "

@@ -50,7 +50,16 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
         "name",
     ),
     "signing": ("key", "cert", "passphrase_file"),
-    "disc": ("format", "medium", "span", "institution", "label_pdf", "skip_unusable", "workers"),
+    "disc": (
+        "format",
+        "medium",
+        "span",
+        "institution",
+        "label_pdf",
+        "skip_unusable",
+        "workers",
+        "prepare_ahead",
+    ),
     "output": ("burn", "hot_folder", "robot", "robot_folder"),
 }
 
@@ -108,6 +117,9 @@ class StationConfig:
     # log) instead of failing the job.
     skip_unusable: bool = False
     workers: int | None = None  # authoring processes (default: every core)
+    # Seal each instance as it arrives (in `workers` processes kept for it), so that a disc
+    # is mostly made once its study is complete; false: only once the study is complete.
+    prepare_ahead: bool = True
     # [output] Burn each ISO with xorriso ("" = the one burner found) and read it back, or
     # hand it to a disc robot's hot folder; neither: the disc stays in ``out``.
     burn: str | None = None
@@ -217,7 +229,7 @@ def _convert(key: str, value: Any, base: Path, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number of seconds")
         return float(value)
-    if key in ("span", "label_pdf", "skip_unusable", "allow_any_caller"):
+    if key in ("span", "label_pdf", "skip_unusable", "allow_any_caller", "prepare_ahead"):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value

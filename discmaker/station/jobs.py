@@ -76,6 +76,19 @@ def run_job(station: Station, job: Job) -> None:
     except Exception as exc:  # one job's bug must not stop a station making other discs
         log.exception("station: job %d: internal error", job.id)
         _fail(station, job, f"internal error in discmaker ({type(exc).__name__}); see the log")
+    finally:
+        _forget_ahead(station, job)
+
+
+def _forget_ahead(station: Station, job: Job) -> None:
+    """Drop what was prepared ahead for ``job`` and not taken (its disc is made or failed)."""
+    if station.ahead is None:
+        return
+    try:
+        files = station.queue.job_files(job.id)
+    except Exception:  # the queue is what failed (said already): they go at the close
+        return
+    station.ahead.forget(path for _, path in files)
 
 
 def _reason(station: Station, job: Job, exc: DiscmakerError) -> str:
@@ -108,6 +121,7 @@ def _author(station: Station, job: Job) -> Job:
     out = config.out / (f"{label}.iso" if config.format == "iso" else label)
     label_pdf = config.out / f"{label}.pdf" if config.label_pdf else None
     started = time.monotonic()
+    used_before = station.ahead.used if station.ahead is not None else 0
     result = author(
         AuthorRequest(
             inputs=tuple(Path(path) for _, path in files),
@@ -123,6 +137,7 @@ def _author(station: Station, job: Job) -> Job:
             label_pdf=label_pdf,
             label_text=job.label_text,
             label_from_instances=job.label_from_instances,
+            ahead=station.ahead,
             skip_unusable=config.skip_unusable,
             overwrite=True,  # only an earlier, interrupted attempt of this job can be there
             expected_instances=frozenset(uid for uid, _ in files),
@@ -145,11 +160,12 @@ def _author(station: Station, job: Job) -> Job:
         _remove(outputs, label_pdf)
         raise _Cancelled
     log.info(
-        "station: job %d: %d image(s) on %d disc(s) in %.1f s",
+        "station: job %d: %d image(s) on %d disc(s) in %.1f s (%d sealed as they arrived)",
         job.id,
         result.images,
         len(outputs),
         time.monotonic() - started,
+        (station.ahead.used if station.ahead is not None else 0) - used_before,
     )
     found = queue.job(job.id)
     assert found is not None

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discmaker.atomic import PARTIAL
+from discmaker.author.ahead import PreparedAhead
 from discmaker.errors import DiscmakerError, OutputError, UsageError
 from discmaker.pacs.receive import (
     MediaRequest,
@@ -38,6 +39,7 @@ from discmaker.pacs.receive import (
     ReceiverConfig,
     Refused,
 )
+from discmaker.parallel import default_workers
 from discmaker.station import jobs
 from discmaker.station.audit import AuditLog
 from discmaker.station.config import StationConfig
@@ -107,9 +109,18 @@ class Station:
         self.idle = threading.Event()  # set whenever the loop finds nothing to do (tests wait)
         self._audit_retry = 0.0  # monotonic time before which missing audit lines wait
         self.trust = jobs.self_check_trust(config.state, cert)
+        # Instances are sealed as they arrive, in worker processes of their own, so that a
+        # study's disc is mostly made by the time the study is complete.
+        self.ahead = (
+            PreparedAhead(config.state / "ahead", key, workers=config.workers or default_workers())
+            if config.prepare_ahead
+            else None
+        )
 
     def close(self) -> None:
         self.receiver.stop()
+        if self.ahead is not None:
+            self.ahead.close()
         self.audit.close()
         self.queue.close()
 
@@ -136,6 +147,8 @@ class Station:
         """
         with _exclusive(self.config.state):
             self._clean_up()
+            if self.ahead is not None:
+                self.ahead.start()  # before the first instance, which must not wait for it
             self.receiver.start()
             log.info(
                 "station: %s listening on %s:%d",
@@ -318,6 +331,8 @@ class Station:
         except UsageError as exc:  # the same UID sent for two studies at the same moment
             self.spool.remove([str(path)])
             raise Refused(_CANNOT_UNDERSTAND, _OTHER_STUDY) from exc
+        if self.ahead is not None and fate != "late":
+            self.ahead.submit(path)
         if fate == "late":
             log.warning(
                 "station: study %s: an instance arrived while its disc is being made; it is "
