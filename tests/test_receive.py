@@ -47,7 +47,7 @@ from tests.pacs_fixtures import LOOPBACK, media_request
 
 OUR_AET = "DISCSTATION"
 SENDER = "SENDER"
-WAIT_SECONDS = 5.0
+WAIT_SECONDS = 30.0  # a timeout only when something is wrong: generous, as CI machines are loaded
 
 
 # -- the fake station ---------------------------------------------------------------------------

@@ -41,8 +41,10 @@ from discmaker.parallel import ContextPool
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 20_000
-"""Files held prepared (or under way) at most; past it a file waits for its author."""
+MAX_PENDING = 5_000
+"""Files held prepared (or under way) at most (a 3,000-slice CT study fits; each result
+holds about 10-20 KB in memory until its author takes it); past it a file waits for its
+author."""
 NICENESS = 10
 """The workers run below the host (``os.nice``): a sender waiting for its C-STORE answer
 goes first, sealing takes the cores left over."""
