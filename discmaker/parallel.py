@@ -147,6 +147,10 @@ class ContextPool:
         for started in [self._pool.submit(_ready) for _ in range(self._workers)]:
             started.result()
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for monitoring, and tests that kill one)."""
+        return list(getattr(self._pool, "_processes", None) or ())
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 

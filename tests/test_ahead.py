@@ -4,8 +4,11 @@ only while it is certainly what the author would make now."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,25 @@ def test_a_result_left_by_an_earlier_process_is_removed(
     shutil.copy(study[0], folder / "00000000.dcm")
     with PreparedAhead(folder, centre.identity.private_key, workers=1) as ahead:
         assert not list(ahead.folder.iterdir())
+
+
+def test_workers_that_die_cost_the_sender_nothing_and_new_ones_take_over(
+    tmp_path: Path, centre: Centre, study: list[Path]
+) -> None:
+    """A worker killed (out of memory, an operator): the files under way are prepared by the
+    author instead, the next submit does not fail (a C-STORE answer depends on it) and new
+    workers prepare what comes next."""
+    with _submitted(tmp_path, centre, study[:2]) as ahead:
+        pids = ahead.worker_pids()
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1)  # the pool notices its workers are gone
+        for path in study[2:]:
+            ahead.submit(path)  # no exception, whatever the pool's state
+        out = tmp_path / "disc.iso"
+        author_disc(centre, [study[0].parent.parent], out, ahead=ahead)
+        assert ahead.used >= 1  # the new workers' results were taken
+    plain = tmp_path / "plain.iso"
+    author_disc(centre, [study[0].parent.parent], plain)
+    assert out.read_bytes() == plain.read_bytes()

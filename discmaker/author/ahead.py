@@ -119,11 +119,23 @@ class PreparedAhead:
             old = self._entries.pop(str(source), None)
             if old is not None:  # sent again: the newer file counts
                 _drop(old)
-            pool = self._started()
             work = self.folder / f"{next(self._names):08d}.dcm"
             job = create._Job(source=str(source), work_path=str(work), relative=source.name)
-            future = pool.submit(create._prepare, job)
+            try:
+                future = self._started().submit(create._prepare, job)
+            except Exception as exc:  # a worker died (killed, out of memory): never the
+                # sender's problem; the author prepares this file, new workers take the next
+                log.warning("ahead: workers lost (%s); starting new ones", type(exc).__name__)
+                broken, self._pool = self._pool, None
+                if broken is not None:
+                    broken.close()
+                return
             self._entries[str(source)] = _Entry(stamp, work, future)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes' ids (none before the first file or :meth:`start`)."""
+        with self._lock:
+            return self._pool.pids() if self._pool is not None else []
 
     def holds(self, source: Path) -> bool:
         """Whether ``source`` was submitted and not taken or forgotten since."""
