@@ -54,7 +54,10 @@ def _blocks(m: Bool) -> npt.NDArray[np.uint8]:
     br, bc = rows // BLOCK, cols // BLOCK
     u = np.ascontiguousarray(m[: br * BLOCK, : bc * BLOCK]).view(np.uint8)
     rowsum = u.reshape(br, BLOCK, bc * BLOCK).sum(axis=1, dtype=np.uint8)
-    out: npt.NDArray[np.uint8] = rowsum.reshape(br, bc, BLOCK).sum(axis=2, dtype=np.uint8)
+    # the 8 column sums of a block (each <= 8) are the 8 bytes of one uint64: their total
+    # (<= 64, no carry between bytes) is the top byte of the product with 0x0101...01
+    words = rowsum.view(np.uint64) * np.uint64(0x0101010101010101)
+    out: npt.NDArray[np.uint8] = (words >> np.uint64(56)).astype(np.uint8)
     return out
 
 
@@ -69,21 +72,40 @@ def _grow(m: Bool) -> Bool:
 
 
 def _border_connected(cand: Bool) -> Bool:
-    """Blocks of ``cand`` 4-connected to the border (iterated dilation on the block grid)."""
+    """Blocks of ``cand`` 4-connected to the border (the fixed point of an iterated dilation
+    from the border blocks, found by filling whole runs of a row or column at a time)."""
     seed = np.zeros(cand.shape, bool)
     seed[0], seed[-1], seed[:, 0], seed[:, -1] = cand[0], cand[-1], cand[:, 0], cand[:, -1]
-    for _ in range(cand.size):
-        nxt = _grow(seed) & cand
-        if np.array_equal(nxt, seed):
-            break
-        seed = nxt
-    return seed
+    by_cols = False  # seed is closed along columns (the output of a column fill)
+    while True:  # until closed both ways: a fill that changes nothing ends it
+        rows = _fill_runs(cand, seed)
+        if by_cols and np.array_equal(rows, seed):
+            return seed
+        cols = _fill_runs(cand.T, rows.T).T
+        if np.array_equal(cols, rows):
+            return rows
+        seed, by_cols = cols, True
+
+
+def _fill_runs(cand: Bool, seed: Bool) -> Bool:
+    """Every run of ``cand`` along a row that holds a ``seed`` cell, filled (``seed`` within
+    ``cand``)."""
+    rows, cols = cand.shape
+    flat = np.zeros((rows, cols + 1), bool)  # a False column between rows ends every run
+    flat[:, :cols] = cand
+    c = flat.ravel()
+    starts = c.copy()
+    starts[1:] &= ~c[:-1]
+    run = np.cumsum(starts).reshape(rows, cols + 1)[:, :cols]  # run number (from 1) in a run
+    hit = np.zeros(int(run[-1, -1]) + 2, bool)
+    hit[run[seed]] = True  # a seed lies in a run (``seed`` within ``cand``)
+    out: Bool = hit[run] & cand
+    return out
 
 
 def _up(m: npt.NDArray[np.uint8], shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
     """Block values per pixel (partial edge rows/columns take the last whole block's)."""
-    br, bc = m.shape
-    up = np.broadcast_to(m[:, None, :, None], (br, BLOCK, bc, BLOCK)).reshape(br * BLOCK, -1)
+    up = np.repeat(np.repeat(m, BLOCK, axis=1), BLOCK, axis=0)
     if up.shape != shape:
         up = np.pad(up, ((0, shape[0] - up.shape[0]), (0, shape[1] - up.shape[1])), "edge")
     return up

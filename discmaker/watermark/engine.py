@@ -23,10 +23,13 @@ Pure numpy, no I/O. See docs/WATERMARK.md for the bitstream layout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -247,6 +250,7 @@ def to_stored(raw: RawPlane, fmt: PixelFormat) -> I32:
 
 
 def _write_raw(raw: RawPlane, stored: I32, fmt: PixelFormat) -> None:
+    """Put ``stored`` values into the raw words (in place), keeping their unused high bits."""
     keep = ~fmt.mask & 0xFFFF
     raw[...] = (raw.astype(np.int32) & keep) | (stored & fmt.mask)
 
@@ -258,18 +262,35 @@ def _in_pad(x: I32, fmt: PixelFormat) -> Bool | None:
     if lo == hi:
         eq: Bool = x == lo
         return eq
-    rng: Bool = np.subtract(x, lo).view(np.uint32) <= hi - lo  # lo <= x <= hi
+    rng: Bool = _unsigned(np.subtract(x, lo)) <= hi - lo  # lo <= x <= hi
     return rng
 
 
-def _moved_invalid(c: I32, neg: Bool, fmt: PixelFormat) -> Bool:
-    """Per target: c + 1 (c - 1 where ``neg``) is out of range or padding (a fresh array)."""
-    x = c + 1
-    x -= neg
-    x -= neg
+def _sign(e: I32) -> I32:
+    """+1 where e >= 0, -1 where e < 0: the side a target moves to."""
+    sign = e >> (8 * e.itemsize - 1)
+    sign |= 1
+    return sign
+
+
+def _unsigned(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``x`` (int16 or int32) viewed as the unsigned type of its size: lo <= x <= hi is then
+    one compare, (x - lo) as unsigned <= hi - lo."""
+    return x.view(np.uint16 if x.dtype.itemsize == 2 else np.uint32)
+
+
+def _moved_invalid(
+    c: I32, sign: I32, fmt: PixelFormat, span: tuple[int, int] | None = None
+) -> Bool:
+    """Per target: c + ``sign`` (`_sign`) is out of range or padding (a fresh array).
+    ``span``: bounds of ``c`` when the caller knows them (else found)."""
+    x = c + sign
     if x.size == 0:
         return np.zeros(x.shape, bool)
-    xmin, xmax = int(x.min()), int(x.max())
+    if span is None:
+        xmin, xmax = int(x.min()), int(x.max())
+    else:
+        xmin, xmax = span[0] - 1, span[1] + 1
     bad: Bool | None = None
     if xmin < fmt.vmin:
         bad = x < fmt.vmin
@@ -366,6 +387,92 @@ def header_ring_head(
     return out
 
 
+def _ring_keys(vals: I32, usable: Bool | None, fmt: PixelFormat, order: int) -> npt.NDArray[Any]:
+    """Per ring pixel of a stack of rings (boxes, ring), a unique key whose ascending order is a
+    reading's: ``order`` 0 clockwise (v3), 1 darkest first, 2 brightest first (`header_ring`,
+    stable: clockwise among equals); pixels that are not usable (`usable_ring`) come last."""
+    size = vals.shape[1]
+    # ranks < 2^15, unusable 2^16: int32 keys unless the ring is longer than 32767 pixels
+    dtype = np.int32 if size < 1 << 15 else np.int64
+    if order == 0:
+        rank = np.zeros(vals.shape, dtype)
+    elif order == 2:
+        rank = ((fmt.vmax >> 1) - (vals >> 1)).astype(dtype)
+    else:
+        rank = ((vals >> 1) - (fmt.vmin >> 1)).astype(dtype)
+    if usable is not None:
+        rank[~usable] = 1 << 16  # past every rank
+    rank *= size
+    rank += np.arange(size, dtype=dtype)
+    key: npt.NDArray[Any] = rank
+    return key
+
+
+@functools.lru_cache(maxsize=16)
+def _ring_flat(cols: int, boxes: tuple[Box, ...]) -> npt.NDArray[np.intp]:
+    """Flat indices (boxes, ring) of ring 0 of boxes of one shape in a plane of ``cols``
+    columns, clockwise (`_ring_index`)."""
+    rr, cc = _ring_rc(*boxes[0].shape)
+    rows = np.array([b.row0 for b in boxes])[:, None] + rr
+    flat: npt.NDArray[np.intp] = rows * cols + np.array([b.col0 for b in boxes])[:, None] + cc
+    flat.setflags(write=False)
+    return flat
+
+
+def _ring_stack(
+    plane: npt.NDArray[Any], boxes: list[Box], fmt: PixelFormat, stored: bool
+) -> tuple[I32, Bool | None]:
+    """Ring 0 of every box (all of one shape, at least 5 x 5) of a plane, clockwise: stored
+    values (boxes, ring) and which of them are usable (`usable_ring`; None: all).
+    ``stored``: the plane holds stored values already (else raw words)."""
+    if plane.flags.c_contiguous:  # a 1-D gather is several times faster
+        vals = plane.reshape(-1)[_ring_flat(plane.shape[1], tuple(boxes))]
+    else:
+        h, w = boxes[0].shape
+        rr, cc = _ring_rc(h, w)
+        rows = np.array([b.row0 for b in boxes])[:, None] + rr
+        vals = plane[rows, np.array([b.col0 for b in boxes])[:, None] + cc]
+    vals = vals.astype(np.int32) if stored else to_stored(vals, fmt)
+    if fmt.padding is None:
+        return vals, None
+    pad = _in_pad(vals, fmt)
+    pad1 = _in_pad(vals ^ 1, fmt)
+    assert pad is not None and pad1 is not None
+    usable: Bool = ~(pad | pad1)
+    return vals, usable
+
+
+def _ring_heads(
+    plane: I32, boxes: list[Box], fmt: PixelFormat, n: int, bright: list[bool]
+) -> list[npt.NDArray[np.intp]]:
+    """`header_ring_head` of every box of a plane of stored values (``bright`` per box)."""
+    out: list[npt.NDArray[np.intp]] = [np.zeros(0, np.intp)] * len(boxes)
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, b in enumerate(boxes):
+        shapes.setdefault(b.shape, []).append(i)
+    for (h, w), idx in shapes.items():
+        if h < 5 or w < 5:  # `_ring_index` of smaller boxes: one at a time
+            for i in idx:
+                b = boxes[i]
+                out[i] = header_ring_head(plane[b.slices()], fmt, n, bright=bright[i])
+            continue
+        vals, usable = _ring_stack(plane, [boxes[i] for i in idx], fmt, stored=True)
+        size = vals.shape[1]
+        counts = [size] * len(idx) if usable is None else np.count_nonzero(usable, 1).tolist()
+        ring = _ring_index(h, w)
+        m = min(n, size)
+        for order in (1, 2):
+            rows = [j for j, i in enumerate(idx) if bright[i] == (order == 2)]
+            if not rows:
+                continue
+            key = _ring_keys(vals[rows], None if usable is None else usable[rows], fmt, order)
+            part = key if m >= size else np.partition(key, m - 1, axis=1)[:, :m]
+            head = np.sort(part, axis=1)[:, :m] % size
+            for r, j in enumerate(rows):
+                out[idx[j]] = ring[head[r, : min(m, counts[j])]]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # one pass over the two strided sub-grids of one colour
 
@@ -398,25 +505,23 @@ def _nb_ok(padm: Bool | None) -> Bool | None:
     """Per pixel of the region: no 4-neighbour in padding (valid on rows/cols 1..-2)."""
     if padm is None:
         return None
-    bad = np.zeros(padm.shape, bool)
-    inner = bad[1:-1, 1:-1]
-    np.logical_or(padm[:-2, 1:-1], padm[2:, 1:-1], out=inner)
-    inner |= padm[1:-1, :-2]
-    inner |= padm[1:-1, 2:]
-    return ~bad
+    ok = _nb_ok_stack(np.ascontiguousarray(padm)[None])
+    assert ok is not None
+    out: Bool = ok[0]
+    return out
 
 
 def _calm(a: I32, fmt: PixelFormat) -> bool:
     """True when no value of ``a`` (so no target and no prediction) is within the guard of a
-    range end or padding: `_danger` is then None and `_near` False for every sub-grid."""
+    range end or padding: `_danger` is then None and no target is frozen or ambiguous."""
     if a.size == 0:
         return False
-    amin, amax = int(a.min()), int(a.max())
-    if amin <= fmt.vmin + _K_GUARD or amax >= fmt.vmax - _K_GUARD:
-        return False
-    return (
-        fmt.padding is None or amin > fmt.padding[1] + _K_GUARD or amax < fmt.padding[0] - _K_GUARD
-    )
+    return _calm_range(*_span(a), fmt)
+
+
+def _span(a: I32) -> tuple[int, int]:
+    """(min, max) of a non-empty array."""
+    return int(a.min()), int(a.max())
 
 
 def _stacked(x: npt.NDArray[np.generic]) -> bool:
@@ -441,22 +546,6 @@ def _stack(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> npt.NDArray[_G]:
     return view
 
 
-def _pair(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> npt.NDArray[_G]:
-    """`_stack` of (dr, dc) and of (-dr, -dc) as one view of shape (2, 2, H, W), (dr, dc) first:
-    the up and down (or left and right) neighbours of pass k's targets, copied in one go."""
-    h, w = x.shape
-    (r0, c0), (r1, c1) = _SUBGRIDS[k]
-    it = x.itemsize
-    view: npt.NDArray[_G] = np.ndarray(
-        (2, 2, (h - 4) // 2, (w - 4) // 2),
-        x.dtype,
-        buffer=x,
-        offset=((r0 + dr) * w + c0 + dc) * it,
-        strides=(-2 * (dr * w + dc) * it, ((r1 - r0) * w + c1 - c0) * it, 2 * w * it, 2 * it),
-    )
-    return view
-
-
 def _parts(x: npt.NDArray[_G], k: int) -> list[npt.NDArray[_G]]:
     """The targets of pass k in a region array, as in `_Grid`."""
     if _stacked(x):
@@ -473,17 +562,18 @@ def _grids(
     calm: bool,
     roi: Roi | None = None,
     guard: int = _K_GUARD,
+    span: tuple[int, int] | None = None,
 ) -> list[_Grid]:
     """Pass k's targets; ``nbok`` is `_nb_ok` of the region's padding, ``calm`` `_calm` of
-    ``a``, ``roi`` the v4 target rule (None: every target), ``guard`` the `_danger` zone."""
+    ``a``, ``roi`` the v4 target rule (None: every target), ``guard`` the `_danger` zone,
+    ``span`` `_span` of ``a`` if known."""
     out: list[_Grid] = []
     oks = None if nbok is None else _parts(nbok, k)
     parts: list[tuple[I32, ...]] = []
     if _stacked(a):
         # contiguous copies of the neighbours: strided arithmetic is several times slower
-        ud = np.ascontiguousarray(_pair(a, k, -1, 0))
-        lr = np.ascontiguousarray(_pair(a, k, 0, -1))
-        parts.append((_stack(a, k, 0, 0), ud[0], ud[1], lr[0], lr[1]))
+        u, d, lf, rt = _neighbours(a[None], k, 0)
+        parts.append((_stack(a, k, 0, 0), u[0], d[0], lf[0], rt[0]))
     else:
         h, w = a.shape
         for r0, c0 in _SUBGRIDS[k]:
@@ -523,23 +613,26 @@ def _grids(
         if fmt.bits_stored >= 16:
             np.minimum(hi, T_MAX, out=hi)
         cx = hi
-        danger = None if calm else _danger(p, fmt, guard)
+        danger = None if calm else _danger(p, fmt, guard, span)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
         out.append(_Grid(view, c, p, cx, elig))
     return out
 
 
-def _danger(p: I32, fmt: PixelFormat, guard: int = _K_GUARD) -> Bool | None:
+def _danger(
+    p: I32, fmt: PixelFormat, guard: int = _K_GUARD, span: tuple[int, int] | None = None
+) -> Bool | None:
     """Targets whose prediction lies next to a forbidden value are not selected.
 
     Near such values a target is often frozen (its move would leave the range or reach
     padding), and every frozen target would cost a location-map bit. Depends on the prediction
     only, so the decoder derives the same set. None when no prediction is in danger.
+    ``span``: bounds of the region values (so of the predictions), when the caller has them.
     """
     if p.size == 0:
         return None
-    pmin, pmax = int(p.min()), int(p.max())
+    pmin, pmax = (int(p.min()), int(p.max())) if span is None else span
     zones = [(fmt.vmin + 1, fmt.vmin + guard), (fmt.vmax - guard, fmt.vmax)]
     if fmt.padding is not None:
         zones.append((fmt.padding[0] - guard, fmt.padding[1] + guard))
@@ -547,45 +640,21 @@ def _danger(p: I32, fmt: PixelFormat, guard: int = _K_GUARD) -> Bool | None:
     for lo, hi in zones:
         if pmax < lo or pmin > hi:
             continue
-        z = np.subtract(p, lo).view(np.uint32) <= hi - lo  # lo <= p <= hi
+        z = _unsigned(np.subtract(p, lo)) <= hi - lo  # lo <= p <= hi
         out = z if out is None else out | z
     return out
-
-
-def _near(c: I32, fmt: PixelFormat, calm: bool) -> list[bool]:
-    """Per sub-grid of a stack: some target might be frozen or ambiguous (a value within 2 of an
-    invalid value). A sub-grid that is not near the edge has no frozen and no ambiguous target:
-    it carries no location-map flags."""
-    n = c.shape[0]
-    if calm or c.size == 0:
-        return [False] * n
-    mins, maxs = c.min(axis=(1, 2)).tolist(), c.max(axis=(1, 2)).tolist()
-    out: list[bool | None] = []
-    for cmin, cmax in zip(mins, maxs, strict=True):
-        if cmin - 2 < fmt.vmin or cmax + 2 > fmt.vmax:
-            out.append(True)
-        elif fmt.padding is None or cmin - 2 > fmt.padding[1] or cmax + 2 < fmt.padding[0]:
-            out.append(False)
-        else:
-            out.append(None)
-    if None in out:
-        # a value >= 3 away from padding ends >= 2 away after its move, and the potential move
-        # of that final value (the decoder's test) still cannot reach padding: both sides agree
-        assert fmt.padding is not None
-        lo, hi = fmt.padding[0] - 2, fmt.padding[1] + 2
-        hit: npt.NDArray[np.bool_] = np.any(np.subtract(c, lo).view(np.uint32) <= hi - lo, (1, 2))
-        return [bool(h) if o is None else o for o, h in zip(out, hit.tolist(), strict=True)]
-    return [bool(o) for o in out]
 
 
 @dataclass
 class _EncGrid:
     g: _Grid
-    neg: Bool  # e < 0 (the side a target moves to; moving keeps it)
+    sign: I32  # `_sign` of e (the side a target moves to; moving keeps it)
     active: Bool  # eligible and not frozen (ignoring the threshold)
     carrier: Bool  # active and e in {0, -1}
-    frozen: Bool | None  # eligible-but-frozen targets (None: none can be frozen)
-    near: list[bool]  # per sub-grid: `_near` (its frozen targets get flags)
+    # eligible-but-frozen targets (None: none is frozen and none can become ambiguous, its
+    # location-map flag: every value is >= 3 from an invalid one, see `_may_freeze`)
+    frozen: Bool | None
+    span: tuple[int, int]  # (min, max) of the region values analysed
 
 
 def _analyse(
@@ -595,23 +664,27 @@ def _analyse(
     nbok: Bool | None,
     roi: Roi | None = None,
     guard: int = _K_GUARD,
-    calm: bool | None = None,
+    span: tuple[int, int] | None = None,
 ) -> tuple[list[_EncGrid], npt.NDArray[np.int64]]:
     """Pass k's targets of ``a`` analysed for embedding, and the cumulative carrier count per
-    complexity; ``calm`` is `_calm` of ``a`` when the caller has it."""
+    complexity; ``span`` is `_span` of ``a`` when the caller has it."""
     encs: list[_EncGrid] = []
     cxs: list[I32] = []
-    if calm is None:
-        calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, nbok, calm, roi, guard):
+    if span is None:
+        span = _span(a)
+    calm = _calm_range(*span, fmt)
+    # frozen targets (their move would leave the range or reach padding) and ambiguous ones
+    # (flagged: a moved value next to an invalid one) need a value within 2 of an invalid one;
+    # `_may_freeze` finds sub-grids without any (`frozen` None: no flags)
+    check = not calm and _maybe_near(*span, fmt)
+    for g in _grids(a, k, fmt, nbok, calm, roi, guard, span):
         e = g.c - g.p
-        peak = (e + 1).view(np.uint32) <= 1  # e in {0, -1}
-        neg = e < 0
+        peak = _unsigned(e + 1) <= 1  # e in {0, -1}
+        sign = _sign(e)
         frozen: Bool | None = None
-        near = _near(g.c, fmt, calm)
-        if any(near):  # not near: nothing frozen there (values >= 2 from any invalid value)
+        if check and _may_freeze(g.c, span, fmt):
             pad = _in_pad(g.c, fmt)
-            frozen = _moved_invalid(g.c, neg, fmt)
+            frozen = _moved_invalid(g.c, sign, fmt, span)
             if pad is not None:
                 frozen |= pad
         if frozen is None:
@@ -620,11 +693,22 @@ def _analyse(
         else:
             active = ~frozen if g.elig is None else g.elig & ~frozen
             carrier = active & peak
-        encs.append(_EncGrid(g, neg, active, carrier, frozen, near))
+        encs.append(_EncGrid(g, sign, active, carrier, frozen, span))
         cxs.append(g.cx[carrier])
     allcx = cxs[0] if len(cxs) == 1 else np.concatenate(cxs)
     cum = np.cumsum(np.bincount(allcx, minlength=1))
     return encs, cum
+
+
+def _may_freeze(c: I32, span: tuple[int, int], fmt: PixelFormat) -> bool:
+    """Some value of ``c`` (values of a region of ``span``) may be within 2 of an invalid value:
+    else no target is frozen, and none is ambiguous after its move by 1, so no location-map
+    flag comes from ``c`` (flags are read per ambiguous target, frozen or not)."""
+    amin, amax = span
+    if amin - 2 < fmt.vmin or amax + 2 > fmt.vmax or fmt.padding is None:
+        return True
+    lo, hi = fmt.padding
+    return bool(np.any(_unsigned(np.subtract(c, lo - 2)) <= hi - lo + 4))
 
 
 def _threshold(cum: npt.NDArray[np.int64], n: int) -> int:
@@ -672,104 +756,38 @@ def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: 
             full[: chunk.size] = chunk
             chunk = full
         move[car] = chunk
-        sign = np.subtract(1, eg.neg, dtype=np.int32)
-        sign -= eg.neg
-        move *= sign
+        move *= eg.sign
         tc = g.c + move
         view[...] = tc
-        if eg.frozen is not None and all(eg.near):
-            # every sub-grid near: one pass over the stack (flags in C order, sub-grid by
-            # sub-grid, as the loop below gives them)
-            flags.append(eg.frozen[_ambiguous(tc, eg.neg, sel, fmt)].astype(np.uint8))
-            continue
-        for j, near in enumerate(eg.near):
-            if near and eg.frozen is not None:
-                amb = _ambiguous(tc[j], eg.neg[j], sel[j], fmt)
-                flags.append(eg.frozen[j][amb].astype(np.uint8))
-            else:
-                flags.append(_NOFLAGS)
+        if eg.frozen is None:
+            flags.extend([_NOFLAGS] * tc.shape[0])
+        else:
+            # one pass over the stack: flags in C order, sub-grid by sub-grid (a sub-grid with
+            # no value within 2 of an invalid one has no frozen target and gives none)
+            # (tc: the analysed values moved by at most 1)
+            span = (eg.span[0] - 1, eg.span[1] + 1)
+            flags.append(eg.frozen[_ambiguous(tc, eg.sign, sel, fmt, span)].astype(np.uint8))
     return flags
 
 
-def _ambiguous(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> Bool:
-    """Selected targets whose final value could be either frozen or moved there (``neg``:
-    final e = c - p < 0)."""
-    return _ambiguous_pad(c, neg, sel, fmt)[0]
+def _ambiguous(
+    c: I32, sign: I32, sel: Bool, fmt: PixelFormat, span: tuple[int, int] | None = None
+) -> Bool:
+    """Selected targets whose final value could be either frozen or moved there (``sign``:
+    `_sign` of the final e = c - p; ``span``: bounds of ``c`` if known)."""
+    return _ambiguous_pad(c, sign, sel, fmt, span)[0]
 
 
-def _ambiguous_pad(c: I32, neg: Bool, sel: Bool, fmt: PixelFormat) -> tuple[Bool, Bool | None]:
+def _ambiguous_pad(
+    c: I32, sign: I32, sel: Bool, fmt: PixelFormat, span: tuple[int, int] | None = None
+) -> tuple[Bool, Bool | None]:
     """`_ambiguous` and `_in_pad` of ``c`` (the decoder needs both)."""
-    amb = _moved_invalid(c, neg, fmt)
+    amb = _moved_invalid(c, sign, fmt, span)
     amb &= sel
     pad = _in_pad(c, fmt)
     if pad is not None:
         amb &= ~pad
     return amb, pad
-
-
-def _undo(
-    a: I32,
-    k: int,
-    t: int,
-    fmt: PixelFormat,
-    *,
-    flags: U8,
-    fpos: int,
-    roi: Roi | None = None,
-    guard: int = _K_GUARD,
-) -> tuple[list[U8], int] | None:
-    """Undo pass k at threshold t; returns (carried bits per sub-grid, flags consumed)."""
-    out: list[U8] = []
-    if t < 0:
-        return out, fpos
-    calm = _calm(a, fmt)
-    for g in _grids(a, k, fmt, _nb_ok(_pad_map(a, fmt)), calm, roi, guard):
-        c = g.c  # a copy, written back to g.view at the end
-        sel = g.cx <= t
-        if g.elig is not None:
-            sel &= g.elig
-        e = c - g.p
-        neg = e < 0
-        act = sel
-        nears = _near(c, fmt, calm)
-        if all(nears):
-            # every sub-grid near: one pass over the stack (its flags are read in C order,
-            # sub-grid by sub-grid, as in the loop below)
-            act = sel.copy()
-            amb, pad = _ambiguous_pad(c, neg, sel, fmt)
-            namb = int(np.count_nonzero(amb))
-            if fpos + namb > flags.size:
-                return None
-            act[amb] = flags[fpos : fpos + namb] == 0
-            fpos += namb
-            if pad is not None:
-                act &= ~pad
-            nears = []
-        for j, near in enumerate(nears):
-            if not near:
-                continue
-            if act is sel:
-                act = sel.copy()
-            amb, pad = _ambiguous_pad(c[j], neg[j], sel[j], fmt)
-            namb = int(np.count_nonzero(amb))
-            if fpos + namb > flags.size:
-                return None
-            actj = act[j]
-            actj[amb] = flags[fpos : fpos + namb] == 0
-            fpos += namb
-            if pad is not None:
-                actj &= ~pad
-        car = np.add(e, 2).view(np.uint32) <= 3  # -2 <= e <= 1
-        car &= act
-        ec = e[car]
-        out.append(np.where(ec >= 0, ec, -1 - ec).astype(np.uint8))
-        move = np.subtract(1, neg, dtype=np.int32)  # a shifted target moves back by 1
-        move -= neg
-        move *= act
-        c -= move
-        # a carrier returns to its prediction (e in {0, -1})
-        g.view[...] = np.where(car, g.p - neg, c)
-    return out, fpos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -793,8 +811,8 @@ def _eg_decode(bits: U8, pos: int) -> tuple[int, int] | None:
     if pos + z + nb > bits.size:
         return None
     x = 0
-    for b in bits[pos + z : pos + z + nb]:
-        x = (x << 1) | int(b)
+    for b in bits[pos + z : pos + z + nb].tolist():
+        x = (x << 1) | b
     return x - (1 << _EG_K), pos + z + nb
 
 
@@ -807,7 +825,15 @@ def _crc(
     guard: int = _K_GUARD,
 ) -> U8:
     """CRC-24 (CRC-32, truncated) of box coordinates, bit depth, signedness and ``bits`` (v4:
-    also the ROI mode and level and the guard)."""
+    also the ROI mode and level and the guard), as 24 bits."""
+    crc = _crc_value(box, fmt, bits, version, roi, guard)
+    return np.unpackbits(np.frombuffer(crc.to_bytes(3, "big"), np.uint8))
+
+
+def _crc_value(
+    box: Box, fmt: PixelFormat, bits: U8, version: int, roi: Roi | None, guard: int
+) -> int:
+    """`_crc` as a number."""
     ctx = b"DMwm%d|%d,%d,%d,%d,%d,%d,%d|" % (
         version,
         box.row0,
@@ -821,8 +847,7 @@ def _crc(
     if version != 3:
         mode, level = (roi.mode, roi.level) if roi is not None else (0, 0)
         ctx += b"%d,%d,%d|" % (mode, level, guard)
-    crc = zlib.crc32(np.packbits(bits).tobytes(), zlib.crc32(ctx)) & 0xFFFFFF
-    return np.unpackbits(np.frombuffer(crc.to_bytes(3, "big"), np.uint8))
+    return zlib.crc32(np.packbits(bits).tobytes(), zlib.crc32(ctx)) & 0xFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,10 +877,184 @@ class _Pre:
 
 
 def _pre(s: I32, fmt: PixelFormat, nbok: Bool | None, roi: Roi | None, guard: int) -> _Pre:
-    calm = _calm(s, fmt)  # both passes are analysed on the same values
-    enc1, cum1 = _analyse(s, 0, fmt, nbok, roi, guard, calm)
-    enc2, cum2 = _analyse(s, 1, fmt, nbok, roi, guard, calm)
+    span = _span(s)  # both passes are analysed on the same values
+    enc1, cum1 = _analyse(s, 0, fmt, nbok, roi, guard, span)
+    enc2, cum2 = _analyse(s, 1, fmt, nbok, roi, guard, span)
     return _Pre(enc1, cum1, _active_cum(enc1, cum1.size), cum2, _active_cum(enc2, cum2.size))
+
+
+def _pre_stack(
+    s: I32, fmt: PixelFormat, rois: list[Roi | None], guard: int, nbok: Bool | None
+) -> list[_Pre]:
+    """`_pre` of every region of a stack (n, h, w) of stored values, each with its own ROI rule
+    and its own padding (``nbok``: `_nb_ok_stack` of the stack's `_pad_map`): both passes
+    analysed for all regions at once."""
+    flat = s.reshape(s.shape[0], -1)
+    spans = list(zip(flat.min(1).tolist(), flat.max(1).tolist(), strict=True))
+    passes = [_analyse_stack(s, k, fmt, nbok, rois, guard, spans) for k in (0, 1)]
+    out: list[_Pre] = []
+    for (enc1, cum1), (enc2, cum2) in zip(*passes, strict=True):
+        act1, act2 = _active_cum(enc1, cum1.size), _active_cum(enc2, cum2.size)
+        out.append(_Pre(enc1, cum1, act1, cum2, act2))
+    return out
+
+
+def _analyse_stack(
+    s: I32,
+    k: int,
+    fmt: PixelFormat,
+    nbok: Bool | None,
+    rois: list[Roi | None],
+    guard: int,
+    spans: list[tuple[int, int]],
+) -> list[tuple[list[_EncGrid], npt.NDArray[np.int64]]]:
+    """`_analyse` of pass k of every region of a stack (n, h, w): the same targets, flags and
+    counts, region j with rule rois[j], the stack's padding map ``nbok`` (`_nb_ok_stack`) and
+    its `_span` spans[j]. The regions' arrays are views of the stack's."""
+    n = s.shape[0]
+    calm = [_calm_range(*sp, fmt) for sp in spans]
+    check = [not cm and _maybe_near(*sp, fmt) for cm, sp in zip(calm, spans, strict=True)]
+    span = (min(sp[0] for sp in spans), max(sp[1] for sp in spans))
+    vt = np.iinfo(s.dtype)
+    dark = [r.level if r is not None and r.mode == 1 else vt.max for r in rois]
+    bright = [r.level if r is not None and r.mode == 2 else vt.min for r in rois]
+    oks = None if nbok is None else _stack_parts(nbok, k, 0, 0)
+    encs: list[list[_EncGrid]] = [[] for _ in range(n)]
+    for j, view in enumerate(_stack_parts(s, k, 0, 0)):
+        c = np.ascontiguousarray(view)
+        u, d, lf, rt = _neighbours(s, k, j)
+        p = u + d
+        p += lf
+        p += rt
+        p >>= 2
+        lo = np.minimum(u, d)
+        np.minimum(lo, lf, out=lo)
+        np.minimum(lo, rt, out=lo)
+        hi = np.maximum(u, d)
+        np.maximum(hi, lf, out=hi)
+        np.maximum(hi, rt, out=hi)
+        elig = None if oks is None else np.ascontiguousarray(oks[j])
+        if any(r is not None for r in rois):
+            inside = _selected(hi, lo, fmt, dark, bright)
+            elig = inside if elig is None else elig & inside
+        cx = _complexity_of(hi, lo, fmt)
+        danger = _stack_danger(p, fmt, [guard] * n, calm)
+        if danger is not None:
+            elig = ~danger if elig is None else elig & ~danger
+        e = c - p
+        peak = _unsigned(e + 1) <= 1  # e in {0, -1}
+        sign = _sign(e)
+        frozen: Bool | None = None
+        if any(check[r] and _may_freeze(c[r], spans[r], fmt) for r in range(n)):
+            frozen = _moved_invalid(c, sign, fmt, span)
+            pad = _in_pad(c, fmt)
+            if pad is not None:
+                frozen |= pad
+        active = np.ones(e.shape, bool) if elig is None else elig
+        if frozen is not None:
+            active = active & ~frozen
+        carrier = active & peak
+        for r in range(n):
+            g = _Grid(view[r], c[r], p[r], cx[r], None if elig is None else elig[r])
+            fr = None if frozen is None else frozen[r]
+            encs[r].append(_EncGrid(g, sign[r], active[r], carrier[r], fr, spans[r]))
+    out = []
+    for r in range(n):
+        cxs = [eg.g.cx[eg.carrier] for eg in encs[r]]
+        allcx = cxs[0] if len(cxs) == 1 else np.concatenate(cxs)
+        out.append((encs[r], np.cumsum(np.bincount(allcx, minlength=1))))
+    return out
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """What `_embed` finds of a region before its stream: `header_ring`, `_nb_ok` of its
+    `_pad_map` and `_pre`, all of the region's original stored values."""
+
+    ring: npt.NDArray[np.intp]
+    nbok: Bool | None
+    pre: _Pre
+
+
+class _Prepared(threading.local):
+    """`_Ready` of the regions a caller is about to embed (`prepared`), per thread."""
+
+    def __init__(self) -> None:
+        # (box, format, rule, version, guard) -> [(the region's stored values, their `_Ready`)]
+        self.pres: dict[tuple[Box, PixelFormat, Roi | None, int, int], list[tuple[I32, _Ready]]]
+        self.pres = {}
+
+
+_PREPARED = _Prepared()
+
+
+@contextlib.contextmanager
+def prepared(
+    plane: RawPlane, boxes: list[Box], fmt: PixelFormat, rois: list[Roi | None]
+) -> Iterator[None]:
+    """Within the block, `embed_region` of these boxes (format v4, rule rois[i] for boxes[i])
+    finds its first guard's analysis of the region ready: found for all boxes of one shape in
+    one pass. Only a speed-up: a region whose values differ from those analysed here (or any
+    other call) is analysed as usual."""
+    guard = _V4_GUARDS[0]
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, b in enumerate(boxes):
+        if b.shape[0] >= 5 and b.shape[1] >= 5:
+            shapes.setdefault(b.shape, []).append(i)
+    pres = _PREPARED.pres
+    for idx in shapes.values():
+        words = cast("RawPlane", np.stack([_region(plane, boxes[i]) for i in idx]))
+        s = _work_values(words, fmt)
+        padm = _pad_map(s, fmt)
+        nbok = _nb_ok_stack(padm)
+        some: list[bool] = [False] * len(idx)
+        if padm is not None:  # which regions hold padding (`_pad_map` of the region)
+            held: Bool = np.any(padm.reshape(len(idx), -1), axis=1)
+            some = [bool(x) for x in held]
+        group = [rois[i] for i in idx]
+        got = _pre_stack(s, fmt, group, guard, nbok)
+        rings = _header_rings(s, fmt, [r is not None and r.mode == 2 for r in group])
+        for j, (i, pre) in enumerate(zip(idx, got, strict=True)):
+            ok = nbok[j] if nbok is not None and some[j] else None
+            entry = (s[j], _Ready(rings[j], ok, pre))
+            pres.setdefault((boxes[i], fmt, rois[i], FORMAT_VERSION, guard), []).append(entry)
+    try:
+        yield
+    finally:
+        pres.clear()
+
+
+def _prepared_pre(
+    s: I32, box: Box, fmt: PixelFormat, roi: Roi | None, version: int, guard: int
+) -> _Ready | None:
+    """The `prepared` analysis of this region, if it was analysed on these very values."""
+    for values, ready in _PREPARED.pres.get((box, fmt, roi, version, guard), ()):
+        if np.array_equal(values, s):
+            return ready
+    return None
+
+
+def _header_rings(s: I32, fmt: PixelFormat, bright: list[bool]) -> list[npt.NDArray[np.intp]]:
+    """`header_ring` (format v4, ``bright`` per region) of every region of a stack (n, h, w)."""
+    n, h, w = s.shape
+    ring = _ring_index(h, w)
+    vals = s.reshape(n, -1)[:, ring]
+    usable: Bool | None = None
+    if fmt.padding is not None:  # `usable_ring`
+        pad = _in_pad(vals, fmt)
+        pad1 = _in_pad(vals ^ 1, fmt)
+        assert pad is not None and pad1 is not None
+        usable = ~(pad | pad1)
+    counts = [ring.size] * n if usable is None else np.count_nonzero(usable, 1).tolist()
+    out: list[npt.NDArray[np.intp]] = [ring] * n
+    for kind in (1, 2):
+        rows = [j for j in range(n) if bright[j] == (kind == 2)]
+        if rows:
+            key = _ring_keys(vals[rows], None if usable is None else usable[rows], fmt, kind)
+            order = np.sort(key, axis=1) % ring.size
+            for r, j in enumerate(rows):
+                out[j] = ring[order[r, : counts[j]]]
+    return out
 
 
 def _embed_stream(
@@ -901,7 +1100,8 @@ def _embed_stream(
 
 def _active_cum(encs: list[_EncGrid], size: int) -> npt.NDArray[np.int64]:
     cx = np.concatenate([eg.g.cx[eg.active] for eg in encs])
-    return np.cumsum(np.bincount(np.minimum(cx, size - 1), minlength=size))
+    top = min(size - 1, int(np.iinfo(cx.dtype).max))  # (a complexity is never above its type)
+    return np.cumsum(np.bincount(np.minimum(cx, top), minlength=size))
 
 
 def _split(pre: _Pre, nbits: int) -> int:
@@ -1012,17 +1212,21 @@ def _embed(
     guard: int,
 ) -> None:
     """`embed_region` with one guard (raw: the region's words, written only on success)."""
-    s = to_stored(raw, fmt)
+    s = _work_values(raw, fmt)
     h, w = s.shape
     pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
     body = np.concatenate([_eg_encode(len(payload)), pbits])
     head_bits = _side_bits(version, roi)
     if h < 5 or w < 5:
         raise WatermarkCapacityError(0, _overhead(head_bits, len(payload)) + pbits.size)
-    ring = header_ring(s, fmt, version, bright=roi is not None and roi.mode == 2)
+    ready = _prepared_pre(s, box, fmt, roi, version, guard)
+    if ready is None:
+        ring = header_ring(s, fmt, version, bright=roi is not None and roi.mode == 2)
+        nbok = _nb_ok(_pad_map(s, fmt))
+        pre = _pre(s, fmt, nbok, roi, guard)
+    else:
+        ring, nbok, pre = ready.ring, ready.nbok, ready.pre
     flat = s.ravel()
-    nbok = _nb_ok(_pad_map(s, fmt))
-    pre = _pre(s, fmt, nbok, roi, guard)
     nloc = 0
     for _ in range(6):
         nside = head_bits + (_LOC_LEN_BITS + nloc if nloc else 0)
@@ -1065,6 +1269,14 @@ def _embed(
     _write_raw(raw, a, fmt)
 
 
+_NOFLAGS = np.zeros(0, np.uint8)
+_NOFLAGS.setflags(write=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding: ring-0 headers, then the carriers of one shape undone together
+
+
 @dataclass(frozen=True)
 class _Header:
     used: npt.NDArray[np.intp]  # ring pixels holding side info
@@ -1076,60 +1288,65 @@ class _Header:
     guard: int
 
 
-def _ring_value(vals: I32, idx: npt.NDArray[np.intp], start: int, n: int) -> int:
-    bits = (vals[idx[start : start + n]] & 1).astype(np.int64)
-    return int(bits @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64)))
+def _bits_value(bits: list[int], start: int, n: int) -> int:
+    """The big-endian number in ``bits[start : start + n]``."""
+    v = 0
+    for b in bits[start : start + n]:
+        v = (v << 1) | b
+    return v
 
 
-def _parse_header(
-    ring: npt.NDArray[np.intp], vals: I32, fmt: PixelFormat, version: int, bright: bool
+_FIELD_BITS = HEADER_BITS + _MODE_BITS + _GUARD_BITS + _LEVEL_BITS + _LOC_LEN_BITS
+"""Header bits before the location map's flags, at most."""
+
+
+def _parse_ordered(
+    ring: npt.NDArray[np.intp],
+    vals: I32,
+    order: npt.NDArray[np.intp],
+    fmt: PixelFormat,
+    version: int,
 ) -> _Header | None:
-    """The region's side info in format ``version`` (v3 read clockwise, v4 in `header_ring`
-    order, dark or ``bright`` first), from its usable ring-0 pixels ``ring`` (`usable_ring`,
-    clockwise) and their stored values ``vals`` alone; None without such a header."""
-    if ring.size < HEADER_BITS:
+    """The region's side info in format ``version`` from ring 0: ``ring`` its flat indices and
+    ``vals`` their stored values (clockwise), ``order`` the usable ones (`usable_ring`) in the
+    order the reading fills them (v3 clockwise, v4 `header_ring`); None without such a header."""
+    size = order.size
+    if size < HEADER_BITS:
         return None
-    if version == 3:
-        order = np.arange(ring.size)
-    else:  # `header_ring`: by s >> 1 (brightest first when ``bright``), clockwise among equals
-        half = vals >> 1
-        # the magic first, from the order's first 8 pixels: most regions carry no such header
-        first = _order_head(half, 8, bright)
-        if int(np.packbits((vals[first] & 1).astype(np.uint8))[0]) >> 1 != _MAGICS[version]:
-            return None
-        order = np.argsort(-half if bright else half, kind="stable")
-    hdr = np.packbits((vals[order[:HEADER_BITS]] & 1).astype(np.uint8)).tobytes()
-    if hdr[0] >> 1 != _MAGICS[version]:
+    # the LSBs of every field before the location map's flags, read at once
+    field = (vals[order[:_FIELD_BITS]] & 1).tolist()
+    flag_magic = _bits_value(field, 0, 8)
+    if flag_magic >> 1 != _MAGICS[version]:
         return None
-    c1, c2 = hdr[1], hdr[2]
+    c1, c2 = _bits_value(field, 8, 8), _bits_value(field, 16, 8)
     if (c1 >= THRESHOLDS.size and c1 != _T_UNUSED) or (c2 >= THRESHOLDS.size and c2 != _T_UNUSED):
         return None
     nside = HEADER_BITS
     roi: Roi | None = None
     guard = _K_GUARD
     if version != 3:
-        if ring.size < nside + _MODE_BITS + _GUARD_BITS:
+        if size < nside + _MODE_BITS + _GUARD_BITS:
             return None
-        mode = _ring_value(vals, order, nside, _MODE_BITS)
-        guard = _GUARD_CODES[_ring_value(vals, order, nside + _MODE_BITS, _GUARD_BITS)]
+        mode = _bits_value(field, nside, _MODE_BITS)
+        guard = _GUARD_CODES[_bits_value(field, nside + _MODE_BITS, _GUARD_BITS)]
         nside += _MODE_BITS + _GUARD_BITS
         if mode == 3:
             return None
         if mode:
-            if ring.size < nside + _LEVEL_BITS:
+            if size < nside + _LEVEL_BITS:
                 return None
-            level = _ring_value(vals, order, nside, _LEVEL_BITS) + fmt.vmin
+            level = _bits_value(field, nside, _LEVEL_BITS) + fmt.vmin
             nside += _LEVEL_BITS
             if level > fmt.vmax:
                 return None
             roi = Roi(mode, level)
     nloc = 0
-    if hdr[0] & 1:
-        if ring.size < nside + _LOC_LEN_BITS:
+    if flag_magic & 1:
+        if size < nside + _LOC_LEN_BITS:
             return None
-        nloc = _ring_value(vals, order, nside, _LOC_LEN_BITS)
+        nloc = _bits_value(field, nside, _LOC_LEN_BITS)
         nside += _LOC_LEN_BITS + nloc
-        if nloc == 0 or ring.size < nside:
+        if nloc == 0 or size < nside:
             return None
     used: npt.NDArray[np.intp] = ring[order[:nside]]
     return _Header(used, c1, c2, nloc, version, roi, guard)
@@ -1144,60 +1361,165 @@ def _ring_rc(h: int, w: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]
     return rr, cc
 
 
+def _ring_headers(plane: RawPlane, boxes: list[Box], fmt: PixelFormat) -> list[list[_Header]]:
+    """Per box (all of one shape), the headers its ring 0 parses as, in reading order.
+
+    v3, then v4 with its header on the dark, then on the bright ring pixels: a carrier may pass
+    another reading's magic by chance (and then fail its CRC). The rings of all boxes are read
+    together; a reading's order is found in full only for a box whose first 8 pixels in that
+    order hold its magic (most boxes carry no header)."""
+    h, w = boxes[0].shape
+    if h < 5 or w < 5 or 2 * (h + w) - 4 < HEADER_BITS:
+        return [[] for _ in boxes]
+    vals, usable = _ring_stack(plane, boxes, fmt, stored=False)
+    size = vals.shape[1]
+    counts = [size] * len(boxes) if usable is None else np.count_nonzero(usable, 1).tolist()
+    lsb = (vals & 1).astype(np.uint8)
+    ring = _ring_index(h, w)
+    out: list[list[_Header]] = [[] for _ in boxes]
+    for version, bright in _READINGS:
+        kind = 0 if version == 3 else 2 if bright else 1
+        if version == 3:  # clockwise: the first 8 pixels, unless some of them are not usable
+            byte0 = np.packbits(lsb[:, :8], axis=1)[:, 0]
+            odd = [] if usable is None else np.flatnonzero(~usable[:, :8].all(axis=1)).tolist()
+            if odd:
+                assert usable is not None
+                byte0[odd] = _head_byte(vals[odd], usable[odd], lsb[odd], fmt, kind)
+        else:
+            key = _ring_keys(vals, usable, fmt, kind)
+            byte0 = _head_byte(vals, usable, lsb, fmt, kind, key)
+        for j in np.flatnonzero(byte0 >> 1 == _MAGICS[version]).tolist():
+            if counts[j] < HEADER_BITS:
+                continue
+            if version == 3:
+                order = np.arange(size) if usable is None else np.flatnonzero(usable[j])
+            else:
+                order = (np.sort(key[j]) % size)[: counts[j]]
+            hdr = _parse_ordered(ring, vals[j], order, fmt, version)
+            if hdr is not None:
+                out[j].append(hdr)
+    return out
+
+
+def _head_byte(
+    vals: I32,
+    usable: Bool | None,
+    lsb: U8,
+    fmt: PixelFormat,
+    kind: int,
+    key: npt.NDArray[Any] | None = None,
+) -> U8:
+    """Per ring of a stack: the LSBs of its first 8 usable pixels in reading order ``kind``
+    (`_ring_keys`, whose result ``key`` is when the caller has it) as one byte."""
+    if key is None:
+        key = _ring_keys(vals, usable, fmt, kind)
+    head = np.sort(np.partition(key, 7, axis=1)[:, :8], axis=1) % vals.shape[1]
+    out: U8 = np.packbits(np.take_along_axis(lsb, head, axis=1), axis=1)[:, 0]
+    return out
+
+
 def extract_region(plane: RawPlane, box: Box, fmt: PixelFormat) -> bytes | None:
     """Extract the payload and restore the region's original raw words in place.
 
     Reads region formats v3 and v4. Returns None, leaving the plane unchanged, when the region
     carries no valid header or its stream fails its check (a damaged carrier).
     """
-    raw = _region(plane, box)
-    h, w = raw.shape
-    if h < 5 or w < 5:
-        return None
-    # the headers are read from ring 0 alone (gathered once for the three readings); the whole
-    # region is converted only when one of them parses
-    rr, cc = _ring_rc(h, w)
-    rvals = to_stored(raw[rr, cc], fmt)
-    idx = _ring_index(h, w)
-    if fmt.padding is not None:
-        pad = _in_pad(rvals, fmt)
-        pad1 = _in_pad(rvals ^ 1, fmt)
-        assert pad is not None and pad1 is not None
-        keep = ~(pad | pad1)
-        idx, rvals = idx[keep], rvals[keep]
-    if idx.size < HEADER_BITS:
-        return None
-    s0: I32 | None = None
-    # v3, then v4 with its header on the dark, then on the bright ring pixels: a carrier may
-    # pass another reading's magic by chance (and then fail its CRC)
-    for version, bright in _READINGS:
-        hdr = _parse_header(idx, rvals, fmt, version, bright)
-        if hdr is None:
+    return _extract_regions(plane, [box], fmt)[0]
+
+
+def _extract_regions(plane: RawPlane, boxes: list[Box], fmt: PixelFormat) -> list[bytes | None]:
+    """`extract_region` of every box (disjoint boxes of one plane), in place.
+
+    The same results as one call per box, faster: every box's headers are parsed from its ring
+    first, then the carriers of one shape are undone together, one numpy pass per step for the
+    whole stack (a carrier whose stream fails its check tries its next header the same way).
+    All boxes are validated before any is read.
+    """
+    raws = [_region(plane, b) for b in boxes]
+    out: list[bytes | None] = [None] * len(boxes)
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, b in enumerate(boxes):
+        shapes.setdefault(b.shape, []).append(i)
+    readings: list[list[_Header]] = [[] for _ in boxes]
+    for idx in shapes.values():
+        for i, hdrs in zip(idx, _ring_headers(plane, [boxes[i] for i in idx], fmt), strict=True):
+            readings[i] = hdrs
+    for attempt in range(len(_READINGS)):
+        for idx in shapes.values():
+            group = [i for i in idx if out[i] is None and len(readings[i]) > attempt]
+            if not group:
+                continue
+            words = cast("RawPlane", np.stack([raws[i] for i in group]))
+            s = _work_values(words, fmt)
+            hdrs = [readings[i][attempt] for i in group]
+            payloads = _extract_stack(s, [boxes[i] for i in group], fmt, hdrs)
+            if all(p is None for p in payloads):
+                continue
+            _write_raw(words, s, fmt)
+            for j, (i, payload) in enumerate(zip(group, payloads, strict=True)):
+                if payload is not None:
+                    raws[i][...] = words[j]
+                    out[i] = payload
+    return out
+
+
+def _work_values(raw: RawPlane, fmt: PixelFormat) -> npt.NDArray[Any]:
+    """`to_stored` of raw words for embedding and decoding: in int16 when a sum of four values
+    (a prediction) still fits (Bits Stored <= 13), which halves the memory every step reads;
+    every step computes the same values in either type."""
+    if fmt.bits_stored > 13:
+        return to_stored(raw, fmt)
+    v = (raw & fmt.mask).astype(np.int16)
+    if fmt.signed:
+        sb = 1 << (fmt.bits_stored - 1)
+        v ^= sb
+        v -= sb
+    return v
+
+
+def _extract_stack(
+    s: I32, boxes: list[Box], fmt: PixelFormat, hdrs: list[_Header]
+) -> list[bytes | None]:
+    """The payloads of a stack of regions (n, h, w) with headers ``hdrs``; region j of ``s`` is
+    restored in place where its payload is not None (else it holds garbage)."""
+    n = len(hdrs)
+    flat = s.reshape(n, -1)
+    flags = [
+        (flat[j, h.used[h.used.size - h.nloc :]] & 1).astype(np.uint8) if h.nloc else _NOFLAGS
+        for j, h in enumerate(hdrs)
+    ]
+    ok = [True] * n
+    fpos = [0] * n
+    padm = _pad_map(s, fmt)
+    nbok = _nb_ok_stack(padm)
+    spans = _spans(s)
+    t2 = [_t_of(h.c2) for h in hdrs]
+    bits2, quiet = _undo_stack(s, 1, t2, fmt, hdrs, nbok, flags, fpos, ok, spans)
+    if not quiet:
+        # pass 1 sees the values pass 2 restored: its padding map is the same unless a damaged
+        # region moved a value into or out of padding
+        padm1 = _pad_map(s, fmt)
+        same = padm1 is None if padm is None else padm1 is not None and np.array_equal(padm, padm1)
+        if not same:
+            nbok = _nb_ok_stack(padm1)
+    moved = any(t >= 0 for t in t2)
+    t1 = [_t_of(h.c1) for h in hdrs]
+    bits1 = _undo_stack(s, 0, t1, fmt, hdrs, nbok, flags, fpos, ok, spans, moved)[0]
+    out: list[bytes | None] = []
+    for j, hdr in enumerate(hdrs):
+        if not ok[j]:
+            out.append(None)
             continue
-        if s0 is None:
-            s0 = to_stored(raw, fmt)
-        s = s0.copy()
-        payload = _extract(s, box, fmt, hdr)
-        if payload is not None:
-            _write_raw(raw, s, fmt)
-            return payload
-    return None
+        parts = [*bits1[j], *bits2[j]]
+        stream = np.concatenate(parts) if parts else _NOFLAGS
+        out.append(_check_stream(flat[j], stream, boxes[j], fmt, hdr))
+    return out
 
 
-def _extract(s: I32, box: Box, fmt: PixelFormat, hdr: _Header) -> bytes | None:
-    """The payload of a region with header ``hdr``; ``s`` is restored in place on success."""
-    used, nloc, roi = hdr.used, hdr.nloc, hdr.roi
-    flat = s.ravel()
-    flags = (flat[used[used.size - nloc :]] & 1).astype(np.uint8) if nloc else _NOFLAGS
-    guard = hdr.guard
-    r2 = _undo(s, 1, _t_of(hdr.c2), fmt, flags=flags, fpos=0, roi=roi, guard=guard)
-    if r2 is None:
-        return None
-    b2, fpos = r2
-    r1 = _undo(s, 0, _t_of(hdr.c1), fmt, flags=flags, fpos=fpos, roi=roi, guard=guard)
-    if r1 is None:
-        return None
-    stream = np.concatenate([*r1[0], *b2]) if r1[0] or b2 else _NOFLAGS
+def _check_stream(flat: I32, stream: U8, box: Box, fmt: PixelFormat, hdr: _Header) -> bytes | None:
+    """The payload of a region's extracted ``stream`` when its CRC holds (the saved ring LSBs
+    are then put back into ``flat``, the region's values); None otherwise."""
+    used = hdr.used
     nside = used.size
     eg = _eg_decode(stream, nside + _CRC_BITS)
     if eg is None:
@@ -1208,12 +1530,304 @@ def _extract(s: I32, box: Box, fmt: PixelFormat, hdr: _Header) -> bytes | None:
         return None
     saved = stream[:nside]
     check = np.concatenate([saved, stream[nside + _CRC_BITS : end]])
-    crc = _crc(box, fmt, check, hdr.version, roi, hdr.guard)
-    if not np.array_equal(crc, stream[nside : nside + _CRC_BITS]):
+    crc = _crc_value(box, fmt, check, hdr.version, hdr.roi, hdr.guard)
+    if int.from_bytes(np.packbits(stream[nside : nside + _CRC_BITS]).tobytes(), "big") != crc:
         return None
     flat[used] = (flat[used] & ~1) | saved
     return np.packbits(stream[pos:end]).tobytes()
 
 
-_NOFLAGS = np.zeros(0, np.uint8)
-_NOFLAGS.setflags(write=False)
+def _stack_parts(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> list[npt.NDArray[_G]]:
+    """Pass k's targets of a contiguous stack of regions (n, h, w) shifted by (dr, dc): one view
+    (n, 2, H, W) when both sub-grids have one shape (`_stack` per region), else one view
+    (n, 1, H, W) per sub-grid; C order of a region's part(s) is its bitstream order."""
+    n, h, w = x.shape
+    if (h - 4) % 2 == 0 and (w - 4) % 2 == 0:
+        (r0, c0), (r1, c1) = _SUBGRIDS[k]
+        it = x.itemsize
+        view: npt.NDArray[_G] = np.ndarray(
+            (n, 2, (h - 4) // 2, (w - 4) // 2),
+            x.dtype,
+            buffer=x,
+            offset=((r0 + dr) * w + c0 + dc) * it,
+            strides=(h * w * it, ((r1 - r0) * w + c1 - c0) * it, 2 * w * it, 2 * it),
+        )
+        return [view]
+    return [
+        x[:, r0 + dr : h - 2 + dr : 2, c0 + dc : w - 2 + dc : 2][:, None] for r0, c0 in _SUBGRIDS[k]
+    ]
+
+
+def _neighbours(s: I32, k: int, j: int) -> tuple[I32, I32, I32, I32]:
+    """Up, down, left and right neighbours of part j of pass k's targets in a stack of regions
+    (`_stack_parts`), as contiguous copies (strided arithmetic is several times slower).
+
+    Stacked sub-grids share their up and down rows: one copy of rows r0 - 1 .. r0 + 2 H - 1
+    gives both (as views whose H x W planes are contiguous)."""
+    n, h, w = s.shape
+    if (h - 4) % 2 or (w - 4) % 2:
+        u, d, lf, rt = (
+            np.ascontiguousarray(_stack_parts(s, k, dr, dc)[j])
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+        )
+        return u, d, lf, rt
+    (r0, c0), (r1, c1) = _SUBGRIDS[k]
+    it = s.itemsize
+    rows: I32 = np.ndarray(
+        (n, 2, (h - 4) // 2 + 1, (w - 4) // 2),
+        s.dtype,
+        buffer=s,
+        offset=((r0 - 1) * w + c0) * it,
+        strides=(h * w * it, ((r1 - r0) * w + c1 - c0) * it, 2 * w * it, 2 * it),
+    )
+    ud = np.ascontiguousarray(rows)
+    lf = np.ascontiguousarray(_stack_parts(s, k, 0, -1)[0])
+    rt = np.ascontiguousarray(_stack_parts(s, k, 0, 1)[0])
+    return ud[:, :, :-1], ud[:, :, 1:], lf, rt
+
+
+def _column(values: Sequence[int], dtype: type[np.generic] = np.int32) -> npt.NDArray[Any]:
+    """Per-region parameters as an array broadcasting over (n, parts, H, W)."""
+    return np.array(values, dtype).reshape(-1, 1, 1, 1)
+
+
+def _stack_danger(
+    p: I32,
+    fmt: PixelFormat,
+    guards: list[int],
+    calm: list[bool],
+    span: tuple[int, int] | None = None,
+) -> Bool | None:
+    """`_danger` of every region's predictions with its own guard (none where it is calm);
+    ``span``: bounds of the stack's values, if known."""
+    if p.size == 0 or all(calm):
+        return None
+    out: Bool | None = None
+    if len(set(guards)) == 1:
+        out = _danger(p, fmt, guards[0], span)
+    else:
+        pmin, pmax = int(p.min()), int(p.max())
+        zones = [([fmt.vmin + 1] * len(guards), [fmt.vmin + g for g in guards])]
+        zones.append(([fmt.vmax - g for g in guards], [fmt.vmax] * len(guards)))
+        if fmt.padding is not None:
+            plo, phi = fmt.padding
+            zones.append(([plo - g for g in guards], [phi + g for g in guards]))
+        for los, his in zones:
+            if pmax < min(los) or pmin > max(his):
+                continue
+            lo = _column(los)
+            width = _column([b - a for a, b in zip(los, his, strict=True)], np.uint32)
+            z = _unsigned(np.subtract(p, lo)) <= width  # lo <= p <= hi
+            out = z if out is None else out | z
+    if out is not None and any(calm):
+        out &= ~_column(calm, np.bool_)
+    return out
+
+
+def _undo_stack(
+    s: I32,
+    k: int,
+    ts: list[int],
+    fmt: PixelFormat,
+    hdrs: list[_Header],
+    nbok: Bool | None,
+    flags: list[U8],
+    fpos: list[int],
+    ok: list[bool],
+    spans: list[tuple[int, int]],
+    moved: bool = False,
+) -> tuple[list[list[U8]], bool]:
+    """Undo pass k of a stack of regions (n, h, w) in place, region j at threshold ts[j] (-1:
+    pass unused) with its header's ROI rule and guard; returns the carried bits per region
+    and part, and whether surely no value moved into or out of padding (False: maybe).
+
+    Reads each region's location-map flags from fpos[j] on (advanced); a region whose flags
+    run out gets ok[j] = False (its values are then garbage). ``nbok``: `_nb_ok_stack` of the
+    stack's padding; ``spans``: each region's `_span`, or (``moved``) its span before the
+    values moved by at most 1 (the other pass undone)."""
+    n = len(ts)
+    if all(t < 0 for t in ts):
+        return [[] for _ in range(n)], True
+    calm = _calm_regions(s, fmt, spans, moved)
+    oks = None if nbok is None else _stack_parts(nbok, k, 0, 0)
+    rois = [h.roi for h in hdrs]
+    vt = np.iinfo(s.dtype)  # levels and thresholds in the values' type (a threshold above its
+    # range selects every complexity, as its limit does)
+    dark = [r.level if r is not None and r.mode == 1 else vt.max for r in rois]
+    bright = [r.level if r is not None and r.mode == 2 else vt.min for r in rois]
+    use_roi = any(r is not None for r in rois)
+    tcol = _column([min(t, vt.max) for t in ts], s.dtype.type)
+    # a target may be frozen or ambiguous only within 2 of an invalid value: where no region
+    # comes that close, no flags are read and nothing is excluded
+    span = (min(lo for lo, _ in spans) - moved, max(hi for _, hi in spans) + moved)
+    near = _maybe_near(*span, fmt) and not all(calm)
+    out: list[list[U8]] = [[] for _ in range(n)]
+    guards = [h.guard for h in hdrs]
+    quiet = True
+    for j, view in enumerate(_stack_parts(s, k, 0, 0)):
+        c = np.ascontiguousarray(view)
+        u, d, lf, rt = _neighbours(s, k, j)
+        p = u + d
+        p += lf
+        p += rt
+        p >>= 2
+        lo = np.minimum(u, d)
+        np.minimum(lo, lf, out=lo)
+        np.minimum(lo, rt, out=lo)
+        hi = np.maximum(u, d)
+        np.maximum(hi, lf, out=hi)
+        np.maximum(hi, rt, out=hi)
+        sel = _selected(hi, lo, fmt, dark, bright) if use_roi else None
+        cx = _complexity_of(hi, lo, fmt)
+        sel = cx <= tcol if sel is None else sel & (cx <= tcol)
+        if oks is not None:
+            sel &= oks[j]
+        danger = _stack_danger(p, fmt, guards, calm, span)
+        if danger is not None:
+            sel &= ~danger
+        e = c - p
+        act = sel
+        if near:
+            act, calm_part = _flagged(c, e, sel, fmt, flags, fpos, ok, span)
+            quiet &= calm_part
+        car = _unsigned(np.add(e, 2)) <= 3  # -2 <= e <= 1
+        car &= act
+        where = np.flatnonzero(car)
+        ec = e.ravel()[where]
+        # C order: region by region (each region's part is e.size // n targets)
+        ends = np.searchsorted(where, np.arange(1, n + 1) * (e.size // n)).tolist()
+        bits = (ec ^ (ec >> (8 * ec.itemsize - 1))).astype(np.uint8)  # e >= 0: e, else -1 - e
+        for r, (a, b) in enumerate(zip([0, *ends], ends, strict=False)):
+            out[r].append(bits[a:b])
+        # back by 1 towards the prediction: +1 for e >= 1, -1 for e <= -2 (a shifted target or
+        # a carrier of bit 1); a carrier of bit 0 (e in {0, -1}) stays
+        np.clip(e, -2, 1, out=e)
+        e += 1
+        e >>= 1
+        e *= act
+        c -= e
+        view[...] = c
+    return out, quiet
+
+
+def _spans(s: I32) -> list[tuple[int, int]]:
+    """`_span` of every region of a stack (n, h, w)."""
+    flat = s.reshape(s.shape[0], -1)
+    return list(zip(flat.min(axis=1).tolist(), flat.max(axis=1).tolist(), strict=True))
+
+
+def _calm_regions(
+    s: I32, fmt: PixelFormat, spans: list[tuple[int, int]], moved: bool
+) -> list[bool]:
+    """`_calm` of every region of a stack, from its span, or (``moved``) from its span before
+    its values moved by at most 1: `_calm_range` only gains when the range shrinks, so it is
+    decided unless the range widened by 1 is not calm and the one narrowed by 1 is (then the
+    region is measured again)."""
+    if not moved:
+        return [_calm_range(lo, hi, fmt) for lo, hi in spans]
+    out: list[bool] = []
+    for j, (lo, hi) in enumerate(spans):
+        if _calm_range(lo - 1, hi + 1, fmt):
+            out.append(True)
+        elif not _calm_range(lo + 1, hi - 1, fmt):
+            out.append(False)
+        else:
+            out.append(_calm_range(*_span(s[j]), fmt))
+    return out
+
+
+def _nb_ok_stack(padm: Bool | None) -> Bool | None:
+    """`_nb_ok` of every region of a contiguous stack (n, h, w) of padding maps, valid at the
+    targets (rows/cols 2..-3; found on the flat stack: a neighbour of a pixel on rows/cols
+    1..-2 never lies in another row or region)."""
+    if padm is None:
+        return None
+    f = padm.reshape(-1)
+    w = padm.shape[-1]
+    bad = np.zeros(f.shape, bool)
+    mid = bad[w:-w]
+    np.logical_or(f[: -2 * w], f[2 * w :], out=mid)
+    mid |= f[w - 1 : -w - 1]
+    mid |= f[w + 1 : -w + 1]
+    ok: Bool = ~bad.reshape(padm.shape)
+    return ok
+
+
+def _calm_range(amin: int, amax: int, fmt: PixelFormat) -> bool:
+    """`_calm` of values between ``amin`` and ``amax``."""
+    if amin <= fmt.vmin + _K_GUARD or amax >= fmt.vmax - _K_GUARD:
+        return False
+    return (
+        fmt.padding is None or amin > fmt.padding[1] + _K_GUARD or amax < fmt.padding[0] - _K_GUARD
+    )
+
+
+def _maybe_near(amin: int, amax: int, fmt: PixelFormat) -> bool:
+    """Some value between ``amin`` and ``amax`` may be within 2 of an invalid value."""
+    if amin - 2 < fmt.vmin or amax + 2 > fmt.vmax:
+        return True
+    return fmt.padding is not None and amin - 2 <= fmt.padding[1] and amax + 2 >= fmt.padding[0]
+
+
+def _complexity_of(hi: I32, lo: I32, fmt: PixelFormat) -> I32:
+    """`complexity` from the neighbours' max ``hi`` and min ``lo`` (``hi`` is overwritten)."""
+    hi -= lo
+    if fmt.bits_stored >= 16:
+        np.minimum(hi, T_MAX, out=hi)
+    return hi
+
+
+def _selected(hi: I32, lo: I32, fmt: PixelFormat, dark: list[int], bright: list[int]) -> Bool:
+    """Per target of a stack: inside its region's ROI rule (all four neighbours <= the dark
+    level or >= the bright one; the limits of the values' type where a region has no such
+    rule)."""
+    vt = np.iinfo(hi.dtype)
+    inside: Bool = hi <= _column(dark, hi.dtype.type)
+    if max(bright) > vt.min:
+        inside &= lo >= _column(bright, hi.dtype.type)
+    return inside
+
+
+def _flagged(
+    c: I32,
+    e: I32,
+    sel: Bool,
+    fmt: PixelFormat,
+    flags: list[U8],
+    fpos: list[int],
+    ok: list[bool],
+    span: tuple[int, int],
+) -> tuple[Bool, bool]:
+    """The active targets of a stack's part: selected, padding excluded, and each ambiguous
+    one (its final value could be frozen or moved) decided by its region's next flag; and
+    whether no selected target is within 1 of padding (none can move into or out of it).
+
+    The flags of a region are read in the C order of its part, as the encoder wrote them;
+    ambiguous targets and padding occur only in sub-grids with a value within 2 of an invalid
+    one (the encoder's flags come from those alone), so reading them over the whole part reads
+    the same flags. ``span``: bounds of the stack's values."""
+    n = c.shape[0]
+    if span[0] - 1 >= fmt.vmin and span[1] + 1 <= fmt.vmax and fmt.padding is not None:
+        # away from the range ends only padding makes a target frozen or ambiguous, and both
+        # need a value within 1 of padding among the selected targets (usually none)
+        lo, hi = fmt.padding
+        close = _unsigned(np.subtract(c, lo - 1)) <= hi - lo + 2
+        close &= sel
+        if not close.any():
+            return sel, True
+    amb, pad = _ambiguous_pad(c, _sign(e), sel, fmt, span)
+    counts = np.count_nonzero(amb.reshape(n, -1), axis=1).tolist()
+    act = sel
+    if any(counts):
+        act = sel.copy()
+        for r, m in enumerate(counts):
+            if not m or not ok[r]:
+                continue
+            if fpos[r] + m > flags[r].size:
+                ok[r] = False
+                continue
+            act[r][amb[r]] = flags[r][fpos[r] : fpos[r] + m] == 0
+            fpos[r] += m
+    if pad is not None:
+        act = act & ~pad
+    return act, False

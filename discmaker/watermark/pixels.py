@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 RawFrames = npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+Layout = tuple[int, int, int, int, int, int]
+"""(frames, samples, rows, cols, bytes per word, planar configuration), validated."""
 
 #: Bytes the Pixel Data of one image may decode to, at most: the checker reads no image file
 #: larger than 1 GiB (a native image's pixels are never larger than its file), and the same
@@ -184,7 +186,7 @@ def _transfer_syntax(ds: pydicom.Dataset) -> UID | None:
     return UID(str(ts)) if ts is not None else None
 
 
-def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
+def _layout(ds: pydicom.Dataset) -> Layout:
     """(frames, samples, rows, cols, bytes per word, planar configuration); validates.
 
     A received file may hold anything in these elements (a sequence, several values, text):
@@ -200,7 +202,7 @@ def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
         ) from exc
 
 
-def _layout_unguarded(ds: pydicom.Dataset) -> tuple[int, int, int, int, int, int]:
+def _layout_unguarded(ds: pydicom.Dataset) -> Layout:
     if "PixelData" not in ds:
         raise UnsupportedPixelsError("the dataset has no Pixel Data")
     ts = _transfer_syntax(ds)
@@ -240,9 +242,15 @@ def pixel_format(ds: pydicom.Dataset) -> PixelFormat:
     :class:`UnsupportedPixelsError` when the Pixel Data cannot carry the watermark or its
     attributes cannot be read.
     """
-    _layout(ds)
+    return _format_and_layout(ds)[0]
+
+
+def _format_and_layout(ds: pydicom.Dataset) -> tuple[PixelFormat, Layout]:
+    """:func:`pixel_format` and the validated layout, for `_frames_view` and `_pixel_bytes` of
+    the same (unchanged) dataset: validated once instead of three times."""
+    layout = _layout(ds)
     try:
-        return _pixel_format(ds)
+        return _pixel_format(ds), layout
     except UnsupportedPixelsError:
         raise
     except Exception as exc:  # as in _layout: a hostile value is unreadable, not a crash
@@ -281,7 +289,12 @@ def _padding_stored(v: int, fmt: PixelFormat) -> int:
 
 def frames_view(ds: pydicom.Dataset) -> RawFrames:
     """A writable copy of the raw words shaped (frames, planes, rows, cols)."""
-    frames, spp, rows, cols, nbytes, planar = _layout(ds)
+    return _frames_view(ds, _layout(ds))
+
+
+def _frames_view(ds: pydicom.Dataset, layout: Layout) -> RawFrames:
+    """:func:`frames_view` with the dataset's validated layout."""
+    frames, spp, rows, cols, nbytes, planar = layout
     dtype = np.dtype("<u2") if nbytes == 2 else np.dtype(np.uint8)
     n = frames * spp * rows * cols
     flat = np.frombuffer(ds.PixelData, dtype=dtype, count=n)
@@ -295,7 +308,12 @@ def frames_view(ds: pydicom.Dataset) -> RawFrames:
 
 def pixel_bytes(ds: pydicom.Dataset, arr: RawFrames) -> bytes:
     """The Pixel Data bytes for ``arr`` in the dataset's layout (trailing pad bytes kept)."""
-    frames, spp, rows, cols, nbytes, planar = _layout(ds)
+    return _pixel_bytes(ds, arr, _layout(ds))
+
+
+def _pixel_bytes(ds: pydicom.Dataset, arr: RawFrames, layout: Layout) -> bytes:
+    """:func:`pixel_bytes` with the dataset's validated layout."""
+    frames, spp, rows, cols, nbytes, planar = layout
     if arr.shape != (frames, spp, rows, cols):
         raise ValueError(f"array shape {arr.shape} does not match the dataset")
     src = arr if spp == 1 or planar == 1 else arr.transpose(0, 2, 3, 1)

@@ -9,6 +9,7 @@ any one such block leaves G decodable, the signature verifies and the damage is 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -38,17 +39,24 @@ from discmaker.watermark.engine import (
     Roi,
     UnsupportedPixelsError,
     WatermarkCapacityError,
+    _extract_regions,
+    _ring_heads,
+    _ring_stack,
     complexity,
     default_grid,
     embed_region,
-    extract_region,
     grid_boxes,
-    header_ring_head,
+    prepared,
     region_capacity,
     to_stored,
     usable_ring,
 )
-from discmaker.watermark.pixels import RawFrames, frames_view, pixel_bytes, pixel_format, write_back
+from discmaker.watermark.pixels import (
+    RawFrames,
+    _format_and_layout,
+    _frames_view,
+    _pixel_bytes,
+)
 
 __all__ = [
     "SIGNED_BLOCK_VERSION",
@@ -311,6 +319,8 @@ def _code_lut() -> npt.NDArray[np.int32]:
 _LUT = _code_lut()
 _LUT2 = 2 * _LUT  # 2 x threshold code per complexity (histogram bin offset)
 _LUT2.setflags(write=False)
+_LUT2_16 = _LUT2.astype(np.int16)  # the same (codes < 2^14)
+_LUT2_16.setflags(write=False)
 
 
 def _stored_plane(
@@ -327,7 +337,7 @@ def _stored_plane(
     return v
 
 
-_STRIP_PIXELS = 32768  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
+_STRIP_PIXELS = 65536  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
 
 def _slot_curves(
@@ -403,7 +413,7 @@ def _slot_curves(
                 np.minimum(cx, T_MAX, out=cx)
         # written straight into this strip's part of ``keys`` (cx is always a valid index)
         key = keys[(r0 - 1) * (cols - 2) : (r1 - 1) * (cols - 2)].reshape(r1 - r0, cols - 2)
-        np.take(_LUT2, cx, out=key, mode="clip")
+        key[...] = np.take(_LUT2_16, cx, mode="clip")  # (a small table gathers faster)
         key += base[r0 - 1 : r1 - 1]
         key += peak
         if fmt.padding is not None:
@@ -448,18 +458,30 @@ def _load_bits(gsize: int, k: int) -> int:
     return _SIDE_BITS + v4 + 8 * nbytes + (2 * (nbytes + 16).bit_length() - 5)
 
 
+def _count_below(cum: npt.NDArray[np.int64], x: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """Per row r and column l: how many of cum[r] (non-decreasing, >= 0) are < x[r, l] (>= 0), i.e.
+    ``(cum[:, None, :] < x[..., None]).sum(-1)``, by one search of the rows laid end to end
+    (row r lifted by r x a bound above every value)."""
+    rows, size = cum.shape
+    big = int(max(int(cum.max(initial=0)), int(x.max(initial=0)))) + 1
+    lift = np.arange(rows, dtype=np.int64)[:, None] * big
+    found = np.searchsorted((cum + lift).ravel(), x + lift, side="left")
+    out: npt.NDArray[np.intp] = found - np.arange(rows)[:, None] * size
+    return out
+
+
 def _costs(curves: npt.NDArray[np.int64], loads: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """Estimated values changed per slot (rows) for each load (columns): pass 1 filled at the
     threshold holding half the load, pass 2 the rest; inf when the slot cannot hold it."""
     c1, a1, c2, a2 = curves[:, 0, 0], curves[:, 0, 1], curves[:, 1, 0], curves[:, 1, 1]
     last = c1.shape[1] - 1
     ld = loads[None, :]
-    i1 = np.minimum((c1[:, None, :] < ((ld + 1) // 2)[..., None]).sum(-1), last)
+    i1 = np.minimum(_count_below(c1, np.broadcast_to((ld + 1) // 2, (c1.shape[0], ld.size))), last)
     r = np.arange(c1.shape[0])[:, None]
     n1 = np.minimum(c1[r, i1], ld)
     cost = (a1[r, i1] - c1[r, i1]) + n1 / 2
     n2 = ld - n1
-    i2 = np.minimum((c2[:, None, :] < n2[..., None]).sum(-1), last)
+    i2 = np.minimum(_count_below(c2, n2), last)
     cost = cost + np.where(n2 > 0, a2[r, i2] - c2[r, i2] + n2 / 2, 0)
     # pass 2 short at the half split: pass 1 takes more (upper bound: every target moves)
     cost = np.where(c2[r, i2] < n2, a1[:, -1:] + a2[:, -1:], cost)
@@ -577,8 +599,8 @@ def _box_rule(
     nbody = int(np.count_nonzero(body))
     if nbody in (0, body.size):
         return None, nbody
-    dark = int(np.where(body, sv, fmt.vmax).min()) - 1
-    bright = int(np.where(body, sv, fmt.vmin).max()) + 1
+    dark = int(np.min(sv, where=body, initial=fmt.vmax)) - 1  # (no temporary array)
+    bright = int(np.max(sv, where=body, initial=fmt.vmin)) + 1
     bg = ~body
     ndark = int(np.count_nonzero(bg & (sv <= dark))) if dark >= fmt.vmin else 0
     nbright = int(np.count_nonzero(bg & (sv >= bright))) if bright <= fmt.vmax else 0
@@ -599,16 +621,20 @@ def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _F
         planes.append(sv)
         body = ~background_mask(sv, fmt)
         bodies.append(body)
-        for b in boxes:
-            bs, bb = sv[b.slices()], body[b.slices()]
+        rules = [
+            _box_rule(sv[b.slices()][1:-1, 1:-1], body[b.slices()][1:-1, 1:-1], fmt) for b in boxes
+        ]
+        heads = _ring_heads(
+            sv, boxes, fmt, nside, [r is not None and r.mode == 2 for r, _ in rules]
+        )
+        for b, (r, nbody), head in zip(boxes, rules, heads, strict=True):
+            bb = body[b.slices()]
             inner = bb[1:-1, 1:-1]
-            r, nbody = _box_rule(bs[1:-1, 1:-1], inner, fmt)
             rois.append(r)
             share.append(float(nbody) / max(1, inner.size))
             if not nbody and not bb.any():  # no body: no header pixel in it
                 ring.append(0.0)
                 continue
-            head = header_ring_head(bs, fmt, nside, bright=r is not None and r.mode == 2)
             ring.append(float(np.count_nonzero(bb.ravel()[head])))
     return _FrameRoi(bodies, rois, np.array(share), np.array(ring), planes)
 
@@ -668,17 +694,23 @@ def _embed_plan(
     tag = _tag(block)
     shards = rs_encode(block, plan.k, len(plan.carriers))
     saved: list[tuple[RawFrames, RawFrames, npt.NDArray[np.bool_]]] = []
-    for idx, slot in enumerate(plan.carriers):
-        q, i = divmod(slot, nb)
-        region = arr[f, q][boxes[i].slices()]
-        saved.append((region, region.copy(), body[q][boxes[i].slices()]))
-        payload = _SHARD.pack(plan.k, idx, tag) + shards[idx]
-        try:
-            embed_region(arr[f, q], boxes[i], fmt, payload, rois[slot])
-        except WatermarkCapacityError as exc:
-            for reg, words, _ in saved:
-                reg[...] = words
-            return slot, exc
+    with contextlib.ExitStack() as ready:
+        for q in range(arr.shape[1]):  # the carriers of each plane analysed together
+            slots = [slot for slot in plan.carriers if slot // nb == q]
+            if slots:
+                carriers = [boxes[slot % nb] for slot in slots]
+                ready.enter_context(prepared(arr[f, q], carriers, fmt, [rois[t] for t in slots]))
+        for idx, slot in enumerate(plan.carriers):
+            q, i = divmod(slot, nb)
+            region = arr[f, q][boxes[i].slices()]
+            saved.append((region, region.copy(), body[q][boxes[i].slices()]))
+            payload = _SHARD.pack(plan.k, idx, tag) + shards[idx]
+            try:
+                embed_region(arr[f, q], boxes[i], fmt, payload, rois[slot])
+            except WatermarkCapacityError as exc:
+                for reg, words, _ in saved:
+                    reg[...] = words
+                return slot, exc
     changed = inside = 0
     for reg, words, bb in saved:  # only carrier regions change
         diff = reg != words
@@ -719,6 +751,28 @@ def _frame_error(rows: int, cols: int, f: int, cap: int, need: int) -> Watermark
     return WatermarkCapacityError(cap, need, where=where)
 
 
+def _usable_ring_sizes(
+    stored: npt.NDArray[np.int32], boxes: list[Box], fmt: PixelFormat
+) -> list[int]:
+    """`usable_ring` size of every box of a plane of stored values (rings of a shape at once)."""
+    out = [0] * len(boxes)
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, b in enumerate(boxes):
+        shapes.setdefault(b.shape, []).append(i)
+    for (h, w), idx in shapes.items():
+        if h < 5 or w < 5:
+            for i in idx:
+                out[i] = int(usable_ring(stored[boxes[i].slices()], fmt).size)
+            continue
+        vals, usable = _ring_stack(stored, [boxes[i] for i in idx], fmt, stored=True)
+        sizes = (
+            [vals.shape[1]] * len(idx) if usable is None else np.count_nonzero(usable, 1).tolist()
+        )
+        for i, n in zip(idx, sizes, strict=True):
+            out[i] = n
+    return out
+
+
 def _spread(
     arr: RawFrames, f: int, boxes: list[Box], grid: tuple[int, int], fmt: PixelFormat, block: bytes
 ) -> tuple[int, int, int, int]:
@@ -737,11 +791,11 @@ def _spread(
     full, roi = _plan_costs(arr, f, boxes, grid, fmt, loads, froi)
     if fmt.padding is not None:  # the ring header needs usable ring-0 pixels
         for q in range(planes):
-            for i, b in enumerate(boxes):
-                if np.isfinite(full[q * nb + i, 0]) or np.isfinite(roi[q * nb + i, 0]):
-                    ring = usable_ring(to_stored(arr[f, q][b.slices()], fmt), fmt)
-                    if ring.size < HEADER_BITS_V4 + ROI_BITS + 16:
-                        full[q * nb + i] = roi[q * nb + i] = np.inf
+            usable = _usable_ring_sizes(froi.stored[q], boxes, fmt)
+            for i in range(nb):
+                finite = np.isfinite(full[q * nb + i, 0]) or np.isfinite(roi[q * nb + i, 0])
+                if finite and usable[i] < HEADER_BITS_V4 + ROI_BITS + 16:
+                    full[q * nb + i] = roi[q * nb + i] = np.inf
     for _ in range(2 * nslots + 1):
         plan = plan_carriers(np.minimum(full, roi), grid, planes)
         if plan is None:
@@ -800,8 +854,8 @@ def seal_dataset(
     head = _HEADS[SIGNED_BLOCK_VERSION]
     if len(header) != head.size - 9 or len(key_id) != 8:
         raise ValueError(f"header must be {head.size - 9} bytes and key_id 8 bytes")
-    fmt = pixel_format(ds)
-    arr = frames_view(ds)
+    fmt, layout = _format_and_layout(ds)
+    arr = _frames_view(ds, layout)
     nframes, _, rows, cols = arr.shape
     grid = default_grid((rows, cols))
     boxes = grid_boxes((rows, cols), grid=grid)
@@ -823,7 +877,7 @@ def seal_dataset(
         inside += frame_inside
         in_body += frame_body
         per_frame.append((frame_inside, frame_changed - frame_inside))
-    write_back(ds, arr)
+    ds.PixelData = _pixel_bytes(ds, arr, layout)  # `write_back`
     return SealStats(
         nframes, changed, int(arr.size), carriers, gsize, in_body, inside, tuple(per_frame)
     )
@@ -866,8 +920,8 @@ def _read_frame(
     sizes = {v: signed_block_size(len(boxes), v) for v in _HEADS}  # G of each version read
     groups: dict[tuple[int, int, int], dict[int, bytes]] = {}
     for q in range(planes):
-        for b in boxes:
-            payload = extract_region(arr[f, q], b, fmt)  # restores the carrier in place
+        # restores the carriers in place (as `extract_region` per box, all boxes together)
+        for payload in _extract_regions(arr[f, q], boxes, fmt):
             if payload is None or len(payload) <= _SHARD.size:
                 continue
             k, idx, tag = _SHARD.unpack_from(payload)
@@ -942,8 +996,8 @@ def unseal_dataset(
     another one gives "identity-mismatch", with the carried block in the result.
     """
     try:
-        fmt = pixel_format(ds)
-        arr = frames_view(ds)
+        fmt, layout = _format_and_layout(ds)
+        arr = _frames_view(ds, layout)
     except UnsupportedPixelsError as exc:
         return UnsealResult("no-watermark", None, (), (exc.reason,), None)
     nframes, _, rows, cols = arr.shape
@@ -1004,7 +1058,7 @@ def unseal_dataset(
         status = "identity-mismatch"
     else:
         status = "ok"
-    restored = pixel_bytes(ds, arr) if status in ("ok", "identity-mismatch") else None
+    restored = _pixel_bytes(ds, arr, layout) if status in ("ok", "identity-mismatch") else None
     foreign = tuple(
         f
         for f, fr in enumerate(frames)
