@@ -7,12 +7,21 @@ the same files as the floor (reading and hashing, nothing more).
 
 Figures are ratios measured in this run, never fixed thresholds. Memory: each discmaker job
 runs in a fresh process; the peak RSS (largest process) is reported for 100 and 300 slices to
-show that it does not grow with the number of images.
+show that it does not grow with the number of images. The author's DICOMDIR step (placing and
+encoding the records as images come, then writing the file) is timed from its debug log.
+
+``DISCMAKER_BENCH_MEMORY_SLICES=300,3000`` measures only the author, once per slice count
+(each in a fresh process), and prints its peak memory, the growth per slice between counts and
+the DICOMDIR step's time: the issue 13 budget (<= 120 MiB at 3,000 slices, < 5 KB per slice).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -21,12 +30,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench import _measure as measure_job
 from discmaker.crypto import signing
 from discmaker.parallel import default_workers
 from discmaker.sample import write_sample_study
 
 OUT = Path(os.environ.get("DISCMAKER_BENCH_DIR", "bench-out")).resolve()
 SLICES = int(os.environ.get("DISCMAKER_BENCH_SLICES", "300"))
+MEMORY_SLICES = tuple(
+    int(n) for n in os.environ.get("DISCMAKER_BENCH_MEMORY_SLICES", "").split(",") if n.strip()
+)
 
 
 def _measure(*args: str) -> dict[str, float]:
@@ -37,6 +50,44 @@ def _measure(*args: str) -> dict[str, float]:
         check=True,
     )
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _author(*args: str) -> dict[str, float]:
+    """Author in a fresh process (:func:`_author_job`): seconds, peak MiB, DICOMDIR step ms."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.disc_bench", "--author-job", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+class _StepLog(logging.Handler):
+    """Keeps the author's step 3/4 debug line: its arguments hold the DICOMDIR step's times."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.dicomdir_ms = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "step 4" in str(record.msg) and isinstance(record.args, tuple):
+            adding, writing = record.args[-2:]
+            self.dicomdir_ms += float(adding) + float(writing)
+
+
+def _author_job(argv: list[str]) -> None:
+    """One ``bench._measure author`` run in this (fresh) process, its JSON line with the
+    DICOMDIR step's time added."""
+    log = logging.getLogger("discmaker.author.create")
+    handler = _StepLog()
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        measure_job.main(["author", *argv])
+    figures = json.loads(out.getvalue().strip().splitlines()[-1])
+    print(json.dumps({**figures, "dicomdir_ms": handler.dicomdir_ms}))
 
 
 CORES = default_workers()
@@ -78,13 +129,40 @@ def _mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def main() -> None:
-    OUT.mkdir(exist_ok=True)
+def _keys() -> tuple[Path, Path]:
     keys = OUT / "keys"
     if not keys.exists():
         identity = signing.generate_identity("Benchmark Centre")
         signing.write_identity(identity, keys, passphrase=b"bench")
-    cert, key = keys / "cert.pem", keys / "key.pem"
+    return keys / "cert.pem", keys / "key.pem"
+
+
+def memory_growth(counts: tuple[int, ...]) -> None:
+    """Author peak memory (largest process) at each slice count, and its growth per slice."""
+    cert, key = _keys()
+    print(f"\n== Author memory: {', '.join(map(str, counts))} CT slices 512x512, {CORES} cores ==")
+    runs: list[tuple[int, dict[str, float]]] = []
+    for n in counts:
+        iso = OUT / f"memory{n}.iso"
+        figures = _author(str(_study(n)), str(iso), str(cert), str(key))
+        iso.unlink(missing_ok=True)
+        print(
+            f"author {n:6d} slices: peak {figures['peak_mib']:6.1f} MiB  "
+            f"{figures['seconds']:7.2f} s  DICOMDIR step {figures['dicomdir_ms']:6.0f} ms "
+            f"({figures['dicomdir_ms'] / n:.3f} ms per slice)"
+        )
+        runs.append((n, figures))
+    for (n0, a), (n1, b) in itertools.pairwise(runs):
+        growth = (b["peak_mib"] - a["peak_mib"]) * 1024 / (n1 - n0)
+        print(f"growth {n0} -> {n1} slices: {growth:+.2f} KiB per slice")
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    if MEMORY_SLICES:
+        memory_growth(MEMORY_SLICES)
+        return
+    cert, key = _keys()
 
     study = _study(SLICES)
     mb = _mb(study)
@@ -93,11 +171,12 @@ def main() -> None:
 
     iso = OUT / "discmaker.iso"
     iso.unlink(missing_ok=True)
-    ours = _measure("author", str(study), str(iso), str(cert), str(key))
+    ours = _author(str(study), str(iso), str(cert), str(key))
     print(
         f"discmaker author : {ours['seconds']:7.2f} s  {mb / ours['seconds']:6.1f} MB/s  "
         f"peak {ours['peak_mib']:.0f} MiB  "
-        f"({ours['watermarked']:.0f}/{ours['images']:.0f} watermarked)"
+        f"({ours['watermarked']:.0f}/{ours['images']:.0f} watermarked, "
+        f"DICOMDIR step {ours['dicomdir_ms']:.0f} ms)"
     )
 
     ref_sign: Path | None = None
@@ -193,7 +272,7 @@ def main() -> None:
     small = _study(SLICES // 3)
     small_iso = OUT / "small.iso"
     small_iso.unlink(missing_ok=True)
-    a_small = _measure("author", str(small), str(small_iso), str(cert), str(key))
+    a_small = _author(str(small), str(small_iso), str(cert), str(key))
     c_small = _measure("check", str(small_iso), str(cert))
     grown = SLICES - SLICES // 3
 
@@ -217,4 +296,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--author-job"]:
+        _author_job(sys.argv[2:])
+    else:
+        main()

@@ -380,15 +380,15 @@ def test_refuses_too_large_for_medium(
 def test_interrupted_run_leaves_no_disc(
     centre: Centre, study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from discmaker.author.dicomdir import FileSetWriter
+    from discmaker.author.dicomdir import DicomdirWriter
 
-    real = FileSetWriter.write
+    real = DicomdirWriter.write
 
-    def crash(self: FileSetWriter, *args: object, **kwargs: object) -> object:
+    def crash(self: DicomdirWriter, *args: object, **kwargs: object) -> object:
         real(self, *args, **kwargs)  # type: ignore[arg-type]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FileSetWriter, "write", crash)
+    monkeypatch.setattr(DicomdirWriter, "write", crash)
     with pytest.raises(KeyboardInterrupt):
         author_disc(centre, [study_dir], tmp_path / "d.iso")
     assert list(tmp_path.iterdir()) == []

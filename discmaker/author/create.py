@@ -4,7 +4,8 @@
 2. fit           refuse, before any work, a disc that will not fit the chosen medium
 3. prepare       per instance, here or in worker processes: normalise, identity digest,
                  watermark, write
-4. DICOMDIR      pydicom FileSet over header-only copies; the real files then take their place
+4. DICOMDIR      the records pydicom's FileSet would make, built in step 3, written in one pass;
+                 the real files then go to their File IDs
 5. PDI files     README.TXT and INDEX.HTM from templates/
 6. manifest      every file's size and SHA-256, the hierarchy, the watermark status; signed
 7. output        ISO 9660 image (atomic rename) or a folder for a USB stick
@@ -31,7 +32,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,7 +46,12 @@ from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 
 from discmaker import APP_NAME, __version__
-from discmaker.author.dicomdir import FileSetWriter, header_for_record
+from discmaker.author.dicomdir import (
+    DicomdirWriter,
+    InstanceRecords,
+    draft_records,
+    encode_records,
+)
 from discmaker.author.intake import InputInstance, Intake, scan
 from discmaker.author.normalise import Normalised, normalise
 from discmaker.crypto import signing
@@ -70,7 +76,12 @@ from discmaker.errors import (
 )
 from discmaker.format import manifest
 from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
-from discmaker.format.identity import identity_attributes, identity_digest
+from discmaker.format.identity import (
+    IDENTITY_KEYWORDS,
+    INSTANCE_KEYWORDS,
+    identity_attributes,
+    identity_digest,
+)
 from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
 from discmaker.format.manifest import OmittedFile
 from discmaker.format.sealed import header_block
@@ -154,12 +165,46 @@ class AuthorResult:
     omitted: tuple[OmittedFile, ...] = ()  # input files left out (skip_unusable)
 
 
-@dataclass(frozen=True)
+_IDENTITY_INDEX = {keyword: n for n, keyword in enumerate(IDENTITY_KEYWORDS)}
+
+
+class _Identity(Mapping[str, str]):
+    """An image's identity attributes (every keyword of IDENTITY_KEYWORDS), held as a tuple:
+    the main process keeps one per image until the manifest, and a dict costs ~1 KiB more."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        self._values = values
+
+    def __getitem__(self, keyword: str) -> str:
+        return self._values[_IDENTITY_INDEX[keyword]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(IDENTITY_KEYWORDS)
+
+    def __len__(self) -> int:
+        return len(IDENTITY_KEYWORDS)
+
+    def shared(self, strings: dict[str, str]) -> _Identity:
+        """The same values, those of the patient, study, series and image geometry the one
+        equal string of ``strings`` (added if new); an instance's own are kept as they are."""
+        return _Identity(
+            tuple(
+                v if k in INSTANCE_KEYWORDS else strings.setdefault(v, v)
+                for k, v in zip(IDENTITY_KEYWORDS, self._values, strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
+    """One prepared instance, as the main process keeps it until the disc is written."""
+
     work_path: str
-    header: Dataset | None  # handed to the DICOMDIR writer, then dropped to save memory
+    records: InstanceRecords | None  # handed to the DICOMDIR writer, then dropped
     invented: tuple[str, ...]
-    identity: dict[str, str]
+    identity: _Identity
     identity_sha256: str
     watermark: str
     watermark_reason: str
@@ -182,7 +227,7 @@ class _Prepared:
 # -- step 3: per-instance work (here, or in worker processes) ------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Job:
     source: str
     work_path: str
@@ -225,8 +270,12 @@ def _prepare_one(sealing: _SealingKey, job: _Job) -> _Prepared:
         data = _encode(norm.dataset)
         with open(job.work_path, "wb") as fp:
             fp.write(data)
-        prepared = _prepared(job, norm, attrs, status, reason, data)
-    return replace(prepared, notes=tuple(notes), millis=(time.monotonic() - started) * 1000)
+        draft, invented = draft_records(norm.dataset)
+        prepared = _prepared(job, norm, attrs, status, reason, data, invented)
+    # Encoding the records: what pydicom says here is about the DICOMDIR, not the image.
+    records = encode_records(draft)
+    millis = (time.monotonic() - started) * 1000
+    return replace(prepared, records=records, notes=tuple(notes), millis=millis)
 
 
 def _watermark(norm: Normalised, sealing: _SealingKey) -> tuple[str, str]:
@@ -262,15 +311,20 @@ def _encode(ds: Dataset) -> bytes:
 
 
 def _prepared(
-    job: _Job, norm: Normalised, attrs: dict[str, str], status: str, reason: str, data: bytes
+    job: _Job,
+    norm: Normalised,
+    attrs: dict[str, str],
+    status: str,
+    reason: str,
+    data: bytes,
+    invented: tuple[str, ...],
 ) -> _Prepared:
     ds = norm.dataset
-    header, invented = header_for_record(ds)
     return _Prepared(
         work_path=job.work_path,
-        header=header,
+        records=None,
         invented=invented,
-        identity=attrs,
+        identity=_Identity(tuple(attrs[k] for k in IDENTITY_KEYWORDS)),
         identity_sha256=identity_digest(attrs).hex(),
         watermark=status,
         watermark_reason=reason,
@@ -816,7 +870,7 @@ def _prepare_and_index(
     progress: Progress | None,
 ) -> tuple[list[_Prepared], dict[str, str], tuple[str, ...], tuple[OmittedFile, ...]]:
     """Steps 3 and 4: prepare every instance and add its DICOMDIR records as each is ready;
-    then write the DICOMDIR, and put the real files over its stand-ins.
+    then write the DICOMDIR, and put the real files at their File IDs.
 
     Returns the prepared instances, SOP Instance UID -> File ID, the DICOMDIR's notes and the
     instances left out as unusable (``skip_unusable``).
@@ -830,48 +884,86 @@ def _prepare_and_index(
     # so with span a file found unusable only now still stops the set (intake's skips are
     # known before the plan).
     skip = req.skip_unusable and not req.span
-    with FileSetWriter(fileset_id=disc.label, stage=stage) as writer:
-        ready = _prepare_each(
-            disc.instances,
-            work,
-            req.key,
-            run.workers,
-            progress,
-            skip_unusable=skip,
-            ahead=req.ahead,
+    writer = DicomdirWriter(fileset_id=disc.label, salt=run.timestamp.isoformat())
+    indexing_seconds = 0.0  # step 4's share of the loop: placing and encoding the records
+    strings: dict[str, str] = {}  # one copy of each value many images share (names, UIDs)
+    ready = _prepare_each(
+        disc.instances,
+        work,
+        req.key,
+        run.workers,
+        progress,
+        skip_unusable=skip,
+        ahead=req.ahead,
+    )
+    with closing(ready):
+        for inst, p in zip(disc.instances, ready, strict=True):
+            if isinstance(p, OmittedFile):
+                log.debug("author: %s: unusable, left out", p.file)
+                omitted.append(p)
+                continue
+            assert p.records is not None
+            adding = time.monotonic()
+            with captured_warnings() as indexing:
+                writer.add(p.records)
+            indexing_seconds += time.monotonic() - adding
+            notes = _unique(inst.notes, p.notes, indexing)
+            prepared.append(_kept(p, inst, notes, strings))
+    if not prepared:
+        raise NoImagesError(
+            f"None of the {len(omitted)} DICOM files can go on a disc; nothing was "
+            "written. Export the study again from the PACS."
         )
-        with closing(ready):
-            for inst, p in zip(disc.instances, ready, strict=True):
-                if isinstance(p, OmittedFile):
-                    log.debug("author: %s: unusable, left out", p.file)
-                    omitted.append(p)
-                    continue
-                assert p.header is not None
-                with captured_warnings() as indexing:
-                    writer.add(p.header)
-                notes = _unique(inst.notes, p.notes, indexing)
-                prepared.append(replace(p, header=None, notes=notes))
-        if not prepared:
-            raise NoImagesError(
-                f"None of the {len(omitted)} DICOM files can go on a disc; nothing was "
-                "written. Export the study again from the PACS."
-            )
-        with captured_warnings() as writing:
-            file_ids = writer.write(root, salt=run.timestamp.isoformat())
+    writing_started = time.monotonic()
+    with captured_warnings() as writing:
+        file_ids = writer.write(root)
     for p in prepared:
         os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
     log.debug(
-        "author: disc %d of %d: step 3 prepare and step 4 DICOMDIR: %d image(s) in %.0f ms",
+        "author: disc %d of %d: step 3 prepare and step 4 DICOMDIR: %d image(s) in %.0f ms "
+        "(step 4: %.0f ms adding records as images came, %.0f ms writing)",
         disc.number,
         disc.count,
         len(prepared),
         _ms(started),
+        indexing_seconds * 1000,
+        _ms(writing_started),
     )
     _log_images(prepared, file_ids)
     prepared, reading = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
     where = "DICOMDIR" if disc.count == 1 else f"{disc.label}/DICOMDIR"
-    notes = tuple(f"{where}: {n}" for n in _unique(writing, reading))
+    notes = tuple(f"{where}: {n}" for n in _unique(writer.notes, writing, reading))
     return prepared, file_ids, notes, tuple(omitted)
+
+
+def _kept(
+    p: _Prepared, inst: InputInstance, notes: tuple[str, ...], strings: dict[str, str]
+) -> _Prepared:
+    """``p`` as the main process keeps it: without its DICOMDIR records (on the writer's tree
+    now), and with one copy of each value it shares with other images (each worker result
+    arrives with its own copies)."""
+
+    def one(value: str) -> str:
+        return strings.setdefault(value, value)
+
+    identity = p.identity.shared(strings)
+    uid = identity["SOPInstanceUID"]
+    return replace(
+        p,
+        records=None,
+        notes=notes,
+        identity=identity,
+        sop_instance_uid=uid if uid == p.sop_instance_uid else p.sop_instance_uid,
+        relative=inst.relative if inst.relative == p.relative else p.relative,
+        watermark=one(p.watermark),
+        watermark_reason=one(p.watermark_reason),
+        encoding=one(p.encoding),
+        source_syntax=one(p.source_syntax),
+        transfer_syntax=one(p.transfer_syntax),
+        sop_class_uid=one(p.sop_class_uid),
+        study_description=one(p.study_description),
+        series_description=one(p.series_description),
+    )
 
 
 def _log_images(prepared: Sequence[_Prepared], file_ids: dict[str, str]) -> None:

@@ -1,36 +1,152 @@
-"""Write the DICOMDIR with pydicom's FileSet.
+"""Write the DICOMDIR: the records pydicom's FileSet would make, in one pass.
 
-pydicom's FileSet builds the PATIENT/STUDY/SERIES/IMAGE records and picks the File
-IDs. We hand it a *header-only* copy of each instance, with its record keys made to conform
+Each instance's records are made where the instance is prepared (a worker process): a
+*header-only* copy of it, with its record keys made to conform
 (:mod:`discmaker.author.record_keys`) and placeholders for the few type 1 record keys an image
-may legally leave empty (:data:`discmaker.author.intake.INVENTED_DEFAULTS`), let it write the
-DICOMDIR and its small stand-in files, then move the real, watermarked files over the
-stand-ins. The records only depend on header attributes and the transfer syntax, so
-they describe the real files exactly, and no image is written twice.
+may legally leave empty (:data:`discmaker.author.intake.INVENTED_DEFAULTS`), goes through
+pydicom's own record makers (``pydicom.fileset.DIRECTORY_RECORDERS``) exactly as
+``FileSet.add`` would use them. What crosses to the main process is only the records' elements,
+as (tag, VR, value) tuples: :class:`InstanceRecords`.
+
+The main process (:class:`DicomdirWriter`) places the records in the PATIENT/STUDY/SERIES tree
+the way pydicom's FileSet does (same keys, same order, same File IDs), has pydicom encode each
+new record as a sequence item at once and keeps only those bytes. At the end the offsets of the
+record links, fixed-length UL values, are filled in and pydicom writes the DICOMDIR around the
+encoded items. The result is byte for byte what ``FileSet.write`` writes for the same instances
+(tests/test_dicomdir_writer.py), without FileSet's staging folder, stand-in files or its
+re-reading of the DICOMDIR; the real, watermarked files then go to their File IDs.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
-from typing import Any
 
-import pydicom
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.fileset import FileSet, RecordNode, RootNode
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+
+# pydicom's own choices, so the records and File IDs are the ones FileSet makes (pydicom 3.0;
+# tests/test_dicomdir_writer.py compares the bytes with FileSet's on every kind of record).
+from pydicom.fileset import _PREFIXES as _FILE_ID_PREFIXES
+from pydicom.fileset import DIRECTORY_RECORDERS, _four_level_record_type, _single_level_record_type
+from pydicom.filewriter import (
+    write_data_element,
+    write_dataset,
+    write_file_meta_info,
+    write_sequence_item,
+)
 from pydicom.tag import Tag
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
 
 from discmaker.author.intake import INVENTED_DEFAULTS
 from discmaker.author.record_keys import conform_record_keys
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
 from discmaker.format.dicomdir import validate_fileset_id
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
+_NEXT_OFFSET = 0x00041400  # Offset of the Next Directory Record
+_LOWER_OFFSET = 0x00041420  # Offset of Referenced Lower-Level Directory Entity
+_FILE_ID = 0x00041500  # Referenced File ID
+_RECORD_SEQUENCE = 0x00041220  # Directory Record Sequence
+_FOUR_LEVELS = ("PATIENT", "STUDY", "SERIES")
+# FileSet names File ID components from 0 to 9 only up to this many instances (then A-Z too).
+MAX_INSTANCES = 10**6
+
+# Where pydicom puts the two offsets in an encoded record item (explicit VR little endian): the
+# item's tag and length, then (0004,1400) UL, (0004,1410) US, (0004,1420) UL, always first.
+_ITEM_HEAD = 8
+_NEXT_AT = _ITEM_HEAD + 8
+_LOWER_AT = _ITEM_HEAD + 12 + 10 + 8
+_OFFSET_TAGS = (
+    (_NEXT_AT - 8, b"\x04\x00\x00\x14UL\x04\x00"),
+    (_LOWER_AT - 8, b"\x04\x00\x20\x14UL\x04\x00"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    """One directory record of an instance, encoded by pydicom as its sequence item in the
+    Directory Record Sequence, the offsets still 0. A leaf record holds a placeholder File ID
+    of the right length at ``file_id_at`` (the element's first byte in ``item``)."""
+
+    record_type: str
+    key: str  # what tells this record from its siblings (pydicom's ``RecordNode.key``)
+    item: bytes
+    file_id_at: int = 0  # leaf records only
+    notes: tuple[str, ...] = ()  # warnings pydicom raised while encoding it
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecords:
+    """The directory records of one instance, highest level first: what a worker sends back.
+
+    ``error`` says why pydicom could not make them (a type 1 key missing); the writer
+    refuses the instance with it.
+    """
+
+    sop_instance_uid: str
+    records: tuple[RecordSpec, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DraftRecords:
+    """An instance's records as pydicom's record makers return them, before encoding (they
+    share values with the instance, so they stay in the process that made them)."""
+
+    sop_instance_uid: str
+    records: tuple[tuple[str, Dataset], ...] = ()  # (record type, record), highest level first
+    error: str = ""
+
+
+def draft_records(ds: Dataset) -> tuple[DraftRecords, tuple[str, ...]]:
+    """The DICOMDIR records of ``ds`` and the keywords whose record value is not the
+    image's (see :func:`header_for_record`). ``ds`` is not changed. pydicom's warnings while
+    making them are about the image's values: the caller keeps them with the image."""
+    hdr, invented = header_for_record(ds)
+    uid = str(hdr.get("SOPInstanceUID", "?"))
+    try:
+        records = tuple(_pydicom_records(hdr))
+    except ValueError as exc:
+        error = f"The DICOMDIR record for SOP Instance {uid} cannot be made: {exc}"
+        return DraftRecords(sop_instance_uid=uid, error=error), invented
+    return DraftRecords(sop_instance_uid=uid, records=records), invented
+
+
+def encode_records(draft: DraftRecords) -> InstanceRecords:
+    """Have pydicom encode the records; each record's warnings go with it (notes of the
+    DICOMDIR, once the record is on it). Call it outside the image's ``captured_warnings``."""
+    specs = []
+    for level, (record_type, record) in enumerate(draft.records):
+        leaf = level == len(draft.records) - 1
+        with captured_warnings() as notes:
+            item, file_id_at = _encode_item(
+                record_type, record, [_name(t, 0) for t, _ in draft.records] if leaf else None
+            )
+        specs.append(
+            RecordSpec(
+                record_type=record_type,
+                key=_key(record_type, record),
+                item=item,
+                file_id_at=file_id_at,
+                notes=tuple(notes),
+            )
+        )
+    return InstanceRecords(
+        sop_instance_uid=draft.sop_instance_uid, records=tuple(specs), error=draft.error
+    )
+
+
+def instance_records(ds: Dataset) -> tuple[InstanceRecords, tuple[str, ...]]:
+    """:func:`draft_records`, then :func:`encode_records`, in one call."""
+    draft, invented = draft_records(ds)
+    return encode_records(draft), invented
 
 
 def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
@@ -63,51 +179,6 @@ def _replace(hdr: Dataset, keyword: str, value: object) -> None:
     hdr.add(DataElement(tag, dictionary_VR(tag), value))
 
 
-class FileSetWriter:
-    """Build a DICOMDIR incrementally (records as instances become ready), then write it.
-
-    Use as a context manager; pydicom's staging folder is removed on exit.
-    """
-
-    def __init__(self, *, fileset_id: str, stage: Path | None = None) -> None:
-        fileset_id = validate_fileset_id(fileset_id)  # before a staging folder exists
-        self._fs = _UniqueFileSet()
-        self._fs.ID = fileset_id
-        if stage is not None:
-            _move_stage(self._fs, stage)
-        self._uids: list[str] = []
-        self._fileset_id = fileset_id
-
-    def __enter__(self) -> FileSetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _release_stage(self._fs)
-
-    def add(self, header: Dataset) -> None:
-        uid = str(header.get("SOPInstanceUID", "?"))
-        with self._fs.adding():
-            try:
-                self._fs.add(_StandIn(header))
-            except ValueError as exc:
-                raise StudyError(
-                    f"The DICOMDIR record for SOP Instance {uid} cannot be made: {exc}"
-                ) from exc
-        self._uids.append(uid)
-
-    def write(self, root: Path, *, salt: str = "") -> dict[str, str]:
-        """Write DICOMDIR and stand-in files under ``root``; return SOP Instance UID -> File ID.
-
-        File IDs are POSIX paths relative to ``root`` (``PT000000/ST000000/SE000000/IM000000``).
-        The caller must replace every stand-in with the real instance. The DICOMDIR's own SOP
-        Instance UID is derived from its contents and ``salt`` (e.g. the disc's timestamp), so
-        the same inputs give the same bytes (pydicom would otherwise pick a random one).
-        """
-        self._fs.UID = generate_uid(entropy_srcs=[self._fileset_id, salt, *self._uids])
-        self._fs.write(root)
-        return {str(inst.SOPInstanceUID): Path(inst.FileID).as_posix() for inst in self._fs}
-
-
 def _sr_record_keys(hdr: Dataset) -> None:
     """Shape an SR document's header the way its SR DOCUMENT record must be (PS3.3 F.5).
 
@@ -137,96 +208,230 @@ def _sr_record_keys(hdr: Dataset) -> None:
             _replace(hdr, "VerificationDateTime", max(times))
 
 
-class _StandIn(Dataset):
-    """A header whose file on the stage is an empty placeholder.
+def _pydicom_records(hdr: Dataset) -> Iterator[tuple[str, Dataset]]:
+    """The records ``FileSet.add`` makes for ``hdr`` (its ``_recordify``, pydicom 3.0), but
+    for the elements every record gets from the writer (offsets, flag, type, File ID)."""
+    single = _single_level_record_type(hdr)
+    types = (single,) if single != "PATIENT" else (*_FOUR_LEVELS, _four_level_record_type(hdr))
+    for level, record_type in enumerate(types):
+        record = _pydicom_record(record_type, hdr)
+        if len(types) > 1 and "SpecificCharacterSet" in hdr:
+            record.SpecificCharacterSet = hdr.SpecificCharacterSet
+        if level == len(types) - 1:
+            record.ReferencedSOPClassUIDInFile = hdr.SOPClassUID
+            record.ReferencedSOPInstanceUIDInFile = hdr.SOPInstanceUID
+            record.ReferencedTransferSyntaxUIDInFile = hdr.file_meta.TransferSyntaxUID
+        yield record_type, record
 
-    ``FileSet.add`` saves every instance to its staging folder and ``write()`` copies it to
-    its File ID, where the caller then puts the real, watermarked file. Encoding the header
-    only to throw it away cost ~3 ms per image on the one serial path of authoring.
+
+def _pydicom_record(record_type: str, hdr: Dataset) -> Dataset:
+    """pydicom's record of ``record_type`` for ``hdr``; its error, in its words, if a key
+    the record needs is missing or empty."""
+    try:
+        return DIRECTORY_RECORDERS[record_type](hdr)
+    except ValueError as exc:
+        raise ValueError(
+            f"Unable to use the default '{record_type}' "
+            f"record creator: {exc}. See DICOM PS3.3 Section F.5. "
+            "Either update the instance, "
+            "define your own record creation function or use "
+            "'FileSet.add_custom()' instead"
+        ) from exc
+
+
+def _key(record_type: str, record: Dataset) -> str:
+    """The key FileSet tells sibling records apart by (``RecordNode.key``)."""
+    if record_type == "PATIENT":
+        return str(record.PatientID)
+    if record_type == "STUDY" and "StudyInstanceUID" in record:
+        return str(record.StudyInstanceUID)
+    if record_type == "SERIES":
+        return str(record.SeriesInstanceUID)
+    return str(record.ReferencedSOPInstanceUIDInFile)
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """A record in the tree: its encoded sequence item, and the records below it."""
+
+    item: bytearray
+    children: list[_Node] | None = None  # None: a leaf (it references an instance)
+    by_key: dict[str, _Node] | None = None  # the first child of each key (not on leaves)
+    offset: int = 0  # of the item in the DICOMDIR, once known
+
+
+class DicomdirWriter:
+    """Build a DICOMDIR record by record as instances become ready, then write it.
+
+    ``salt`` (e.g. the disc's timestamp) goes into the DICOMDIR's own SOP Instance UID with
+    the File-set ID and every instance's UID, so the same inputs give the same bytes.
     """
 
-    def __init__(self, header: Dataset) -> None:
-        super().__init__(header)
-        self.file_meta = header.file_meta
+    def __init__(self, *, fileset_id: str, salt: str = "") -> None:
+        self._fileset_id = validate_fileset_id(fileset_id)
+        self._salt = salt
+        self._root = _Node(bytearray(), children=[], by_key={})
+        self._file_ids: dict[str, str] = {}  # SOP Instance UID -> File ID
+        self._notes: list[str] = []
 
-    def save_as(self, filename: Any, /, *args: Any, **kwargs: Any) -> None:
-        Path(filename).touch()
+    def add(self, records: InstanceRecords) -> str:
+        """Add an instance's records; return its File ID (a POSIX path, ``PT000000/...``)."""
+        if records.error:
+            raise StudyError(records.error)
+        if len(self._file_ids) >= MAX_INSTANCES:
+            raise StudyError(f"A DICOMDIR here holds at most {MAX_INSTANCES:,} instances.")
+        current, parts = self._root, list[str]()
+        specs = records.records
+        for level, spec in enumerate(specs):
+            leaf = level == len(specs) - 1
+            siblings, by_key = current.children, current.by_key
+            assert siblings is not None and by_key is not None  # specs end with the leaf
+            found = None if leaf else by_key.get(spec.key)
+            if found is None:
+                parts.append(_name(spec.record_type, len(siblings)))
+                found = _Node(bytearray(spec.item))
+                if leaf:
+                    _put_file_id(found.item, spec.file_id_at, parts)
+                else:  # looked up by key; a leaf's (its SOP Instance UID) never matches these
+                    found.children, found.by_key = [], {}
+                    by_key.setdefault(spec.key, found)
+                siblings.append(found)
+                self._notes.extend(spec.notes)
+            else:
+                parts.append(_name(spec.record_type, siblings.index(found)))
+            current = found
+        file_id = self._file_ids[records.sop_instance_uid] = "/".join(parts)
+        return file_id
 
+    def write(self, root: Path) -> dict[str, str]:
+        """Write ``root/DICOMDIR`` and the folders of every File ID; return SOP Instance UID ->
+        File ID. The caller puts each instance at its File ID."""
+        uid = generate_uid(entropy_srcs=[self._fileset_id, self._salt, *self._file_ids])
+        nodes = list(_preorder(self._root))
+        with captured_warnings() as notes:
+            start = len(_encode_dicomdir(self._fileset_id, uid, (0, 0), b""))
+            offset = start
+            for node in nodes:
+                node.offset = offset
+                offset += len(node.item)
+            for node in (self._root, *nodes):
+                _link(node)
+            roots = self._root.children or []
+            first_last = (roots[0].offset, roots[-1].offset) if roots else (0, 0)
+            data = _encode_dicomdir(
+                self._fileset_id, uid, first_last, b"".join(n.item for n in nodes)
+            )
+        self._notes.extend(notes)
+        if len(data) != offset:  # the offsets would point elsewhere: never write that
+            raise RuntimeError("DICOMDIR encoding changed length between passes")
+        (root / "DICOMDIR").write_bytes(data)
+        for folder in sorted({f.rpartition("/")[0] for f in self._file_ids.values()} - {""}):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        return dict(self._file_ids)
 
-class _LeafFirstRoot(RootNode):
-    """The record tree's root, inserting a new branch without scanning sibling leaves.
-
-    pydicom's ``RootNode.add`` descends with ``while node in current and node.children``:
-    the membership test computes the key of every child of ``current``, even when ``node`` is
-    a leaf and the answer cannot matter. Asking ``node.children`` first gives the same tree
-    and makes inserting an image O(depth) instead of O(images in the series). The override
-    lives on this one tree only; pydicom's classes are left as they are.
-    """
-
-    def add(self, leaf: RecordNode) -> None:
-        node = leaf.root
-        if node is self:
-            node = node.children[0]
-        current = self.root
-        while node.children and node in current:
-            current = current[node]
-            node = node.children[0]
-        node.parent = current
-
-
-# The override above restates RootNode.add of pydicom 3.0; another major version may differ.
-_TREE_OVERRIDE_OK = pydicom.__version__.split(".")[0] == "3"
-
-
-class _UniqueFileSet(FileSet):
-    """A FileSet for instances already known to be unique (intake refuses duplicates).
-
-    pydicom's ``FileSet.add`` is quadratic in the number of images (pydicom 3.0): it first
-    scans every instance added so far for the same SOP Instance UID (2.6 s of 4.4 s for 300 CT
-    slices), and inserting a leaf into the record tree computes the key of every sibling
-    image (see :class:`_LeafFirstRoot`). While adding, iteration of this File-set yields
-    nothing, so the first scan is free and the result is the same; everything else, including
-    ``write()``, sees the File-set as usual. Both changes are confined to this instance.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._adding = False
-        if _TREE_OVERRIDE_OK:
-            self._tree = _LeafFirstRoot(self)
-
-    @contextmanager
-    def adding(self) -> Iterator[None]:
-        self._adding = True
-        try:
-            yield
-        finally:
-            self._adding = False
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._adding:
-            return iter(())
-        return super().__iter__()
-
-
-def _move_stage(fs: FileSet, folder: Path) -> None:
-    """Keep FileSet's staging folder in ``folder`` (our own work area) instead of the system
-    temporary folder, which may be small or slow; there is no public setting for it."""
-    _release_stage(fs)
-    stage = TemporaryDirectory(dir=folder, prefix="fileset-")
-    fs._stage["t"] = stage
-    fs._stage["path"] = Path(stage.name)
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The warnings pydicom raised while encoding the records and the DICOMDIR."""
+        return tuple(dict.fromkeys(self._notes))
 
 
-def _release_stage(fs: FileSet) -> None:
-    """Delete FileSet's private staging folder now rather than at garbage collection.
-
-    pydicom keeps it in a TemporaryDirectory that is only removed (with a ResourceWarning)
-    when the FileSet is collected; there is no public call for it (pydicom 3.0).
-    """
-    stage = getattr(fs, "_stage", {}).get("t")
-    if stage is not None and hasattr(stage, "cleanup"):
-        stage.cleanup()
+def _name(record_type: str, index: int) -> str:
+    """A File ID component as FileSet names it: the record type's prefix and the record's
+    index among its siblings, in decimal, 8 characters in all."""
+    prefix = _FILE_ID_PREFIXES[record_type]
+    return f"{prefix}{index:0{8 - len(prefix)}d}"
 
 
-__all__ = ["FileSetWriter", "header_for_record"]
+def _encode_item(record_type: str, record: Dataset, file_id: list[str] | None) -> tuple[bytes, int]:
+    """The record as pydicom encodes it in the Directory Record Sequence, offsets still 0,
+    and where its Referenced File ID element starts (0 for a record without one)."""
+    record.OffsetOfTheNextDirectoryRecord = 0
+    record.RecordInUseFlag = 0xFFFF
+    record.OffsetOfReferencedLowerLevelDirectoryEntity = 0
+    record.DirectoryRecordType = record_type
+    if file_id is not None:
+        record.ReferencedFileID = file_id
+    fp = _buffer()
+    write_sequence_item(fp, record, convert_encodings(default_encoding))
+    item = fp.getvalue()
+    for at, head in _OFFSET_TAGS:
+        if item[at : at + len(head)] != head:
+            raise RuntimeError(f"unexpected layout of a {record_type} record")
+    if file_id is None:
+        return item, 0
+    placeholder = _file_id_element(file_id)
+    if item.count(placeholder) != 1:
+        raise RuntimeError(f"unexpected layout of a {record_type} record")
+    return item, item.index(placeholder)
+
+
+def _file_id_element(parts: list[str]) -> bytes:
+    """(0004,1500) Referenced File ID as pydicom encodes it, components as values."""
+    fp = _buffer()
+    write_data_element(fp, DataElement(_FILE_ID, "CS", parts))
+    return fp.getvalue()
+
+
+def _put_file_id(item: bytearray, at: int, parts: list[str]) -> None:
+    """Put the File ID over the placeholder: the same length, as every component has 8
+    characters and the number of components is the record's depth."""
+    element = _file_id_element(parts)
+    if item[at : at + 8] != element[:8]:  # tag, VR and length
+        raise RuntimeError("the File ID placeholder does not match")
+    item[at : at + len(element)] = element
+
+
+def _buffer() -> DicomBytesIO:
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    return fp
+
+
+def _preorder(node: _Node) -> Iterator[_Node]:
+    """The records in the order FileSet writes them: each before the records below it."""
+    for child in node.children or ():
+        yield child
+        yield from _preorder(child)
+
+
+def _link(node: _Node) -> None:
+    """Fill in the offsets of the records below ``node`` (next sibling, first child)."""
+    children = node.children or []
+    for k, child in enumerate(children):
+        following = children[k + 1].offset if k + 1 < len(children) else 0
+        lower = child.children[0].offset if child.children else 0
+        struct.pack_into("<I", child.item, _NEXT_AT, following)
+        struct.pack_into("<I", child.item, _LOWER_AT, lower)
+
+
+def _encode_dicomdir(fileset_id: str, uid: str, first_last: tuple[int, int], items: bytes) -> bytes:
+    """The DICOMDIR file FileSet writes, around the encoded record items (``items``)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
+    ds.file_meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    ds.FileSetID = fileset_id
+    ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = first_last[0]
+    ds.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity = first_last[1]
+    ds.FileSetConsistencyFlag = 0
+    # The items are encoded already: a raw element, written as it is (the encoding is set as
+    # the items were written, so pydicom does not decode them again).
+    ds[_RECORD_SEQUENCE] = RawDataElement(
+        Tag(_RECORD_SEQUENCE), "SQ", len(items), items, 0, False, True
+    )
+    ds.set_original_encoding(False, True, default_encoding)
+    fp = _buffer()
+    fp.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+__all__ = [
+    "DicomdirWriter",
+    "InstanceRecords",
+    "RecordSpec",
+    "header_for_record",
+    "instance_records",
+]
