@@ -790,25 +790,36 @@ def test_a_study_uid_that_is_not_a_uid_is_refused(
     assert not list(config.spool.rglob("*.dcm"))
 
 
-def test_a_disc_robot_gets_the_disc_its_label_and_then_its_job_file(
-    tmp_path: Path, centre: Centre
-) -> None:
+def _disc_requested_offline(
+    config: station_config.StationConfig, centre: Centre, files: list[Path], *, copies: int
+) -> Any:
+    """The station (not listening) stores ``files``, a Media Creation request asks for
+    ``copies`` discs of them, one step makes the disc: its verified job."""
     from discmaker.pacs.receive import MediaRequest
 
-    files = study(tmp_path / "ct", "u", slices=2)
-    robot = tmp_path / "robot"
-    robot.mkdir()
-    config = make_config(tmp_path, centre, quiet_seconds=3600, hot_folder=robot)
     pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in files)
     with offline(config, centre) as (station, _):
         for path in files:
             station.store(_instance(path))
         uid = generate_uid()
-        station.media_request(MediaRequest(uid, "PACS", pairs, "", "", copies=2))
+        station.media_request(MediaRequest(uid, "PACS", pairs, "", "", copies=copies))
         station.media_action(uid, 1)
         assert station.step()
         (job,) = station.queue.jobs()
-        assert job.state == "verified" and job.copies == 2
+    assert job.state == "verified"
+    return job
+
+
+def test_a_disc_robot_gets_the_disc_its_label_and_then_its_job_file(
+    tmp_path: Path, centre: Centre
+) -> None:
+
+    files = study(tmp_path / "ct", "u", slices=2)
+    robot = tmp_path / "robot"
+    robot.mkdir()
+    config = make_config(tmp_path, centre, quiet_seconds=3600, hot_folder=robot)
+    job = _disc_requested_offline(config, centre, files, copies=2)
+    assert job.copies == 2
     ticket = json.loads((robot / f"{job.label}.JOB.json").read_bytes())
     assert ticket["format"] == "discmaker-robot-job" and ticket["copies"] == 2
     (disc,) = ticket["discs"]
@@ -827,7 +838,6 @@ def test_a_ptburn_robot_gets_a_job_request_file_per_disc_and_never_a_second_one(
     """robot = "ptburn": after the ISO and label, LABEL.JRQ naming the ISO by the path the
     robot's (Windows) computer sees, the disc type, the copies; once PTBurn has taken it
     (renamed to .QRJ, .INP, .DON or .ERR) a hand-over again writes no new job file."""
-    from discmaker.pacs.receive import MediaRequest
     from discmaker.station import jobs as station_jobs
 
     files = study(tmp_path / "ct", "pt", slices=2)
@@ -842,16 +852,7 @@ def test_a_ptburn_robot_gets_a_job_request_file_per_disc_and_never_a_second_one(
         robot_folder="\\\\DISCSERVER\\PTBurnJobs",
         medium=Medium.DVD,
     )
-    pairs = tuple((str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)) for p in files)
-    with offline(config, centre) as (station, _):
-        for path in files:
-            station.store(_instance(path))
-        uid = generate_uid()
-        station.media_request(MediaRequest(uid, "PACS", pairs, "", "", copies=3))
-        station.media_action(uid, 1)
-        assert station.step()
-        (job,) = station.queue.jobs()
-        assert job.state == "verified"
+    job = _disc_requested_offline(config, centre, files, copies=3)
     iso = Path(job.outputs[0]).name
     jrq = robot / f"{job.label}.JRQ"
     assert sorted(p.name for p in robot.iterdir()) == sorted(

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from discmaker.author import create
+from discmaker.author.prepare import Prepared, PrepareJob, prepare, sealing_key
 from discmaker.crypto import signing
 from discmaker.format.manifest import OmittedFile
 from discmaker.parallel import ContextPool
@@ -71,7 +71,7 @@ def _stamp(path: Path) -> _Stamp | None:
 class _Entry:
     stamp: _Stamp
     work: Path
-    future: Future[create._Prepared | OmittedFile]
+    future: Future[Prepared | OmittedFile]
 
 
 class PreparedAhead:
@@ -104,7 +104,7 @@ class PreparedAhead:
     def _started(self) -> ContextPool:
         if self._pool is None:
             self._pool = ContextPool(
-                create._sealing_key, (self._raw_key,), workers=self._workers, nice=NICENESS
+                sealing_key, (self._raw_key,), workers=self._workers, nice=NICENESS
             )
         return self._pool
 
@@ -120,9 +120,9 @@ class PreparedAhead:
             if old is not None:  # sent again: the newer file counts
                 _drop(old)
             work = self.folder / f"{next(self._names):08d}.dcm"
-            job = create._Job(source=str(source), work_path=str(work), relative=source.name)
+            job = PrepareJob(source=str(source), work_path=str(work), relative=source.name)
             try:
-                future = self._started().submit(create._prepare, job)
+                future = self._started().submit(prepare, job)
             except Exception as exc:  # a worker died (killed, out of memory): never the
                 # sender's problem; the author prepares this file, new workers take the next
                 log.warning("ahead: workers lost (%s); starting new ones", type(exc).__name__)
@@ -142,7 +142,7 @@ class PreparedAhead:
         with self._lock:
             return str(source) in self._entries
 
-    def take(self, source: Path, key_id: bytes, work_path: Path) -> create._Prepared | None:
+    def take(self, source: Path, key_id: bytes, work_path: Path) -> Prepared | None:
         """The prepared ``source``, its file moved to ``work_path``; waits for one under way.
         None (and nothing at ``work_path``) when it was not submitted, failed, was sealed with
         another key than ``key_id``'s or the file changed since it was submitted."""
@@ -156,7 +156,7 @@ class PreparedAhead:
             entry.work.unlink(missing_ok=True)
             return None
         if (
-            not isinstance(result, create._Prepared)
+            not isinstance(result, Prepared)
             or key_id != self.key_id
             or _stamp(source) != entry.stamp
         ):

@@ -26,14 +26,13 @@ their File ID, never by patient data.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,17 +42,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
-from pydicom.dataset import Dataset
 
 from discmaker import APP_NAME, __version__
 from discmaker.author.dicomdir import (
     DicomdirWriter,
-    InstanceRecords,
-    draft_records,
-    encode_records,
 )
 from discmaker.author.intake import InputInstance, Intake, scan
-from discmaker.author.normalise import Normalised, normalise
+from discmaker.author.prepare import Prepared, PrepareJob, prepare, sealing_key
 from discmaker.crypto import signing
 from discmaker.diagnostics import captured_warnings
 from discmaker.disc.iso import (
@@ -71,24 +66,13 @@ from discmaker.errors import (
     OutputError,
     StudyError,
     TooLargeError,
-    UnusableFileError,
     UsageError,
 )
 from discmaker.format import manifest
 from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
-from discmaker.format.identity import (
-    IDENTITY_KEYWORDS,
-    INSTANCE_KEYWORDS,
-    identity_attributes,
-    identity_digest,
-)
-from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
 from discmaker.format.manifest import OmittedFile
-from discmaker.format.sealed import header_block
 from discmaker.parallel import default_workers, run_jobs
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
-from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
-from discmaker.watermark.seal import seal_dataset
 
 if TYPE_CHECKING:
     from discmaker.author.ahead import PreparedAhead
@@ -165,183 +149,6 @@ class AuthorResult:
     omitted: tuple[OmittedFile, ...] = ()  # input files left out (skip_unusable)
 
 
-_IDENTITY_INDEX = {keyword: n for n, keyword in enumerate(IDENTITY_KEYWORDS)}
-
-
-class _Identity(Mapping[str, str]):
-    """An image's identity attributes (every keyword of IDENTITY_KEYWORDS), held as a tuple:
-    the main process keeps one per image until the manifest, and a dict costs ~1 KiB more."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: tuple[str, ...]) -> None:
-        self._values = values
-
-    def __getitem__(self, keyword: str) -> str:
-        return self._values[_IDENTITY_INDEX[keyword]]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(IDENTITY_KEYWORDS)
-
-    def __len__(self) -> int:
-        return len(IDENTITY_KEYWORDS)
-
-    def shared(self, strings: dict[str, str]) -> _Identity:
-        """The same values, those of the patient, study, series and image geometry the one
-        equal string of ``strings`` (added if new); an instance's own are kept as they are."""
-        return _Identity(
-            tuple(
-                v if k in INSTANCE_KEYWORDS else strings.setdefault(v, v)
-                for k, v in zip(IDENTITY_KEYWORDS, self._values, strict=True)
-            )
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """One prepared instance, as the main process keeps it until the disc is written."""
-
-    work_path: str
-    records: InstanceRecords | None  # handed to the DICOMDIR writer, then dropped
-    invented: tuple[str, ...]
-    identity: _Identity
-    identity_sha256: str
-    watermark: str
-    watermark_reason: str
-    frames: int
-    encoding: str
-    source_syntax: str
-    transfer_syntax: str
-    sop_class_uid: str
-    sop_instance_uid: str
-    size: int
-    sha256: str
-    study_description: str
-    series_description: str
-    shared: tuple[str, ...] = ()  # DICOMDIR keys that show another image's value (see below)
-    relative: str = ""  # the input's path in its input folder (logs and notes)
-    notes: tuple[str, ...] = ()  # warnings raised while reading, converting and indexing it
-    millis: float = 0.0  # time step 3 took for it
-
-
-# -- step 3: per-instance work (here, or in worker processes) ------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    source: str
-    work_path: str
-    relative: str
-    skip_unusable: bool = False
-
-
-@dataclass(frozen=True)
-class _SealingKey:
-    """The context of one run's step 3: the key that seals every image and the id it has."""
-
-    key: Ed25519PrivateKey
-    key_id: bytes
-
-
-@contextmanager
-def _sealing_key(raw_key: bytes) -> Iterator[_SealingKey]:
-    """Setup of :func:`discmaker.parallel.run_jobs`: the run's key, from its 32 raw bytes."""
-    key = Ed25519PrivateKey.from_private_bytes(raw_key)
-    yield _SealingKey(key=key, key_id=signing.key_id(key.public_key()))
-
-
-def _prepare(sealing: _SealingKey, job: _Job) -> _Prepared | OmittedFile:
-    """Step 3 for one instance; pydicom's warnings become the instance's notes. A file that
-    cannot go on a disc is an :class:`OmittedFile` when the job may skip it."""
-    try:
-        return _prepare_one(sealing, job)
-    except UnusableFileError as exc:
-        if not job.skip_unusable:
-            raise
-        return OmittedFile(file=job.relative, reason=exc.problem)
-
-
-def _prepare_one(sealing: _SealingKey, job: _Job) -> _Prepared:
-    started = time.monotonic()
-    with captured_warnings() as notes:
-        norm = normalise(Path(job.source))
-        attrs = identity_attributes(norm.dataset)
-        status, reason = _watermark(norm, sealing)
-        data = _encode(norm.dataset)
-        with open(job.work_path, "wb") as fp:
-            fp.write(data)
-        draft, invented = draft_records(norm.dataset)
-        prepared = _prepared(job, norm, attrs, status, reason, data, invented)
-    # Encoding the records: what pydicom says here is about the DICOMDIR, not the image.
-    records = encode_records(draft)
-    millis = (time.monotonic() - started) * 1000
-    return replace(prepared, records=records, notes=tuple(notes), millis=millis)
-
-
-def _watermark(norm: Normalised, sealing: _SealingKey) -> tuple[str, str]:
-    """Seal the pixels in place: ("embedded", "") or ("none", why not)."""
-    ds = norm.dataset
-    if norm.encoding == "lossy-carried":
-        return "none", "lossy compressed image carried unchanged; watermarking would alter it"
-    if "PixelData" not in ds:
-        return "none", "no pixel data (not an image)"
-    try:
-        seal_dataset(
-            ds,
-            header=header_block(ds),
-            signer=sealing.key,
-            key_id=sealing.key_id,
-        )
-    except (WatermarkCapacityError, UnsupportedPixelsError) as exc:
-        return "none", str(exc)
-    _mark_watermarked(ds, sealing.key_id)
-    return "embedded", ""
-
-
-def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
-    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
-    block.add_new(0x01, "CS", WATERMARK_FORMAT)
-    block.add_new(0x02, "LO", key_id.hex().upper())
-
-
-def _encode(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def _prepared(
-    job: _Job,
-    norm: Normalised,
-    attrs: dict[str, str],
-    status: str,
-    reason: str,
-    data: bytes,
-    invented: tuple[str, ...],
-) -> _Prepared:
-    ds = norm.dataset
-    return _Prepared(
-        work_path=job.work_path,
-        records=None,
-        invented=invented,
-        identity=_Identity(tuple(attrs[k] for k in IDENTITY_KEYWORDS)),
-        identity_sha256=identity_digest(attrs).hex(),
-        watermark=status,
-        watermark_reason=reason,
-        frames=int(attrs["NumberOfFrames"] or 1),
-        encoding=norm.encoding,
-        source_syntax=norm.source_syntax,
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        sop_class_uid=str(ds.SOPClassUID),
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        study_description=str(ds.get("StudyDescription", "") or ""),
-        series_description=str(ds.get("SeriesDescription", "") or ""),
-        relative=job.relative,
-    )
-
-
 def _prepare_each(
     instances: Sequence[InputInstance],
     work: Path,
@@ -351,7 +158,7 @@ def _prepare_each(
     *,
     skip_unusable: bool = False,
     ahead: PreparedAhead | None = None,
-) -> Generator[_Prepared | OmittedFile, None, None]:
+) -> Generator[Prepared | OmittedFile, None, None]:
     """Prepared instances in disc order, as they become ready: taken from ``ahead`` where
     it holds them, the others prepared here or in worker processes.
 
@@ -359,7 +166,7 @@ def _prepare_each(
     it, which shuts its worker processes down.
     """
     jobs = [
-        _Job(
+        PrepareJob(
             source=str(inst.path),
             work_path=str(work / f"{n:06d}.dcm"),
             relative=inst.relative,
@@ -369,9 +176,9 @@ def _prepare_each(
     ]
     held = [ahead is not None and ahead.holds(Path(job.source)) for job in jobs]
     results = run_jobs(
-        _prepare,
+        prepare,
         [job for job, h in zip(jobs, held, strict=True) if not h],
-        setup=_sealing_key,
+        setup=sealing_key,
         setup_args=(key.private_bytes_raw(),),
         workers=workers,
     )
@@ -391,10 +198,10 @@ def _prepare_each(
         yield result
 
 
-def _prepare_here(key: Ed25519PrivateKey, job: _Job) -> _Prepared | OmittedFile:
+def _prepare_here(key: Ed25519PrivateKey, job: PrepareJob) -> Prepared | OmittedFile:
     """Step 3 for one instance in this process."""
-    with _sealing_key(key.private_bytes_raw()) as sealing:
-        return _prepare(sealing, job)
+    with sealing_key(key.private_bytes_raw()) as sealing:
+        return prepare(sealing, job)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -450,7 +257,7 @@ def _organisation(cert: x509.Certificate) -> str:
     return str(names[0].value) if names else signing.subject_text(cert)
 
 
-def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
+def _summaries(prepared: Sequence[Prepared]) -> dict[str, PatientSummary]:
     patients: dict[str, PatientSummary] = {}
     for p in prepared:
         ident = p.identity
@@ -484,8 +291,8 @@ def _summaries(prepared: Sequence[_Prepared]) -> dict[str, PatientSummary]:
 
 
 def _note_shared_records(
-    prepared: list[_Prepared], file_ids: dict[str, str], dicomdir: bytes
-) -> tuple[list[_Prepared], tuple[str, ...]]:
+    prepared: list[Prepared], file_ids: dict[str, str], dicomdir: bytes
+) -> tuple[list[Prepared], tuple[str, ...]]:
     """Record, per image, the DICOMDIR keys that are not its own values.
 
     One PATIENT, STUDY and SERIES record serves many images; when the images of one study
@@ -619,7 +426,7 @@ class _DiscSet:
 
 @dataclass(frozen=True)
 class _DiscOutcome:
-    prepared: list[_Prepared]
+    prepared: list[Prepared]
     file_ids: dict[str, str]
     bytes_written: int
     notes: tuple[str, ...] = ()  # "FILE: note" for the DICOMDIR of this disc
@@ -809,7 +616,7 @@ def _result(
 
 
 def _operator_notes(
-    prepared: Sequence[_Prepared], outcomes: Sequence[_DiscOutcome]
+    prepared: Sequence[Prepared], outcomes: Sequence[_DiscOutcome]
 ) -> tuple[str, ...]:
     notes = []
     shared = sorted({k for p in prepared for k in p.shared})
@@ -868,7 +675,7 @@ def _prepare_and_index(
     stage: Path,
     root: Path,
     progress: Progress | None,
-) -> tuple[list[_Prepared], dict[str, str], tuple[str, ...], tuple[OmittedFile, ...]]:
+) -> tuple[list[Prepared], dict[str, str], tuple[str, ...], tuple[OmittedFile, ...]]:
     """Steps 3 and 4: prepare every instance and add its DICOMDIR records as each is ready;
     then write the DICOMDIR, and put the real files at their File IDs.
 
@@ -878,7 +685,7 @@ def _prepare_and_index(
     started = time.monotonic()
     work = stage / "work"
     work.mkdir()
-    prepared: list[_Prepared] = []
+    prepared: list[Prepared] = []
     omitted: list[OmittedFile] = []
     # A spanned set's manifests count each disc's images before the later discs are made,
     # so with span a file found unusable only now still stops the set (intake's skips are
@@ -937,8 +744,8 @@ def _prepare_and_index(
 
 
 def _kept(
-    p: _Prepared, inst: InputInstance, notes: tuple[str, ...], strings: dict[str, str]
-) -> _Prepared:
+    p: Prepared, inst: InputInstance, notes: tuple[str, ...], strings: dict[str, str]
+) -> Prepared:
     """``p`` as the main process keeps it: without its DICOMDIR records (on the writer's tree
     now), and with one copy of each value it shares with other images (each worker result
     arrives with its own copies)."""
@@ -966,7 +773,7 @@ def _kept(
     )
 
 
-def _log_images(prepared: Sequence[_Prepared], file_ids: dict[str, str]) -> None:
+def _log_images(prepared: Sequence[Prepared], file_ids: dict[str, str]) -> None:
     """One debug line per image: File ID, input path, watermark, timing; no patient data."""
     if not log.isEnabledFor(logging.DEBUG):
         return

@@ -922,17 +922,7 @@ def _analyse_stack(
     encs: list[list[_EncGrid]] = [[] for _ in range(n)]
     for j, view in enumerate(_stack_parts(s, k, 0, 0)):
         c = np.ascontiguousarray(view)
-        u, d, lf, rt = _neighbours(s, k, j)
-        p = u + d
-        p += lf
-        p += rt
-        p >>= 2
-        lo = np.minimum(u, d)
-        np.minimum(lo, lf, out=lo)
-        np.minimum(lo, rt, out=lo)
-        hi = np.maximum(u, d)
-        np.maximum(hi, lf, out=hi)
-        np.maximum(hi, rt, out=hi)
+        p, lo, hi = _predicted(*_neighbours(s, k, j))
         elig = None if oks is None else np.ascontiguousarray(oks[j])
         if any(r is not None for r in rois):
             inside = _selected(hi, lo, fmt, dark, bright)
@@ -1558,6 +1548,22 @@ def _stack_parts(x: npt.NDArray[_G], k: int, dr: int, dc: int) -> list[npt.NDArr
     ]
 
 
+def _predicted(u: I32, d: I32, lf: I32, rt: I32) -> tuple[I32, I32, I32]:
+    """From the four neighbours of each target: the prediction (floor of their mean) and
+    their lowest and highest value (the complexity and the ROI rule)."""
+    p = u + d
+    p += lf
+    p += rt
+    p >>= 2
+    lo = np.minimum(u, d)
+    np.minimum(lo, lf, out=lo)
+    np.minimum(lo, rt, out=lo)
+    hi = np.maximum(u, d)
+    np.maximum(hi, lf, out=hi)
+    np.maximum(hi, rt, out=hi)
+    return p, lo, hi
+
+
 def _neighbours(s: I32, k: int, j: int) -> tuple[I32, I32, I32, I32]:
     """Up, down, left and right neighbours of part j of pass k's targets in a stack of regions
     (`_stack_parts`), as contiguous copies (strided arithmetic is several times slower).
@@ -1666,17 +1672,7 @@ def _undo_stack(
     quiet = True
     for j, view in enumerate(_stack_parts(s, k, 0, 0)):
         c = np.ascontiguousarray(view)
-        u, d, lf, rt = _neighbours(s, k, j)
-        p = u + d
-        p += lf
-        p += rt
-        p >>= 2
-        lo = np.minimum(u, d)
-        np.minimum(lo, lf, out=lo)
-        np.minimum(lo, rt, out=lo)
-        hi = np.maximum(u, d)
-        np.maximum(hi, lf, out=hi)
-        np.maximum(hi, rt, out=hi)
+        p, lo, hi = _predicted(*_neighbours(s, k, j))
         sel = _selected(hi, lo, fmt, dark, bright) if use_roi else None
         cx = _complexity_of(hi, lo, fmt)
         sel = cx <= tcol if sel is None else sel & (cx <= tcol)

@@ -1,0 +1,217 @@
+"""Step 3 of authoring for one instance: normalise it, read its identity, seal its pixels
+with the run's key, encode it, write it, and make its DICOMDIR records.
+
+The same function runs in :func:`~discmaker.author.create.author`'s worker processes, in its
+own thread, and ahead of time in a disc station (:mod:`discmaker.author.ahead`). What it
+returns (:class:`Prepared`) is what the main process keeps per image until the disc is
+written, so it is small: no pixel data, no pydicom dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydicom.dataset import Dataset
+
+from discmaker.author.dicomdir import InstanceRecords, draft_records, encode_records
+from discmaker.author.normalise import Normalised, normalise
+from discmaker.crypto import signing
+from discmaker.diagnostics import captured_warnings
+from discmaker.errors import UnusableFileError
+from discmaker.format.identity import (
+    IDENTITY_KEYWORDS,
+    INSTANCE_KEYWORDS,
+    identity_attributes,
+    identity_digest,
+)
+from discmaker.format.layout import PRIVATE_CREATOR, PRIVATE_GROUP, WATERMARK_FORMAT
+from discmaker.format.manifest import OmittedFile
+from discmaker.format.sealed import header_block
+from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
+from discmaker.watermark.seal import seal_dataset
+
+_IDENTITY_INDEX = {keyword: n for n, keyword in enumerate(IDENTITY_KEYWORDS)}
+
+
+class Identity(Mapping[str, str]):
+    """An image's identity attributes (every keyword of IDENTITY_KEYWORDS), held as a tuple:
+    the main process keeps one per image until the manifest, and a dict costs ~1 KiB more."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        self._values = values
+
+    def __getitem__(self, keyword: str) -> str:
+        return self._values[_IDENTITY_INDEX[keyword]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(IDENTITY_KEYWORDS)
+
+    def __len__(self) -> int:
+        return len(IDENTITY_KEYWORDS)
+
+    def shared(self, strings: dict[str, str]) -> Identity:
+        """The same values, those of the patient, study, series and image geometry the one
+        equal string of ``strings`` (added if new); an instance's own are kept as they are."""
+        return Identity(
+            tuple(
+                v if k in INSTANCE_KEYWORDS else strings.setdefault(v, v)
+                for k, v in zip(IDENTITY_KEYWORDS, self._values, strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One prepared instance, as the main process keeps it until the disc is written."""
+
+    work_path: str
+    records: InstanceRecords | None  # handed to the DICOMDIR writer, then dropped
+    invented: tuple[str, ...]
+    identity: Identity
+    identity_sha256: str
+    watermark: str
+    watermark_reason: str
+    frames: int
+    encoding: str
+    source_syntax: str
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    size: int
+    sha256: str
+    study_description: str
+    series_description: str
+    shared: tuple[str, ...] = ()  # DICOMDIR keys that show another image's value (see below)
+    relative: str = ""  # the input's path in its input folder (logs and notes)
+    notes: tuple[str, ...] = ()  # warnings raised while reading, converting and indexing it
+    millis: float = 0.0  # time step 3 took for it
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareJob:
+    """One instance to prepare: its input file, where its encoded file goes, its path in the
+    input folder (for logs and notes), and whether an unusable file is left out."""
+
+    source: str
+    work_path: str
+    relative: str
+    skip_unusable: bool = False
+
+
+@dataclass(frozen=True)
+class SealingKey:
+    """The context of one run's step 3: the key that seals every image and the id it has."""
+
+    key: Ed25519PrivateKey
+    key_id: bytes
+
+
+@contextmanager
+def sealing_key(raw_key: bytes) -> Iterator[SealingKey]:
+    """Setup of :func:`discmaker.parallel.run_jobs`: the run's key, from its 32 raw bytes."""
+    key = Ed25519PrivateKey.from_private_bytes(raw_key)
+    yield SealingKey(key=key, key_id=signing.key_id(key.public_key()))
+
+
+def prepare(sealing: SealingKey, job: PrepareJob) -> Prepared | OmittedFile:
+    """Step 3 for one instance; pydicom's warnings become the instance's notes. A file that
+    cannot go on a disc is an :class:`OmittedFile` when the job may skip it."""
+    try:
+        return _prepare_one(sealing, job)
+    except UnusableFileError as exc:
+        if not job.skip_unusable:
+            raise
+        return OmittedFile(file=job.relative, reason=exc.problem)
+
+
+def _prepare_one(sealing: SealingKey, job: PrepareJob) -> Prepared:
+    started = time.monotonic()
+    with captured_warnings() as notes:
+        norm = normalise(Path(job.source))
+        attrs = identity_attributes(norm.dataset)
+        status, reason = _watermark(norm, sealing)
+        data = _encode(norm.dataset)
+        with open(job.work_path, "wb") as fp:
+            fp.write(data)
+        draft, invented = draft_records(norm.dataset)
+        prepared = _prepared(job, norm, attrs, status, reason, data, invented)
+    # Encoding the records: what pydicom says here is about the DICOMDIR, not the image.
+    records = encode_records(draft)
+    millis = (time.monotonic() - started) * 1000
+    return replace(prepared, records=records, notes=tuple(notes), millis=millis)
+
+
+def _watermark(norm: Normalised, sealing: SealingKey) -> tuple[str, str]:
+    """Seal the pixels in place: ("embedded", "") or ("none", why not)."""
+    ds = norm.dataset
+    if norm.encoding == "lossy-carried":
+        return "none", "lossy compressed image carried unchanged; watermarking would alter it"
+    if "PixelData" not in ds:
+        return "none", "no pixel data (not an image)"
+    try:
+        seal_dataset(
+            ds,
+            header=header_block(ds),
+            signer=sealing.key,
+            key_id=sealing.key_id,
+        )
+    except (WatermarkCapacityError, UnsupportedPixelsError) as exc:
+        return "none", str(exc)
+    _mark_watermarked(ds, sealing.key_id)
+    return "embedded", ""
+
+
+def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(0x01, "CS", WATERMARK_FORMAT)
+    block.add_new(0x02, "LO", key_id.hex().upper())
+
+
+def _encode(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _prepared(
+    job: PrepareJob,
+    norm: Normalised,
+    attrs: dict[str, str],
+    status: str,
+    reason: str,
+    data: bytes,
+    invented: tuple[str, ...],
+) -> Prepared:
+    ds = norm.dataset
+    return Prepared(
+        work_path=job.work_path,
+        records=None,
+        invented=invented,
+        identity=Identity(tuple(attrs[k] for k in IDENTITY_KEYWORDS)),
+        identity_sha256=identity_digest(attrs).hex(),
+        watermark=status,
+        watermark_reason=reason,
+        frames=int(attrs["NumberOfFrames"] or 1),
+        encoding=norm.encoding,
+        source_syntax=norm.source_syntax,
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        study_description=str(ds.get("StudyDescription", "") or ""),
+        series_description=str(ds.get("SeriesDescription", "") or ""),
+        relative=job.relative,
+    )
+
+
+__all__ = ["Identity", "PrepareJob", "Prepared", "SealingKey", "prepare", "sealing_key"]
