@@ -122,14 +122,44 @@ def test_it_holds_at_most_max_pending_files(
         assert [ahead.holds(p) for p in study] == [True] * 3 + [False] * (len(study) - 3)
 
 
-def test_a_result_left_by_an_earlier_process_is_removed(
+def test_a_result_left_by_an_earlier_process_is_removed_at_start_and_only_then(
     tmp_path: Path, centre: Centre, study: list[Path]
 ) -> None:
+    """start() (the folder's owner, under the station's lock) removes an earlier process's
+    files; making or closing another object on the folder (a second station, refused at
+    the lock) removes nothing of the running one's."""
     folder = tmp_path / "ahead"
     folder.mkdir()
-    shutil.copy(study[0], folder / "00000000.dcm")
-    with PreparedAhead(folder, centre.identity.private_key, workers=1) as ahead:
-        assert not list(ahead.folder.iterdir())
+    left = folder / "1-00000000.dcm"
+    shutil.copy(study[0], left)
+    with PreparedAhead(folder, centre.identity.private_key, workers=1) as running:
+        assert left.exists()  # not the owner's start yet
+        running.start()
+        assert not left.exists()
+        for path in study:
+            running.submit(path)
+        PreparedAhead(folder, centre.identity.private_key, workers=1).close()  # refused one
+        out = tmp_path / "disc.iso"
+        author_disc(centre, [study[0].parent.parent], out, ahead=running)
+        assert running.used == len(study)
+    assert not list(folder.iterdir())
+
+
+def test_a_prepared_file_removed_meanwhile_is_prepared_again(
+    tmp_path: Path, centre: Centre, study: list[Path]
+) -> None:
+    with _submitted(tmp_path, centre, study) as ahead:
+        assert ahead.take(study[0], ahead.key_id, tmp_path / "probe.dcm") is not None
+        ahead.submit(study[0])
+        while ahead.holds(study[0]) and not list(ahead.folder.glob("*.dcm")):
+            time.sleep(0.01)
+        for path in ahead.folder.glob("*.dcm"):
+            path.unlink()  # every prepared file gone (by hand, say)
+        out = tmp_path / "disc.iso"
+        author_disc(centre, [study[0].parent.parent], out, ahead=ahead)
+    plain = tmp_path / "plain.iso"
+    author_disc(centre, [study[0].parent.parent], plain)
+    assert out.read_bytes() == plain.read_bytes()
 
 
 def test_workers_that_die_cost_the_sender_nothing_and_new_ones_take_over(

@@ -13,8 +13,11 @@ unchanged since it was submitted (same size, modification time and inode; a file
 meanwhile is prepared again by the author) and the author seals with the same key. Anything
 that fails ahead of time is dropped silently: the author then prepares that file itself and
 reports the problem as it always does. Results live in memory and their files in ``folder``
-(the station's state folder), which this object empties when it starts and when it closes;
-a result nobody takes is dropped with :meth:`~PreparedAhead.forget` or at the close.
+(in the station's state folder). :meth:`~PreparedAhead.start`, called by the one host that
+owns the folder (the station, holding its state folder's lock), removes what an earlier
+process left there; a result nobody takes is removed by :meth:`~PreparedAhead.forget` or at
+the close, which removes this object's files only (a second station refused at the lock
+must not take the running one's).
 
 Thread-safe: the station submits from its receiver's association threads and takes from its
 job loop.
@@ -83,7 +86,6 @@ class PreparedAhead:
         self.key_id = signing.key_id(key.public_key())
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _empty(folder)  # an earlier process's results: nobody holds them any more
         self._raw_key = key.private_bytes_raw()
         self._workers = workers
         self._max_pending = max_pending
@@ -95,8 +97,11 @@ class PreparedAhead:
         self.used = 0  # results the author took (for the log and the tests)
 
     def start(self) -> None:
-        """Start the worker processes now (else at the first file, which then waits for them:
-        a second or so, too long for a sender waiting for its C-STORE answer)."""
+        """Remove what an earlier process left in the folder (nobody holds it any more) and
+        start the worker processes now (else at the first file, which then waits for them:
+        a second or so, too long for a sender waiting for its C-STORE answer). Only for the
+        folder's owner: the files of another live object would go too."""
+        _empty(self.folder)
         with self._lock:
             pool = self._started()
         pool.start()
@@ -119,7 +124,7 @@ class PreparedAhead:
             old = self._entries.pop(str(source), None)
             if old is not None:  # sent again: the newer file counts
                 _drop(old)
-            work = self.folder / f"{next(self._names):08d}.dcm"
+            work = self.folder / f"{os.getpid()}-{next(self._names):08d}.dcm"
             job = PrepareJob(source=str(source), work_path=str(work), relative=source.name)
             try:
                 future = self._started().submit(prepare, job)
@@ -162,8 +167,13 @@ class PreparedAhead:
         ):
             entry.work.unlink(missing_ok=True)
             return None
-        shutil.move(entry.work, work_path)
-        self.used += 1
+        try:
+            shutil.move(entry.work, work_path)
+        except OSError as exc:  # gone (removed by hand?) or the disc is full: as if not taken
+            log.warning("ahead: a prepared file cannot be used (%s); preparing it again", exc)
+            return None
+        with self._lock:
+            self.used += 1
         return result
 
     def forget(self, sources: Iterable[str | Path]) -> None:
@@ -175,7 +185,8 @@ class PreparedAhead:
                 _drop(entry)
 
     def close(self) -> None:
-        """Stop the workers (work under way is finished first) and remove every result."""
+        """Stop the workers (work under way is finished first) and remove this object's
+        results."""
         with self._lock:
             self._closed = True
             entries, self._entries = list(self._entries.values()), {}
@@ -184,7 +195,8 @@ class PreparedAhead:
             entry.future.cancel()
         if pool is not None:
             pool.close()
-        _empty(self.folder)
+        for entry in entries:
+            entry.work.unlink(missing_ok=True)
 
     def __enter__(self) -> PreparedAhead:
         return self
