@@ -215,3 +215,105 @@ def test_roundtrip_near_padding_and_range_ends() -> None:
         restored = marked.copy()
         assert extract_region(restored, box, fmt) == payload
         assert restored.tobytes() == raw.tobytes()
+
+
+def _embed_both(
+    plane: np.ndarray,
+    boxes: list[Box],
+    fmt: PixelFormat,
+    payloads: list[bytes],
+    rois: list[Roi | None],
+) -> tuple[int, int]:
+    """Embed every box one at a time and through `embed_prepared` (then `embed_region` for the
+    boxes it left), assert the same words and errors; (boxes done together, boxes)."""
+    plain = plane.copy()
+    want = []
+    for b, payload, roi in zip(boxes, payloads, rois, strict=True):
+        try:
+            embed_region(plain, b, fmt, payload, roi)
+            want.append("")
+        except WatermarkCapacityError as exc:
+            want.append(str(exc))
+    fast = plane.copy()
+    got = []
+    with engine.prepared(fast, boxes, fmt, rois):
+        done = engine.embed_prepared(fast, boxes, fmt, payloads, rois)
+        for b, payload, roi, ok in zip(boxes, payloads, rois, done, strict=True):
+            try:
+                if not ok:
+                    embed_region(fast, b, fmt, payload, roi)
+                got.append("")
+            except WatermarkCapacityError as exc:
+                got.append(str(exc))
+    assert fast.tobytes() == plain.tobytes()
+    assert got == want
+    return sum(done), len(boxes)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_embed_prepared_matches_embed_region(fmt: PixelFormat) -> None:
+    """The boxes embedded as one stack get the words `embed_region` writes, the others are left
+    to it (with the same errors); boxes of even and odd shapes, with and without rules."""
+    rng = np.random.default_rng(300 + fmt.bits_stored + fmt.signed)
+    together = 0
+    for shape, grid in (((256, 256), (4, 4)), ((131, 197), (2, 3)), ((91, 77), (3, 2))):
+        for _ in range(3):
+            plane = _plane(rng, fmt, shape)
+            boxes = grid_boxes(shape, grid=grid)
+            rois: list[Roi | None] = [
+                None
+                if rng.random() < 0.5
+                else Roi(int(rng.integers(1, 3)), int(rng.integers(fmt.vmin, fmt.vmax + 1)))
+                for _ in boxes
+            ]
+            sizes = rng.integers(0, 90, len(boxes))
+            payloads = [bytes(rng.integers(0, 256, int(n), dtype=np.uint8)) for n in sizes]
+            together += _embed_both(plane, boxes, fmt, payloads, rois)[0]
+    # values kept 3 from the range ends and padding (no location map): the stack is taken
+    fmt = PixelFormat(fmt.bits_stored, fmt.signed)
+    img = to_stored(_plane(rng, fmt, (256, 256)), fmt)
+    plane = (np.clip(img, fmt.vmin + 3, fmt.vmax - 3) & fmt.mask).astype(np.uint16)
+    boxes = grid_boxes((256, 256), grid=(4, 4))
+    together, total = _embed_both(plane, boxes, fmt, [bytes(20)] * 16, [None] * 16)
+    assert together == total
+
+
+def test_embed_prepared_near_padding_and_range_ends() -> None:
+    """As above on regions whose values come within 2 of padding or a range end (location-map
+    flags: such a box is left to `embed_region`)."""
+    rng = np.random.default_rng(441)
+    for _ in range(120):
+        bits = int(rng.choice([3, 5, 8, 10, 12, 16]))
+        signed = bool(rng.integers(0, 2))
+        probe = PixelFormat(bits, signed)
+        p0 = int(rng.integers(probe.vmin, probe.vmax + 1))
+        padding = (
+            (p0, min(probe.vmax, p0 + int(rng.integers(0, 3)))) if rng.random() < 0.7 else None
+        )
+        fmt = PixelFormat(bits, signed, padding)
+        shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+        centre = p0 + int(rng.integers(-6, 7)) if rng.random() < 0.8 else probe.vmin + 2
+        img = np.clip(centre + rng.normal(0, rng.uniform(0.5, 4), shape), fmt.vmin, fmt.vmax)
+        plane = (np.round(img).astype(np.int64) & fmt.mask).astype(np.uint16)
+        boxes = grid_boxes(shape, grid=(2, 2))
+        payloads = [bytes(rng.integers(0, 256, int(rng.integers(0, 8)), dtype=np.uint8))] * 4
+        _embed_both(plane, boxes, fmt, payloads, [None] * len(boxes))
+
+
+def test_split_all_matches_split() -> None:
+    """`_split_all` (several regions' curves laid end to end) is `_split` region by region."""
+    rng = np.random.default_rng(12)
+
+    def curve(size: int) -> np.ndarray:
+        steps = rng.integers(0, int(rng.integers(1, 50)), size) * (rng.random(size) < rng.random())
+        return np.cumsum(steps).astype(np.int64)
+
+    for _ in range(1500):
+        pres, nbits = [], []
+        for _ in range(int(rng.integers(1, 9))):
+            s1, s2 = (int(rng.choice([1, 2, 3, 10, 64, 100, 300, 1000])) for _ in range(2))
+            cum1, cum2 = curve(s1), curve(s2)
+            pres.append(engine._Pre([], cum1, cum1 + curve(s1), cum2, cum2 + curve(s2)))
+            nbits.append(int(rng.integers(0, int(cum1[-1] + cum2[-1]) * 2 + 5)))
+        expected = [engine._split(p, n) for p, n in zip(pres, nbits, strict=True)]
+        assert engine._split_all(pres, nbits) == expected

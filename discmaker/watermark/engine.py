@@ -655,6 +655,21 @@ class _EncGrid:
     # location-map flag: every value is >= 3 from an invalid one, see `_may_freeze`)
     frozen: Bool | None
     span: tuple[int, int]  # (min, max) of the region values analysed
+    # (`_analyse_stack`: the stack this sub-grid part is row r of, for `_apply_stack`)
+    row: tuple[_EncStack, int] | None = None
+
+
+@dataclass
+class _EncStack:
+    """One part of `_analyse_stack` for every region of its stack (rows): the arrays the
+    regions' `_EncGrid` fields are views of (as `_apply_stack` reads them)."""
+
+    c: I32
+    cx: I32
+    elig: Bool | None
+    sign: I32
+    active: Bool
+    carrier: Bool
 
 
 def _analyse(
@@ -944,10 +959,12 @@ def _analyse_stack(
         if frozen is not None:
             active = active & ~frozen
         carrier = active & peak
+        whole = _EncStack(c, cx, elig, sign, active, carrier)
         for r in range(n):
             g = _Grid(view[r], c[r], p[r], cx[r], None if elig is None else elig[r])
             fr = None if frozen is None else frozen[r]
-            encs[r].append(_EncGrid(g, sign[r], active[r], carrier[r], fr, spans[r]))
+            eg = _EncGrid(g, sign[r], active[r], carrier[r], fr, spans[r], (whole, r))
+            encs[r].append(eg)
     out = []
     for r in range(n):
         cxs = [eg.g.cx[eg.carrier] for eg in encs[r]]
@@ -1062,30 +1079,244 @@ def _embed_stream(
     takes the rest. Returns (array, T1 code, T2 code, flags) or the capacity in bits.
     """
     nbits = int(stream.size)
-    enc1, cum1 = pre.enc1, pre.cum1
-    cap1 = int(cum1[-1])
+    cap1 = int(pre.cum1[-1])
     want = _split(pre, nbits)
     cap2 = 0
     for attempt in range(5):
-        a = s.copy()
-        c1 = _threshold(cum1, want)
-        n1 = _carried(cum1, c1)
-        f1 = _apply(enc1, _t_of(c1), stream[:n1], fmt, a, 0)
+        a, c1, n1, f1 = _pass1(s, fmt, stream, pre, want)
         n2 = nbits - n1
         if n2 <= 0:
             return a, c1, _T_UNUSED, np.concatenate(f1).astype(np.uint8)
         enc2, cum2 = _analyse(a, 1, fmt, nbok, roi, guard)
         cap2 = int(cum2[-1])
         if cap2 >= n2:
-            c2 = _threshold(cum2, n2)
-            f2 = _apply(enc2, _t_of(c2), stream[n1:], fmt, a, 1)
-            return a, c1, c2, np.concatenate([*f2, *f1]).astype(np.uint8)
+            return _pass2(a, c1, f1, enc2, cum2, stream[n1:], fmt)
         if want >= cap1:
             break
         # pass 2 short: move the rest to pass 1 (which lowers pass 2's capacity a little);
         # the last try fills pass 1 completely
         want = cap1 if attempt >= 3 else min(cap1, n1 + (n2 - cap2) + 16)
     return cap1 + cap2
+
+
+def _pass1(
+    s: I32, fmt: PixelFormat, stream: U8, pre: _Pre, want: int
+) -> tuple[I32, int, int, list[U8]]:
+    """Pass 1 of `_embed_stream` loaded with ``want`` bits: (copy of ``s`` with pass 1 embedded,
+    T1 code, stream bits it carries, its flags per sub-grid)."""
+    a = s.copy()
+    c1 = _threshold(pre.cum1, want)
+    n1 = _carried(pre.cum1, c1)
+    f1 = _apply(pre.enc1, _t_of(c1), stream[:n1], fmt, a, 0)
+    return a, c1, n1, f1
+
+
+def _pass2(
+    a: I32,
+    c1: int,
+    f1: list[U8],
+    enc2: list[_EncGrid],
+    cum2: npt.NDArray[np.int64],
+    rest: U8,
+    fmt: PixelFormat,
+) -> tuple[I32, int, int, U8]:
+    """Pass 2 of `_embed_stream` (``enc2``, ``cum2``: `_analyse` of pass 2 of ``a``, which can
+    carry ``rest``) embedded into ``a``: (array, T1 code, T2 code, flags of both passes)."""
+    c2 = _threshold(cum2, int(rest.size))
+    f2 = _apply(enc2, _t_of(c2), rest, fmt, a, 1)
+    return a, c1, c2, np.concatenate([*f2, *f1]).astype(np.uint8)
+
+
+_GROUP_MIN = 3  # `embed_prepared` stacks at least this many regions (fewer: no faster)
+
+
+def embed_prepared(
+    plane: RawPlane,
+    boxes: list[Box],
+    fmt: PixelFormat,
+    payloads: list[bytes],
+    rois: list[Roi | None],
+) -> list[bool]:
+    """Embed payloads[i] into boxes[i] (format v4, rule rois[i]; disjoint boxes) for the boxes
+    whose `embed_region` ends in its first try: `prepared` analysis found, first guard, no
+    location map, pass 1 loaded as `_split` estimates and pass 2 holding the rest. The boxes
+    of one shape are embedded as one stack (one numpy pass per step, not one per box); the
+    words written are those `embed_region` writes. Returns which boxes were written; the
+    others are unchanged (for `embed_region`)."""
+    done = [False] * len(boxes)
+    try:
+        for roi in rois:
+            _check_roi(roi, fmt, FORMAT_VERSION)
+        raws = [_region(plane, b) for b in boxes]
+    except ValueError:  # `embed_region` raises it
+        return done
+    guard = _V4_GUARDS[0]
+    shapes: dict[tuple[int, int], list[tuple[int, I32, _Ready]]] = {}
+    for i, (box, raw, roi) in enumerate(zip(boxes, raws, rois, strict=True)):
+        s = _work_values(raw, fmt)
+        ready = None
+        if s.shape[0] >= 5 and s.shape[1] >= 5:
+            ready = _prepared_pre(s, box, fmt, roi, FORMAT_VERSION, guard)
+        if ready is not None and ready.ring.size >= _side_bits(FORMAT_VERSION, roi):
+            shapes.setdefault(s.shape, []).append((i, s, ready))
+    for group in shapes.values():
+        if len(group) < _GROUP_MIN:
+            continue
+        idx = [i for i, _, _ in group]
+        got = _embed_group(
+            [raws[i] for i in idx],
+            [boxes[i] for i in idx],
+            fmt,
+            [payloads[i] for i in idx],
+            [rois[i] for i in idx],
+            [(s, ready) for _, s, ready in group],
+            guard,
+        )
+        for i, ok in zip(idx, got, strict=True):
+            done[i] = ok
+    return done
+
+
+def _embed_group(
+    raws: list[RawPlane],
+    boxes: list[Box],
+    fmt: PixelFormat,
+    payloads: list[bytes],
+    rois: list[Roi | None],
+    found: list[tuple[I32, _Ready]],
+    guard: int,
+) -> list[bool]:
+    """`embed_prepared` of regions of one shape (found[j]: region j's stored values and their
+    `prepared` analysis): the first try of `_embed` of every region, both passes applied to
+    the stack; writes (and returns True for) the regions for which that try is final."""
+    version = FORMAT_VERSION
+    n = len(raws)
+    s = np.stack([v for v, _ in found])  # the copy `_embed_stream` embeds into
+    pres = [ready.pre for _, ready in found]
+    useds: list[npt.NDArray[np.intp]] = []
+    streams: list[U8] = []
+    c1s: list[int] = []
+    n1s: list[int] = []
+    for j in range(n):
+        body = _payload_bits(payloads[j])[1]
+        ring = found[j][1].ring[: _side_bits(version, rois[j])]
+        used, stream = _stream(s[j].ravel(), ring, boxes[j], fmt, body, version, rois[j], guard)
+        useds.append(used)
+        streams.append(stream)
+    for pre, want in zip(pres, _split_all(pres, [b.size for b in streams]), strict=True):
+        c1s.append(_threshold(pre.cum1, want))
+        n1s.append(_carried(pre.cum1, c1s[-1]))
+    flags = _apply_stack(
+        [p.enc1 for p in pres],
+        [_t_of(c) for c in c1s],
+        [b[:k] for b, k in zip(streams, n1s, strict=True)],
+        fmt,
+        s,
+        0,
+    )
+    ok = [True] * n
+    c2s = [_T_UNUSED] * n
+    rests = [b[k:] for b, k in zip(streams, n1s, strict=True)]
+    two = [j for j in range(n) if rests[j].size > 0]  # the regions with a pass 2
+    if two:
+        sub = s if len(two) == n else s[two]  # (a copy: written back below)
+        nbok = _nb_ok_of([found[j] for j in two])
+        passes = _analyse_stack(sub, 1, fmt, nbok, [rois[j] for j in two], guard, _spans(sub))
+        ts: list[int] = []
+        for j, (_, cum2) in zip(two, passes, strict=True):
+            ok[j] = int(cum2[-1]) >= rests[j].size
+            if ok[j]:
+                c2s[j] = _threshold(cum2, int(rests[j].size))
+            ts.append(_t_of(c2s[j]) if ok[j] else -1)
+        got = _apply_stack([e for e, _ in passes], ts, [rests[j] for j in two], fmt, sub, 1)
+        flags[two] += got
+        if sub is not s:
+            s[two] = sub
+    for j in range(n):
+        ok[j] = ok[j] and not flags[j]  # a location map: `_embed` tries again
+        if ok[j]:
+            res = (c1s[j], c2s[j], _NOFLAGS)
+            _finish(raws[j], s[j], useds[j], fmt, res, 0, rois[j], version, guard)
+    return ok
+
+
+def _nb_ok_of(found: list[tuple[I32, _Ready]]) -> Bool | None:
+    """The regions' `prepared` `_nb_ok` as one stack (a region without padding: every target
+    eligible, as with None)."""
+    if all(ready.nbok is None for _, ready in found):
+        return None
+    shape = found[0][0].shape
+    return np.stack([np.ones(shape, bool) if r.nbok is None else r.nbok for _, r in found])
+
+
+def _apply_stack(
+    encs: list[list[_EncGrid]], ts: list[int], bits: list[U8], fmt: PixelFormat, s: I32, k: int
+) -> npt.NDArray[np.intp]:
+    """`_apply` (pass k) of every region j of the stack ``s`` (n, h, w): its analysis encs[j],
+    threshold ts[j] (-1: unused, nothing moves), stream bits[j]; one numpy pass per step over
+    the stack. Returns per region the number of location-map flags `_apply` returns."""
+    n = s.shape[0]
+    pos = [0] * n
+    nflags = np.zeros(n, np.intp)
+    for j, view in enumerate(_stack_parts(s, k, 0, 0)):
+        egs = [e[j] for e in encs]
+        st = _enc_stack(egs)
+        c = st.c
+        # (a complexity is never above its type's max: a higher threshold selects as that max)
+        top = int(np.iinfo(st.cx.dtype).max)
+        sel = st.cx <= np.array([min(t, top) for t in ts], st.cx.dtype).reshape(n, 1, 1, 1)
+        if st.elig is not None:
+            sel &= st.elig
+        act = st.active & sel
+        car = st.carrier & sel
+        ncar = [int(np.count_nonzero(x)) for x in car]  # (faster than along an axis)
+        chunks: list[U8] = []
+        for r in range(n):
+            chunk = bits[r][pos[r] : pos[r] + ncar[r]]
+            pos[r] += ncar[r]
+            if chunk.size < ncar[r]:  # zero-padded (the stream ends in this sub-grid)
+                chunk = np.concatenate([chunk, np.zeros(ncar[r] - chunk.size, np.uint8)])
+            chunks.append(chunk)
+        move = act.astype(np.int32)
+        move[car] = np.concatenate(chunks)
+        sign = st.sign
+        move *= sign
+        tc = c + move
+        view[...] = tc
+        held = [eg.frozen is not None for eg in egs]  # flags come from these regions only
+        if any(held):
+            lo = min(eg.span[0] for eg in egs) - 1
+            hi = max(eg.span[1] for eg in egs) + 1
+            amb = _ambiguous(tc, sign, sel, fmt, (lo, hi))
+            nflags += [int(np.count_nonzero(x)) if h else 0 for x, h in zip(amb, held, strict=True)]
+    return nflags
+
+
+def _enc_stack(egs: list[_EncGrid]) -> _EncStack:
+    """The sub-grid parts ``egs`` (one per region, one shape) as one stack: the stack they are
+    the rows of when they are all of one `_analyse_stack`'s part, in order, else a copy."""
+    first = egs[0].row
+    if (
+        first is not None
+        and first[0].c.shape[0] == len(egs)
+        and all(
+            eg.row is not None and eg.row[0] is first[0] and eg.row[1] == r
+            for r, eg in enumerate(egs)
+        )
+    ):
+        return first[0]
+    elig: Bool | None = None
+    if any(eg.g.elig is not None for eg in egs):
+        shape = egs[0].g.c.shape
+        elig = np.stack([np.ones(shape, bool) if eg.g.elig is None else eg.g.elig for eg in egs])
+    return _EncStack(
+        np.stack([eg.g.c for eg in egs]),
+        np.stack([eg.g.cx for eg in egs]),
+        elig,
+        np.stack([eg.sign for eg in egs]),
+        np.stack([eg.active for eg in egs]),
+        np.stack([eg.carrier for eg in egs]),
+    )
 
 
 def _active_cum(encs: list[_EncGrid], size: int) -> npt.NDArray[np.int64]:
@@ -1114,6 +1345,55 @@ def _split(pre: _Pre, nbits: int) -> int:
     cost[(n2 > 0) & (cum2[t2] < n2)] = np.inf
     best = int(np.argmin(cost))
     return half if not np.isfinite(cost[best]) else int(n1[best])
+
+
+def _split_all(pres: list[_Pre], nbits: list[int]) -> list[int]:
+    """`_split` of several regions (pres[j] loaded with nbits[j]) in one numpy pass over their
+    curves laid end to end (an index into a curve offset by its start; its searches in one
+    searchsorted, each curve shifted above the one before)."""
+    if len(pres) <= 2:  # (one pass costs more than two `_split`s)
+        return [_split(p, b) for p, b in zip(pres, nbits, strict=True)]
+    out = [min(int(p.cum1[-1]), (b + 1) // 2) for p, b in zip(pres, nbits, strict=True)]
+    rows = [j for j, p in enumerate(pres) if p.cum1.size >= 2 and p.cum2.size >= 2]
+    if not rows:
+        return out
+    m = len(rows)
+    col = np.arange(m)
+    cum1, at1 = _laid([pres[j].cum1 for j in rows])
+    cum2, at2 = _laid([pres[j].cum2 for j in rows])
+    act1 = np.concatenate([pres[j].act1 for j in rows])
+    act2 = np.concatenate([pres[j].act2 for j in rows])
+    nb = np.array([nbits[j] for j in rows], np.int64)[:, None]
+    i1 = np.minimum(THRESHOLDS, (at1[1:] - at1[:-1] - 1)[:, None]) + at1[:-1, None]
+    n1 = np.zeros((m, THRESHOLDS.size + 1), np.int64)
+    np.minimum(cum1[i1], nb, out=n1[:, 1:])
+    n2 = nb - n1
+    step = int(cum2.max()) + int(np.abs(n2).max()) + 2  # above every curve value and load
+    shift = col.astype(np.int64) * step
+    laid = cum2 + np.repeat(shift, at2[1:] - at2[:-1])
+    found = np.searchsorted(laid, np.maximum(n2, 1) + shift[:, None]) - at2[:-1, None]
+    code2 = np.searchsorted(THRESHOLDS, found)
+    size2 = (at2[1:] - at2[:-1] - 1)[:, None]
+    i2 = np.minimum(THRESHOLDS[np.minimum(code2, THRESHOLDS.size - 1)], size2) + at2[:-1, None]
+    c2t2 = cum2[i2]
+    cost = n1 / 2 + np.where(n2 > 0, act2[i2] - c2t2 + n2 / 2, 0)
+    cost[:, 1:] += act1[i1] - cum1[i1]
+    cost[(n2 > 0) & (c2t2 < n2)] = np.inf
+    best = np.argmin(cost, axis=1)
+    fine = np.isfinite(cost[col, best]).tolist()
+    for j, ok, v in zip(rows, fine, n1[col, best].tolist(), strict=True):
+        if ok:
+            out[j] = v
+    return out
+
+
+def _laid(
+    curves: list[npt.NDArray[np.int64]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """Curves laid end to end, and where each starts (with the total length at the end)."""
+    at = np.zeros(len(curves) + 1, np.intp)
+    np.cumsum([c.size for c in curves], out=at[1:])
+    return np.concatenate(curves), at
 
 
 def _overhead(nside: int, nbytes: int) -> int:
@@ -1204,8 +1484,7 @@ def _embed(
     """`embed_region` with one guard (raw: the region's words, written only on success)."""
     s = _work_values(raw, fmt)
     h, w = s.shape
-    pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
-    body = np.concatenate([_eg_encode(len(payload)), pbits])
+    pbits, body = _payload_bits(payload)
     head_bits = _side_bits(version, roi)
     if h < 5 or w < 5:
         raise WatermarkCapacityError(0, _overhead(head_bits, len(payload)) + pbits.size)
@@ -1222,10 +1501,7 @@ def _embed(
         nside = head_bits + (_LOC_LEN_BITS + nloc if nloc else 0)
         if ring.size < nside:
             raise WatermarkCapacityError(0, nside + _CRC_BITS + body.size)
-        used = ring[:nside]
-        saved = (flat[used] & 1).astype(np.uint8)
-        check = _crc(box, fmt, np.concatenate([saved, body]), version, roi, guard)
-        stream = np.concatenate([saved, check, body])
+        used, stream = _stream(flat, ring[:nside], box, fmt, body, version, roi, guard)
         res = _embed_stream(s, fmt, stream, nbok, pre, roi, guard)
         if isinstance(res, int):
             cap = max(0, res - _overhead(nside, len(payload))) // 8 * 8
@@ -1238,6 +1514,47 @@ def _embed(
         raise WatermarkCapacityError(0, pbits.size)
     if nloc > _N_MAX:  # pragma: no cover - needs > 65535 ambiguous targets
         raise WatermarkCapacityError(0, pbits.size)
+    _finish(raw, a, used, fmt, (c1, c2, flags), nloc, roi, version, guard)
+
+
+def _payload_bits(payload: bytes) -> tuple[U8, U8]:
+    """The payload's bits and the stream body (its byte count, Exp-Golomb, then its bits)."""
+    pbits = np.unpackbits(np.frombuffer(payload, np.uint8))
+    return pbits, np.concatenate([_eg_encode(len(payload)), pbits])
+
+
+def _stream(
+    flat: I32,
+    used: npt.NDArray[np.intp],
+    box: Box,
+    fmt: PixelFormat,
+    body: U8,
+    version: int,
+    roi: Roi | None,
+    guard: int,
+) -> tuple[npt.NDArray[np.intp], U8]:
+    """(``used``, the stream): the LSBs the side information will replace at the ring pixels
+    ``used`` of the region's values ``flat``, the CRC, then ``body``."""
+    saved = (flat[used] & 1).astype(np.uint8)
+    check = _crc(box, fmt, np.concatenate([saved, body]), version, roi, guard)
+    return used, np.concatenate([saved, check, body])
+
+
+def _finish(
+    raw: RawPlane,
+    a: I32,
+    used: npt.NDArray[np.intp],
+    fmt: PixelFormat,
+    res: tuple[int, int, U8],
+    nloc: int,
+    roi: Roi | None,
+    version: int,
+    guard: int,
+) -> None:
+    """Write the embedded values ``a`` (``res``: T1 code, T2 code and flags of `_embed_stream`)
+    and the side information (header, location map of ``nloc`` bits) at the ring pixels
+    ``used`` into the region's raw words."""
+    c1, c2, flags = res
     head = [(_MAGICS[version] << 1) | (1 if nloc else 0), c1, c2]
     parts = [np.unpackbits(np.array(head, np.uint8))]
     if version != 3:

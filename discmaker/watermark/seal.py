@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +44,7 @@ from discmaker.watermark.engine import (
     _ring_stack,
     complexity,
     default_grid,
+    embed_prepared,
     embed_region,
     grid_boxes,
     prepared,
@@ -687,9 +688,12 @@ def _embed_plan(
     plan: _Plan,
     rois: list[Roi | None],
     body: list[npt.NDArray[np.bool_]],
+    together: bool = True,
 ) -> tuple[int, int, int] | tuple[int, WatermarkCapacityError]:
     """Embed one plan: (values changed, carriers, changed in the body), or (failed slot, its
-    error) with the frame left unchanged."""
+    error) with the frame left unchanged. ``together``: first try the carriers of each plane
+    as one stack (`embed_prepared`; the same words, faster unless a carrier fails, which the
+    one-by-one order notices at that carrier)."""
     nb = len(boxes)
     tag = _tag(block)
     shards = rs_encode(block, plan.k, len(plan.carriers))
@@ -700,13 +704,26 @@ def _embed_plan(
             if slots:
                 carriers = [boxes[slot % nb] for slot in slots]
                 ready.enter_context(prepared(arr[f, q], carriers, fmt, [rois[t] for t in slots]))
-        for idx, slot in enumerate(plan.carriers):
+        payloads = [_SHARD.pack(plan.k, idx, tag) + shards[idx] for idx in range(len(shards))]
+
+        def save(slot: int) -> None:  # a carrier's words before its embed
             q, i = divmod(slot, nb)
             region = arr[f, q][boxes[i].slices()]
             saved.append((region, region.copy(), body[q][boxes[i].slices()]))
-            payload = _SHARD.pack(plan.k, idx, tag) + shards[idx]
+
+        done = [False] * len(plan.carriers)
+        if together:  # (all saved first: any of them may be written)
+            for slot in plan.carriers:
+                save(slot)
+            done = _embed_together(arr[f], boxes, fmt, plan.carriers, payloads, rois)
+        for idx, slot in enumerate(plan.carriers):
+            if done[idx]:
+                continue
+            if not together:  # (saved as embedded: a failed plan copies no more)
+                save(slot)
+            q, i = divmod(slot, nb)
             try:
-                embed_region(arr[f, q], boxes[i], fmt, payload, rois[slot])
+                embed_region(arr[f, q], boxes[i], fmt, payloads[idx], rois[slot])
             except WatermarkCapacityError as exc:
                 for reg, words, _ in saved:
                     reg[...] = words
@@ -717,6 +734,33 @@ def _embed_plan(
         changed += int(np.count_nonzero(diff))
         inside += int(np.count_nonzero(diff & bb))
     return changed, len(plan.carriers), inside
+
+
+def _embed_together(
+    frame: RawFrames,
+    boxes: list[Box],
+    fmt: PixelFormat,
+    carriers: Sequence[int],
+    payloads: list[bytes],
+    rois: list[Roi | None],
+) -> list[bool]:
+    """`embed_prepared` of each plane's carriers (within `prepared`): which carriers are
+    embedded, as `embed_region` embeds them (the others are left for it, in plan order)."""
+    nb = len(boxes)
+    done = [False] * len(carriers)
+    for q in range(frame.shape[0]):
+        idx = [j for j, slot in enumerate(carriers) if slot // nb == q]
+        if idx:
+            got = embed_prepared(
+                frame[q],
+                [boxes[carriers[j] % nb] for j in idx],
+                fmt,
+                [payloads[j] for j in idx],
+                [rois[carriers[j]] for j in idx],
+            )
+            for j, ok in zip(idx, got, strict=True):
+                done[j] = ok
+    return done
 
 
 def _capacity_plan(
@@ -796,15 +840,17 @@ def _spread(
                 finite = np.isfinite(full[q * nb + i, 0]) or np.isfinite(roi[q * nb + i, 0])
                 if finite and usable[i] < HEADER_BITS_V4 + ROI_BITS + 16:
                     full[q * nb + i] = roi[q * nb + i] = np.inf
+    together = True  # until a plan fails (then the next ones often fail too: one by one)
     for _ in range(2 * nslots + 1):
         plan = plan_carriers(np.minimum(full, roi), grid, planes)
         if plan is None:
             break
         use_roi = roi[:, plan.k - 1] < full[:, plan.k - 1]
         rois = [r if use_roi[i] else None for i, r in enumerate(froi.rois)]
-        res = _embed_plan(arr, f, boxes, fmt, block, plan, rois, froi.body)
+        res = _embed_plan(arr, f, boxes, fmt, block, plan, rois, froi.body, together)
         if len(res) == 3:
             return res[0], res[1], res[2], body_total
+        together = False
         slot = res[0]
         if rois[slot] is not None:
             roi[slot] = np.inf  # the rule left too little: the slot may still carry without it
@@ -817,7 +863,7 @@ def _spread(
         got = _capacity_plan(caps, grid, planes, len(block))
         if not isinstance(got, _Plan):
             raise _frame_error(rows, cols, f, *got)
-        res = _embed_plan(arr, f, boxes, fmt, block, got, norois, froi.body)
+        res = _embed_plan(arr, f, boxes, fmt, block, got, norois, froi.body, False)
         if len(res) == 3:
             return res[0], res[1], res[2], body_total
         # the embed's own figure (< this load, e.g. when a location map fills the ring)
