@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -87,7 +88,12 @@ def _author_job(argv: list[str]) -> None:
     with contextlib.redirect_stdout(out):
         measure_job.main(["author", *argv])
     figures = json.loads(out.getvalue().strip().splitlines()[-1])
-    print(json.dumps({**figures, "dicomdir_ms": handler.dicomdir_ms}))
+    peaks = {
+        # which process the peak is: the main process, or its largest worker
+        "main_mib": measure_job._own_peak_kib() / 1024,
+        "workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+    print(json.dumps({**figures, **peaks, "dicomdir_ms": handler.dicomdir_ms}))
 
 
 CORES = default_workers()
@@ -147,14 +153,20 @@ def memory_growth(counts: tuple[int, ...]) -> None:
         figures = _author(str(_study(n)), str(iso), str(cert), str(key))
         iso.unlink(missing_ok=True)
         print(
-            f"author {n:6d} slices: peak {figures['peak_mib']:6.1f} MiB  "
+            f"author {n:6d} slices: peak {figures['peak_mib']:6.1f} MiB "
+            f"(main {figures['main_mib']:.1f}, workers {figures['workers_mib']:.1f})  "
             f"{figures['seconds']:7.2f} s  DICOMDIR step {figures['dicomdir_ms']:6.0f} ms "
             f"({figures['dicomdir_ms'] / n:.3f} ms per slice)"
         )
         runs.append((n, figures))
     for (n0, a), (n1, b) in itertools.pairwise(runs):
-        growth = (b["peak_mib"] - a["peak_mib"]) * 1024 / (n1 - n0)
-        print(f"growth {n0} -> {n1} slices: {growth:+.2f} KiB per slice")
+        peak, main, workers = (
+            (b[key] - a[key]) * 1024 / (n1 - n0) for key in ("peak_mib", "main_mib", "workers_mib")
+        )
+        print(
+            f"growth {n0} -> {n1} slices: {peak:+.2f} KiB per slice "
+            f"(main {main:+.2f}, workers {workers:+.2f})"
+        )
 
 
 def main() -> None:

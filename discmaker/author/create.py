@@ -31,12 +31,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -167,7 +167,7 @@ def _prepare_each(
     """
     jobs = [
         PrepareJob(
-            source=str(inst.path),
+            source=inst.file,
             work_path=str(work / f"{n:06d}.dcm"),
             relative=inst.relative,
             skip_unusable=skip_unusable,
@@ -724,6 +724,8 @@ def _prepare_and_index(
     writing_started = time.monotonic()
     with captured_warnings() as writing:
         file_ids = writer.write(root)
+    records_notes = writer.notes
+    del writer  # its encoded records, a second DICOMDIR, before the DICOMDIR is read back
     for p in prepared:
         os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
     log.debug(
@@ -739,7 +741,7 @@ def _prepare_and_index(
     _log_images(prepared, file_ids)
     prepared, reading = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
     where = "DICOMDIR" if disc.count == 1 else f"{disc.label}/DICOMDIR"
-    notes = tuple(f"{where}: {n}" for n in _unique(writer.notes, writing, reading))
+    notes = tuple(f"{where}: {n}" for n in _unique(records_notes, writing, reading))
     return prepared, file_ids, notes, tuple(omitted)
 
 
@@ -858,24 +860,8 @@ def _write_manifest(
     files += [_file_entry(root, name) for name in root_files]
     (root / manifest.CHECKSUMS_PATH).write_bytes(_checksums(files))
     files.append(_file_entry(root, manifest.CHECKSUMS_PATH))
-    images = [
-        manifest.ImageEntry(
-            file_id=file_ids[p.sop_instance_uid],
-            sop_class_uid=p.sop_class_uid,
-            sop_instance_uid=p.sop_instance_uid,
-            transfer_syntax=p.transfer_syntax,
-            identity=p.identity,
-            identity_sha256=p.identity_sha256,
-            watermark=p.watermark,
-            watermark_reason=p.watermark_reason,
-            frames=p.frames,
-            encoding=p.encoding,
-            source_syntax=p.source_syntax,
-            invented=p.invented + p.shared,
-        )
-        for p in prepared
-    ]
-    manifest_bytes = manifest.build(
+    images = _ImageEntries(prepared, file_ids)
+    pieces = manifest.chunks(
         created=run.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
         institution=run.institution,
         signer_subject=signing.subject_text(req.cert),
@@ -894,14 +880,59 @@ def _write_manifest(
         iso=_iso_info(_volume_info(run, disc)) if req.format == "iso" else None,
         omitted=outcome.omitted,
     )
-    (root / manifest.MANIFEST_PATH).write_bytes(manifest_bytes)
-    (root / manifest.SIGNATURE_PATH).write_bytes(signing.sign(req.key, manifest_bytes))
+    manifest_path = root / manifest.MANIFEST_PATH
+    with manifest_path.open("wb") as out:  # entry by entry: the document is never in memory
+        for piece in pieces:
+            out.write(piece)
+    signature = signing.sign(req.key, manifest_path.read_bytes())
+    (root / manifest.SIGNATURE_PATH).write_bytes(signature)
     log.debug(
         "author: disc %d of %d: step 6 manifest of %d file(s) signed",
         disc.number,
         disc.count,
         len(files),
     )
+
+
+class _ImageEntries(Sequence[manifest.ImageEntry]):
+    """The manifest's image entries, each made when the manifest writer reads it (all of
+    them at once would be one more object per image at the author's peak)."""
+
+    def __init__(self, prepared: Sequence[Prepared], file_ids: Mapping[str, str]) -> None:
+        self._prepared = prepared
+        self._file_ids = file_ids
+
+    def __len__(self) -> int:
+        return len(self._prepared)
+
+    @overload
+    def __getitem__(self, index: int) -> manifest.ImageEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[manifest.ImageEntry]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> manifest.ImageEntry | Sequence[manifest.ImageEntry]:
+        if isinstance(index, slice):
+            return [self._entry(p) for p in self._prepared[index]]
+        return self._entry(self._prepared[index])
+
+    def _entry(self, p: Prepared) -> manifest.ImageEntry:
+        return manifest.ImageEntry(
+            file_id=self._file_ids[p.sop_instance_uid],
+            sop_class_uid=p.sop_class_uid,
+            sop_instance_uid=p.sop_instance_uid,
+            transfer_syntax=p.transfer_syntax,
+            identity=p.identity,
+            identity_sha256=p.identity_sha256,
+            watermark=p.watermark,
+            watermark_reason=p.watermark_reason,
+            frames=p.frames,
+            encoding=p.encoding,
+            source_syntax=p.source_syntax,
+            invented=p.invented + p.shared,
+        )
 
 
 def _checksums(files: Sequence[manifest.FileEntry]) -> bytes:

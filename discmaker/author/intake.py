@@ -56,11 +56,16 @@ INVENTED_DEFAULTS = MappingProxyType(
 ProgressCallback = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputInstance:
-    """One DICOM instance found in the input (header facts only, no pixel data)."""
+    """One DICOM instance found in the input (header facts only, no pixel data).
 
-    path: Path
+    The author keeps one per image for the whole run (its worker processes start with a copy),
+    so it is compact: slots, the file's path as one string (:attr:`path` makes the
+    :class:`~pathlib.Path`), and the values many images share as one string per scan.
+    """
+
+    file: str  # its path, as found
     size: int
     sop_class_uid: str
     sop_instance_uid: str
@@ -76,6 +81,29 @@ class InputInstance:
     # itself): for logs and notes, which must not carry the absolute path.
     relative: str = ""
     notes: tuple[str, ...] = ()  # warnings pydicom raised while reading the header
+
+    @property
+    def path(self) -> Path:
+        """The file, as found."""
+        return Path(self.file)
+
+    def shared(self, strings: dict[str, str]) -> InputInstance:
+        """The same instance, with the one equal string of ``strings`` (added if new) for
+        each value many instances share: UIDs of class, study and series, Patient ID,
+        modality, transfer syntax."""
+
+        def one(value: str) -> str:
+            return strings.setdefault(value, value)
+
+        return replace(
+            self,
+            sop_class_uid=one(self.sop_class_uid),
+            patient_key=one(self.patient_key),
+            study_uid=one(self.study_uid),
+            series_uid=one(self.series_uid),
+            modality=one(self.modality),
+            transfer_syntax=one(self.transfer_syntax),
+        )
 
     @property
     def sort_key(self) -> tuple[str, str, int, str, int, str]:
@@ -227,7 +255,7 @@ def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "othe
     ts = text_of(meta, "TransferSyntaxUID") if meta is not None else ""
     size = path.stat().st_size
     return InputInstance(
-        path=path,
+        file=str(path),
         size=size,
         sop_class_uid=text_of(ds, "SOPClassUID"),
         sop_instance_uid=text_of(ds, "SOPInstanceUID"),
@@ -285,7 +313,8 @@ def scan(
             "Choose the folder that holds the exported study."
         )
 
-    ordered = tuple(sorted(instances.values(), key=lambda i: i.sort_key))
+    strings: dict[str, str] = {}  # one copy of each value the instances share
+    ordered = tuple(i.shared(strings) for i in sorted(instances.values(), key=lambda i: i.sort_key))
     patients = {i.patient_key for i in ordered}
     if len(patients) > 1 and not allow_mixed_patients:
         raise StudyError(

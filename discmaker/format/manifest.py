@@ -9,7 +9,7 @@ image. The checker trusts nothing on the disc that the manifest does not vouch f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +45,16 @@ IMAGE_LEVEL_KEYWORDS = tuple(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
+    """A file the manifest vouches for: its path on the disc, size and SHA-256 (hex)."""
+
     path: str
     size: int
     sha256: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OmittedFile:
     """An input file the author left out because it could not go on a disc."""
 
@@ -60,7 +62,7 @@ class OmittedFile:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageEntry:
     """One DICOM instance on the disc, as the author wrote it."""
 
@@ -133,48 +135,179 @@ class Manifest:
     omitted: tuple[OmittedFile, ...] = ()
 
 
-def _group(images: Sequence[ImageEntry]) -> list[dict[str, Any]]:
-    patients: dict[tuple[str, ...], dict[str, Any]] = {}
-    for img in images:
-        pkey = tuple(img.identity[k] for k in PATIENT_KEYWORDS)
+# The grouping of the images: patient -> study -> series -> the indexes of its images, each
+# level with the identity values of its first image, in the order the images come.
+_Series = tuple[dict[str, str], list[int]]
+_Study = tuple[dict[str, str], dict[tuple[str, ...], _Series]]
+_Patient = tuple[dict[str, str], dict[tuple[str, ...], _Study]]
+
+
+def _level(identity: Mapping[str, str], keywords: Sequence[str]) -> tuple[str, ...]:
+    return tuple(identity[k] for k in keywords)
+
+
+def _group(images: Sequence[ImageEntry]) -> list[_Patient]:
+    """The hierarchy of ``images`` as indexes: a few small dicts per series, one int per image."""
+    patients: dict[tuple[str, ...], _Patient] = {}
+    for index, img in enumerate(images):
+        ident = img.identity
         patient = patients.setdefault(
-            pkey,
-            {"identity": {k: img.identity[k] for k in PATIENT_KEYWORDS}, "studies": {}},
+            _level(ident, PATIENT_KEYWORDS), ({k: ident[k] for k in PATIENT_KEYWORDS}, {})
         )
         # Group by every value of the level, not just its UID: when the images of one study
         # disagree (another Study Date on one slice), each keeps its own values here.
-        skey = tuple(img.identity[k] for k in STUDY_KEYWORDS)
-        study = patient["studies"].setdefault(
-            skey, {"identity": {k: img.identity[k] for k in STUDY_KEYWORDS}, "series": {}}
+        study = patient[1].setdefault(
+            _level(ident, STUDY_KEYWORDS), ({k: ident[k] for k in STUDY_KEYWORDS}, {})
         )
-        sekey = tuple(img.identity[k] for k in SERIES_KEYWORDS)
-        series = study["series"].setdefault(
-            sekey, {"identity": {k: img.identity[k] for k in SERIES_KEYWORDS}, "images": []}
+        series = study[1].setdefault(
+            _level(ident, SERIES_KEYWORDS), ({k: ident[k] for k in SERIES_KEYWORDS}, [])
         )
-        series["images"].append(
+        series[1].append(index)
+    return list(patients.values())
+
+
+def _image(img: ImageEntry) -> dict[str, Any]:
+    """The manifest entry of one image."""
+    return {
+        "file": img.file_id,
+        "sop_class_uid": img.sop_class_uid,
+        "sop_instance_uid": img.sop_instance_uid,
+        "transfer_syntax": img.transfer_syntax,
+        "identity": {k: img.identity[k] for k in IMAGE_LEVEL_KEYWORDS},
+        "identity_sha256": img.identity_sha256,
+        "watermark": {"status": img.watermark, "reason": img.watermark_reason},
+        "frames": img.frames,
+        "encoding": img.encoding,
+        "source_transfer_syntax": img.source_syntax,
+        "dicomdir_placeholders": list(img.invented),
+    }
+
+
+def _value(obj: Any) -> bytes:
+    """``obj`` as canonical JSON inside a larger document (no final newline)."""
+    return dumps(obj)[:-1]
+
+
+def _array(items: Iterable[Iterable[bytes]]) -> Iterator[bytes]:
+    """A JSON array of the items, each given as its pieces."""
+    yield b"["
+    for n, item in enumerate(items):
+        if n:
+            yield b","
+        yield from item
+    yield b"]"
+
+
+def _object(members: Mapping[str, Iterable[bytes]]) -> Iterator[bytes]:
+    """A JSON object of the members, each value given as its pieces, in canonical key order."""
+    yield b"{"
+    for n, key in enumerate(sorted(members)):
+        yield (b"," if n else b"") + _value(key) + b":"
+        yield from members[key]
+    yield b"}"
+
+
+def _patients(images: Sequence[ImageEntry]) -> Iterator[bytes]:
+    """The ``patients`` array, one image entry at a time."""
+
+    def series(level: _Series) -> Iterator[bytes]:
+        yield from _object(
             {
-                "file": img.file_id,
-                "sop_class_uid": img.sop_class_uid,
-                "sop_instance_uid": img.sop_instance_uid,
-                "transfer_syntax": img.transfer_syntax,
-                "identity": {k: img.identity[k] for k in IMAGE_LEVEL_KEYWORDS},
-                "identity_sha256": img.identity_sha256,
-                "watermark": {"status": img.watermark, "reason": img.watermark_reason},
-                "frames": img.frames,
-                "encoding": img.encoding,
-                "source_transfer_syntax": img.source_syntax,
-                "dicomdir_placeholders": list(img.invented),
+                "identity": (_value(level[0]),),
+                "images": _array((_value(_image(images[i])),) for i in level[1]),
             }
         )
-    out = []
-    for patient in patients.values():
-        studies = []
-        for study in patient["studies"].values():
-            study["series"] = list(study["series"].values())
-            studies.append(study)
-        patient["studies"] = studies
-        out.append(patient)
-    return out
+
+    def study(level: _Study) -> Iterator[bytes]:
+        yield from _object(
+            {
+                "identity": (_value(level[0]),),
+                "series": _array(series(s) for s in level[1].values()),
+            }
+        )
+
+    def patient(level: _Patient) -> Iterator[bytes]:
+        yield from _object(
+            {
+                "identity": (_value(level[0]),),
+                "studies": _array(study(s) for s in level[1].values()),
+            }
+        )
+
+    yield from _array(patient(p) for p in _group(images))
+
+
+def chunks(
+    *,
+    created: str,
+    institution: str,
+    signer_subject: str,
+    signer_fingerprint: str,
+    disc: DiscInfo,
+    dicomdir: FileEntry,
+    files: Sequence[FileEntry],
+    images: Sequence[ImageEntry],
+    iso: IsoInfo | None = None,
+    omitted: Sequence[OmittedFile] = (),
+) -> Iterator[bytes]:
+    """The canonical manifest bytes piece by piece (an entry of ``files`` or ``images`` at a
+    time), so that the document is never in memory as Python objects: joined, the pieces are
+    exactly :func:`build`'s bytes. ``images`` is read twice (grouped, then written)."""
+    members: dict[str, Iterable[bytes]] = {
+        "format": (_value(FORMAT),),
+        "format_version": (_value(FORMAT_VERSION),),
+        "identity_format": (_value(IDENTITY_FORMAT),),
+        "software": (_value({"name": APP_NAME, "version": __version__}),),
+        "created": (_value(created),),
+        "creator": (
+            _value(
+                {
+                    "institution": institution,
+                    "signer_subject": signer_subject,
+                    "signer_fingerprint": signer_fingerprint,
+                }
+            ),
+        ),
+        "disc": (
+            _value(
+                {
+                    "fileset_id": disc.fileset_id,
+                    "medium": disc.medium,
+                    "number": disc.number,
+                    "count": disc.count,
+                    "set_id": disc.set_id,
+                    "set": [
+                        {"number": m.number, "fileset_id": m.fileset_id, "images": m.images}
+                        for m in disc.members
+                    ],
+                }
+            ),
+        ),
+        "dicomdir": (_value(_file(dicomdir)),),
+        "files": _array((_value(_file(f)),) for f in sorted(files, key=lambda f: f.path)),
+        "patients": _patients(images),
+    }
+    if iso is not None:
+        members["iso"] = (
+            _value(
+                {
+                    "layout": iso.layout,
+                    "volume_id": iso.volume_id,
+                    "application_id": iso.application_id,
+                    "publisher": iso.publisher,
+                    "timestamp": iso.timestamp,
+                    "volume_set": list(iso.volume_set),
+                }
+            ),
+        )
+    if omitted:
+        members["omitted"] = (_value([{"file": o.file, "reason": o.reason} for o in omitted]),)
+    yield from _object(members)
+    yield b"\n"
+
+
+def _file(entry: FileEntry) -> dict[str, Any]:
+    return {"path": entry.path, "size": entry.size, "sha256": entry.sha256}
 
 
 def build(
@@ -190,48 +323,21 @@ def build(
     iso: IsoInfo | None = None,
     omitted: Sequence[OmittedFile] = (),
 ) -> bytes:
-    """The canonical manifest bytes (what gets signed)."""
-    doc: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "identity_format": IDENTITY_FORMAT,
-        "software": {"name": APP_NAME, "version": __version__},
-        "created": created,
-        "creator": {
-            "institution": institution,
-            "signer_subject": signer_subject,
-            "signer_fingerprint": signer_fingerprint,
-        },
-        "disc": {
-            "fileset_id": disc.fileset_id,
-            "medium": disc.medium,
-            "number": disc.number,
-            "count": disc.count,
-            "set_id": disc.set_id,
-            "set": [
-                {"number": m.number, "fileset_id": m.fileset_id, "images": m.images}
-                for m in disc.members
-            ],
-        },
-        "dicomdir": {"path": dicomdir.path, "size": dicomdir.size, "sha256": dicomdir.sha256},
-        "files": [
-            {"path": f.path, "size": f.size, "sha256": f.sha256}
-            for f in sorted(files, key=lambda f: f.path)
-        ],
-        "patients": _group(images),
-    }
-    if iso is not None:
-        doc["iso"] = {
-            "layout": iso.layout,
-            "volume_id": iso.volume_id,
-            "application_id": iso.application_id,
-            "publisher": iso.publisher,
-            "timestamp": iso.timestamp,
-            "volume_set": list(iso.volume_set),
-        }
-    if omitted:
-        doc["omitted"] = [{"file": o.file, "reason": o.reason} for o in omitted]
-    return dumps(doc)
+    """The canonical manifest bytes (what gets signed): :func:`chunks`, joined."""
+    return b"".join(
+        chunks(
+            created=created,
+            institution=institution,
+            signer_subject=signer_subject,
+            signer_fingerprint=signer_fingerprint,
+            disc=disc,
+            dicomdir=dicomdir,
+            files=files,
+            images=images,
+            iso=iso,
+            omitted=omitted,
+        )
+    )
 
 
 # -- parsing a received manifest (hostile input) -------------------------------------------
@@ -419,5 +525,6 @@ __all__ = [
     "OmittedFile",
     "SetMember",
     "build",
+    "chunks",
     "parse",
 ]
