@@ -593,18 +593,9 @@ def _grids(
             )
     for j, (view, u, d, lf, rt) in enumerate(parts):
         c = np.ascontiguousarray(view)
-        p = u + d
-        p += lf
-        p += rt
-        p >>= 2
         # `complexity` and the ROI rule (all four neighbours <= / >= the level) from one max
         # and one min of the four neighbours
-        hi = np.maximum(u, d)
-        np.maximum(hi, lf, out=hi)
-        np.maximum(hi, rt, out=hi)
-        lo = np.minimum(u, d)
-        np.minimum(lo, lf, out=lo)
-        np.minimum(lo, rt, out=lo)
+        p, lo, hi = _predicted(u, d, lf, rt)
         elig: Bool | None = None if oks is None else oks[j]
         if roi is not None:
             inside: Bool = hi <= roi.level if roi.mode == 1 else lo >= roi.level

@@ -42,6 +42,7 @@ from discmaker.watermark.engine import (
     _extract_regions,
     _ring_heads,
     _ring_stack,
+    _work_values,
     complexity,
     default_grid,
     embed_prepared,
@@ -324,20 +325,6 @@ _LUT2_16 = _LUT2.astype(np.int16)  # the same (codes < 2^14)
 _LUT2_16.setflags(write=False)
 
 
-def _stored_plane(
-    plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], fmt: PixelFormat
-) -> npt.NDArray[np.int16] | npt.NDArray[np.int32]:
-    """Stored values as `to_stored`, in int16 when a sum of four of them still fits."""
-    if fmt.bits_stored > 13:
-        return to_stored(plane, fmt)
-    v = (plane & fmt.mask).astype(np.int16)
-    if fmt.signed:
-        sb = 1 << (fmt.bits_stored - 1)
-        v ^= sb
-        v -= sb
-    return v
-
-
 _STRIP_PIXELS = 65536  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
 
@@ -390,8 +377,8 @@ def _slot_curves(
     ]
     for i, r0, r1 in spans:
         if stored is None:
-            s = _stored_plane(plane[r0 - 1 : r1 + 1], fmt)
-        elif fmt.bits_stored > 13:  # `_stored_plane` is `to_stored` here
+            s = _work_values(plane[r0 - 1 : r1 + 1], fmt)
+        elif fmt.bits_stored > 13:  # `_work_values` is `to_stored` here
             s = stored[r0 - 1 : r1 + 1]  # only read
         else:
             s = stored[r0 - 1 : r1 + 1].astype(np.int16)
@@ -870,21 +857,6 @@ def _spread(
         slot, exc = res
         caps[slot] = min(caps[slot], exc.capacity_bits)
     raise _frame_error(rows, cols, f, 0, 8 * (_SHARD.size + len(block)))  # pragma: no cover
-
-
-def _capacity_error(
-    arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat, gsize: int
-) -> WatermarkCapacityError:
-    """The closest carrier plan from measured region capacities: its weakest needed carrier's
-    capacity vs its shard (capacity >= need only if a plan would fit: `_spread` then uses it)."""
-    planes, rows, cols = arr.shape[1:]
-    grid = default_grid((rows, cols))
-    caps = [region_capacity(arr[f, q], b, fmt) for q in range(planes) for b in boxes]
-    got = _capacity_plan(caps, grid, planes, gsize)
-    if isinstance(got, _Plan):  # pragma: no cover - _spread would have embedded this plan
-        need = 8 * (_SHARD.size - (-gsize // got.k))
-        return _frame_error(rows, cols, f, need, need)
-    return _frame_error(rows, cols, f, *got)
 
 
 def seal_dataset(
