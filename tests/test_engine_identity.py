@@ -317,3 +317,247 @@ def test_split_all_matches_split() -> None:
             nbits.append(int(rng.integers(0, int(cum1[-1] + cum2[-1]) * 2 + 5)))
         expected = [engine._split(p, n) for p, n in zip(pres, nbits, strict=True)]
         assert engine._split_all(pres, nbits) == expected
+
+
+def _stored_reference(raw: np.ndarray, fmt: PixelFormat, dtype: type) -> np.ndarray:
+    """Stored values by masking and sign-extending in ``dtype`` (the plain formula)."""
+    v = raw.astype(dtype) & fmt.mask
+    if fmt.signed:
+        sb = 1 << (fmt.bits_stored - 1)
+        v ^= sb
+        v -= sb
+    return v
+
+
+def test_stored_values_match_the_masking_formula() -> None:
+    """`to_stored` / `_work_values` (shifted in the words' width) over every raw word."""
+    for dtype, width in ((np.uint8, 8), (np.uint16, 16)):
+        raw = np.arange(1 << width, dtype=dtype)
+        for r in (raw, raw.reshape(-1, 4)[:, ::2]):  # contiguous and strided
+            for bits in range(1, width + 1):
+                for signed in (False, True):
+                    fmt = PixelFormat(bits, signed)
+                    got = to_stored(r, fmt)
+                    assert got.dtype == np.int32 and not np.shares_memory(got, r)
+                    assert np.array_equal(got, _stored_reference(r, fmt, np.int32))
+                    work = engine._work_values(r, fmt)
+                    want = np.int16 if bits <= 13 else np.int32
+                    assert work.dtype == want and not np.shares_memory(work, r)
+                    assert np.array_equal(work, _stored_reference(r, fmt, want))
+
+
+def test_write_raw_keeps_the_unused_high_bits() -> None:
+    """`_write_raw` (in the words' width) is the masking formula, for every stored value."""
+    rng = np.random.default_rng(21)
+    for dtype, width in ((np.uint8, 8), (np.uint16, 16)):
+        for bits in range(1, width + 1):
+            for signed in (False, True):
+                fmt = PixelFormat(bits, signed)
+                vals = np.arange(fmt.vmin, fmt.vmax + 1)
+                vals = np.resize(rng.permutation(vals), max(vals.size, 4096))
+                for st in {np.int16, np.int32} if bits <= 13 else {np.int32}:
+                    stored = vals.astype(st).reshape(-1, 4)
+                    words = rng.integers(0, 1 << width, stored.shape).astype(dtype)
+                    keep = ~fmt.mask & 0xFFFF
+                    want = ((words.astype(np.int32) & keep) | (stored & fmt.mask)).astype(dtype)
+                    got = words.copy()
+                    engine._write_raw(got[:, ::2], stored[:, ::2], fmt)  # a strided view
+                    engine._write_raw(got[:, 1::2], stored[:, 1::2], fmt)
+                    assert np.array_equal(got, want)
+
+
+def _curves_reference(
+    raw: np.ndarray,
+    grid: tuple[int, int],
+    fmt: PixelFormat,
+    levels: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """`seal._slot_curves` counted target by target: per box, colour, kind and code."""
+    s = to_stored(raw, fmt).astype(np.int64)
+    nb, nc = grid[0] * grid[1], int(engine.THRESHOLDS.size)
+    hist = np.zeros((1 if levels is None else 2, nb, 2, 2, nc), np.int64)
+    lab = seal._target_labels(s.shape, grid)
+    u, d, lf, rt, c = s[:-2, 1:-1], s[2:, 1:-1], s[1:-1, :-2], s[1:-1, 2:], s[1:-1, 1:-1]
+    hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
+    lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
+    cx = hi - lo if fmt.bits_stored < 16 else np.minimum(hi - lo, engine.T_MAX)
+    code = np.searchsorted(engine.THRESHOLDS, cx)
+    peak = np.isin(((u + d + lf + rt) >> 2) - c, (0, 1))
+    keep = lab >= 0
+    if fmt.padding is not None:
+        pad = (s >= fmt.padding[0]) & (s <= fmt.padding[1])
+        keep &= ~(pad[1:-1, 1:-1] | pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:])
+    box, colour = np.where(keep, lab // 2, 0), lab % 2
+    kept = [keep]
+    if levels is not None:
+        dark, bright = (np.asarray(v, np.int64)[box] for v in levels)
+        kept.append(keep & (hi <= dark) & (lo >= bright))
+    for i, k in enumerate(kept):
+        np.add.at(hist[i], (box[k], colour[k], 1, code[k]), 1)
+        np.add.at(hist[i], (box[k & peak], colour[k & peak], 0, code[k & peak]), 1)
+    cum = np.cumsum(hist, axis=-1)
+    return cum[0] if levels is None else cum
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_slot_curves_match_a_target_by_target_count(fmt: PixelFormat) -> None:
+    """`_slot_curves` (Bits Stored <= 13: one table lookup per target, `_pad_touched`) counts
+    what a direct count over every target gives, with and without rules and padding."""
+    rng = np.random.default_rng(300 + fmt.bits_stored)
+    for trial in range(12):
+        shape = (int(rng.integers(5, 140)), int(rng.integers(5, 140)))
+        grid = engine.default_grid(shape)
+        nb = grid[0] * grid[1]
+        plane = _plane(rng, fmt, shape)
+        if fmt.padding is not None and trial % 3 == 1:  # padding above the values, or inside
+            plane = np.where(plane == plane.min(), plane.max(), plane).astype(plane.dtype)
+        levels = None
+        if trial % 2:
+            dark = np.full(nb, np.iinfo(np.int32).max, np.int32)
+            bright = np.full(nb, np.iinfo(np.int32).min, np.int32)
+            for i in range(nb):
+                level = int(rng.integers(fmt.vmin - 2, fmt.vmax + 3))
+                (dark if rng.random() < 0.5 else bright)[i] = level
+            levels = (dark, bright)
+        want = _curves_reference(plane, grid, fmt, levels)
+        for stored in (None, engine._work_values(plane, fmt), to_stored(plane, fmt)):
+            got = seal._slot_curves(plane, grid, fmt, levels, stored)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_pad_touched_matches_the_shifted_padding_map() -> None:
+    """`_pad_touched`'s min/max shortcut (padding below or above every value) and its general
+    case give the padding map ORed over the four neighbours."""
+    rng = np.random.default_rng(31)
+    seen = set()
+    for _ in range(600):
+        s = rng.integers(-50, 50, (int(rng.integers(3, 12)), int(rng.integers(3, 12))))
+        lo_p = int(rng.integers(-55, 55))
+        padding = (lo_p, lo_p + int(rng.choice([0, 0, 1, 4])))
+        s = np.where(rng.random(s.shape) < 0.2, padding[0], s).astype(np.int16)
+        u, d, lf, rt = s[:-2, 1:-1], s[2:, 1:-1], s[1:-1, :-2], s[1:-1, 2:]
+        hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
+        lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
+        pad = (s >= padding[0]) & (s <= padding[1])
+        want = pad[1:-1, 1:-1] | pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:]
+        got = seal._pad_touched(s, hi, lo, padding)
+        seen.add("below" if s.min() >= padding[0] else "above" if s.max() <= padding[1] else "mid")
+        if got is None:
+            assert not pad.any()
+        else:
+            assert np.array_equal(got, want)
+    assert seen == {"below", "above", "mid"}
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.bits_stored <= 13], ids=str)
+def test_background_mask_of_int16_values(fmt: PixelFormat) -> None:
+    """`background_mask` of int16 values (`_work_values`) is the mask of the int32 ones."""
+    rng = np.random.default_rng(400 + fmt.bits_stored)
+    for _ in range(6):
+        shape = (int(rng.integers(16, 200)), int(rng.integers(16, 200)))
+        plane = _plane(rng, fmt, shape)
+        want = background.background_mask(to_stored(plane, fmt), fmt)
+        got = background.background_mask(engine._work_values(plane, fmt), fmt)
+        assert np.array_equal(got, want)
+
+
+def test_stacked_border_fill_is_the_fill_of_each_plane() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(300):
+        shape = (int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+        cands = rng.random((2, *shape)) < rng.uniform(0.2, 0.9)
+        got = background._border_connected(cands)
+        for i in range(2):
+            assert np.array_equal(got[i], _border_connected_reference(cands[i]))
+        grown = background._grow(cands)
+        for i in range(2):
+            assert np.array_equal(grown[i], background._grow(cands[i]))
+
+
+def _plan_reference(costs: np.ndarray, grid: tuple[int, int], planes: int) -> seal._Plan | None:
+    """`plan_carriers` with each greedy order's sums taken on its own (the plain loop)."""
+    nb, (nslots, kmax) = grid[0] * grid[1], costs.shape
+    wins = seal._windows(grid)
+    nwin = 1 + max(max(w) for w in wins)
+    best: seal._Plan | None = None
+    rank = seal._rank(costs, min(kmax, 4) - 1)
+    for m in range(1, min(nslots, 4 * planes) + 1):
+        seen: set[tuple[int, ...]] = set()
+        for first in rank[: seal._STARTS]:
+            order = seal._greedy([first, *rank], wins, nb, nwin, m)
+            if len(order) <= m or tuple(order) in seen:
+                continue
+            seen.add(tuple(order))
+            tot = np.cumsum(costs[order], axis=0)
+            top = min(len(order), m + kmax)
+            for j, cost in enumerate(tot[np.arange(m, top), np.arange(top - m)].tolist()):
+                if np.isfinite(cost) and (best is None or cost < best.cost):
+                    best = seal._Plan(tuple(order[: m + 1 + j]), 1 + j, cost)
+    return best
+
+
+def test_plan_carriers_matches_the_plain_loop() -> None:
+    rng = np.random.default_rng(41)
+    for _ in range(400):
+        grid = (int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        if grid[0] * grid[1] < 2:
+            continue
+        planes = int(rng.choice([1, 1, 3]))
+        nslots = grid[0] * grid[1] * planes
+        costs = rng.choice([rng.uniform(0, 1e6), np.round(rng.uniform(0, 4))], (nslots, 1))
+        costs = costs * rng.uniform(0.5, 2, (nslots, max(1, min(nslots - 1, 32))))
+        costs[rng.random(costs.shape) < rng.choice([0, 0.3, 0.9])] = np.inf
+        assert seal.plan_carriers(costs, grid, planes) == _plan_reference(costs, grid, planes)
+
+
+def test_costs_with_a_load_row_per_slot() -> None:
+    """`_costs` of stacked curve sets with per-row loads is `_costs` of each set."""
+    rng = np.random.default_rng(51)
+    for _ in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 33))
+        curves = rng.integers(0, int(rng.choice([3, 50, 3000])), (2 * n, 2, 2, 224)).cumsum(-1)
+        curves[:, :, 1] += curves[:, :, 0]
+        loads = np.sort(rng.integers(0, 3000, k)).astype(np.int64)
+        rows = np.concatenate([np.broadcast_to(loads, (n, k))] * 2)
+        rows[n:] += 16
+        want = np.concatenate([seal._costs(curves[:n], loads), seal._costs(curves[n:], loads + 16)])
+        assert np.array_equal(seal._costs(curves, rows), want)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_ring_sizes_are_usable_ring_sizes(fmt: PixelFormat) -> None:
+    rng = np.random.default_rng(500 + fmt.bits_stored)
+    for shape in ((192, 160), (9, 40), (4, 30)):
+        s = engine._work_values(_plane(rng, fmt, shape), fmt)
+        boxes = grid_boxes(shape, grid=engine.default_grid(shape))
+        heads, sizes = engine._ring_heads_sizes(s, boxes, fmt, 44, [False] * len(boxes))
+        for b, head, size in zip(boxes, heads, sizes, strict=True):
+            assert size == engine.usable_ring(s[b.slices()], fmt).size
+            assert np.array_equal(head, engine.header_ring_head(s[b.slices()], fmt, 44))
+
+
+def test_side_bits_are_the_header_fields() -> None:
+    """`_side_bits_of`: magic and map flag, T codes, (v4) mode, guard code, level, map length,
+    each most significant bit first."""
+    rng = np.random.default_rng(61)
+    for _ in range(500):
+        fmt = FORMATS[int(rng.integers(0, len(FORMATS)))]
+        version = 3 if rng.random() < 0.3 else 4
+        roi = None
+        if version == 4 and rng.random() < 0.6:
+            roi = Roi(int(rng.integers(1, 3)), int(rng.integers(fmt.vmin, fmt.vmax + 1)))
+        guard = int(rng.choice(engine._GUARD_CODES))
+        c1, c2 = (int(rng.integers(0, 256)) for _ in range(2))
+        nloc = int(rng.choice([0, 0, 1, 300, 65535]))
+        head = [(engine._MAGICS[version] << 1) | (1 if nloc else 0), c1, c2]
+        parts = [np.unpackbits(np.array(head, np.uint8))]
+        if version != 3:
+            mode, code = 0 if roi is None else roi.mode, engine._GUARD_CODES.index(guard)
+            parts.append(np.array([mode >> 1, mode & 1, code >> 1, code & 1], np.uint8))
+            if roi is not None:
+                level = (roi.level - fmt.vmin).to_bytes(2, "big")
+                parts.append(np.unpackbits(np.frombuffer(level, np.uint8)))
+        if nloc:
+            parts.append(np.unpackbits(np.frombuffer(nloc.to_bytes(2, "big"), np.uint8)))
+        got = engine._side_bits_of(c1, c2, nloc, fmt, roi, version, guard)
+        assert got.dtype == np.uint8 and np.array_equal(got, np.concatenate(parts))

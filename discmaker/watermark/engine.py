@@ -23,6 +23,7 @@ Pure numpy, no I/O. See docs/WATERMARK.md for the bitstream layout.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import threading
@@ -88,6 +89,7 @@ THRESHOLDS = np.array(
 )
 """Representable thresholds (read-only): 0..63 exactly, then 16 steps per octave to 31 << 11."""
 THRESHOLDS.setflags(write=False)
+_THRESHOLD_LIST: list[int] = THRESHOLDS.tolist()  # (for Python-level lookups)
 T_MAX = int(THRESHOLDS[-1])
 """Complexity is clipped to this (a threshold that selects everything)."""
 _T_UNUSED = 0xFF  # T code of an unused pass
@@ -239,20 +241,59 @@ def grid_boxes(shape: tuple[int, int], *, grid: tuple[int, int]) -> list[Box]:
 # stored values <-> raw words
 
 
+@functools.lru_cache(maxsize=16)
+def _iinfo(dtype: Any) -> np.iinfo[Any]:
+    """`np.iinfo`, made once per type (asked for many times per frame)."""
+    return np.iinfo(dtype)
+
+
 def to_stored(raw: RawPlane, fmt: PixelFormat) -> I32:
     """The stored values of raw words (high bits dropped, sign-extended when signed)."""
-    v = raw.astype(np.int32) & fmt.mask
-    if fmt.signed:
-        sb = 1 << (fmt.bits_stored - 1)
-        v ^= sb
-        v -= sb
+    v: I32 = _stored_as(raw, fmt, np.int32)
     return v
 
 
+def _stored_as(raw: RawPlane, fmt: PixelFormat, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """`to_stored` in ``dtype`` (a new array), computed in the raw words' width: the high bits
+    shifted out at the top, and for signed values shifted back arithmetically (sign-extended)
+    in the signed type of that width; fewer and narrower passes than masking in ``dtype``."""
+    width = 8 * raw.dtype.itemsize
+    bits = fmt.bits_stored
+    if raw.dtype not in (np.uint8, np.uint16) or bits > width:  # (not raw words: as before)
+        v = raw.astype(dtype) & fmt.mask
+        if fmt.signed:
+            sb = 1 << (bits - 1)
+            v ^= sb
+            v -= sb
+        return v
+    signed = np.dtype(f"i{raw.dtype.itemsize}")
+    if not fmt.signed:
+        low = raw & fmt.mask  # (a new array)
+        if bits < width and np.dtype(dtype) == signed:
+            return low.view(signed)  # (values below the signed type's max)
+        return low.astype(dtype)
+    up = np.left_shift(raw, width - bits).view(signed)  # (a new array)
+    up >>= width - bits
+    return up if np.dtype(dtype) == signed else up.astype(dtype)
+
+
 def _write_raw(raw: RawPlane, stored: I32, fmt: PixelFormat) -> None:
-    """Put ``stored`` values into the raw words (in place), keeping their unused high bits."""
-    keep = ~fmt.mask & 0xFFFF
-    raw[...] = (raw.astype(np.int32) & keep) | (stored & fmt.mask)
+    """Put ``stored`` values into the raw words (in place), keeping their unused high bits.
+
+    In the words' own width: a value cast to it keeps its low bits (two's complement, modulo
+    the width), which are the bits a word stores."""
+    if raw.dtype not in (np.uint8, np.uint16):  # (not raw words: as before)
+        keep = ~fmt.mask & 0xFFFF
+        raw[...] = (raw.astype(np.int32) & keep) | (stored & fmt.mask)
+        return
+    words: npt.NDArray[Any] = raw
+    low: npt.NDArray[Any] = stored.astype(raw.dtype)
+    if fmt.bits_stored >= 8 * raw.dtype.itemsize:
+        words[...] = low
+        return
+    low &= fmt.mask
+    words &= ~fmt.mask & _iinfo(raw.dtype).max
+    words |= low
 
 
 def _in_pad(x: I32, fmt: PixelFormat) -> Bool | None:
@@ -442,11 +483,13 @@ def _ring_stack(
     return vals, usable
 
 
-def _ring_heads(
+def _ring_heads_sizes(
     plane: I32, boxes: list[Box], fmt: PixelFormat, n: int, bright: list[bool]
-) -> list[npt.NDArray[np.intp]]:
-    """`header_ring_head` of every box of a plane of stored values (``bright`` per box)."""
+) -> tuple[list[npt.NDArray[np.intp]], list[int]]:
+    """`header_ring_head` of every box of a plane of stored values (``bright`` per box), and
+    the box's `usable_ring` size (read from the same rings)."""
     out: list[npt.NDArray[np.intp]] = [np.zeros(0, np.intp)] * len(boxes)
+    sizes = [0] * len(boxes)
     shapes: dict[tuple[int, int], list[int]] = {}
     for i, b in enumerate(boxes):
         shapes.setdefault(b.shape, []).append(i)
@@ -455,10 +498,13 @@ def _ring_heads(
             for i in idx:
                 b = boxes[i]
                 out[i] = header_ring_head(plane[b.slices()], fmt, n, bright=bright[i])
+                sizes[i] = int(usable_ring(plane[b.slices()], fmt).size)
             continue
         vals, usable = _ring_stack(plane, [boxes[i] for i in idx], fmt, stored=True)
         size = vals.shape[1]
         counts = [size] * len(idx) if usable is None else np.count_nonzero(usable, 1).tolist()
+        for i, c in zip(idx, counts, strict=True):
+            sizes[i] = c
         ring = _ring_index(h, w)
         m = min(n, size)
         for order in (1, 2):
@@ -470,7 +516,7 @@ def _ring_heads(
             head = np.sort(part, axis=1)[:, :m] % size
             for r, j in enumerate(rows):
                 out[idx[j]] = ring[head[r, : min(m, counts[j])]]
-    return out
+    return out, sizes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,19 +768,19 @@ def _threshold(cum: npt.NDArray[np.int64], n: int) -> int:
     if n <= 0:
         return _T_UNUSED
     t = int(np.searchsorted(cum, n, side="left"))
-    return int(np.searchsorted(THRESHOLDS, t, side="left"))
+    return bisect.bisect_left(_THRESHOLD_LIST, t)  # (`np.searchsorted` of THRESHOLDS)
 
 
 def _t_of(code: int) -> int:
     """Threshold of a T code (-1: pass unused)."""
-    return -1 if code == _T_UNUSED else int(THRESHOLDS[code])
+    return -1 if code == _T_UNUSED else _THRESHOLD_LIST[code]
 
 
 def _carried(cum: npt.NDArray[np.int64], code: int) -> int:
     """Carrier count at a T code (every carrier of a used pass carries a stream bit)."""
     if code == _T_UNUSED:
         return 0
-    return int(cum[min(int(THRESHOLDS[code]), cum.size - 1)])
+    return int(cum[min(_THRESHOLD_LIST[code], cum.size - 1)])
 
 
 def _apply(encs: list[_EncGrid], t: int, bits: U8, fmt: PixelFormat, a: I32, k: int) -> list[U8]:
@@ -921,7 +967,7 @@ def _analyse_stack(
     calm = [_calm_range(*sp, fmt) for sp in spans]
     check = [not cm and _maybe_near(*sp, fmt) for cm, sp in zip(calm, spans, strict=True)]
     span = (min(sp[0] for sp in spans), max(sp[1] for sp in spans))
-    vt = np.iinfo(s.dtype)
+    vt = _iinfo(s.dtype)
     dark = [r.level if r is not None and r.mode == 1 else vt.max for r in rois]
     bright = [r.level if r is not None and r.mode == 2 else vt.min for r in rois]
     oks = None if nbok is None else _stack_parts(nbok, k, 0, 0)
@@ -972,6 +1018,7 @@ class _Ready:
     ring: npt.NDArray[np.intp]
     nbok: Bool | None
     pre: _Pre
+    words: RawPlane  # the region's raw words (a copy) the values were taken from
 
 
 class _Prepared(threading.local):
@@ -1014,7 +1061,7 @@ def prepared(
         rings = _header_rings(s, fmt, [r is not None and r.mode == 2 for r in group])
         for j, (i, pre) in enumerate(zip(idx, got, strict=True)):
             ok = nbok[j] if nbok is not None and some[j] else None
-            entry = (s[j], _Ready(rings[j], ok, pre))
+            entry = (s[j], _Ready(rings[j], ok, pre, words[j]))
             pres.setdefault((boxes[i], fmt, rois[i], FORMAT_VERSION, guard), []).append(entry)
     try:
         yield
@@ -1029,6 +1076,18 @@ def _prepared_pre(
     for values, ready in _PREPARED.pres.get((box, fmt, roi, version, guard), ()):
         if np.array_equal(values, s):
             return ready
+    return None
+
+
+def _prepared_words(
+    raw: RawPlane, box: Box, fmt: PixelFormat, roi: Roi | None, version: int, guard: int
+) -> tuple[I32, _Ready] | None:
+    """The `prepared` values and analysis of this region, if they were taken from these very
+    raw words (so they are `_work_values` of them: found without converting the words again;
+    a region whose words differ but whose values do not is left to `embed_region`)."""
+    for values, ready in _PREPARED.pres.get((box, fmt, roi, version, guard), ()):
+        if np.array_equal(ready.words, raw):
+            return values, ready
     return None
 
 
@@ -1144,12 +1203,11 @@ def embed_prepared(
     guard = _V4_GUARDS[0]
     shapes: dict[tuple[int, int], list[tuple[int, I32, _Ready]]] = {}
     for i, (box, raw, roi) in enumerate(zip(boxes, raws, rois, strict=True)):
-        s = _work_values(raw, fmt)
-        ready = None
-        if s.shape[0] >= 5 and s.shape[1] >= 5:
-            ready = _prepared_pre(s, box, fmt, roi, FORMAT_VERSION, guard)
-        if ready is not None and ready.ring.size >= _side_bits(FORMAT_VERSION, roi):
-            shapes.setdefault(s.shape, []).append((i, s, ready))
+        found = None
+        if raw.shape[0] >= 5 and raw.shape[1] >= 5:
+            found = _prepared_words(raw, box, fmt, roi, FORMAT_VERSION, guard)
+        if found is not None and found[1].ring.size >= _side_bits(FORMAT_VERSION, roi):
+            shapes.setdefault(raw.shape, []).append((i, *found))
     for group in shapes.values():
         if len(group) < _GROUP_MIN:
             continue
@@ -1254,7 +1312,7 @@ def _apply_stack(
         st = _enc_stack(egs)
         c = st.c
         # (a complexity is never above its type's max: a higher threshold selects as that max)
-        top = int(np.iinfo(st.cx.dtype).max)
+        top = int(_iinfo(st.cx.dtype).max)
         sel = st.cx <= np.array([min(t, top) for t in ts], st.cx.dtype).reshape(n, 1, 1, 1)
         if st.elig is not None:
             sel &= st.elig
@@ -1268,7 +1326,8 @@ def _apply_stack(
             if chunk.size < ncar[r]:  # zero-padded (the stream ends in this sub-grid)
                 chunk = np.concatenate([chunk, np.zeros(ncar[r] - chunk.size, np.uint8)])
             chunks.append(chunk)
-        move = act.astype(np.int32)
+        # in the values' type (int16 below 14 bits: every moved value, c +- 1, still fits)
+        move = act.astype(c.dtype)
         move[car] = np.concatenate(chunks)
         sign = st.sign
         move *= sign
@@ -1311,9 +1370,13 @@ def _enc_stack(egs: list[_EncGrid]) -> _EncStack:
 
 
 def _active_cum(encs: list[_EncGrid], size: int) -> npt.NDArray[np.int64]:
-    cx = np.concatenate([eg.g.cx[eg.active] for eg in encs])
-    top = min(size - 1, int(np.iinfo(cx.dtype).max))  # (a complexity is never above its type)
-    return np.cumsum(np.bincount(np.minimum(cx, top), minlength=size))
+    """Cumulative count of the active targets per complexity, the last bin holding all from
+    ``size - 1`` up (the carriers' curve length)."""
+    parts = [eg.g.cx[eg.active] for eg in encs]  # (new arrays: clipped in place)
+    cx = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    top = min(size - 1, int(_iinfo(cx.dtype).max))  # (a complexity is never above its type)
+    np.minimum(cx, top, out=cx)
+    return np.cumsum(np.bincount(cx, minlength=size))
 
 
 def _split(pre: _Pre, nbits: int) -> int:
@@ -1546,25 +1609,32 @@ def _finish(
     and the side information (header, location map of ``nloc`` bits) at the ring pixels
     ``used`` into the region's raw words."""
     c1, c2, flags = res
-    head = [(_MAGICS[version] << 1) | (1 if nloc else 0), c1, c2]
-    parts = [np.unpackbits(np.array(head, np.uint8))]
-    if version != 3:
-        mode = 0 if roi is None else roi.mode
-        code = _GUARD_CODES.index(guard)
-        parts.append(np.array([mode >> 1, mode & 1, code >> 1, code & 1], np.uint8))
-        if roi is not None:
-            lv = roi.level - fmt.vmin
-            parts.append(np.unpackbits(np.frombuffer(lv.to_bytes(2, "big"), np.uint8)))
+    side = _side_bits_of(c1, c2, nloc, fmt, roi, version, guard)
     if nloc:
-        parts += [
-            np.unpackbits(np.frombuffer(nloc.to_bytes(2, "big"), np.uint8)),
-            flags,
-            np.zeros(nloc - flags.size, np.uint8),
-        ]
-    side = np.concatenate(parts)
+        side = np.concatenate([side, flags, np.zeros(nloc - flags.size, np.uint8)])
     af = a.ravel()
     af[used] = (af[used] & ~1) | side
     _write_raw(raw, a, fmt)
+
+
+def _side_bits_of(
+    c1: int, c2: int, nloc: int, fmt: PixelFormat, roi: Roi | None, version: int, guard: int
+) -> U8:
+    """The header fields of `_finish` as bits, most significant first (magic and map flag,
+    T1 code, T2 code; v4: mode, guard code, the level with a rule; the map length when there
+    is one): one array from a list of Python bits (cheaper than an array per field)."""
+    fields = [((_MAGICS[version] << 1) | (1 if nloc else 0), 8), (c1, 8), (c2, 8)]
+    if version != 3:
+        mode = 0 if roi is None else roi.mode
+        fields += [(mode, _MODE_BITS), (_GUARD_CODES.index(guard), _GUARD_BITS)]
+        if roi is not None:
+            lv = roi.level - fmt.vmin
+            lv.to_bytes(2, "big")  # (raises for a level that does not fit, as before)
+            fields.append((lv, _LEVEL_BITS))
+    if nloc:
+        nloc.to_bytes(2, "big")
+        fields.append((nloc, _LOC_LEN_BITS))
+    return np.array([(v >> i) & 1 for v, n in fields for i in range(n - 1, -1, -1)], np.uint8)
 
 
 _NOFLAGS = np.zeros(0, np.uint8)
@@ -1767,12 +1837,7 @@ def _work_values(raw: RawPlane, fmt: PixelFormat) -> npt.NDArray[Any]:
     every step computes the same values in either type."""
     if fmt.bits_stored > 13:
         return to_stored(raw, fmt)
-    v = (raw & fmt.mask).astype(np.int16)
-    if fmt.signed:
-        sb = 1 << (fmt.bits_stored - 1)
-        v ^= sb
-        v -= sb
-    return v
+    return _stored_as(raw, fmt, np.int16)
 
 
 def _extract_stack(
@@ -1965,7 +2030,7 @@ def _undo_stack(
     calm = _calm_regions(s, fmt, spans, moved)
     oks = None if nbok is None else _stack_parts(nbok, k, 0, 0)
     rois = [h.roi for h in hdrs]
-    vt = np.iinfo(s.dtype)  # levels and thresholds in the values' type (a threshold above its
+    vt = _iinfo(s.dtype)  # levels and thresholds in the values' type (a threshold above its
     # range selects every complexity, as its limit does)
     dark = [r.level if r is not None and r.mode == 1 else vt.max for r in rois]
     bright = [r.level if r is not None and r.mode == 2 else vt.min for r in rois]
@@ -2085,7 +2150,7 @@ def _selected(hi: I32, lo: I32, fmt: PixelFormat, dark: list[int], bright: list[
     """Per target of a stack: inside its region's ROI rule (all four neighbours <= the dark
     level or >= the bright one; the limits of the values' type where a region has no such
     rule)."""
-    vt = np.iinfo(hi.dtype)
+    vt = _iinfo(hi.dtype)
     inside: Bool = hi <= _column(dark, hi.dtype.type)
     if max(bright) > vt.min:
         inside &= lo >= _column(bright, hi.dtype.type)

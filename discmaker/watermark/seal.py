@@ -40,8 +40,8 @@ from discmaker.watermark.engine import (
     UnsupportedPixelsError,
     WatermarkCapacityError,
     _extract_regions,
-    _ring_heads,
-    _ring_stack,
+    _iinfo,
+    _ring_heads_sizes,
     _work_values,
     complexity,
     default_grid,
@@ -50,8 +50,6 @@ from discmaker.watermark.engine import (
     grid_boxes,
     prepared,
     region_capacity,
-    to_stored,
-    usable_ring,
 )
 from discmaker.watermark.pixels import (
     RawFrames,
@@ -301,13 +299,16 @@ def _target_labels(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray
 
 
 @functools.lru_cache(maxsize=16)
-def _target_keys(shape: tuple[int, int], grid: tuple[int, int]) -> npt.NDArray[np.int32]:
+def _target_keys(
+    shape: tuple[int, int], grid: tuple[int, int], scale: int = 1
+) -> npt.NDArray[np.int32]:
     """Per interior pixel: the base bin (box, colour) of `_slot_curves`' histogram, or the first
-    dump bin (past every real bin) for ring 0/1 pixels."""
+    dump bin (past every real bin) for ring 0/1 pixels; times ``scale`` (2: the bins of the
+    curves with a ROI rule, one more bit per key)."""
     nb = grid[0] * grid[1]
     nc = int(THRESHOLDS.size)
     lab = _target_labels(shape, grid)
-    out = np.where(lab >= 0, lab * (2 * nc), nb * 4 * nc).astype(np.int32)
+    out = (np.where(lab >= 0, lab * (2 * nc), nb * 4 * nc) * scale).astype(np.int32)
     out.setflags(write=False)
     return out
 
@@ -327,13 +328,37 @@ _LUT2_16.setflags(write=False)
 
 _STRIP_PIXELS = 65536  # per slice of `_slot_curves`: temporaries stay cached (and off mmap)
 
+# `_slot_curves` on values of Bits Stored <= 13 (int16, complexity < 2^13): per target one
+# 16-bit index, the complexity with three flag bits above it, looked up in one table
+_OFF_BIT, _DUMP_BIT, _PEAK_BIT = 13, 14, 15
+
+
+@functools.lru_cache(maxsize=16)
+def _flag_table(total: int, rule: bool) -> npt.NDArray[np.int32]:
+    """Bin offset (added to the `_target_keys` base) of each 16-bit index complexity | outside
+    the rule << 13 | dump << 14 | peak << 15: 2 x code + peak (with ``rule``: twice that plus
+    the outside bit, the bins `_slot_curves` makes with ``key <<= 1; key += off``); a dump
+    index gives ``total`` (with ``rule`` 2 x ``total``), so its key lies past every real bin."""
+    i = np.arange(1 << 16)
+    val = _LUT2[i & ((1 << _OFF_BIT) - 1)] + (i >> _PEAK_BIT)
+    if rule:
+        val = 2 * val + ((i >> _OFF_BIT) & 1)
+    out = np.where((i >> _DUMP_BIT) & 1, 2 * total if rule else total, val).astype(np.int32)
+    out.setflags(write=False)
+    return out
+
+
+def _set_bit(idx: npt.NDArray[np.uint16], flag: npt.NDArray[np.bool_], bit: int) -> None:
+    """idx |= flag << bit (in place)."""
+    idx |= np.left_shift(flag, bit, dtype=np.uint16)
+
 
 def _slot_curves(
     plane: npt.NDArray[np.uint8] | npt.NDArray[np.uint16],
     grid: tuple[int, int],
     fmt: PixelFormat,
     levels: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
-    stored: npt.NDArray[np.int32] | None = None,
+    stored: npt.NDArray[np.int32] | npt.NDArray[np.int16] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Cumulative counts per box, colour, kind (carrier, active) and threshold code.
 
@@ -341,8 +366,8 @@ def _slot_curves(
     padding neighbours excluded), in strips of rows: shape (boxes, 2, 2, codes). With
     ``levels`` (per box: the highest value a dark-ROI target's neighbours may have, the lowest
     a bright-ROI target's may have) a second set of curves counts only the targets such a
-    `Roi` keeps: shape (2, boxes, 2, 2, codes), full curves first. ``stored``: `to_stored` of
-    the plane when the caller has it (not converted again).
+    `Roi` keeps: shape (2, boxes, 2, 2, codes), full curves first. ``stored``: `to_stored` or
+    `_work_values` of the plane when the caller has it (not converted again).
     """
     rows, cols = plane.shape
     nb = grid[0] * grid[1]
@@ -361,7 +386,7 @@ def _slot_curves(
     keys = np.empty((rows - 2) * (cols - 2), np.int32)
     # per box the rule's levels, clipped to the plane's value type (a level outside the values'
     # range compares like the type's own limit, and none means that limit)
-    vt = np.iinfo(np.int16 if fmt.bits_stored <= 13 else np.int32)
+    vt = _iinfo(np.int16 if fmt.bits_stored <= 13 else np.int32)
     lv: list[tuple[int, int]] = []
     if levels is not None:
         dark_l, bright_l = (np.clip(v, vt.min, vt.max).tolist() for v in levels)
@@ -375,13 +400,21 @@ def _slot_curves(
         for end in (min(b.row1, rows - 1),)
         for r0 in range(max(b.row0, 1), end, strip)
     ]
+    narrow = fmt.bits_stored <= 13  # int16 values: `_strip_keys16`
+    table = _flag_table(total, levels is not None) if narrow else None
+    base2 = _target_keys((rows, cols), grid, 2) if narrow and levels is not None else base
     for i, r0, r1 in spans:
         if stored is None:
             s = _work_values(plane[r0 - 1 : r1 + 1], fmt)
         elif fmt.bits_stored > 13:  # `_work_values` is `to_stored` here
             s = stored[r0 - 1 : r1 + 1]  # only read
-        else:
-            s = stored[r0 - 1 : r1 + 1].astype(np.int16)
+        else:  # (only read)
+            s = stored[r0 - 1 : r1 + 1].astype(np.int16, copy=False)
+        key = keys[(r0 - 1) * (cols - 2) : (r1 - 1) * (cols - 2)].reshape(r1 - r0, cols - 2)
+        if table is not None:
+            strip_lv = lv[i * gc : (i + 1) * gc] if lv else None
+            _strip_keys16(s, key, fmt, table, base2[r0 - 1 : r1 - 1], band_cols, strip_lv)
+            continue
         u, d = s[:-2, 1:-1], s[2:, 1:-1]
         lf, rt = s[1:-1, :-2], s[1:-1, 2:]
         c = s[1:-1, 1:-1]
@@ -400,7 +433,6 @@ def _slot_curves(
             if fmt.bits_stored >= 16:
                 np.minimum(cx, T_MAX, out=cx)
         # written straight into this strip's part of ``keys`` (cx is always a valid index)
-        key = keys[(r0 - 1) * (cols - 2) : (r1 - 1) * (cols - 2)].reshape(r1 - r0, cols - 2)
         key[...] = np.take(_LUT2_16, cx, mode="clip")  # (a small table gathers faster)
         key += base[r0 - 1 : r1 - 1]
         key += peak
@@ -428,8 +460,8 @@ def _slot_curves(
     nbins = total + 2 * nc
     if levels is None:
         cnts = [np.bincount(keys, minlength=nbins)]
-    else:
-        both = np.bincount(keys, minlength=2 * nbins).reshape(-1, 2)
+    else:  # (the real bins; `_strip_keys16` puts its dump keys further out than the others)
+        both = np.bincount(keys, minlength=2 * nbins)[: 2 * total].reshape(-1, 2)
         cnts = [both[:, 0] + both[:, 1], both[:, 0]]
     for i, cnt in enumerate(cnts):
         hist = cnt[:total].reshape(nb, 2, nc, 2)
@@ -437,6 +469,89 @@ def _slot_curves(
         out[i, :, :, 1] = hist[..., 0] + hist[..., 1]  # active (selected) targets
     cum = np.cumsum(out, axis=4)
     return cum[0] if levels is None else cum
+
+
+def _pad_touched(
+    s: npt.NDArray[np.int16],
+    hi: npt.NDArray[np.int16],
+    lo: npt.NDArray[np.int16],
+    padding: tuple[int, int],
+) -> npt.NDArray[np.bool_] | None:
+    """Targets (rows/cols 1..-2 of ``s``) that are padding or have a padding neighbour; None
+    when there is none. ``hi``/``lo``: their neighbours' max/min. When no value of ``s`` lies
+    below the padding range (above it), a target or neighbour is padding exactly when the
+    lowest (highest) of them is at most (at least) the range's other end: two passes instead
+    of a padding map and its four shifts."""
+    plo, phi = padding
+    smin, smax = int(s.min()), int(s.max())
+    if smin > phi or smax < plo:
+        return None  # (no padding value at all)
+    c = s[1:-1, 1:-1]
+    if smin >= plo:
+        touched: npt.NDArray[np.bool_] = np.minimum(lo, c) <= phi
+        return touched
+    if smax <= phi:
+        touched = np.maximum(hi, c) >= plo
+        return touched
+    pad = s == plo if plo == phi else (s >= plo) & (s <= phi)
+    if not pad.any():
+        return None
+    bad = pad[:-2, 1:-1] | pad[2:, 1:-1]
+    bad |= pad[1:-1, :-2]
+    bad |= pad[1:-1, 2:]
+    bad |= pad[1:-1, 1:-1]
+    return bad
+
+
+def _strip_keys16(
+    s: npt.NDArray[np.int16],
+    key: npt.NDArray[np.int32],
+    fmt: PixelFormat,
+    table: npt.NDArray[np.int32],
+    base: npt.NDArray[np.int32],
+    band_cols: list[tuple[int, int]],
+    lv: list[tuple[int, int]] | None,
+) -> None:
+    """`_slot_curves`' keys of one strip (rows 1..-2 of ``s``, int16 values of Bits Stored <=
+    13) into ``key``: the key the general loop makes for each real bin, from one lookup of
+    complexity | flags (`_flag_table`) instead of a code lookup, a peak add, a dump `putmask`
+    and a shift (a dump key lands past every real bin, not in the first dump bin).
+    ``lv``: the levels of this strip's boxes (left to right), None without a rule."""
+    u, d = s[:-2, 1:-1], s[2:, 1:-1]
+    lf, rt = s[1:-1, :-2], s[1:-1, 2:]
+    q = u + d
+    q += lf
+    q += rt
+    q >>= 2
+    q -= s[1:-1, 1:-1]  # -e: a peak (e in {0, -1}) is q in {0, 1}
+    hi = np.maximum(u, d)
+    np.maximum(hi, lf, out=hi)
+    np.maximum(hi, rt, out=hi)
+    lo = np.minimum(u, d)
+    np.minimum(lo, lf, out=lo)
+    np.minimum(lo, rt, out=lo)
+    idx = np.subtract(hi, lo).view(np.uint16)  # `complexity` (< 2^13: no clip below 16 bits)
+    peak = q.view(np.uint16)
+    np.less_equal(peak, 1, out=peak)  # (0 or 1, in place)
+    peak <<= _PEAK_BIT
+    idx |= peak
+    if fmt.padding is not None:
+        bad = _pad_touched(s, hi, lo, fmt.padding)
+        if bad is not None:
+            _set_bit(idx, bad, _DUMP_BIT)
+    if lv is not None:
+        # outside the rule: a neighbour above the dark level or below the bright one (levels
+        # clipped to int16 by the caller)
+        vt = _iinfo(np.int16)
+        off = np.zeros(hi.shape, bool)
+        for (c0, c1), (dark, bright) in zip(band_cols, lv, strict=True):
+            if dark < vt.max:
+                np.greater(hi[:, c0:c1], dark, out=off[:, c0:c1])
+            if bright > vt.min:
+                off[:, c0:c1] |= lo[:, c0:c1] < bright
+        _set_bit(idx, off, _OFF_BIT)
+    np.take(table, idx, out=key, mode="wrap")  # (a 2^16 table: every index is in range)
+    key += base
 
 
 def _load_bits(gsize: int, k: int) -> int:
@@ -460,11 +575,13 @@ def _count_below(cum: npt.NDArray[np.int64], x: npt.NDArray[np.int64]) -> npt.ND
 
 def _costs(curves: npt.NDArray[np.int64], loads: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """Estimated values changed per slot (rows) for each load (columns): pass 1 filled at the
-    threshold holding half the load, pass 2 the rest; inf when the slot cannot hold it."""
+    threshold holding half the load, pass 2 the rest; inf when the slot cannot hold it.
+    ``loads``: one row for every slot, or a row per slot (element-wise: the same figures)."""
     c1, a1, c2, a2 = curves[:, 0, 0], curves[:, 0, 1], curves[:, 1, 0], curves[:, 1, 1]
     last = c1.shape[1] - 1
-    ld = loads[None, :]
-    i1 = np.minimum(_count_below(c1, np.broadcast_to((ld + 1) // 2, (c1.shape[0], ld.size))), last)
+    ld = loads[None, :] if loads.ndim == 1 else loads
+    half = np.broadcast_to((ld + 1) // 2, (c1.shape[0], ld.shape[1]))
+    i1 = np.minimum(_count_below(c1, half), last)
     r = np.arange(c1.shape[0])[:, None]
     n1 = np.minimum(c1[r, i1], ld)
     cost = (a1[r, i1] - c1[r, i1]) + n1 / 2
@@ -534,8 +651,8 @@ def plan_carriers(
     kmax = costs.shape[1]
     wins = _windows(grid)
     nwin = 1 + max(max(w) for w in wins)
-    best: _Plan | None = None
     rank = _rank(costs, min(kmax, 4) - 1)
+    tried: list[tuple[int, list[int]]] = []  # (m, carriers in order), as the search meets them
     for m in range(1, min(nslots, 4 * planes) + 1):
         seen: set[tuple[int, ...]] = set()
         for first in rank[:_STARTS]:  # greedy from a few different first carriers
@@ -546,15 +663,42 @@ def plan_carriers(
             if key in seen:  # the same carriers in the same order: the same plans again
                 continue
             seen.add(key)
-            tot = np.cumsum(costs[order], axis=0)
-            top = min(len(order), m + kmax)
-            # tot[n - 1, n - m - 1] for n = m + 1 .. top
-            diag: list[float] = tot[np.arange(m, top), np.arange(top - m)].tolist()
-            for j, c in enumerate(diag):
-                if math.isfinite(c) and (best is None or c < best.cost):
-                    n = m + 1 + j
-                    best = _Plan(tuple(order[:n]), n - m, c)
+            tried.append((m, order))
+    best: _Plan | None = None
+    for (m, order), diag in zip(tried, _plan_totals(costs, tried), strict=True):
+        for j, c in enumerate(diag):
+            if math.isfinite(c) and (best is None or c < best.cost):
+                n = m + 1 + j
+                best = _Plan(tuple(order[:n]), n - m, c)
     return best
+
+
+def _plan_totals(
+    costs: npt.NDArray[np.float64], tried: list[tuple[int, list[int]]]
+) -> list[list[float]]:
+    """Per (m, order) of `plan_carriers`: the cost of its first n carriers at k = n - m, for
+    n = m + 1 .. min(len(order), m + kmax), i.e. ``np.cumsum(costs[order], axis=0)[n - 1,
+    n - m - 1]``; all orders in one pass (padded to one length: padding only follows the sums
+    read, and a cumulative sum adds in order along its axis, so the sums are the same)."""
+    if not tried:
+        return []
+    kmax = costs.shape[1]
+    width = max(len(order) for _, order in tried)
+    idx = np.array([order + [0] * (width - len(order)) for _, order in tried], np.intp)
+    tot = np.cumsum(costs[idx], axis=1)
+    rows: list[int] = []
+    ns: list[int] = []
+    ks: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for r, (m, order) in enumerate(tried):
+        top = min(len(order), m + kmax)
+        start = len(rows)
+        rows += [r] * (top - m)
+        ns += range(m, top)
+        ks += range(top - m)
+        spans.append((start, len(rows)))
+    vals: list[float] = tot[rows, ns, ks].tolist()
+    return [vals[a:b] for a, b in spans]
 
 
 _BODY_WEIGHT = 1000.0  # planner: one changed body value costs as much as this many elsewhere
@@ -568,7 +712,9 @@ class _FrameRoi:
     rois: list[Roi | None]  # per slot: the target rule keeping the carrier off the body
     share: npt.NDArray[np.float64]  # per slot: body share of the box's interior
     ring: npt.NDArray[np.float64]  # per slot: body pixels among the ring's header pixels
-    stored: list[npt.NDArray[np.int32]]  # per plane: `to_stored` of the frame's plane
+    # per plane: the frame plane's stored values (`_work_values`: int16 below 14 bits)
+    stored: list[npt.NDArray[np.int32] | npt.NDArray[np.int16]]
+    usable: list[int]  # per slot: `usable_ring` size of the box
 
 
 def _box_roi(
@@ -589,9 +735,10 @@ def _box_rule(
         return None, nbody
     dark = int(np.min(sv, where=body, initial=fmt.vmax)) - 1  # (no temporary array)
     bright = int(np.max(sv, where=body, initial=fmt.vmin)) + 1
-    bg = ~body
-    ndark = int(np.count_nonzero(bg & (sv <= dark))) if dark >= fmt.vmin else 0
-    nbright = int(np.count_nonzero(bg & (sv >= bright))) if bright <= fmt.vmax else 0
+    # the background pixels at or below the dark level (at or above the bright one): every
+    # body value is above it (below it), so counting all pixels counts only background ones
+    ndark = int(np.count_nonzero(sv <= dark)) if dark >= fmt.vmin else 0
+    nbright = int(np.count_nonzero(sv >= bright)) if bright <= fmt.vmax else 0
     if max(ndark, nbright) == 0:
         return None, nbody
     return (Roi(1, dark) if ndark >= nbright else Roi(2, bright)), nbody
@@ -599,22 +746,24 @@ def _box_rule(
 
 def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _FrameRoi:
     bodies: list[npt.NDArray[np.bool_]] = []
-    planes: list[npt.NDArray[np.int32]] = []
+    planes: list[npt.NDArray[np.int32] | npt.NDArray[np.int16]] = []
     rois: list[Roi | None] = []
     share: list[float] = []
     ring: list[float] = []
+    usable: list[int] = []
     nside = HEADER_BITS_V4 + ROI_BITS
     for q in range(arr.shape[1]):
-        sv = to_stored(arr[f, q], fmt)
+        sv = _work_values(arr[f, q], fmt)  # (the same values; int16 below 14 bits: faster)
         planes.append(sv)
         body = ~background_mask(sv, fmt)
         bodies.append(body)
         rules = [
             _box_rule(sv[b.slices()][1:-1, 1:-1], body[b.slices()][1:-1, 1:-1], fmt) for b in boxes
         ]
-        heads = _ring_heads(
+        heads, sizes = _ring_heads_sizes(
             sv, boxes, fmt, nside, [r is not None and r.mode == 2 for r, _ in rules]
         )
+        usable += sizes
         for b, (r, nbody), head in zip(boxes, rules, heads, strict=True):
             bb = body[b.slices()]
             inner = bb[1:-1, 1:-1]
@@ -624,7 +773,7 @@ def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _F
                 ring.append(0.0)
                 continue
             ring.append(float(np.count_nonzero(bb.ravel()[head])))
-    return _FrameRoi(bodies, rois, np.array(share), np.array(ring), planes)
+    return _FrameRoi(bodies, rois, np.array(share), np.array(ring), planes, usable)
 
 
 def _plan_costs(
@@ -647,8 +796,8 @@ def _plan_costs(
         if not use:
             full_c.append(_slot_curves(arr[f, q], grid, fmt, stored=froi.stored[q]))
             continue
-        dark = np.full(nb, np.iinfo(np.int32).max, np.int32)
-        bright = np.full(nb, np.iinfo(np.int32).min, np.int32)
+        dark = np.full(nb, _iinfo(np.int32).max, np.int32)
+        bright = np.full(nb, _iinfo(np.int32).min, np.int32)
         for i in range(nb):
             r = froi.rois[q * nb + i]
             if r is not None:
@@ -657,10 +806,17 @@ def _plan_costs(
         full_c.append(both[0])
         roi_c.append(both[1])
     ring = (_BODY_WEIGHT / 2) * froi.ring[:, None]
-    full = _costs(np.concatenate(full_c), loads) * (1 + _BODY_WEIGHT * froi.share[:, None]) + ring
+    weight = 1 + _BODY_WEIGHT * froi.share[:, None]
     if not use:
+        full = _costs(np.concatenate(full_c), loads) * weight + ring
         return full, np.full(full.shape, np.inf)
-    roi = _costs(np.concatenate(roi_c), loads + ROI_BITS) + ROI_BITS / 2 + ring
+    # both sets of curves in one `_costs` (rows: slots without the rule, then with it)
+    nslots = planes * nb
+    rows = np.concatenate([np.broadcast_to(loads, (nslots, loads.size))] * 2)
+    rows[nslots:] += ROI_BITS
+    costs = _costs(np.concatenate(full_c + roi_c), rows)
+    full = costs[:nslots] * weight + ring
+    roi = costs[nslots:] + ROI_BITS / 2 + ring
     has = np.array([r is not None for r in froi.rois])
     roi[~has] = np.inf
     return full, roi
@@ -782,28 +938,6 @@ def _frame_error(rows: int, cols: int, f: int, cap: int, need: int) -> Watermark
     return WatermarkCapacityError(cap, need, where=where)
 
 
-def _usable_ring_sizes(
-    stored: npt.NDArray[np.int32], boxes: list[Box], fmt: PixelFormat
-) -> list[int]:
-    """`usable_ring` size of every box of a plane of stored values (rings of a shape at once)."""
-    out = [0] * len(boxes)
-    shapes: dict[tuple[int, int], list[int]] = {}
-    for i, b in enumerate(boxes):
-        shapes.setdefault(b.shape, []).append(i)
-    for (h, w), idx in shapes.items():
-        if h < 5 or w < 5:
-            for i in idx:
-                out[i] = int(usable_ring(stored[boxes[i].slices()], fmt).size)
-            continue
-        vals, usable = _ring_stack(stored, [boxes[i] for i in idx], fmt, stored=True)
-        sizes = (
-            [vals.shape[1]] * len(idx) if usable is None else np.count_nonzero(usable, 1).tolist()
-        )
-        for i, n in zip(idx, sizes, strict=True):
-            out[i] = n
-    return out
-
-
 def _spread(
     arr: RawFrames, f: int, boxes: list[Box], grid: tuple[int, int], fmt: PixelFormat, block: bytes
 ) -> tuple[int, int, int, int]:
@@ -821,12 +955,10 @@ def _spread(
     body_total = sum(int(np.count_nonzero(b)) for b in froi.body)
     full, roi = _plan_costs(arr, f, boxes, grid, fmt, loads, froi)
     if fmt.padding is not None:  # the ring header needs usable ring-0 pixels
-        for q in range(planes):
-            usable = _usable_ring_sizes(froi.stored[q], boxes, fmt)
-            for i in range(nb):
-                finite = np.isfinite(full[q * nb + i, 0]) or np.isfinite(roi[q * nb + i, 0])
-                if finite and usable[i] < HEADER_BITS_V4 + ROI_BITS + 16:
-                    full[q * nb + i] = roi[q * nb + i] = np.inf
+        finite = (np.isfinite(full[:, 0]) | np.isfinite(roi[:, 0])).tolist()
+        for slot in range(nslots):
+            if finite[slot] and froi.usable[slot] < HEADER_BITS_V4 + ROI_BITS + 16:
+                full[slot] = roi[slot] = np.inf
     together = True  # until a plan fails (then the next ones often fail too: one by one)
     for _ in range(2 * nslots + 1):
         plan = plan_carriers(np.minimum(full, roi), grid, planes)
