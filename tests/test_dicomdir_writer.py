@@ -16,7 +16,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from discmaker.author import dicomdir
 from discmaker.author.dicomdir import DicomdirWriter, header_for_record, instance_records
+from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
 from discmaker.format.dicomdir import parse_dicomdir
 from discmaker.sample import sample_study
@@ -230,3 +232,128 @@ def test_records_are_compact() -> None:
     records, _ = instance_records(ct)
     assert len(pickle.dumps(records)) < 2500
     assert all(isinstance(r.item, bytes) for r in records.records)
+
+
+def _fresh_items(ds: Dataset) -> list[bytes]:
+    """Each record of ``ds`` made and encoded now, none taken from the kept ones."""
+    dicomdir._UPPER_RECORDS.clear()
+    records, _ = instance_records(ds)
+    return [spec.item for spec in records.records]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"SeriesNumber": "01"},  # IS as read: written "01", equal to 1 as a number
+        {"SeriesNumber": "1 "},
+        {"PatientName": "DOE^JANE^^"},
+        {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"},
+        {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "Müller^Jörg"},
+        {"StudyDescription": "x" * 70},  # conformed in the record only
+        {"AccessionNumber": ["A1", "A2"]},
+        {"StudyTime": "10:15:00"},
+        {"Modality": "MR"},
+    ],
+)
+def test_upper_records_are_made_by_content(values: dict[str, object]) -> None:
+    """The PATIENT, STUDY and SERIES records are made and encoded once per content: an image
+    whose records differ in any written byte (a number as it was read, a name's encoding)
+    gets its own, and every image gets exactly the items making its records alone would."""
+    plain, odd = _image(1), _image(2, **values)
+    plain_items, odd_items = _fresh_items(plain), _fresh_items(odd)
+    dicomdir._UPPER_RECORDS.clear()
+    for ds, expected in ((plain, plain_items), (odd, odd_items), (plain, plain_items)):
+        records, _ = instance_records(ds)
+        assert [spec.item for spec in records.records] == expected
+    # one entry per distinct content (equal bytes from unequal values may have two)
+    differing = sum(a != b for a, b in zip(plain_items[:3], odd_items[:3], strict=True))
+    assert 3 + differing <= len(dicomdir._UPPER_RECORDS) <= 6
+
+
+def _four_level_headers() -> Iterator[Dataset]:
+    """Header copies of every pydicom test file that gets PATIENT/STUDY/SERIES records."""
+    for path in sorted(TEST_FILES.rglob("*.dcm")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                hdr, _ = header_for_record(dcmread(path, stop_before_pixels=True))
+                if "PatientID" in hdr and dicomdir._single_level_record_type(hdr) == "PATIENT":
+                    yield hdr
+            except Exception:
+                continue
+
+
+@pytest.mark.parametrize("record_type", ["PATIENT", "STUDY", "SERIES"])
+def test_upper_records_are_made_from_their_inputs_alone(record_type: str) -> None:
+    """pydicom makes the records above the leaf from the elements _UPPER_INPUTS names and no
+    others (what keeping them by those elements relies on), on every pydicom test file."""
+    made = 0
+    for hdr in _four_level_headers():
+        alone = Dataset()
+        for tag in dicomdir._UPPER_INPUTS[record_type]:
+            if tag in hdr:
+                alone.add(hdr[tag])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                full, _ = dicomdir._record_here(record_type, hdr)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    dicomdir._record_here(record_type, alone)
+                continue
+            only, _ = dicomdir._record_here(record_type, alone)
+            assert dicomdir._encode_item(record_type, full, None) == dicomdir._encode_item(
+                record_type, only, None
+            )
+        made += 1
+    assert made > 20
+
+
+def test_an_upper_record_pydicom_cannot_make_is_refused_every_time() -> None:
+    ds = _image(1)
+    del ds.Modality  # no placeholder for it (INVENTED_DEFAULTS)
+    dicomdir._UPPER_RECORDS.clear()
+    for _ in range(2):
+        records, _ = instance_records(ds)
+        assert "Unable to use the default 'SERIES' record creator" in records.error
+
+
+def test_upper_records_keep_their_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record above the leaf is made and encoded once; the warnings raised making it are
+    the image's, for every image it is used for, and those raised encoding it go with it."""
+    make, encode = dicomdir._pydicom_record, dicomdir._encode_item
+    calls: list[str] = []
+
+    def noisy_make(record_type: str, hdr: Dataset) -> Dataset:
+        warnings.warn(f"odd {record_type} key", UserWarning, stacklevel=1)
+        return make(record_type, hdr)
+
+    def noisy_encode(
+        record_type: str, record: Dataset, file_id: list[str] | None
+    ) -> tuple[bytes, int]:
+        calls.append(record_type)
+        warnings.warn(f"odd {record_type} value", UserWarning, stacklevel=1)
+        return encode(record_type, record, file_id)
+
+    monkeypatch.setattr(dicomdir, "_pydicom_record", noisy_make)
+    monkeypatch.setattr(dicomdir, "_encode_item", noisy_encode)
+    dicomdir._UPPER_RECORDS.clear()
+    image_notes = []
+    drafts = []
+    for n in (1, 2):
+        with captured_warnings() as notes:
+            draft, _ = dicomdir.draft_records(_image(n))
+        image_notes.append(notes)
+        drafts.append(dicomdir.encode_records(draft))
+    assert calls == ["PATIENT", "STUDY", "SERIES", "IMAGE", "IMAGE"]
+    made = [f"odd {t} key" for t in ("PATIENT", "STUDY", "SERIES", "IMAGE")]
+    assert image_notes == [made, made]
+    for records in drafts:
+        assert [s.notes for s in records.records] == [(f"odd {t} value",) for t in calls[:4]]
+
+
+def test_upper_records_stay_bounded() -> None:
+    dicomdir._UPPER_RECORDS.clear()
+    for n in range(dicomdir._UPPER_RECORDS_MAX + 10):
+        instance_records(_image(n, PatientID=f"P{n}"))
+    assert len(dicomdir._UPPER_RECORDS) <= dicomdir._UPPER_RECORDS_MAX

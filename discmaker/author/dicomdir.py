@@ -5,12 +5,14 @@ Each instance's records are made where the instance is prepared (a worker proces
 (:mod:`discmaker.author.record_keys`) and placeholders for the few type 1 record keys an image
 may legally leave empty (:data:`discmaker.author.intake.INVENTED_DEFAULTS`), goes through
 pydicom's own record makers (``pydicom.fileset.DIRECTORY_RECORDERS``) exactly as
-``FileSet.add`` would use them. What crosses to the main process is only the records' elements,
-as (tag, VR, value) tuples: :class:`InstanceRecords`.
+``FileSet.add`` would use them, and pydicom encodes each as its sequence item there. What
+crosses to the main process is only those bytes: :class:`InstanceRecords`. The PATIENT, STUDY
+and SERIES records, the same for every image of a series, are made and encoded once per
+process (:func:`_upper_record`).
 
 The main process (:class:`DicomdirWriter`) places the records in the PATIENT/STUDY/SERIES tree
-the way pydicom's FileSet does (same keys, same order, same File IDs), has pydicom encode each
-new record as a sequence item at once and keeps only those bytes. At the end the offsets of the
+the way pydicom's FileSet does (same keys, same order, same File IDs), puts the File ID into
+each new leaf's item and keeps only those bytes. At the end the offsets of the
 record links, fixed-length UL values, are filled in and pydicom writes the DICOMDIR around the
 encoded items. The result is byte for byte what ``FileSet.write`` writes for the same instances
 (tests/test_dicomdir_writer.py), without FileSet's staging folder, stand-in files or its
@@ -20,6 +22,7 @@ re-reading of the DICOMDIR; the real, watermarked files then go to their File ID
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +43,10 @@ from pydicom.filewriter import (
     write_file_meta_info,
     write_sequence_item,
 )
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
+from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
 from discmaker.author.intake import INVENTED_DEFAULTS
 from discmaker.author.record_keys import conform_record_keys
@@ -97,11 +102,13 @@ class InstanceRecords:
 
 @dataclass(frozen=True)
 class DraftRecords:
-    """An instance's records as pydicom's record makers return them, before encoding (they
-    share values with the instance, so they stay in the process that made them)."""
+    """An instance's records before the leaf is encoded: the records above it as encoded
+    already (:func:`_upper_record`), the leaf as pydicom's record maker returns it (it shares
+    values with the instance, so it stays in the process that made it)."""
 
     sop_instance_uid: str
-    records: tuple[tuple[str, Dataset], ...] = ()  # (record type, record), highest level first
+    upper: tuple[RecordSpec, ...] = ()  # highest level first
+    leaf: tuple[str, Dataset] | None = None  # (record type, record)
     error: str = ""
 
 
@@ -112,35 +119,151 @@ def draft_records(ds: Dataset) -> tuple[DraftRecords, tuple[str, ...]]:
     hdr, invented = header_for_record(ds)
     uid = str(hdr.get("SOPInstanceUID", "?"))
     try:
-        records = tuple(_pydicom_records(hdr))
+        upper, leaf = _pydicom_records(hdr)
     except ValueError as exc:
         error = f"The DICOMDIR record for SOP Instance {uid} cannot be made: {exc}"
         return DraftRecords(sop_instance_uid=uid, error=error), invented
-    return DraftRecords(sop_instance_uid=uid, records=records), invented
+    return DraftRecords(sop_instance_uid=uid, upper=upper, leaf=leaf), invented
 
 
 def encode_records(draft: DraftRecords) -> InstanceRecords:
-    """Have pydicom encode the records; each record's warnings go with it (notes of the
+    """Have pydicom encode the leaf record; each record's warnings go with it (notes of the
     DICOMDIR, once the record is on it). Call it outside the image's ``captured_warnings``."""
-    specs = []
-    for level, (record_type, record) in enumerate(draft.records):
-        leaf = level == len(draft.records) - 1
-        with captured_warnings() as notes:
-            item, file_id_at = _encode_item(
-                record_type, record, [_name(t, 0) for t, _ in draft.records] if leaf else None
-            )
+    specs = list(draft.upper)
+    if draft.leaf is not None:
+        record_type, record = draft.leaf
+        names = [_name(spec.record_type, 0) for spec in specs] + [_name(record_type, 0)]
+        with captured_warnings() as caught:
+            item, file_id_at = _encode_item(record_type, record, names)
         specs.append(
             RecordSpec(
                 record_type=record_type,
                 key=_key(record_type, record),
                 item=item,
                 file_id_at=file_id_at,
-                notes=tuple(notes),
+                notes=tuple(caught),
             )
         )
     return InstanceRecords(
         sop_instance_uid=draft.sop_instance_uid, records=tuple(specs), error=draft.error
     )
+
+
+# What pydicom's record makers read from an instance for the records above the leaf
+# (pydicom 3.0, fileset._define_patient, _define_study, _define_series), and the Specific
+# Character Set :func:`_pydicom_records` copies into them. tests/test_dicomdir_writer.py
+# checks that these records are the same made from these elements alone.
+_UPPER_INPUTS: dict[str, tuple[int, ...]] = {
+    record_type: tuple(int(Tag(k)) for k in (*keywords, "SpecificCharacterSet"))
+    for record_type, keywords in (
+        ("PATIENT", ("PatientName", "PatientID")),
+        (
+            "STUDY",
+            (
+                "StudyDate",
+                "StudyTime",
+                "StudyDescription",
+                "StudyInstanceUID",
+                "StudyID",
+                "AccessionNumber",
+            ),
+        ),
+        ("SERIES", ("Modality", "SeriesInstanceUID", "SeriesNumber")),
+    )
+}
+
+# The PATIENT, STUDY and SERIES records of every image of a series are the same: each distinct
+# one is made and encoded once per process, keyed by what it is made from
+# (:func:`_inputs_key`), with the warnings pydicom raised making it (said again for each image,
+# as making it again would) and encoding it. Bounded, so a disc station that prepares image
+# after image for days keeps only recent studies.
+_UPPER_RECORDS: dict[tuple[object, ...], tuple[RecordSpec, tuple[str, ...]]] = {}
+_UPPER_RECORDS_MAX = 256
+
+
+def _upper_record(record_type: str, hdr: Dataset) -> RecordSpec:
+    """The PATIENT, STUDY or SERIES record of ``hdr``, encoded; made once per content."""
+    key = _inputs_key(record_type, hdr)
+    found = _UPPER_RECORDS.get(key) if key is not None else None
+    if found is not None:
+        spec, made_notes = found
+        _say_again(made_notes)
+        return spec
+    record, made_notes = _record_here(record_type, hdr)
+    with captured_warnings() as caught:  # about the DICOMDIR, not the image: kept apart
+        item, _ = _encode_item(record_type, record, None)
+        notes = tuple(caught)
+        caught.clear()
+    spec = RecordSpec(
+        record_type=record_type, key=_key(record_type, record), item=item, notes=notes
+    )
+    if key is not None:
+        if len(_UPPER_RECORDS) >= _UPPER_RECORDS_MAX:
+            _UPPER_RECORDS.clear()
+        _UPPER_RECORDS[key] = (spec, made_notes)
+    return spec
+
+
+def _record_here(record_type: str, hdr: Dataset) -> tuple[Dataset, tuple[str, ...]]:
+    """pydicom's record above the leaf with the instance's character set, and the warnings
+    raised making it; they reach the caller's capture as they would have, once each."""
+    notes: tuple[str, ...] = ()
+    try:
+        with captured_warnings() as caught:
+            try:
+                record = _pydicom_record(record_type, hdr)
+                if "SpecificCharacterSet" in hdr:
+                    record.SpecificCharacterSet = hdr.SpecificCharacterSet
+            finally:
+                notes = tuple(caught)
+                caught.clear()  # said below, in the caller's capture, with its limit
+    finally:
+        _say_again(notes)
+    return record, notes
+
+
+def _say_again(notes: tuple[str, ...]) -> None:
+    """Raise ``notes`` again as warnings, so the capture around the caller keeps them (or the
+    host sees them) exactly as it would have when they were first raised."""
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+
+def _inputs_key(record_type: str, hdr: Dataset) -> tuple[object, ...] | None:
+    """Everything pydicom's record of ``record_type`` for ``hdr`` and its encoding depend on:
+    the VR and value (:func:`_value_key`) of each element it is made from, or that one is
+    absent. None when a value is of another kind: the record is always made."""
+    parts: list[object] = [record_type]
+    for tag in _UPPER_INPUTS[record_type]:
+        elem = hdr.get_item(tag)
+        if elem is None:
+            parts.append(None)
+            continue
+        if not isinstance(elem, DataElement):
+            return None
+        value = _value_key(elem.value)
+        if value is None:
+            return None
+        parts.append((elem.VR, value))
+    return tuple(parts)
+
+
+def _value_key(value: object) -> tuple[object, ...] | None:
+    """What pydicom writes ``value`` from (filewriter.write_string, write_number_string,
+    write_PN, write_numbers): type and text, the original text of IS/DS, the original bytes and
+    encodings of a person name. None for anything else."""
+    kind = type(value)
+    if value is None or kind in (str, int, bytes, UID):
+        return (kind, value)
+    if isinstance(value, IS | DSfloat | DSdecimal):
+        return (kind, getattr(value, "original_string", None), str(value))
+    if isinstance(value, PersonName):
+        encodings = tuple(value.encodings) if value.encodings is not None else None
+        return (kind, value.original_string, encodings, str(value))
+    if isinstance(value, MultiValue):
+        values = tuple(_value_key(v) for v in value)
+        return None if None in values else (kind, values)
+    return None
 
 
 def instance_records(ds: Dataset) -> tuple[InstanceRecords, tuple[str, ...]]:
@@ -208,20 +331,28 @@ def _sr_record_keys(hdr: Dataset) -> None:
             _replace(hdr, "VerificationDateTime", max(times))
 
 
-def _pydicom_records(hdr: Dataset) -> Iterator[tuple[str, Dataset]]:
+def _pydicom_records(hdr: Dataset) -> tuple[tuple[RecordSpec, ...], tuple[str, Dataset]]:
     """The records ``FileSet.add`` makes for ``hdr`` (its ``_recordify``, pydicom 3.0), but
-    for the elements every record gets from the writer (offsets, flag, type, File ID)."""
+    for the elements every record gets from the writer (offsets, flag, type, File ID): those
+    above the leaf encoded already, and the leaf."""
     single = _single_level_record_type(hdr)
-    types = (single,) if single != "PATIENT" else (*_FOUR_LEVELS, _four_level_record_type(hdr))
-    for level, record_type in enumerate(types):
-        record = _pydicom_record(record_type, hdr)
-        if len(types) > 1 and "SpecificCharacterSet" in hdr:
-            record.SpecificCharacterSet = hdr.SpecificCharacterSet
-        if level == len(types) - 1:
-            record.ReferencedSOPClassUIDInFile = hdr.SOPClassUID
-            record.ReferencedSOPInstanceUIDInFile = hdr.SOPInstanceUID
-            record.ReferencedTransferSyntaxUIDInFile = hdr.file_meta.TransferSyntaxUID
-        yield record_type, record
+    if single != "PATIENT":
+        return (), (single, _leaf_record(single, hdr, four_levels=False))
+    leaf_type = _four_level_record_type(hdr)
+    upper = tuple(_upper_record(record_type, hdr) for record_type in _FOUR_LEVELS)
+    return upper, (leaf_type, _leaf_record(leaf_type, hdr, four_levels=True))
+
+
+def _leaf_record(record_type: str, hdr: Dataset, *, four_levels: bool) -> Dataset:
+    """pydicom's leaf record of ``hdr`` with what FileSet adds to it: the character set (in a
+    four-level tree) and the references to the file."""
+    record = _pydicom_record(record_type, hdr)
+    if four_levels and "SpecificCharacterSet" in hdr:
+        record.SpecificCharacterSet = hdr.SpecificCharacterSet
+    record.ReferencedSOPClassUIDInFile = hdr.SOPClassUID
+    record.ReferencedSOPInstanceUIDInFile = hdr.SOPInstanceUID
+    record.ReferencedTransferSyntaxUIDInFile = hdr.file_meta.TransferSyntaxUID
+    return record
 
 
 def _pydicom_record(record_type: str, hdr: Dataset) -> Dataset:

@@ -18,7 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
 
 from discmaker.author.dicomdir import InstanceRecords, draft_records, encode_records
 from discmaker.author.normalise import Normalised, normalise
@@ -177,9 +181,53 @@ def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
 
 
 def _encode(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    """The file as ``ds.save_as(..., enforce_file_format=True)`` writes it.
+
+    An image in the form :func:`~discmaker.author.normalise.normalise` gives it (Explicit VR
+    Little Endian, its file meta made by discmaker) is written with the two pydicom writers
+    ``save_as`` ends in, without ``save_as``'s copy of the file meta and its checks, which such
+    an image always passes (tests/test_author_encode.py). Anything else goes through
+    ``save_as``, which also raises what it raises.
+    """
+    if not _plain(ds):
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    fp.write(getattr(ds, "preamble", None) or b"\x00" * 128)
+    fp.write(b"DICM")
+    # save_as writes a copy; the image's own file meta is not read again but for its syntax.
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    if "PixelData" in ds:
+        ds["PixelData"].is_undefined_length = False  # native pixel data: its actual length
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+# The file meta normalise makes: Media Storage SOP Class and Instance UIDs, Transfer Syntax UID,
+# Implementation Class UID and Version Name.
+_PLAIN_META = frozenset({0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
+
+
+def _plain(ds: Dataset) -> bool:
+    """Whether ``save_as`` would write ``ds`` with nothing to add or check: its file meta is
+    the one normalise makes (Explicit VR Little Endian, class and instance UIDs those of the
+    dataset), it was read or made little endian explicit VR, a 128-byte preamble or none, and
+    no command or file meta element is in the dataset."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or set(meta.keys()) != _PLAIN_META:
+        return False
+    preamble = getattr(ds, "preamble", None)
+    return (
+        all(isinstance(elem, DataElement) and not elem.is_empty for elem in meta.values())
+        and meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        and meta.MediaStorageSOPClassUID == ds.get("SOPClassUID")
+        and meta.MediaStorageSOPInstanceUID == ds.get("SOPInstanceUID")
+        and ds.original_encoding == (False, True)
+        and (not preamble or len(preamble) == 128)
+        and not any(tag >> 16 in (0, 2) for tag in ds.keys())  # noqa: SIM118
+    )
 
 
 def _prepared(
