@@ -45,15 +45,10 @@ from __future__ import annotations
 
 import logging
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("discmaker")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
 APP_NAME = "discmaker"
+__version__: str  # the installed version, looked up on first use (__getattr__)
 
 # A library stays silent unless the application configures logging (the CLI's --verbose).
 logging.getLogger(APP_NAME).addHandler(logging.NullHandler())
@@ -211,15 +206,30 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def _installed_version() -> str:
+    """The installed distribution's version, looked up on first use: importlib.metadata
+    costs more to import than a ``discmaker check`` spends reading a 100-image disc's
+    DICOMDIR, and most runs never show the version."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module), attr)
+        return version("discmaker")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _installed_version()
+    else:
+        try:
+            module, attr = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        value = getattr(import_module(module), attr)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "__version__"})

@@ -41,7 +41,7 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +57,7 @@ from pydicom.dataset import Dataset
 from discmaker.crypto import signing
 from discmaker.crypto.trust import TrustedSigner, TrustStore
 from discmaker.diagnostics import captured_warnings
-from discmaker.disc.compare import compare_with_rebuild, foreign_structures, signed_volume
+from discmaker.disc.compare import RebuildComparison, foreign_structures, signed_volume
 from discmaker.disc.source import (
     DiscSource,
     ExtentSource,
@@ -86,7 +86,7 @@ from discmaker.format.manifest import (
     ImageEntry,
     Manifest,
 )
-from discmaker.format.reading import MAX_INFLATED_BYTES, read_dicom, structure_problem
+from discmaker.format.reading import MAX_INFLATED_BYTES, check_structure, read_dicom
 from discmaker.format.sealed import changed_groups, header_block
 from discmaker.models import (
     SET_INCONSISTENT,
@@ -306,6 +306,9 @@ def _has_bookkeeping(ds: Dataset) -> bool:
         ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
     except KeyError:
         return False
+    # pydicom keeps the block in the dataset and the block refers back to the dataset: a
+    # reference cycle that would keep the whole image until a full garbage collection.
+    ds._private_blocks.clear()
     return True
 
 
@@ -390,12 +393,13 @@ def _read_image(source: DiscSource, image: _Image) -> tuple[Dataset, dict[str, s
     image.altered = image.altered or (
         job.entry is not None and hashlib.sha256(data).hexdigest() != job.sha256
     )
-    problem = structure_problem(data, max_inflated=MAX_INFLATED_BYTES, what="the file")
-    if problem is not None:  # refused before pydicom reads it: its reading would not be the one
-        image.reasons.append(f"not a readable DICOM file any more: {problem}")
+    structure = check_structure(data, max_inflated=MAX_INFLATED_BYTES, what="the file")
+    if structure.problem is not None:
+        # refused before pydicom reads it: its reading would not be the one
+        image.reasons.append(f"not a readable DICOM file any more: {structure.problem}")
         return None
     try:
-        ds = read_dicom(data, max_inflated=MAX_INFLATED_BYTES)
+        ds = read_dicom(data, max_inflated=MAX_INFLATED_BYTES, deflated=structure.deflated)
         attrs = identity_attributes(ds)
     except DiscError as exc:  # refused before the work: a deflated body past its bound
         image.reasons.append(f"not a readable DICOM file any more: {exc}")
@@ -728,42 +732,18 @@ def _medium_findings(
     A disc discmaker wrote as an ISO image is rebuilt from its signed volume fields and the
     names and sizes of its files, and the medium must be that image byte for byte, its files'
     contents aside (steps 2-4 verify those): then no UDF bridge, second session, name tree,
-    path table, boot record or appended data can show a reader anything else. A disc that
-    cannot be rebuilt (unsigned, or signed but written as a folder and put on a disc later)
-    gets the checks between its views instead.
-
-    The image rebuilt is the one the sender signed: the manifest's files with their signed
-    sizes (so a file added to, removed from or grown on the medium shows as a difference of
-    its directory), and the signature files as they are (step 1 verified them). It is built
-    only for a manifest whose signature verifies with a trusted key, so its size is what
-    the sender signed, never what a stranger's manifest or the medium's listing asks for.
+    path table, boot record or appended data can show a reader anything else
+    (:func:`_start_rebuild`). A disc that cannot be rebuilt (unsigned, or signed but written
+    as a folder and put on a disc later) gets the checks between its views instead.
     """
     if not isinstance(src, IsoSource):
         return
-    trusted = (
-        signature is not None
-        and signature.valid
-        and signature.signer is not None
-        and signature.signer.trusted
-    )
-    iso = manifest.iso if manifest is not None and trusted else None
-    if iso is not None and manifest is not None and signature is not None:
-        try:
-            volume = signed_volume(iso)
-            files = [(f.path, f.size) for f in manifest.files]
-            files.append((MANIFEST_PATH, len(signature.manifest_bytes)))
-            files.append((SIGNATURE_PATH, disc.entries.get(SIGNATURE_PATH, 0)))
-            for difference in compare_with_rebuild(medium, files, volume):
-                disc.findings.append(
-                    Finding(2, "medium", difference.path or "ISO image", difference.message)
-                )
-            return
-        except DiscError as exc:
-            disc.findings.append(
-                Finding(2, "medium", "ISO image", f"the image cannot be compared: {exc}")
-            )
-            return
-    if manifest is not None and trusted and manifest.iso is None:
+    rebuild = _start_rebuild(src, medium, disc, manifest, signature)
+    if rebuild is not None:
+        with rebuild:
+            disc.findings.extend(rebuild.findings())
+        return
+    if manifest is not None and _trusted(signature) and manifest.iso is None:
         disc.notes.append(
             "This disc was signed as a folder and put on a disc afterwards: its name trees "
             "were compared, but not the medium byte for byte."
@@ -776,6 +756,74 @@ def _medium_findings(
         raise DiscError(f"cannot read {src.description}: {exc.strerror or exc}") from exc
     for difference in structures:
         disc.findings.append(Finding(2, "medium", "ISO image", difference.message))
+
+
+def _trusted(signature: _Signature | None) -> bool:
+    """Whether step 1 found a valid signature by a trusted signer."""
+    return (
+        signature is not None
+        and signature.valid
+        and signature.signer is not None
+        and signature.signer.trusted
+    )
+
+
+@dataclass
+class _Rebuild:
+    """Step (2)'s comparison of an ISO image with the image its sender signed: started by
+    :func:`_start_rebuild` before the images are judged, its findings taken after them (in
+    the report's place for them, after the other findings of step 2). A context manager:
+    leaving it stops a comparison still running."""
+
+    comparison: RebuildComparison | None = None
+    problem: str = ""  # why the image cannot be compared (then there is no comparison)
+
+    def findings(self) -> list[Finding]:
+        """Wait for the comparison: what differs, or why the image cannot be compared."""
+        try:
+            if self.comparison is None:
+                raise DiscError(self.problem)
+            differences = self.comparison.differences()
+        except DiscError as exc:
+            return [Finding(2, "medium", "ISO image", f"the image cannot be compared: {exc}")]
+        return [Finding(2, "medium", d.path or "ISO image", d.message) for d in differences]
+
+    def __enter__(self) -> _Rebuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.comparison is not None:
+            self.comparison.close()
+
+
+def _start_rebuild(
+    src: DiscSource,
+    medium: Path,
+    disc: _Disc,
+    manifest: Manifest | None,
+    signature: _Signature | None,
+) -> _Rebuild | None:
+    """Start comparing an ISO image with the image discmaker writes for its signed files;
+    None when the disc is not one to rebuild.
+
+    The image rebuilt is the one the sender signed: the manifest's files with their signed
+    sizes (so a file added to, removed from or grown on the medium shows as a difference of
+    its directory), and the signature files as they are (step 1 verified them). It is built
+    only for a manifest whose signature verifies with a trusted key, so its size is what
+    the sender signed, never what a stranger's manifest or the medium's listing asks for.
+    """
+    if not isinstance(src, IsoSource) or manifest is None or signature is None:
+        return None
+    if manifest.iso is None or not _trusted(signature):
+        return None
+    try:
+        volume = signed_volume(manifest.iso)
+        files = [(f.path, f.size) for f in manifest.files]
+        files.append((MANIFEST_PATH, len(signature.manifest_bytes)))
+        files.append((SIGNATURE_PATH, disc.entries.get(SIGNATURE_PATH, 0)))
+        return _Rebuild(RebuildComparison(medium, files, volume))
+    except DiscError as exc:
+        return _Rebuild(problem=str(exc))
 
 
 def _read_dicomdir(src: DiscSource, findings: list[Finding]) -> Dicomdir | None:
@@ -1205,20 +1253,28 @@ def check_and_restore(
         manifest = _read_manifest(signature, disc)
         if manifest is None:  # nothing signed to compare with: the watermarks still speak
             return _check_unsigned(src, source, disc, workers, progress, trust, signature)
-        files = _check_files(src, disc, manifest)
-        _medium_findings(src, Path(source), disc, manifest, signature)
-        trusted = signature.valid and signature.signer is not None and signature.signer.trusted
-        if trusted and manifest.omitted:  # a trusted signer's word, not the disc's
+        with ExitStack() as running:
+            # the rebuild of the medium (its own process) runs while the images are judged
+            rebuild = _start_rebuild(src, Path(source), disc, manifest, signature)
+            if rebuild is not None:
+                running.enter_context(rebuild)
+            files = _check_files(src, disc, manifest)
+            if rebuild is None:
+                _medium_findings(src, Path(source), disc, manifest, signature)
+            if progress:
+                progress("read", 1, 1)
+            spec = _reading(src)
+            src.close()  # the workers read the disc on their own
+            jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
+            present = [j for j in jobs if j.path in disc.entries]
+            missing = [j for j in jobs if j.path not in disc.entries]
+            trusted_ids = frozenset(trust.public_keys())
+            keys = _image_keys(trust, signature)
+            outcomes = _check_images(spec, present, keys, trusted_ids, workers, progress)
+            if rebuild is not None:
+                disc.findings.extend(rebuild.findings())
+        if _trusted(signature) and manifest.omitted:  # a trusted signer's word, not the disc's
             disc.notes.append(_omitted_note(manifest.omitted))
-        if progress:
-            progress("read", 1, 1)
-        spec = _reading(src)
-    jobs = _image_jobs(manifest, files.records, restore_dir, restore_tampered)
-    present = [j for j in jobs if j.path in disc.entries]
-    missing = [j for j in jobs if j.path not in disc.entries]
-    trusted_ids = frozenset(trust.public_keys())
-    keys = _image_keys(trust, signature)
-    outcomes = _check_images(spec, present, keys, trusted_ids, workers, progress)
     report = _disc_verdict(source, disc, signature, manifest, files, missing, outcomes, trusted_ids)
     log.debug(
         "step 5 verdict: %s, %d images, %d findings; check done in %.1f ms",

@@ -18,8 +18,10 @@ medium holds there when it is a known kind of descriptor (UDF, El Torito, Joliet
 What a burn may add is allowed: zero bytes after the volume (padding, a lead-out read as
 zeros). Anything else after the volume, such as a second session, is a difference.
 
-The rebuild runs in a short-lived process of its own (:func:`~discmaker.disc.iso.in_child_process`),
-where pycdlib's clock can be fixed without touching the host process.
+The rebuild runs in a short-lived process of its own (as
+:func:`~discmaker.disc.iso.in_child_process` runs it), where pycdlib's clock can be fixed
+without touching the host process; :class:`RebuildComparison` lets the checker judge the
+images meanwhile.
 """
 
 from __future__ import annotations
@@ -35,19 +37,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import numpy as np
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from discmaker.disc.iso import (
+    _POLL_SECONDS,
     ISO_LAYOUT,
     VolumeInfo,
+    _child_main,  # the child side of in_child_process: one protocol, one set of messages
     add_directories,
     disc_directories,
     file_names,
-    in_child_process,
     new_volume,
     pycdlib_clock,
     validate_disc_path,
@@ -55,6 +58,10 @@ from discmaker.disc.iso import (
 )
 from discmaker.errors import DiscError, InternalError, UsageError
 from discmaker.format.manifest import IsoInfo
+from discmaker.parallel import process_context
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext
 
 log = logging.getLogger(__name__)
 
@@ -130,25 +137,80 @@ def compare_with_rebuild(
     is exactly that image, possibly followed by zero bytes. Raises :class:`DiscError` when
     the medium cannot be read, or its files have names or a layout discmaker never writes.
     """
-    started = time.monotonic()
-    for path, _size in files:
+    with RebuildComparison(medium, files, volume) as comparison:
+        return comparison.differences()
+
+
+_COMPARING = "comparing the disc with the image that was signed"
+
+
+class RebuildComparison:
+    """:func:`compare_with_rebuild` started now and waited for later: the rebuild runs in
+    its child process (as :func:`~discmaker.disc.iso.in_child_process` runs it, with the same
+    results and errors) while the caller does other work, such as judging the images.
+
+    Starting raises :class:`DiscError` for names discmaker never writes, as
+    :func:`compare_with_rebuild` does. Use it as a context manager: leaving the block stops
+    a child that was not waited for (an error elsewhere, Ctrl-C).
+    """
+
+    def __init__(self, medium: Path, files: Sequence[tuple[str, int]], volume: VolumeInfo) -> None:
+        self._started = time.monotonic()
+        self._files = len(files)
+        for path, _size in files:
+            try:
+                validate_disc_path(path)
+            except InternalError:
+                raise DiscError(f"{path} is not a name discmaker writes on a disc") from None
+        context = cast("ForkServerContext", process_context())  # fork only when single-threaded
+        self._receive, send = context.Pipe(duplex=False)
+        args = (_compare, (os.fspath(medium), list(files), volume), _COMPARING)
+        self._child = context.Process(target=_child_main, args=(send, *args), daemon=True)
+        self._child.start()
+        send.close()
+        self._open = True
+
+    def differences(self) -> list[Difference]:
+        """Wait for the rebuild: the differences, or the error :func:`compare_with_rebuild`
+        raises (:class:`DiscError` when the medium cannot be read)."""
         try:
-            validate_disc_path(path)
-        except InternalError:
-            raise DiscError(f"{path} is not a name discmaker writes on a disc") from None
-    differences = in_child_process(
-        _compare,
-        (os.fspath(medium), list(files), volume),
-        what="comparing the disc with the image that was signed",
-        on_os_error=lambda message: DiscError(f"cannot read the disc: {message}"),
-    )
-    log.debug(
-        "medium: compared with its rebuild (%d files), %d differences in %.0f ms",
-        len(files),
-        len(differences),
-        (time.monotonic() - started) * 1000,
-    )
-    return differences
+            while not self._receive.poll(_POLL_SECONDS):
+                if not self._child.is_alive() and not self._receive.poll(0):
+                    raise InternalError(
+                        f"{_COMPARING} ended unexpectedly (exit {self._child.exitcode}); "
+                        "please report this bug"
+                    )
+            kind, value = self._receive.recv()
+        finally:
+            self.close()
+        if kind == "os":
+            raise DiscError(f"cannot read the disc: {value}")
+        if kind == "internal":
+            raise InternalError(value)
+        differences = cast("list[Difference]", value)
+        log.debug(
+            "medium: compared with its rebuild (%d files), %d differences in %.0f ms",
+            self._files,
+            len(differences),
+            (time.monotonic() - self._started) * 1000,
+        )
+        return differences
+
+    def close(self) -> None:
+        """Stop the child if it has not answered, and release it (idempotent)."""
+        if not self._open:
+            return
+        self._open = False
+        if self._child.is_alive() and not self._receive.poll(0):
+            self._child.terminate()
+        self._child.join()
+        self._receive.close()
+
+    def __enter__(self) -> RebuildComparison:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def foreign_structures(medium: Path) -> list[Difference]:
@@ -611,6 +673,7 @@ def _summarised(differences: list[Difference]) -> list[Difference]:
 __all__ = [
     "MAX_DIFFERENCES",
     "Difference",
+    "RebuildComparison",
     "compare_with_rebuild",
     "foreign_structures",
     "signed_volume",

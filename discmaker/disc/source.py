@@ -147,8 +147,9 @@ class DiscSource(ABC):
                 f"{found.raw_path} on {self.description} is {found.size:,} bytes, "
                 f"more than the {limit:,} allowed for it"
             )
-        with self.open(path) as fp:  # one byte more than listed: a file grown meanwhile shows
-            data = fp.read(found.size + 1)  # (not limit + 1: read() may allocate that much)
+        # one byte more than listed: a file grown meanwhile shows (not limit + 1: the read
+        # may allocate that much)
+        data = self._read_start(path, found.size + 1)
         if len(data) > limit:
             raise DiscError(
                 f"{found.raw_path} on {self.description} is larger than the {limit:,} bytes "
@@ -160,6 +161,12 @@ class DiscSource(ABC):
                 f"(listed {found.size:,} bytes, read {len(data):,})"
             )
         return data
+
+    def _read_start(self, path: str, count: int) -> bytes:
+        """The first ``count`` bytes of ``path`` (fewer if it is shorter), as :meth:`open`
+        reads them; a source that can read them in one call overrides this."""
+        with self.open(path) as fp:
+            return fp.read(count)
 
     @abstractmethod
     def open(self, path: str) -> BinaryIO:
@@ -238,15 +245,41 @@ class _ExtentReader(io.RawIOBase):
         want = min(len(view), self._length - self._pos)
         if want <= 0:
             return 0
-        try:
-            data = os.pread(self._fd, want, self._offset + self._pos)
-        except OSError as exc:
-            raise DiscError(f"cannot read {self._name}: {exc.strerror}") from exc
-        if not data:
-            raise DiscError(f"{self._name} is truncated: the image ends inside it")
+        data = _pread(self._fd, want, self._offset + self._pos, self._name)
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+
+def _pread(fd: int, count: int, offset: int, name: str) -> bytes:
+    """Up to ``count`` (> 0) bytes at ``offset``; :class:`DiscError` if there are none (the
+    image ends inside the file) or the read fails."""
+    try:
+        data = os.pread(fd, count, offset)
+    except OSError as exc:
+        raise DiscError(f"cannot read {name}: {exc.strerror}") from exc
+    if not data:
+        raise DiscError(f"{name} is truncated: the image ends inside it")
+    return data
+
+
+def _read_extent(fd: int, offset: int, length: int, count: int, name: str) -> bytes:
+    """The first ``count`` bytes of an extent of ``length`` bytes at ``offset``, read as
+    :class:`_ExtentReader` reads them, without its buffer: one ``pread`` straight into the
+    bytes returned (a whole image in one system call and one copy)."""
+    want = min(count, length)
+    if want <= 0:
+        return b""
+    data = _pread(fd, want, offset, name)
+    if len(data) == want:
+        return data
+    parts = [data]  # a short read (a block device, a signal): read on, as a stream would
+    done = len(data)
+    while done < want:
+        part = _pread(fd, want - done, offset + done, name)
+        parts.append(part)
+        done += len(part)
+    return b"".join(parts)
 
 
 def _check_volume_descriptors(fp: BinaryIO, size: int, what: str) -> tuple[bytes, bytes | None]:
@@ -676,7 +709,8 @@ class ExtentSource(DiscSource):
             self._offsets[path] = offset
         self._finish_listing()
 
-    def open(self, path: str) -> BinaryIO:
+    def _extent(self, path: str) -> tuple[int, int, int, str]:
+        """(descriptor, offset, length, name for messages) of ``path``'s extent, checked."""
         found = self.entry(path)
         if self._fp is None:
             raise DiscError(f"{self.description} is closed")
@@ -686,9 +720,15 @@ class ExtentSource(DiscSource):
                 f"{found.raw_path} on {self.description} lies beyond the end of the image "
                 "(truncated or corrupt)"
             )
-        name = f"{found.raw_path} on {self.description}"
-        reader = _ExtentReader(self._fp.fileno(), offset, found.size, name)
+        return self._fp.fileno(), offset, found.size, f"{found.raw_path} on {self.description}"
+
+    def open(self, path: str) -> BinaryIO:
+        reader = _ExtentReader(*self._extent(path))
         return io.BufferedReader(reader, buffer_size=256 * 1024)
+
+    def _read_start(self, path: str, count: int) -> bytes:
+        fd, offset, length, name = self._extent(path)
+        return _read_extent(fd, offset, length, count, name)
 
     def close(self) -> None:
         if self._fp is not None:
@@ -851,7 +891,8 @@ class IsoSource(DiscSource):
             out.setdefault(ident, (int(child.extent_location()), int(child.get_data_length())))
         return out
 
-    def open(self, path: str) -> BinaryIO:
+    def _extent(self, path: str) -> tuple[int, int, int, str]:
+        """(descriptor, offset, length, name for messages) of ``path``'s extent, checked."""
         found = self.entry(path)
         if self._fp is None:
             raise DiscError(f"{self.description} is closed")
@@ -861,9 +902,15 @@ class IsoSource(DiscSource):
                 f"{found.raw_path} on {self.description} lies beyond the end of the image "
                 "(truncated or corrupt)"
             )
-        name = f"{found.raw_path} on {self.description}"
-        reader = _ExtentReader(self._fp.fileno(), offset, length, name)
+        return self._fp.fileno(), offset, length, f"{found.raw_path} on {self.description}"
+
+    def open(self, path: str) -> BinaryIO:
+        reader = _ExtentReader(*self._extent(path))
         return io.BufferedReader(reader, buffer_size=256 * 1024)
+
+    def _read_start(self, path: str, count: int) -> bytes:
+        fd, offset, length, name = self._extent(path)
+        return _read_extent(fd, offset, length, count, name)
 
     def extents(self) -> IsoExtents:
         """The listing as read and checked here, for :class:`ExtentSource` in a worker."""

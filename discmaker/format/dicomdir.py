@@ -115,6 +115,9 @@ _RECORD_TAGS = frozenset(
 # pydicom's own conversion costs more than the rest of reading a record.
 _PLAIN_CS = re.compile(rb"[A-Z0-9 _]{0,16}(?:\\[A-Z0-9 _]{0,16})*")
 _PLAIN_UI = re.compile(rb"[0-9.]{0,64}\x00?")
+#: An Instance or Series Number of up to nine digits (so within IS's 12 characters and 32
+#: bits): pydicom's IS keeps the digits as written, which is the text read here.
+_PLAIN_IS = re.compile(rb" *[0-9]{1,9} *")
 
 
 def parse_dicomdir(data: bytes) -> Dicomdir:
@@ -176,6 +179,8 @@ class _Decoder:
             return _split(raw.decode("latin-1"))
         if vr == "UI" and _PLAIN_UI.fullmatch(raw):
             return _split(raw.decode("latin-1").rstrip("\x00 "))
+        if vr == "IS" and len(raw) <= 12 and _PLAIN_IS.fullmatch(raw):
+            return raw.decode("latin-1").strip(" ")  # the text of pydicom's IS for it
         elem = RawDataElement(
             BaseTag(element.tag),
             None if element.implicit and element.vr is None else element.vr,

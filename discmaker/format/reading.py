@@ -101,6 +101,7 @@ def read_dicom(
     max_inflated: int = MAX_INFLATED_BYTES,
     stop_before_pixels: bool = False,
     force: bool = False,
+    deflated: bool | None = None,
 ) -> FileDataset:
     """``dcmread`` of ``data``, with a deflated body inflated to at most ``max_inflated`` bytes.
 
@@ -108,7 +109,13 @@ def read_dicom(
     one gets the same file meta, preamble and encoding pydicom would give it; only the
     inflation is bounded (:class:`DiscError` past ``max_inflated``, or when the stream is
     corrupt). pydicom's own exceptions propagate as they would from ``dcmread``.
+
+    ``deflated``: what :func:`check_structure` found in the file meta of these same bytes.
+    False spares reading the file meta once more to tell (a fifth of the time for a CT
+    slice); the result is the same, since both read it as pydicom reads it.
     """
+    if deflated is False:
+        return dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=force)
     fp = io.BytesIO(data)
     preamble = read_preamble(fp, force)
     file_meta = _read_file_meta_info(fp)
@@ -363,8 +370,23 @@ class ElementWalker:
 MAX_IMAGE_ELEMENTS = 200_000
 
 
+@dataclass(frozen=True)
+class Structure:
+    """What :func:`check_structure` found."""
+
+    problem: str | None  # why the data set must not be trusted; None: it may be read
+    deflated: bool = False  # the file meta names Deflated Explicit VR Little Endian
+
+
 def structure_problem(data: bytes, *, max_inflated: int, what: str) -> str | None:
-    """Why the data set of ``data`` must not be trusted as one reading of it, or None.
+    """Why the data set of ``data`` must not be trusted as one reading of it, or None
+    (:func:`check_structure`)."""
+    return check_structure(data, max_inflated=max_inflated, what=what).problem
+
+
+def check_structure(data: bytes, *, max_inflated: int, what: str) -> Structure:
+    """Whether the data set of ``data`` may be trusted as one reading of it, and whether its
+    file meta names the deflated transfer syntax (for :func:`read_dicom`).
 
     Refused: an element repeated or out of ascending tag order at any level (PS3.5 7.1: a
     reader keeps the first copy or the last, so two programs would show different values
@@ -377,18 +399,20 @@ def structure_problem(data: bytes, *, max_inflated: int, what: str) -> str | Non
         except DiscError:
             raise
         except Exception as exc:  # pydicom on hostile file meta (an unknown VR, a bad length)
-            return f"its file meta cannot be read ({type(exc).__name__}: {exc})"[:300]
+            return Structure(f"its file meta cannot be read ({type(exc).__name__}: {exc})"[:300])
         walker = ElementWalker(
             body.data,
             little_endian=body.little_endian,
             max_elements=MAX_IMAGE_ELEMENTS,
             what=what,
         )
-        return _order_problem(
+        problem = _order_problem(
             walker, body.start, len(body.data), implicit=body.implicit_vr, depth=0
         )
     except DiscError as exc:
-        return str(exc)
+        return Structure(str(exc))
+    syntax = body.file_meta.get("TransferSyntaxUID")
+    return Structure(problem, deflated=syntax == DeflatedExplicitVRLittleEndian)
 
 
 def _order_problem(
@@ -435,6 +459,8 @@ __all__ = [
     "Body",
     "ElementWalker",
     "RawElement",
+    "Structure",
+    "check_structure",
     "inflate",
     "open_body",
     "read_dicom",

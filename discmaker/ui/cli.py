@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +29,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from discmaker import APP_NAME, __version__, errors
+import discmaker
+from discmaker import APP_NAME, errors
 from discmaker.crypto import signing
 from discmaker.disc.media import Medium
 from discmaker.parallel import default_workers
 from discmaker.ui import cli_help, cli_station
-from discmaker.ui.render import progress_bars
 from discmaker.ui.wording import plain
 
 if TYPE_CHECKING:
     from discmaker.author.create import AuthorResult
+    from discmaker.ui.render import ProgressFn
 
 PASSPHRASE_ENV = signing.PASSPHRASE_ENV
 CHECK_COMMANDS = frozenset({"check", "restore"})
@@ -54,6 +56,51 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise errors.UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for usage.")
+
+
+class _Version:
+    """discmaker's version as text, looked up only when shown (importing what looks it up
+    costs every command a few tens of milliseconds)."""
+
+    def __str__(self) -> str:
+        return f"{discmaker.__version__}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's own action, with the version looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest=dest,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{APP_NAME} {_Version()}")  # what argparse's "version" action prints
+        parser.exit()
+
+
+def progress_bars(console: Console, *, enabled: bool) -> AbstractContextManager[ProgressFn]:
+    """:func:`discmaker.ui.render.progress_bars`, imported only when bars are shown
+    (``--json`` shows none)."""
+    if not enabled:
+        return nullcontext(_no_progress)
+    from discmaker.ui.render import progress_bars as bars
+
+    return bars(console, enabled=True)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """The progress callback when no bars are shown."""
 
 
 def _timestamp(text: str) -> datetime:
@@ -89,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tamper-evident patient discs of DICOM studies, and the checker for them. "
         "Run without arguments for the guided workflow.",
     )
-    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     _add_verbose(parser, default=False)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -589,8 +636,6 @@ def _burn_and_read_back(
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from discmaker.check.verify import check_disc, check_set, tamper_thumbnails
-    from discmaker.ui.render import check_summary
-    from discmaker.ui.report_html import write_html_report
 
     trust = _trust_store(args.trust)
     if args.report:
@@ -615,8 +660,12 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         reports = list(result.discs)
     for n, (source, report) in enumerate(zip(args.source, reports, strict=True), 1):
         if not args.json:
+            from discmaker.ui.render import check_summary
+
             console.print(check_summary(report))
         if args.report:
+            from discmaker.ui.report_html import write_html_report  # PIL and jinja2: only here
+
             path = args.report
             if len(reports) > 1:
                 path = path.with_name(f"{path.stem}_{n}{path.suffix}")
@@ -911,6 +960,7 @@ def _interrupted(command: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
+    """Run one command line; its exit status (the check contract for check and restore)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # No emoji codes (":AB:" in a fingerprint) and no markup in anything that is not ours.
     # Results go to stdout, progress and errors to stderr (a given console takes both).
@@ -932,7 +982,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         command = args.command
         wants_json = bool(getattr(args, "json", False))
         args.progress_console = diagnostics
-        log.debug("%s %s: %s", APP_NAME, __version__, " ".join(argv))
+        log.debug("%s %s: %s", APP_NAME, _Version(), " ".join(argv))
         code = COMMANDS[args.command](args, console)
         log.debug("%s finished with exit status %d", command, code)
         return code
