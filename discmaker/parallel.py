@@ -8,6 +8,7 @@ pool to one run), so two runs, in two threads of one host, never see each other'
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.context
 import os
@@ -17,6 +18,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, TypeVar
+
+from discmaker.allocator import keep_image_buffers
 
 C = TypeVar("C")
 J = TypeVar("J")
@@ -60,6 +63,17 @@ def process_context() -> multiprocessing.context.BaseContext:
 
 
 def _init_process(setup: Setup, args: tuple[Any, ...]) -> None:
+    # The worker's collector leaves what the worker holds before its setup alone (with fork:
+    # a copy of the whole parent, whose pages then stay shared), and goes by the worker's own
+    # objects. CPython runs a full collection only once the objects promoted since the last
+    # one are a quarter of those that survived it; a forked worker inherits the parent's
+    # count, so with a large parent, cyclic garbage that reached the oldest generation (one
+    # sealed dataset in a reference cycle: its Pixel Data too) waited hundreds or thousands
+    # of jobs (issue 13). After the freeze, this collection examines next to nothing and sets
+    # that count to the worker's own. Worker processes only: the caller's is left as it is.
+    gc.freeze()
+    gc.collect()
+    keep_image_buffers()
     manager = setup(*args)
     _ProcessContext.value = manager.__enter__()
     _ProcessContext.manager = manager  # closed when the worker process exits

@@ -178,6 +178,10 @@ def _mark_watermarked(ds: Dataset, key_id: bytes) -> None:
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
     block.add_new(0x01, "CS", WATERMARK_FORMAT)
     block.add_new(0x02, "LO", key_id.hex().upper())
+    # pydicom keeps the block in the dataset (``_private_blocks``) and the block refers back to
+    # the dataset: a reference cycle, which kept every sealed dataset, its Pixel Data with it,
+    # until a full garbage collection (in a worker: hundreds of images later; issue 13).
+    ds._private_blocks.clear()
 
 
 def _encode(ds: Dataset) -> bytes:
