@@ -216,16 +216,26 @@ def run_scripted_scp(
         scp.association = event.assoc
         return answer(ds, scp.received.count(uid))
 
+    # pynetdicom closes a connection with shutdown() then close() in one try block: when the
+    # peer has gone (a client killed with Ctrl-C), shutdown() fails and the socket is left
+    # to the garbage collector, whose ResourceWarning then fails whichever test it runs in.
+    connections: list[Any] = []
+
+    def on_open(event: Any) -> None:
+        connections.append(event.assoc.dul.socket.socket)
+
     server = ae.start_server(
         (LOOPBACK, scp.port),
         block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, on_open)],
         ssl_context=ssl_context,
     )
     try:
         yield scp
     finally:
         server.shutdown()
+        for connection in connections:
+            connection.close()  # a no-op for those pynetdicom closed
 
 
 # -- TLS: a private CA and a certificate for the loopback address ---------------------------

@@ -718,3 +718,21 @@ def test_orthanc_holds_the_reconciled_copies_and_nothing_tampered(
         assert [p["MainDicomTags"]["PatientID"] for p in orthanc.get("/patients?expand")] == [
             "LOCAL-1"
         ]
+
+
+def test_a_lost_association_leaves_no_socket_open() -> None:
+    # pynetdicom's own close skips close() when shutdown() fails (the PACS reset or gone):
+    # ours closes the socket it opened, so a long-lived process keeps no descriptor.
+    from discmaker.pacs.network import Association
+
+    with run_scripted_scp(lambda ds, attempt: 0x0000) as scp:
+        for abort in (False, True):
+            assoc = Association(
+                Destination.parse(scp.to), calling_aet="DISCMAKER", storage=[], timeout=5
+            )
+            assoc.echo()
+            sock = assoc._sock
+            assert sock is not None and sock.fileno() != -1
+            sock.shutdown(2)  # the connection dies under the association
+            assoc.close(abort=abort)
+            assert sock.fileno() == -1

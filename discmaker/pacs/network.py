@@ -198,8 +198,20 @@ def _probe(destination: Destination, timeout: float) -> None:
 def _close_socket(assoc: _PynetAssociation) -> None:
     """Close the socket of an association that failed (pynetdicom leaves it open when a TLS
     handshake fails)."""
+    _close(_raw_socket(assoc))
+
+
+def _raw_socket(assoc: _PynetAssociation) -> socket.socket | None:
     wrapper = assoc.dul.socket
-    sock = wrapper.socket if wrapper is not None else None
+    return wrapper.socket if wrapper is not None else None
+
+
+def _close(sock: socket.socket | None) -> None:
+    """Close ``sock`` (a no-op when it is closed already). pynetdicom closes a connection with
+    shutdown() then close() in one try block, so when the PACS has gone (reset, killed),
+    shutdown() fails and the socket stays open until the garbage collector finds it: in a
+    long-lived process (the disc station, the guided workflow) one descriptor per lost
+    association."""
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
@@ -244,6 +256,7 @@ class Association:
         self._contexts = [build_context(VERIFICATION), build_context(STUDY_ROOT_FIND)]
         self._contexts += [_context(sop_class, key) for sop_class, key in pairs]
         self._assoc: _PynetAssociation | None = None
+        self._sock: socket.socket | None = None  # the association's, closed with it
         self._message_id = 0
         self._tls_args = (tls, destination.host) if tls is not None else None
 
@@ -282,7 +295,7 @@ class Association:
                 )
             raise DestinationError(why)
         _no_delay(assoc)
-        self._assoc = assoc
+        self._assoc, self._sock = assoc, _raw_socket(assoc)
         return assoc
 
     def close(self, *, abort: bool = False) -> None:
@@ -293,6 +306,7 @@ class Association:
                 assoc.abort()
             else:
                 assoc.release()
+        self._close_socket()
 
     def _lost(self) -> None:
         """No answer, or the association died: end it (an answer still on its way would be
@@ -300,6 +314,11 @@ class Association:
         assoc, self._assoc = self._assoc, None
         if assoc is not None and assoc.is_established:
             assoc.abort()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        _close(sock)
 
     def echo(self) -> None:
         """C-ECHO; :class:`DestinationError` unless the PACS answers success."""
