@@ -44,11 +44,11 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from discmaker.disc.iso import (
-    _POLL_SECONDS,
     ISO_LAYOUT,
+    POLL_SECONDS,
     VolumeInfo,
-    _child_main,  # the child side of in_child_process: one protocol, one set of messages
     add_directories,
+    child_main,  # the child side of in_child_process: one protocol, one set of messages
     disc_directories,
     file_names,
     new_volume,
@@ -165,7 +165,7 @@ class RebuildComparison:
         context = cast("ForkServerContext", process_context())  # fork only when single-threaded
         self._receive, send = context.Pipe(duplex=False)
         args = (_compare, (os.fspath(medium), list(files), volume), _COMPARING)
-        self._child = context.Process(target=_child_main, args=(send, *args), daemon=True)
+        self._child = context.Process(target=child_main, args=(send, *args), daemon=True)
         self._child.start()
         send.close()
         self._open = True
@@ -174,7 +174,7 @@ class RebuildComparison:
         """Wait for the rebuild: the differences, or the error :func:`compare_with_rebuild`
         raises (:class:`DiscError` when the medium cannot be read)."""
         try:
-            while not self._receive.poll(_POLL_SECONDS):
+            while not self._receive.poll(POLL_SECONDS):
                 if not self._child.is_alive() and not self._receive.poll(0):
                     raise InternalError(
                         f"{_COMPARING} ended unexpectedly (exit {self._child.exitcode}); "

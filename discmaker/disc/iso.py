@@ -373,7 +373,7 @@ def write_iso(
         raise
 
 
-_POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2
 """How often the caller's thread looks at the child: progress, Ctrl-C, a dead child."""
 
 _T = TypeVar("_T")
@@ -390,17 +390,17 @@ def in_child_process(
     """``target(*args)`` in a short-lived process of our own, where :func:`pycdlib_clock` may
     patch pycdlib without the host process ever seeing it. Returns what ``target`` returns.
 
-    ``poll()`` runs in the caller's thread every :data:`_POLL_SECONDS`; an exception from it
+    ``poll()`` runs in the caller's thread every :data:`POLL_SECONDS`; an exception from it
     (a cancel) or Ctrl-C stops the child at once. An OSError in the child is raised here as
     ``on_os_error(message)``, anything else as :class:`InternalError`.
     """
     context = cast("ForkServerContext", process_context())  # fork only when single-threaded
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(send, target, args, what), daemon=True)
+    child = context.Process(target=child_main, args=(send, target, args, what), daemon=True)
     child.start()
     send.close()
     try:
-        while not receive.poll(_POLL_SECONDS):
+        while not receive.poll(POLL_SECONDS):
             if not child.is_alive() and not receive.poll(0):
                 raise InternalError(
                     f"{what} ended unexpectedly (exit {child.exitcode}); please report this bug"
@@ -420,7 +420,7 @@ def in_child_process(
     return cast("_T", value)
 
 
-def _child_main(
+def child_main(
     send: Connection, target: Callable[..., Any], args: tuple[Any, ...], what: str
 ) -> None:
     """The child of :func:`in_child_process`: one call, then ("ok"|"os"|"internal", value)."""
@@ -632,9 +632,11 @@ def _copy_file(
 __all__ = [
     "ISO_LAYOUT",
     "MAX_DEPTH",
+    "POLL_SECONDS",
     "DiscFile",
     "Progress",
     "VolumeInfo",
+    "child_main",
     "validate_disc_path",
     "write_folder",
     "write_iso",
