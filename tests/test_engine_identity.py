@@ -508,6 +508,10 @@ def test_plan_carriers_matches_the_plain_loop() -> None:
         costs = costs * rng.uniform(0.5, 2, (nslots, max(1, min(nslots - 1, 32))))
         costs[rng.random(costs.shape) < rng.choice([0, 0.3, 0.9])] = np.inf
         assert seal.plan_carriers(costs, grid, planes) == _plan_reference(costs, grid, planes)
+        # small whole costs: many plans tie (the first in search order is kept)
+        ties = rng.integers(0, 3, costs.shape).astype(np.float64)
+        ties[np.isinf(costs)] = np.inf
+        assert seal.plan_carriers(ties, grid, planes) == _plan_reference(ties, grid, planes)
 
 
 def test_costs_with_a_load_row_per_slot() -> None:
@@ -561,3 +565,81 @@ def test_side_bits_are_the_header_fields() -> None:
             parts.append(np.unpackbits(np.frombuffer(nloc.to_bytes(2, "big"), np.uint8)))
         got = engine._side_bits_of(c1, c2, nloc, fmt, roi, version, guard)
         assert got.dtype == np.uint8 and np.array_equal(got, np.concatenate(parts))
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_box_rules_match_the_masked_reductions(fmt: PixelFormat) -> None:
+    """`seal._box_rules` (int16: body min / max from two plane-wide arrays) is `_box_rule` of
+    each box's interior, on planes with bodies of every kind (none, all, mixed, specks)."""
+    rng = np.random.default_rng(71)
+    tiled = 0
+    for trial in range(80):
+        shape = (int(rng.integers(3, 90)), int(rng.integers(3, 90)))
+        grid = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        if trial % 2:  # equal boxes tiling the plane (`_tiles`), some of them under 3 px
+            shape = (grid[0] * int(rng.integers(2, 20)), grid[1] * int(rng.integers(2, 20)))
+        grid = (min(grid[0], shape[0]), min(grid[1], shape[1]))
+        tiled += seal._tiles(shape, grid_boxes(shape, grid=grid)) is not None
+        sv = engine._work_values(_plane(rng, fmt, shape), fmt)
+        kind = rng.random()
+        if kind < 0.15:
+            body = np.zeros(shape, bool)
+        elif kind < 0.3:
+            body = np.ones(shape, bool)
+        elif kind < 0.65:
+            body = sv > int(np.median(sv))
+        else:
+            body = rng.random(shape) < rng.uniform(0.001, 0.999)
+        boxes = grid_boxes(shape, grid=grid)
+        want = [
+            seal._box_rule(sv[b.slices()][1:-1, 1:-1], body[b.slices()][1:-1, 1:-1], fmt)
+            for b in boxes
+        ]
+        assert seal._box_rules(sv, body, boxes, fmt) == want
+    assert tiled >= 20
+
+
+def test_rs_encode_is_the_plain_code() -> None:
+    """`seal.rs_encode`: data shards are the padded data's rows, parity the GF(256) product."""
+    rng = np.random.default_rng(73)
+    for _ in range(200):
+        data = bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))
+        k = int(rng.integers(1, 33))
+        n = int(rng.integers(k, min(256, k + 12) + 1))
+        size = -(-len(data) // k)
+        d = np.frombuffer(data.ljust(k * size, b"\0"), np.uint8).reshape(k, size).astype(np.int32)
+        want = [bytes(r.astype(np.uint8)) for r in d]
+        if n > k:
+            par = seal._gf_matmul(seal._gf_rows(k, list(range(k, n))), d)
+            want += [bytes(r.astype(np.uint8)) for r in par]
+        got = seal.rs_encode(data, k, n)
+        assert got == want and all(type(s) is bytes for s in got)
+
+
+def test_grid_boxes_kept_are_the_boxes_made() -> None:
+    """`grid_boxes` of plain ints comes from a cache: the same boxes, a new list each time."""
+    for shape in [(512, 512), (1, 1), (7, 300), (1955, 1841)]:
+        for grid in [(1, 1), (2, 3), (4, 4), (8, 8)]:
+            first = grid_boxes(shape, grid=grid)
+            assert first == engine._make_grid_boxes(shape, grid)
+            again = grid_boxes(shape, grid=grid)
+            assert again == first and again is not first
+            np_shape = (np.int64(shape[0]), np.int64(shape[1]))
+            assert grid_boxes(np_shape, grid=grid) == first  # type: ignore[arg-type]
+
+
+def test_row_counts_are_count_nonzero_per_row() -> None:
+    rng = np.random.default_rng(79)
+    for _ in range(200):
+        m = rng.random((int(rng.integers(0, 20)), int(rng.integers(0, 600)))) < rng.random()
+        assert engine._row_counts(m) == np.count_nonzero(m, 1).tolist()
+
+
+def test_kept_exp_golomb_codes_are_the_codes() -> None:
+    for v in [0, 1, 2, 7, 8, 100, 255, 1000, 65535, 70000]:
+        got = engine._eg_encode(v)
+        assert not got.flags.writeable and np.array_equal(got, engine._eg_bits(v))
+        assert engine._eg_decode(np.concatenate([got, np.zeros(3, np.uint8)]), 0) == (
+            v,
+            got.size,
+        )

@@ -232,6 +232,19 @@ def default_grid(shape: tuple[int, int]) -> tuple[int, int]:
 
 def grid_boxes(shape: tuple[int, int], *, grid: tuple[int, int]) -> list[Box]:
     """Row-major boxes of a ``grid`` over a frame of ``shape``; edges differ by at most 1 px."""
+    key = (*shape, *grid)
+    if len(key) == 4 and all(type(v) is int for v in key):  # (plain ints: made once, shared)
+        return list(_grid_boxes(*key))
+    return _make_grid_boxes(shape, grid)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_boxes(rows: int, cols: int, gr: int, gc: int) -> tuple[Box, ...]:
+    """`grid_boxes` of plain ints, kept (boxes are frozen: sharing them is safe)."""
+    return tuple(_make_grid_boxes((rows, cols), (gr, gc)))
+
+
+def _make_grid_boxes(shape: tuple[int, int], grid: tuple[int, int]) -> list[Box]:
     rs = _splits(shape[0], grid[0])
     cs = _splits(shape[1], grid[1])
     return [Box(rs[i], cs[j], rs[i + 1], cs[j + 1]) for i in range(grid[0]) for j in range(grid[1])]
@@ -428,6 +441,12 @@ def header_ring_head(
     return out
 
 
+def _row_counts(m: Bool) -> list[int]:
+    """``np.count_nonzero(m, 1).tolist()`` of a 2-D bool array (one reduction: quicker)."""
+    counts: list[int] = np.add.reduce(m, axis=1, dtype=np.intp).tolist()
+    return counts
+
+
 def _ring_keys(vals: I32, usable: Bool | None, fmt: PixelFormat, order: int) -> npt.NDArray[Any]:
     """Per ring pixel of a stack of rings (boxes, ring), a unique key whose ascending order is a
     reading's: ``order`` 0 clockwise (v3), 1 darkest first, 2 brightest first (`header_ring`,
@@ -502,7 +521,7 @@ def _ring_heads_sizes(
             continue
         vals, usable = _ring_stack(plane, [boxes[i] for i in idx], fmt, stored=True)
         size = vals.shape[1]
-        counts = [size] * len(idx) if usable is None else np.count_nonzero(usable, 1).tolist()
+        counts = [size] * len(idx) if usable is None else _row_counts(usable)
         for i, c in zip(idx, counts, strict=True):
             sizes[i] = c
         ring = _ring_index(h, w)
@@ -846,7 +865,15 @@ def _ambiguous_pad(
 # stream framing: [saved ring LSBs][CRC-24][payload byte count, Exp-Golomb][payload][zeros]
 
 
+@functools.lru_cache(maxsize=1024)
 def _eg_encode(v: int) -> U8:
+    """Exp-Golomb code of ``v`` (kept per value: read-only, only read or copied by callers)."""
+    out = _eg_bits(v)
+    out.setflags(write=False)
+    return out
+
+
+def _eg_bits(v: int) -> U8:
     x = v + (1 << _EG_K)
     nb = x.bit_length()
     bits = [0] * (nb - 1 - _EG_K) + [(x >> i) & 1 for i in range(nb - 1, -1, -1)]
@@ -975,7 +1002,8 @@ def _analyse_stack(
     for j, view in enumerate(_stack_parts(s, k, 0, 0)):
         c = np.ascontiguousarray(view)
         p, lo, hi = _predicted(*_neighbours(s, k, j))
-        elig = None if oks is None else np.ascontiguousarray(oks[j])
+        ok = None if oks is None else oks[j]  # (a view: copied below only if kept as it is)
+        elig = ok
         if any(r is not None for r in rois):
             inside = _selected(hi, lo, fmt, dark, bright)
             elig = inside if elig is None else elig & inside
@@ -983,6 +1011,8 @@ def _analyse_stack(
         danger = _stack_danger(p, fmt, [guard] * n, calm)
         if danger is not None:
             elig = ~danger if elig is None else elig & ~danger
+        if elig is not None and elig is ok:
+            elig = np.ascontiguousarray(elig)
         e = c - p
         peak = _unsigned(e + 1) <= 1  # e in {0, -1}
         sign = _sign(e)
@@ -1102,7 +1132,7 @@ def _header_rings(s: I32, fmt: PixelFormat, bright: list[bool]) -> list[npt.NDAr
         pad1 = _in_pad(vals ^ 1, fmt)
         assert pad is not None and pad1 is not None
         usable = ~(pad | pad1)
-    counts = [ring.size] * n if usable is None else np.count_nonzero(usable, 1).tolist()
+    counts = [ring.size] * n if usable is None else _row_counts(usable)
     out: list[npt.NDArray[np.intp]] = [ring] * n
     for kind in (1, 2):
         rows = [j for j in range(n) if bright[j] == (kind == 2)]
@@ -1331,14 +1361,16 @@ def _apply_stack(
         move[car] = np.concatenate(chunks)
         sign = st.sign
         move *= sign
+        held = [eg.frozen is not None for eg in egs]  # flags come from these regions only
+        if not any(held):  # (the moved values only written: straight into the stack)
+            np.add(c, move, out=view)
+            continue
         tc = c + move
         view[...] = tc
-        held = [eg.frozen is not None for eg in egs]  # flags come from these regions only
-        if any(held):
-            lo = min(eg.span[0] for eg in egs) - 1
-            hi = max(eg.span[1] for eg in egs) + 1
-            amb = _ambiguous(tc, sign, sel, fmt, (lo, hi))
-            nflags += [int(np.count_nonzero(x)) if h else 0 for x, h in zip(amb, held, strict=True)]
+        lo = min(eg.span[0] for eg in egs) - 1
+        hi = max(eg.span[1] for eg in egs) + 1
+        amb = _ambiguous(tc, sign, sel, fmt, (lo, hi))
+        nflags += [int(np.count_nonzero(x)) if h else 0 for x, h in zip(amb, held, strict=True)]
     return nflags
 
 
@@ -1418,8 +1450,13 @@ def _split_all(pres: list[_Pre], nbits: list[int]) -> list[int]:
     act1 = np.concatenate([pres[j].act1 for j in rows])
     act2 = np.concatenate([pres[j].act2 for j in rows])
     nb = np.array([nbits[j] for j in rows], np.int64)[:, None]
-    i1 = np.minimum(THRESHOLDS, (at1[1:] - at1[:-1] - 1)[:, None]) + at1[:-1, None]
-    n1 = np.zeros((m, THRESHOLDS.size + 1), np.int64)
+    # pass-1 thresholds up to the first at or above every curve's last index: a higher one
+    # reads each curve where that one does (the same load, the same cost), so the first
+    # lowest cost is never past it
+    last1 = at1[1:] - at1[:-1] - 1
+    ncol = min(int(np.searchsorted(THRESHOLDS, int(last1.max()))) + 1, THRESHOLDS.size)
+    i1 = np.minimum(THRESHOLDS[:ncol], last1[:, None]) + at1[:-1, None]
+    n1 = np.zeros((m, ncol + 1), np.int64)
     np.minimum(cum1[i1], nb, out=n1[:, 1:])
     n2 = nb - n1
     step = int(cum2.max()) + int(np.abs(n2).max()) + 2  # above every curve value and load
@@ -1634,7 +1671,14 @@ def _side_bits_of(
     if nloc:
         nloc.to_bytes(2, "big")
         fields.append((nloc, _LOC_LEN_BITS))
-    return np.array([(v >> i) & 1 for v, n in fields for i in range(n - 1, -1, -1)], np.uint8)
+    total = 0
+    word = 0  # the fields' low bits, one after the other (what the bits of each field are)
+    for v, n in fields:
+        word = (word << n) | (v & ((1 << n) - 1))
+        total += n
+    bits = np.unpackbits(np.frombuffer(word.to_bytes(-(-total // 8), "big"), np.uint8))
+    out: U8 = bits[bits.size - total :]
+    return out
 
 
 _NOFLAGS = np.zeros(0, np.uint8)
@@ -1741,7 +1785,7 @@ def _ring_headers(plane: RawPlane, boxes: list[Box], fmt: PixelFormat) -> list[l
         return [[] for _ in boxes]
     vals, usable = _ring_stack(plane, boxes, fmt, stored=False)
     size = vals.shape[1]
-    counts = [size] * len(boxes) if usable is None else np.count_nonzero(usable, 1).tolist()
+    counts = [size] * len(boxes) if usable is None else _row_counts(usable)
     lsb = (vals & 1).astype(np.uint8)
     ring = _ring_index(h, w)
     out: list[list[_Header]] = [[] for _ in boxes]

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import hashlib
 import itertools
-import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -209,11 +208,12 @@ def rs_encode(data: bytes, k: int, n: int) -> list[bytes]:
     if not 1 <= k <= n <= 256:
         raise ValueError(f"bad code ({n}, {k})")
     size = -(-len(data) // k)
-    d = np.frombuffer(data.ljust(k * size, b"\0"), np.uint8).reshape(k, size).astype(np.int32)
-    shards = [bytes(r.astype(np.uint8)) for r in d]
+    padded = data.ljust(k * size, b"\0")
+    shards = [padded[i * size : (i + 1) * size] for i in range(k)]  # (the data rows' bytes)
     if n > k:
-        par = _gf_matmul(_gf_rows(k, list(range(k, n))), d)
-        shards += [bytes(r.astype(np.uint8)) for r in par]
+        d = np.frombuffer(padded, np.uint8).reshape(k, size).astype(np.int32)
+        par = _gf_matmul(_gf_rows(k, list(range(k, n))), d).astype(np.uint8)
+        shards += [par[j].tobytes() for j in range(n - k)]
     return shards
 
 
@@ -373,9 +373,10 @@ def _slot_curves(
     nb = grid[0] * grid[1]
     nc = int(THRESHOLDS.size)
     nout = 1 if levels is None else 2
-    out = np.zeros((nout, nb, 2, 2, nc), np.int64)
     if rows < 5 or cols < 5:
+        out = np.zeros((nout, nb, 2, 2, nc), np.int64)
         return out[0] if levels is None else out
+    out = np.empty((nout, nb, 2, 2, nc), np.int64)  # (every value written below)
     base = _target_keys((rows, cols), grid)
     gc = grid[1]
     boxes = grid_boxes((rows, cols), grid=grid)
@@ -389,7 +390,8 @@ def _slot_curves(
     vt = _iinfo(np.int16 if fmt.bits_stored <= 13 else np.int32)
     lv: list[tuple[int, int]] = []
     if levels is not None:
-        dark_l, bright_l = (np.clip(v, vt.min, vt.max).tolist() for v in levels)
+        vlo, vhi = int(vt.min), int(vt.max)  # (as np.clip, on a few Python ints)
+        dark_l, bright_l = ([min(max(x, vlo), vhi) for x in v.tolist()] for v in levels)
         lv = list(zip(dark_l, bright_l, strict=True))
     strip = max(8, _STRIP_PIXELS // cols)
     # strips of interior rows r0 .. r1 - 1 that never cross a row of boxes: each box's rule is
@@ -458,17 +460,23 @@ def _slot_curves(
             key <<= 1  # one bincount for both: bin 2 x key + (outside the rule)
             key += off
     nbins = total + 2 * nc
+    # the real bins (`_strip_keys16` puts its dump keys further out than the others) summed
+    # along the codes first: the curves are sums of these sums (integers: exactly the same)
     if levels is None:
-        cnts = [np.bincount(keys, minlength=nbins)]
-    else:  # (the real bins; `_strip_keys16` puts its dump keys further out than the others)
-        both = np.bincount(keys, minlength=2 * nbins)[: 2 * total].reshape(-1, 2)
-        cnts = [both[:, 0] + both[:, 1], both[:, 0]]
-    for i, cnt in enumerate(cnts):
-        hist = cnt[:total].reshape(nb, 2, nc, 2)
-        out[i, :, :, 0] = hist[..., 1]  # carriers
-        out[i, :, :, 1] = hist[..., 0] + hist[..., 1]  # active (selected) targets
-    cum = np.cumsum(out, axis=4)
-    return cum[0] if levels is None else cum
+        hist = np.bincount(keys, minlength=nbins)[:total].reshape(nb, 2, nc, 2)
+        cum = np.cumsum(hist, axis=2)  # box, colour, code, peak
+        np.copyto(out[0, :, :, 0], cum[..., 1])  # carriers
+        np.add(cum[..., 0], cum[..., 1], out=out[0, :, :, 1])  # active (selected) targets
+        one: npt.NDArray[np.int64] = out[0]
+        return one
+    both = np.bincount(keys, minlength=2 * nbins)[: 2 * total].reshape(nb, 2, nc, 2, 2)
+    cum = np.cumsum(both, axis=2)  # box, colour, code, peak, outside the rule
+    inside = cum[..., 0]
+    every = cum[..., 0] + cum[..., 1]
+    for i, c in enumerate((every, inside)):
+        np.copyto(out[i, :, :, 0], c[..., 1])  # carriers
+        np.add(c[..., 0], c[..., 1], out=out[i, :, :, 1])  # active (selected) targets
+    return out
 
 
 def _pad_touched(
@@ -541,15 +549,21 @@ def _strip_keys16(
             _set_bit(idx, bad, _DUMP_BIT)
     if lv is not None:
         # outside the rule: a neighbour above the dark level or below the bright one (levels
-        # clipped to int16 by the caller)
+        # clipped to int16 by the caller), each box's levels over its columns (the bands tile
+        # the strip's columns); no neighbour is above int16's max or below its min, so a box
+        # without a dark (bright) level adds nothing there
         vt = _iinfo(np.int16)
-        off = np.zeros(hi.shape, bool)
-        for (c0, c1), (dark, bright) in zip(band_cols, lv, strict=True):
-            if dark < vt.max:
-                np.greater(hi[:, c0:c1], dark, out=off[:, c0:c1])
-            if bright > vt.min:
-                off[:, c0:c1] |= lo[:, c0:c1] < bright
-        _set_bit(idx, off, _OFF_BIT)
+        widths = [c1 - c0 for c0, c1 in band_cols]
+        darks = [d for d, _ in lv]
+        brights = [b for _, b in lv]
+        off: npt.NDArray[np.bool_] | None = None
+        if min(darks) < vt.max:
+            off = np.greater(hi, np.repeat(np.array(darks, np.int16), widths))
+        if max(brights) > vt.min:
+            below = np.less(lo, np.repeat(np.array(brights, np.int16), widths))
+            off = below if off is None else np.logical_or(off, below, out=off)
+        if off is not None:
+            _set_bit(idx, off, _OFF_BIT)
     np.take(table, idx, out=key, mode="wrap")  # (a 2^16 table: every index is in range)
     key += base
 
@@ -664,24 +678,29 @@ def plan_carriers(
                 continue
             seen.add(key)
             tried.append((m, order))
-    best: _Plan | None = None
-    for (m, order), diag in zip(tried, _plan_totals(costs, tried), strict=True):
-        for j, c in enumerate(diag):
-            if math.isfinite(c) and (best is None or c < best.cost):
-                n = m + 1 + j
-                best = _Plan(tuple(order[:n]), n - m, c)
-    return best
+    if not tried:
+        return None
+    # the first plan (in search order) of the lowest finite cost: the plan a loop over
+    # the values keeps (a later one only when strictly cheaper), found by one argmin
+    vals, rows, ks = _plan_values(costs, tried)
+    vals = np.where(np.isfinite(vals), vals, np.inf)
+    at = int(np.argmin(vals))
+    if not vals[at] < np.inf:
+        return None
+    m, order = tried[rows[at]]
+    k = ks[at] + 1
+    return _Plan(tuple(order[: m + k]), k, float(vals[at]))
 
 
-def _plan_totals(
+def _plan_values(
     costs: npt.NDArray[np.float64], tried: list[tuple[int, list[int]]]
-) -> list[list[float]]:
+) -> tuple[npt.NDArray[np.float64], list[int], list[int]]:
     """Per (m, order) of `plan_carriers`: the cost of its first n carriers at k = n - m, for
     n = m + 1 .. min(len(order), m + kmax), i.e. ``np.cumsum(costs[order], axis=0)[n - 1,
-    n - m - 1]``; all orders in one pass (padded to one length: padding only follows the sums
-    read, and a cumulative sum adds in order along its axis, so the sums are the same)."""
-    if not tried:
-        return []
+    n - m - 1]``, laid end to end (orders in turn, n rising), with each value's row of
+    ``tried`` and its k - 1; all orders in one pass (padded to one length: padding only
+    follows the sums read, and a cumulative sum adds in order along its axis, so the sums
+    are the same)."""
     kmax = costs.shape[1]
     width = max(len(order) for _, order in tried)
     idx = np.array([order + [0] * (width - len(order)) for _, order in tried], np.intp)
@@ -689,16 +708,13 @@ def _plan_totals(
     rows: list[int] = []
     ns: list[int] = []
     ks: list[int] = []
-    spans: list[tuple[int, int]] = []
     for r, (m, order) in enumerate(tried):
         top = min(len(order), m + kmax)
-        start = len(rows)
         rows += [r] * (top - m)
         ns += range(m, top)
         ks += range(top - m)
-        spans.append((start, len(rows)))
-    vals: list[float] = tot[rows, ns, ks].tolist()
-    return [vals[a:b] for a, b in spans]
+    vals: npt.NDArray[np.float64] = tot[rows, ns, ks]
+    return vals, rows, ks
 
 
 _BODY_WEIGHT = 1000.0  # planner: one changed body value costs as much as this many elsewhere
@@ -727,7 +743,9 @@ def _box_roi(
 
 
 def _box_rule(
-    sv: npt.NDArray[np.int32], body: npt.NDArray[np.bool_], fmt: PixelFormat
+    sv: npt.NDArray[np.int32] | npt.NDArray[np.int16],
+    body: npt.NDArray[np.bool_],
+    fmt: PixelFormat,
 ) -> tuple[Roi | None, int]:
     """`_box_roi` and the body pixels it counted."""
     nbody = int(np.count_nonzero(body))
@@ -735,13 +753,92 @@ def _box_rule(
         return None, nbody
     dark = int(np.min(sv, where=body, initial=fmt.vmax)) - 1  # (no temporary array)
     bright = int(np.max(sv, where=body, initial=fmt.vmin)) + 1
+    return _rule_of(sv, dark, bright, fmt), nbody
+
+
+def _rule_of(
+    sv: npt.NDArray[np.int32] | npt.NDArray[np.int16],
+    dark: int,
+    bright: int,
+    fmt: PixelFormat,
+    nbg: int | None = None,
+) -> Roi | None:
+    """`_box_rule`'s choice from the levels just below and above the body's values. ``nbg``:
+    the background pixels among ``sv``, if known."""
     # the background pixels at or below the dark level (at or above the bright one): every
     # body value is above it (below it), so counting all pixels counts only background ones
     ndark = int(np.count_nonzero(sv <= dark)) if dark >= fmt.vmin else 0
+    if nbg is not None and 0 < nbg <= 2 * ndark:
+        # the bright ones are other background pixels (dark < bright): at most nbg - ndark,
+        # so no more than ndark, and the dark rule is chosen without counting them
+        return Roi(1, dark)
     nbright = int(np.count_nonzero(sv >= bright)) if bright <= fmt.vmax else 0
     if max(ndark, nbright) == 0:
-        return None, nbody
-    return (Roi(1, dark) if ndark >= nbright else Roi(2, bright)), nbody
+        return None
+    return Roi(1, dark) if ndark >= nbright else Roi(2, bright)
+
+
+def _box_rules(
+    sv: npt.NDArray[np.int32] | npt.NDArray[np.int16],
+    body: npt.NDArray[np.bool_],
+    boxes: list[Box],
+    fmt: PixelFormat,
+) -> list[tuple[Roi | None, int]]:
+    """`_box_rule` of each box's interior (rows/cols 1..-2) of the plane ``sv``, ``body``.
+
+    int16 values: the body's lowest and highest value per box from two plane-wide arrays
+    instead of two masked reductions per box: the values as order-keeping uint16 (sign bit
+    flipped), background set to 0xFFFF (for the lowest) and to 0 (for the highest), so a
+    plain min / max of a box's part finds its body's (every box here has body pixels)."""
+    inner = [(slice(b.row0 + 1, b.row1 - 1), slice(b.col0 + 1, b.col1 - 1)) for b in boxes]
+    if sv.dtype != np.int16 or sv.ndim != 2 or body.shape != sv.shape:
+        return [_box_rule(sv[i], body[i], fmt) for i in inner]
+    nbody = [int(np.count_nonzero(body[i])) for i in inner]
+    mixed = [0 < n < body[i].size for n, i in zip(nbody, inner, strict=True)]
+    if not any(mixed):
+        return [(None, n) for n in nbody]
+    u = sv.view(np.uint16) ^ np.uint16(0x8000)  # (a new array: the order of int16 kept)
+    mask = np.subtract(body.view(np.uint8), 1, dtype=np.uint16)  # 0 body, 0xFFFF background
+    lows = u | mask
+    np.invert(mask, out=mask)
+    highs = np.bitwise_and(u, mask, out=u)
+    tiles = _tiles(sv.shape, boxes)
+    if tiles is not None:  # equal boxes tiling the plane: every box's min / max in two steps
+        gr, bh, gc, bw = tiles
+        lo4 = lows.reshape(gr, bh, gc, bw)[:, 1:-1].min(axis=1)[:, :, 1:-1].min(axis=2)
+        hi4 = highs.reshape(gr, bh, gc, bw)[:, 1:-1].max(axis=1)[:, :, 1:-1].max(axis=2)
+        mins, maxs = lo4.ravel().tolist(), hi4.ravel().tolist()
+    else:
+        mins = [int(lows[i].min()) if mix else 0 for i, mix in zip(inner, mixed, strict=True)]
+        maxs = [int(highs[i].max()) if mix else 0 for i, mix in zip(inner, mixed, strict=True)]
+    out: list[tuple[Roi | None, int]] = []
+    for j, (i, n, mix) in enumerate(zip(inner, nbody, mixed, strict=True)):
+        if not mix:
+            out.append((None, n))
+            continue
+        dark = mins[j] - 0x8000 - 1
+        bright = maxs[j] - 0x8000 + 1
+        out.append((_rule_of(sv[i], dark, bright, fmt, body[i].size - n), n))
+    return out
+
+
+def _tiles(shape: tuple[int, ...], boxes: list[Box]) -> tuple[int, int, int, int] | None:
+    """(grid rows, box rows, grid cols, box cols) when ``boxes`` are the row-major boxes of
+    equal shape (at least 3 x 3) that tile a plane of ``shape`` exactly, else None."""
+    rows, cols = shape
+    if not boxes:
+        return None
+    bh, bw = boxes[0].shape
+    if bh < 3 or bw < 3 or rows % bh or cols % bw:
+        return None
+    gr, gc = rows // bh, cols // bw
+    if len(boxes) != gr * gc:
+        return None
+    for k, b in enumerate(boxes):
+        r, c = divmod(k, gc)
+        if (b.row0, b.col0, b.row1, b.col1) != (r * bh, c * bw, (r + 1) * bh, (c + 1) * bw):
+            return None
+    return gr, bh, gc, bw
 
 
 def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _FrameRoi:
@@ -757,9 +854,7 @@ def _frame_roi(arr: RawFrames, f: int, boxes: list[Box], fmt: PixelFormat) -> _F
         planes.append(sv)
         body = ~background_mask(sv, fmt)
         bodies.append(body)
-        rules = [
-            _box_rule(sv[b.slices()][1:-1, 1:-1], body[b.slices()][1:-1, 1:-1], fmt) for b in boxes
-        ]
+        rules = _box_rules(sv, body, boxes, fmt)
         heads, sizes = _ring_heads_sizes(
             sv, boxes, fmt, nside, [r is not None and r.mode == 2 for r, _ in rules]
         )
@@ -875,7 +970,7 @@ def _embed_plan(
     for reg, words, bb in saved:  # only carrier regions change
         diff = reg != words
         changed += int(np.count_nonzero(diff))
-        inside += int(np.count_nonzero(diff & bb))
+        inside += int(np.count_nonzero(np.logical_and(diff, bb, out=diff)))
     return changed, len(plan.carriers), inside
 
 
