@@ -186,18 +186,24 @@ class Box:
         return (slice(self.row0, self.row1), slice(self.col0, self.col1))
 
 
+def neighbour_range(u: Any, d: Any, lf: Any, rt: Any) -> tuple[Any, Any]:
+    """The lowest and highest of each target's four neighbours (new arrays)."""
+    lo = np.minimum(u, d)
+    np.minimum(lo, lf, out=lo)
+    np.minimum(lo, rt, out=lo)
+    hi = np.maximum(u, d)
+    np.maximum(hi, lf, out=hi)
+    np.maximum(hi, rt, out=hi)
+    return lo, hi
+
+
 def complexity(u: Any, d: Any, lf: Any, rt: Any, fmt: PixelFormat) -> Any:
     """Local complexity of a target: the spread (max - min) of its four neighbours.
 
     The same function for the embedder, the decoder and the carrier planner, so that all
     three rank targets identically. Capped at T_MAX for 16-bit data (codes must fit).
     """
-    hi = np.maximum(u, d)
-    np.maximum(hi, lf, out=hi)
-    np.maximum(hi, rt, out=hi)
-    lo = np.minimum(u, d)
-    np.minimum(lo, lf, out=lo)
-    np.minimum(lo, rt, out=lo)
+    lo, hi = neighbour_range(u, d, lf, rt)
     hi -= lo
     if fmt.bits_stored >= 16:
         np.minimum(hi, T_MAX, out=hi)
@@ -1972,12 +1978,7 @@ def _predicted(u: I32, d: I32, lf: I32, rt: I32) -> tuple[I32, I32, I32]:
     p += lf
     p += rt
     p >>= 2
-    lo = np.minimum(u, d)
-    np.minimum(lo, lf, out=lo)
-    np.minimum(lo, rt, out=lo)
-    hi = np.maximum(u, d)
-    np.maximum(hi, lf, out=hi)
-    np.maximum(hi, rt, out=hi)
+    lo, hi = neighbour_range(u, d, lf, rt)
     return p, lo, hi
 
 

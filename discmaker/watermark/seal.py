@@ -47,6 +47,7 @@ from discmaker.watermark.engine import (
     embed_prepared,
     embed_region,
     grid_boxes,
+    neighbour_range,
     prepared,
     region_capacity,
 )
@@ -429,8 +430,7 @@ def _slot_curves(
         if levels is None:
             cx = complexity(u, d, lf, rt, fmt)
         else:  # the same as `complexity`, keeping the neighbours' max and min for the rule
-            hi = np.maximum(np.maximum(u, d), np.maximum(lf, rt))
-            lo = np.minimum(np.minimum(u, d), np.minimum(lf, rt))
+            lo, hi = neighbour_range(u, d, lf, rt)
             cx = hi - lo
             if fmt.bits_stored >= 16:
                 np.minimum(cx, T_MAX, out=cx)
@@ -532,12 +532,7 @@ def _strip_keys16(
     q += rt
     q >>= 2
     q -= s[1:-1, 1:-1]  # -e: a peak (e in {0, -1}) is q in {0, 1}
-    hi = np.maximum(u, d)
-    np.maximum(hi, lf, out=hi)
-    np.maximum(hi, rt, out=hi)
-    lo = np.minimum(u, d)
-    np.minimum(lo, lf, out=lo)
-    np.minimum(lo, rt, out=lo)
+    lo, hi = neighbour_range(u, d, lf, rt)
     idx = np.subtract(hi, lo).view(np.uint16)  # `complexity` (< 2^13: no clip below 16 bits)
     peak = q.view(np.uint16)
     np.less_equal(peak, 1, out=peak)  # (0 or 1, in place)
