@@ -67,7 +67,14 @@ def _ours(headers: list[Dataset], root: Path) -> tuple[bytes, dict[str, str]]:
     assert ids == returned
     for file_id in ids.values():
         assert (root / file_id).parent.is_dir()
-    return (root / "DICOMDIR").read_bytes(), ids
+    data = (root / "DICOMDIR").read_bytes()
+    # the writer's own read-back is what the checker reads from the file
+    with captured_warnings() as ours_read:
+        read_back = list(writer.read_back())
+    parsed = parse_dicomdir(data)
+    assert read_back == [(r.file_id, r.keys) for r in parsed.records]
+    assert sorted(set(ours_read)) == sorted(set(parsed.notes))
+    return data, ids
 
 
 def _same(headers: list[Dataset], tmp_path: Path) -> bytes:

@@ -69,7 +69,7 @@ from discmaker.errors import (
     UsageError,
 )
 from discmaker.format import manifest
-from discmaker.format.dicomdir import parse_dicomdir, validate_fileset_id
+from discmaker.format.dicomdir import validate_fileset_id
 from discmaker.format.manifest import OmittedFile
 from discmaker.parallel import default_workers, run_jobs
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
@@ -291,32 +291,31 @@ def _summaries(prepared: Sequence[Prepared]) -> dict[str, PatientSummary]:
 
 
 def _note_shared_records(
-    prepared: list[Prepared], file_ids: dict[str, str], dicomdir: bytes
-) -> tuple[list[Prepared], tuple[str, ...]]:
+    prepared: list[Prepared], file_ids: dict[str, str], writer: DicomdirWriter
+) -> list[Prepared]:
     """Record, per image, the DICOMDIR keys that are not its own values.
 
     One PATIENT, STUDY and SERIES record serves many images; when the images of one study
     disagree (one slice with another Study Date, a name in other letter case) the record
     carries the first image's value. The manifest lists those keys for each image, so the
-    checker knows the difference was there when the disc was signed. Also returns the notes
-    of reading the DICOMDIR back.
+    checker knows the difference was there when the disc was signed. The keys are read back
+    from the written records as the checker reads them (:meth:`DicomdirWriter.read_back`).
     """
-    parsed = parse_dicomdir(dicomdir)
-    records = {r.file_id: r for r in parsed.records}
-    out = []
-    for p in prepared:
-        record = records.get(file_ids[p.sop_instance_uid])
-        differs = (
-            ()
-            if record is None
-            else tuple(
-                k
-                for k, v in record.keys.items()
-                if k in p.identity and k not in p.invented and v != p.identity[k]
-            )
+    at = {file_ids[p.sop_instance_uid]: n for n, p in enumerate(prepared)}
+    out = list(prepared)
+    for file_id, keys in writer.read_back():
+        n = at.get(file_id)
+        if n is None:
+            continue
+        p = out[n]
+        differs = tuple(
+            k
+            for k, v in keys.items()
+            if k in p.identity and k not in p.invented and v != p.identity[k]
         )
-        out.append(replace(p, shared=differs) if differs else p)
-    return out, parsed.notes
+        if differs:
+            out[n] = replace(p, shared=differs)
+    return out
 
 
 # -- planning: which images go on which disc -------------------------------------------------
@@ -724,8 +723,10 @@ def _prepare_and_index(
     writing_started = time.monotonic()
     with captured_warnings() as writing:
         file_ids = writer.write(root)
+    with captured_warnings() as reading:
+        prepared = _note_shared_records(prepared, file_ids, writer)
     records_notes = writer.notes
-    del writer  # its encoded records, a second DICOMDIR, before the DICOMDIR is read back
+    del writer  # its encoded records, as long as the DICOMDIR itself
     for p in prepared:
         os.replace(p.work_path, root / file_ids[p.sop_instance_uid])
     log.debug(
@@ -739,7 +740,6 @@ def _prepare_and_index(
         _ms(writing_started),
     )
     _log_images(prepared, file_ids)
-    prepared, reading = _note_shared_records(prepared, file_ids, (root / "DICOMDIR").read_bytes())
     where = "DICOMDIR" if disc.count == 1 else f"{disc.label}/DICOMDIR"
     notes = tuple(f"{where}: {n}" for n in _unique(records_notes, writing, reading))
     return prepared, file_ids, notes, tuple(omitted)

@@ -52,7 +52,7 @@ from discmaker.author.intake import INVENTED_DEFAULTS
 from discmaker.author.record_keys import conform_record_keys
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
-from discmaker.format.dicomdir import validate_fileset_id
+from discmaker.format.dicomdir import record_keys, validate_fileset_id
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _NEXT_OFFSET = 0x00041400  # Offset of the Next Directory Record
@@ -459,6 +459,27 @@ class DicomdirWriter:
         for folder in sorted({f.rpartition("/")[0] for f in self._file_ids.values()} - {""}):
             (root / folder).mkdir(parents=True, exist_ok=True)
         return dict(self._file_ids)
+
+    def read_back(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """(File ID, keys) of each record that references an instance, in the DICOMDIR's
+        order, with the keys of the PATIENT, STUDY and SERIES records above it: what
+        :func:`~discmaker.format.dicomdir.parse_dicomdir` reads from the written DICOMDIR,
+        read from the encoded records one at a time (each upper record once), so that no
+        parse of the whole file is held in memory."""
+
+        def walk(
+            node: _Node, inherited: dict[str, str], parts: list[str]
+        ) -> Iterator[tuple[str, dict[str, str]]]:
+            for index, child in enumerate(node.children or ()):
+                record_type, own = record_keys(bytes(child.item))
+                keys = {**inherited, **own}
+                path = [*parts, _name(record_type, index)]
+                if child.children is None:
+                    yield "/".join(path), keys
+                else:
+                    yield from walk(child, keys, path)
+
+        return walk(self._root, {}, [])
 
     @property
     def notes(self) -> tuple[str, ...]:

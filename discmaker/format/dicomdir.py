@@ -346,6 +346,26 @@ def _hierarchy(records: list[_Record], fileset_id: str, first: int) -> Dicomdir:
     )
 
 
+def record_keys(item: bytes) -> tuple[str, dict[str, str]]:
+    """The record type and keys of one encoded Directory Record Sequence item (explicit VR
+    little endian, as the author writes it), read exactly as :func:`parse_dicomdir` reads
+    them: the keys of the record's level and, for a record that references a file, its
+    Instance Number. The author reads its own records back with this, one at a time, instead
+    of parsing the whole DICOMDIR again."""
+    walker = ElementWalker(
+        item, little_endian=True, max_elements=MAX_DICOMDIR_ELEMENTS, what="a DICOMDIR record"
+    )
+    sequence = RawElement(_RECORD_SEQUENCE, "SQ", 0, len(item), len(item), False)
+    spans = list(walker.items(sequence, len(item), depth=1))
+    if len(spans) != 1:
+        raise ValueError(f"expected one record item, found {len(spans)}")
+    rec = _record(walker, _Decoder(item, little_endian=True), spans[0], default_encoding)
+    keys = dict(rec.keys)
+    if rec.has_file and rec.instance is not None:
+        keys["InstanceNumber"] = rec.instance
+    return rec.rtype, keys
+
+
 def _by_order(records: list[_Record]) -> tuple[list[DirRecord], int, int]:
     levels = ("PATIENT", "STUDY", "SERIES")
     current: dict[str, dict[str, str]] = {}
@@ -409,5 +429,6 @@ __all__ = [
     "DirRecord",
     "file_id_problem",
     "parse_dicomdir",
+    "record_keys",
     "validate_fileset_id",
 ]
