@@ -10,9 +10,10 @@ runs in a fresh process; the peak RSS (largest process) is reported for 100 and 
 show that it does not grow with the number of images. The author's DICOMDIR step (placing and
 encoding the records as images come, then writing the file) is timed from its debug log.
 
-``DISCMAKER_BENCH_MEMORY_SLICES=300,3000`` measures only the author, once per slice count
-(each in a fresh process), and prints its peak memory, the growth per slice between counts and
-the DICOMDIR step's time: the issue 13 budget (<= 120 MiB at 3,000 slices, < 5 KB per slice).
+``DISCMAKER_BENCH_MEMORY_SLICES=300,3000`` measures only memory: the author and then the check
+of its disc, once per slice count (each in a fresh process), and prints their peak memory, the
+growth per slice between counts and the DICOMDIR step's time: the issue 13 budget (<= 120 MiB
+at 3,000 slices, < 5 KB per slice).
 """
 
 from __future__ import annotations
@@ -144,28 +145,36 @@ def _keys() -> tuple[Path, Path]:
 
 
 def memory_growth(counts: tuple[int, ...]) -> None:
-    """Author peak memory (largest process) at each slice count, and its growth per slice."""
+    """Author and check peak memory (largest process) at each slice count, and the growth per
+    slice between counts: the author's main process and its largest worker, and the checker."""
     cert, key = _keys()
-    print(f"\n== Author memory: {', '.join(map(str, counts))} CT slices 512x512, {CORES} cores ==")
+    print(f"\n== Memory: {', '.join(map(str, counts))} CT slices 512x512, {CORES} cores ==")
     runs: list[tuple[int, dict[str, float]]] = []
     for n in counts:
         iso = OUT / f"memory{n}.iso"
         figures = _author(str(_study(n)), str(iso), str(cert), str(key))
+        checked = _measure("check", str(iso), str(cert))
         iso.unlink(missing_ok=True)
+        figures["check_mib"] = checked["peak_mib"]
         print(
             f"author {n:6d} slices: peak {figures['peak_mib']:6.1f} MiB "
             f"(main {figures['main_mib']:.1f}, workers {figures['workers_mib']:.1f})  "
             f"{figures['seconds']:7.2f} s  DICOMDIR step {figures['dicomdir_ms']:6.0f} ms "
             f"({figures['dicomdir_ms'] / n:.3f} ms per slice)"
         )
+        print(
+            f"check  {n:6d} slices: peak {checked['peak_mib']:6.1f} MiB  "
+            f"{checked['seconds']:7.2f} s  ({checked['verdict']})"
+        )
         runs.append((n, figures))
     for (n0, a), (n1, b) in itertools.pairwise(runs):
-        peak, main, workers = (
-            (b[key] - a[key]) * 1024 / (n1 - n0) for key in ("peak_mib", "main_mib", "workers_mib")
+        peak, main, workers, check = (
+            (b[key] - a[key]) * 1024 / (n1 - n0)
+            for key in ("peak_mib", "main_mib", "workers_mib", "check_mib")
         )
         print(
-            f"growth {n0} -> {n1} slices: {peak:+.2f} KiB per slice "
-            f"(main {main:+.2f}, workers {workers:+.2f})"
+            f"growth {n0} -> {n1} slices: author {peak:+.2f} KiB per slice "
+            f"(main {main:+.2f}, workers {workers:+.2f}), check {check:+.2f} KiB per slice"
         )
 
 
