@@ -315,14 +315,12 @@ def _hierarchy(records: list[_Record], fileset_id: str, first: int) -> Dicomdir:
         while offset and offset in by_offset and offset not in seen and depth < 16:
             seen.add(offset)
             rec = by_offset[offset]
-            keys = {**inherited, **rec.keys}
+            keys = {**inherited, **_own_keys(rec)}
             if rec.rtype == "PATIENT":
                 patients += 1
             elif rec.rtype == "STUDY":
                 studies += 1
             if rec.has_file:
-                if rec.instance is not None:
-                    keys["InstanceNumber"] = rec.instance
                 leaves.append(_leaf(rec, keys))
             lower = _offset(rec.lower, "OffsetOfReferencedLowerLevelDirectoryEntity")
             if lower:
@@ -360,10 +358,15 @@ def record_keys(item: bytes) -> tuple[str, dict[str, str]]:
     if len(spans) != 1:
         raise ValueError(f"expected one record item, found {len(spans)}")
     rec = _record(walker, _Decoder(item, little_endian=True), spans[0], default_encoding)
-    keys = dict(rec.keys)
+    return rec.rtype, _own_keys(rec)
+
+
+def _own_keys(rec: _Record) -> dict[str, str]:
+    """The keys a record adds to those of its ancestors: its level's, and the Instance Number
+    of a record that references a file."""
     if rec.has_file and rec.instance is not None:
-        keys["InstanceNumber"] = rec.instance
-    return rec.rtype, keys
+        return {**rec.keys, "InstanceNumber": rec.instance}
+    return rec.keys
 
 
 def _by_order(records: list[_Record]) -> tuple[list[DirRecord], int, int]:
