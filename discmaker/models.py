@@ -104,7 +104,7 @@ _SET_PRECEDENCE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Region:
     """A tampered pixel region: ``frame``, the 0-based index of the frame in the pixel data,
     and a half-open row/column box (0-based). People, and the JSON, count frames from 1:
@@ -134,7 +134,7 @@ class Region:
         return (self.frame, self.row0, self.col0, self.row1, self.col1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageVerdict:
     path: str  # disc path (File ID as POSIX path)
     status: ImageStatus

@@ -103,6 +103,9 @@ def test_pathological_unterminated_strings_are_linear() -> None:
         (b'{"a":"\xc3"}\n', "UTF-8"),
         (b"\xef\xbb\xbf{}\n", "byte order mark"),
         (b'{"a":"\\ud800"}\n', "surrogate"),
+        (b'{"a":"\\uDC00"}\n', "surrogate"),
+        (b'{"\\udbff":1}\n', "surrogate"),
+        (b'{"a":["x\\ude00y"]}\n', "surrogate"),
         (b'{"a":1}\n{"b":2}\n', "not valid JSON"),
         (b"", "not valid JSON"),
         (b"{", "not valid JSON"),
@@ -133,6 +136,31 @@ def test_loads_accepts_valid_pair_escape_and_noncanonical_layout() -> None:
         "a": "\U0001f600",
         "b": [1],
     }
+
+
+def test_an_escaped_backslash_before_u_is_no_surrogate() -> None:
+    assert canonical.loads(b'{"a":"\\\\ud800"}\n', max_bytes=BIG) == {"a": "\\ud800"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(categories=["Cs"]) | st.characters(), max_size=6), st.booleans())
+def test_a_lone_surrogate_is_refused_wherever_it_is(text: str, as_key: bool) -> None:
+    # json.dumps escapes every non-ASCII character, lone surrogates as \udXXX.
+    value = {text: 1} if as_key else {"a": [text]}
+    data = json.dumps(value, ensure_ascii=True).encode()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(DiscError, match="surrogate"):
+            canonical.loads(data, max_bytes=BIG)
+    else:
+        assert canonical.loads(data, max_bytes=BIG) == value
+
+
+def test_equal_strings_are_kept_once() -> None:
+    doc = canonical.loads(b'[{"uid":"1.2.3","n":"1.2.3"},{"uid":"1.2.3"}]\n', max_bytes=BIG)
+    assert doc == [{"uid": "1.2.3", "n": "1.2.3"}, {"uid": "1.2.3"}]
+    assert doc[0]["uid"] is doc[0]["n"] is doc[1]["uid"]
 
 
 def test_require_canonical() -> None:

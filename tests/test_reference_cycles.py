@@ -55,3 +55,18 @@ def test_pydicom_private_block_alone_makes_the_cycle() -> None:
     """The control: without the fix, the same steps leave the dataset to the collector (if
     pydicom ever stops caching blocks, this fails and the fix can go)."""
     assert not _freed_after(lambda ds: ds.private_block(0x0009, "DISCMAKER 1", create=True))
+
+
+@pytest.mark.usefixtures("no_collector")
+def test_a_parsed_dicomdir_leaves_nothing_to_the_collector() -> None:
+    """The records of a received DICOMDIR are freed as soon as its parse returns (a recursive
+    walk used to keep every record of a 3,000-image disc alive until a full collection)."""
+    from pydicom.data import get_testdata_file
+
+    from discmaker.format.dicomdir import parse_dicomdir
+
+    with open(get_testdata_file("DICOMDIR"), "rb") as f:  # type: ignore[arg-type]
+        data = f.read()
+    parsed = parse_dicomdir(data)
+    assert parsed.records
+    assert gc.collect() == 0

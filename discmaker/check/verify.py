@@ -45,6 +45,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -128,7 +129,7 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Job:
     path: str
     entry: ImageEntry | None  # None on an unsigned disc
@@ -140,7 +141,7 @@ class _Job:
     loose: bool = False  # a loose file: its watermark alone is the whole proof
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     verdict: ImageVerdict
     key_id: bytes | None
@@ -655,9 +656,10 @@ def _check_images(
         workers=workers,
     )
     out: list[_Outcome] = []
+    shared: dict[object, object] = {}
     try:
-        for n, outcome in enumerate(results, 1):
-            out.append(outcome)
+        for n, (job, outcome) in enumerate(zip(jobs, results, strict=True), 1):
+            out.append(_compact(outcome, job, shared))
             if progress:
                 progress("verify", n, len(jobs))
     finally:
@@ -671,6 +673,31 @@ def _check_images(
         _ms(started),
     )
     return out
+
+
+def _compact(outcome: _Outcome, job: _Job, shared: dict[object, object]) -> _Outcome:
+    """``outcome`` as kept until the report: what every image of a series repeats (its
+    series, the sealing key, the usual reasons) once, and its path and SOP Instance UID as
+    the job already holds them. An outcome comes unpickled from a worker, all its strings
+    new: a 3,000-image disc would otherwise keep 3,000 copies of each."""
+    v = outcome.verdict
+
+    def one(value: Any) -> Any:
+        return shared.setdefault(value, value)
+
+    entry_uid = job.entry.sop_instance_uid if job.entry is not None else None
+    verdict = replace(
+        v,
+        path=job.path if v.path == job.path else v.path,
+        sop_instance_uid=entry_uid if v.sop_instance_uid == entry_uid else v.sop_instance_uid,
+        series_uid=one(v.series_uid),
+        series_label=one(v.series_label),
+        reasons=one(v.reasons),
+        attributes=one(v.attributes),
+        groups=one(v.groups),
+        notes=one(v.notes),
+    )
+    return replace(outcome, verdict=verdict, key_id=one(outcome.key_id), notes=one(outcome.notes))
 
 
 # -- the disc (steps 1, 2 and 5) ---------------------------------------------------------------
@@ -690,7 +717,7 @@ class _Disc:
 class _Signature:
     """What step 1 learnt from DISCSIG/."""
 
-    manifest_bytes: bytes
+    manifest_size: int  # the manifest's bytes are not kept: 1 KB per image on a large disc
     signer: Signer | None = None
     valid: bool = False
     key: Ed25519PublicKey | None = None
@@ -819,7 +846,7 @@ def _start_rebuild(
     try:
         volume = signed_volume(manifest.iso)
         files = [(f.path, f.size) for f in manifest.files]
-        files.append((MANIFEST_PATH, len(signature.manifest_bytes)))
+        files.append((MANIFEST_PATH, signature.manifest_size))
         files.append((SIGNATURE_PATH, disc.entries.get(SIGNATURE_PATH, 0)))
         return _Rebuild(RebuildComparison(medium, files, volume))
     except DiscError as exc:
@@ -1026,7 +1053,7 @@ def _check_signature(src: DiscSource, trust: TrustStore, disc: _Disc) -> _Signat
         _ms(started),
     )
     return _Signature(
-        manifest_bytes=manifest_bytes,
+        manifest_size=len(manifest_bytes),
         signer=signer,
         valid=valid,
         key=key,

@@ -38,6 +38,9 @@ _ENCODER = json.JSONEncoder(
 
 # Structural characters and string openers; everything else is skipped at C speed.
 _STRUCTURAL = re.compile(r'[\[\]{}"]')
+# A \u escape of a UTF-16 surrogate (D800-DFFF): the only way a string decoded from strict
+# UTF-8 JSON text can hold one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # The rest of a JSON string after its opening quote (possessive: linear, no backtracking).
 _STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"', re.DOTALL)
 
@@ -77,12 +80,19 @@ def loads(data: bytes, *, max_bytes: int, require_canonical: bool = False) -> An
     if text.startswith("\ufeff"):
         raise DiscError("JSON document starts with a byte order mark")
     _check_depth(text)
+    # Equal string values (a study's UIDs, the transfer syntax, the status words of every
+    # image) are kept once, not once per image: a manifest lists tens of thousands of images.
+    shared: dict[str, str] = {}
+
+    def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        return _unique_object(pairs, shared)
+
     try:
         value = json.loads(
             text,
             parse_float=_refuse_float,
             parse_constant=_refuse_constant,
-            object_pairs_hook=_unique_object,
+            object_pairs_hook=unique_object,
         )
     except DiscError:
         raise
@@ -92,6 +102,8 @@ def loads(data: bytes, *, max_bytes: int, require_canonical: bool = False) -> An
         ) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits
         raise DiscError(f"not valid JSON: {exc}") from None
+    if not require_canonical and not _SURROGATE_ESCAPE.search(text):
+        return value  # nothing left to refuse: no need to write the value out again
     try:
         canonical = (_ENCODER.encode(value) + "\n").encode("utf-8")
     except UnicodeEncodeError:
@@ -154,8 +166,11 @@ def _refuse_constant(token: str) -> Any:
     raise DiscError(f"JSON document holds {token}, which is not allowed")
 
 
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
+def _unique_object(pairs: list[tuple[str, Any]], shared: dict[str, str]) -> dict[str, Any]:
+    result = {
+        key: shared.setdefault(value, value) if type(value) is str else value
+        for key, value in pairs
+    }
     if len(result) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:

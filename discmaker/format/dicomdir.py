@@ -42,7 +42,7 @@ def validate_fileset_id(label: str) -> str:
 # -- reading a received DICOMDIR -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DirRecord:
     """One leaf record of a received DICOMDIR, with the keys of its ancestors."""
 
@@ -307,11 +307,15 @@ def _hierarchy(records: list[_Record], fileset_id: str, first: int) -> Dicomdir:
     patients = 0
     studies = 0
     # One visited set for the whole walk: each record is read at most once, so links that
-    # loop back (a hostile DICOMDIR) cannot make the walk explode.
+    # loop back (a hostile DICOMDIR) cannot make the walk explode. The walk keeps its own
+    # stack (no recursive closure, whose reference cycle would keep every record alive until
+    # the next garbage collection): each entry is where to go on once a subtree is done.
     seen: set[int] = set()
-
-    def walk(offset: int, inherited: dict[str, str], depth: int) -> None:
-        nonlocal patients, studies
+    stack: list[tuple[object, dict[str, str], int]] = []
+    offset = first if first in by_offset else 0
+    inherited: dict[str, str] = {}
+    depth = 0
+    while True:
         while offset and offset in by_offset and offset not in seen and depth < 16:
             seen.add(offset)
             rec = by_offset[offset]
@@ -324,11 +328,15 @@ def _hierarchy(records: list[_Record], fileset_id: str, first: int) -> Dicomdir:
                 leaves.append(_leaf(rec, keys))
             lower = _offset(rec.lower, "OffsetOfReferencedLowerLevelDirectoryEntity")
             if lower:
-                walk(lower, keys, depth + 1)
-            offset = _offset(rec.next, "OffsetOfTheNextDirectoryRecord")
+                stack.append((rec.next, inherited, depth))
+                offset, inherited, depth = lower, keys, depth + 1
+            else:
+                offset = _offset(rec.next, "OffsetOfTheNextDirectoryRecord")
+        if not stack:
+            break
+        following, inherited, depth = stack.pop()
+        offset = _offset(following, "OffsetOfTheNextDirectoryRecord")
 
-    if by_offset and first in by_offset:
-        walk(first, {}, 0)
     referencing = sum(1 for rec in records if rec.has_file)
     consistent = len(leaves) == referencing
     if not consistent:
