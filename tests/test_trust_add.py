@@ -83,3 +83,18 @@ def test_the_check_of_an_untrusted_disc_says_how_to_trust_it_from_the_disc(
     code, text = _run(["check", str(disc_iso)])
     assert code == 2
     assert f"discmaker trust add {disc_iso}" in " ".join(text.split())
+
+
+def test_the_sender_certificate_is_read_the_same_from_every_source(
+    centre: Centre, disc_folder: Path, disc_iso: Path, tmp_path: Path
+) -> None:
+    """The library function behind `trust add` and the guided workflow's offer to trust."""
+    from discmaker.check.sender import sender_certificate
+    from discmaker.errors import KeyFileError, UsageError
+
+    for source in (centre.cert_path, disc_folder, disc_iso):
+        assert sender_certificate(source) == centre.identity.certificate
+    with pytest.raises(UsageError, match="does not exist"):
+        sender_certificate(tmp_path / "nothing here")
+    with pytest.raises(KeyFileError, match="private key"):
+        sender_certificate(centre.key_path)

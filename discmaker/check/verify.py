@@ -142,7 +142,10 @@ class _Job:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class ImageOutcome:
+    """One image's verdict with what :func:`check_and_restore` did with it: ``written``, the
+    original's path when it was restored; ``key_id``, the key its watermark verified with."""
+
     verdict: ImageVerdict
     key_id: bytes | None
     written: str | None
@@ -313,7 +316,7 @@ def _has_bookkeeping(ds: Dataset) -> bool:
     return True
 
 
-def _verify_one(context: _Context, job: _Job) -> _Outcome:
+def _verify_one(context: _Context, job: _Job) -> ImageOutcome:
     """Steps (3) and (4) for one image, and its verdict: the task of :func:`run_jobs`.
 
     Everything done with the received file happens inside one warning capture: pydicom
@@ -336,11 +339,11 @@ def _verify_one(context: _Context, job: _Job) -> _Outcome:
     return outcome
 
 
-def _judge_image(context: _Context, job: _Job) -> _Outcome:
+def _judge_image(context: _Context, job: _Job) -> ImageOutcome:
     image = _Image(job, label=_series_label(job.entry.identity) if job.entry else "")
     parsed = _read_image(context.source, image)
     if parsed is None:
-        return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None)
+        return ImageOutcome(image.verdict(ImageStatus.TAMPERED), None, None)
     ds, attrs = parsed
     if not image.label:
         image.label = _series_label(attrs)
@@ -528,7 +531,7 @@ def _check_pixels(
     return _Pixels(key_id=res.key_id)
 
 
-def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixels) -> _Outcome:
+def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixels) -> ImageOutcome:
     """Step (5) for one image of a signed disc, and its original written when restoring."""
     job = image.job
     if image.altered and not image.reasons:
@@ -537,16 +540,16 @@ def _image_verdict(image: _Image, entry: ImageEntry, ds: Dataset, pixels: _Pixel
         written = None
         if job.restore_to is not None and job.restore_tampered:
             written = _write_tampered(ds, pixels.restored, job.restore_to)
-        return _Outcome(image.verdict(ImageStatus.TAMPERED), pixels.key_id, written)
+        return ImageOutcome(image.verdict(ImageStatus.TAMPERED), pixels.key_id, written)
     if entry.watermark == "embedded" and pixels.watermark_ok:
         if not pixels.signer_trusted:
             image.reasons.append("watermark signed by a sender who is not in your trust store")
-            return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), pixels.key_id, None)
+            return ImageOutcome(image.verdict(ImageStatus.NOT_VERIFIABLE), pixels.key_id, None)
         written = _write_original(ds, pixels.restored, job.restore_to) if job.restore_to else None
-        return _Outcome(image.verdict(ImageStatus.OK, restorable=True), pixels.key_id, written)
+        return ImageOutcome(image.verdict(ImageStatus.OK, restorable=True), pixels.key_id, written)
     image.reasons.append(entry.watermark_reason or "no watermark")
     written = _write_original(ds, None, job.restore_to) if job.restore_to else None
-    return _Outcome(
+    return ImageOutcome(
         image.verdict(ImageStatus.MANIFEST_ONLY, restorable=True), pixels.key_id, written
     )
 
@@ -572,7 +575,7 @@ def _written_by_discmaker(ds: Dataset) -> bool:
 
 def _verify_unsigned(
     context: _Context, image: _Image, ds: Dataset, attrs: Mapping[str, str]
-) -> _Outcome:
+) -> ImageOutcome:
     """An image on a disc without a (valid) discmaker manifest, judged by its watermark.
 
     A discmaker image keeps its watermark when someone deletes DISCSIG/ and the private
@@ -589,43 +592,43 @@ def _verify_unsigned(
             f"its Pixel Data holds {extra:,} bytes more than its frames need: bytes that no "
             "watermark covers"
         )
-        return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None, True)
+        return ImageOutcome(image.verdict(ImageStatus.TAMPERED), None, None, True)
     res = _unseal(context, image, ds, attrs)
     bookkeeping = _has_bookkeeping(ds)
     if res.status == "no-watermark" and not bookkeeping:
         written_by_us = _written_by_discmaker(ds)
         if mism:
-            return _Outcome(image.verdict(ImageStatus.TAMPERED), None, None, written_by_us)
+            return ImageOutcome(image.verdict(ImageStatus.TAMPERED), None, None, written_by_us)
         image.reasons.append(
             "written by discmaker, but neither a watermark nor discmaker's block is left to "
             "judge it by"
             if written_by_us
             else "not made with discmaker: nothing shows whether it was changed"
         )
-        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None, written_by_us)
+        return ImageOutcome(image.verdict(ImageStatus.NOT_VERIFIABLE), None, None, written_by_us)
     trusted = res.key_id is not None and res.key_id in context.trusted
     if res.status == "ok" and trusted and image.job.loose and (res.version or 0) >= 4:
         image.reasons.append(
             "watermark intact: header and pixels exactly as a trusted sender sealed them"
         )
-        return _Outcome(image.verdict(ImageStatus.OK, restorable=True), res.key_id, None, True)
+        return ImageOutcome(image.verdict(ImageStatus.OK, restorable=True), res.key_id, None, True)
     if res.status == "ok" and trusted and image.job.loose:
         image.reasons.append(
             "watermark intact, but in format v3, which seals the patient, study and series "
             "identity and the pixels only: geometry, value mapping and the rest of the header "
             "are not proven without the disc"
         )
-        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+        return ImageOutcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "ok" and not mism:
         image.reasons.append(
             "watermark intact"
             + (" (sealed by a trusted sender)" if trusted else "")
             + ", but the disc's signed list of files (DISCSIG) is missing or invalid"
         )
-        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+        return ImageOutcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "unknown-signer" and not mism:
         image.reasons.append("watermarked by a sender who is not in your trust store")
-        return _Outcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
+        return ImageOutcome(image.verdict(ImageStatus.NOT_VERIFIABLE), res.key_id, None, True)
     if res.status == "no-watermark":
         image.reasons.append(
             "made by discmaker, but its watermark is missing (re-saved or replaced)"
@@ -634,7 +637,7 @@ def _verify_unsigned(
         image.reasons.append(_header_changed(image, res, ds, ()))
     elif res.status != "ok":
         image.reasons.extend(res.reasons or ("the watermark does not verify",))
-    return _Outcome(image.verdict(ImageStatus.TAMPERED), res.key_id, None, True)
+    return ImageOutcome(image.verdict(ImageStatus.TAMPERED), res.key_id, None, True)
 
 
 def _check_images(
@@ -644,7 +647,7 @@ def _check_images(
     trusted: frozenset[bytes],
     workers: int,
     progress: Progress | None,
-) -> list[_Outcome]:
+) -> list[ImageOutcome]:
     """Steps (3) and (4) for every image, in order, in ``workers`` processes when worth it."""
     started = time.perf_counter()
     raw = {k: v.public_bytes(Encoding.Raw, PublicFormat.Raw) for k, v in keys.items()}
@@ -655,7 +658,7 @@ def _check_images(
         setup_args=(reading, raw, trusted),
         workers=workers,
     )
-    out: list[_Outcome] = []
+    out: list[ImageOutcome] = []
     shared: dict[object, object] = {}
     try:
         for n, (job, outcome) in enumerate(zip(jobs, results, strict=True), 1):
@@ -675,7 +678,7 @@ def _check_images(
     return out
 
 
-def _compact(outcome: _Outcome, job: _Job, shared: dict[object, object]) -> _Outcome:
+def _compact(outcome: ImageOutcome, job: _Job, shared: dict[object, object]) -> ImageOutcome:
     """``outcome`` as kept until the report: what every image of a series repeats (its
     series, the sealing key, the usual reasons) once, and its path and SOP Instance UID as
     the job already holds them. An outcome comes unpickled from a worker, all its strings
@@ -1182,7 +1185,7 @@ def _disc_verdict(
     manifest: Manifest,
     files: _Files,
     missing: Sequence[_Job],
-    outcomes: Sequence[_Outcome],
+    outcomes: Sequence[ImageOutcome],
     trusted_ids: frozenset[bytes],
 ) -> CheckReport:
     """Step (5): every image's verdict and the disc's findings, as one report."""
@@ -1267,7 +1270,7 @@ def check_and_restore(
     workers: int = 1,
     restore_dir: Path | None = None,
     restore_tampered: bool = False,
-) -> tuple[CheckReport, list[_Outcome]]:
+) -> tuple[CheckReport, list[ImageOutcome]]:
     """The check, and when ``restore_dir`` is given each image's original written beneath it."""
     started = time.perf_counter()
     with open_source(source) as src:
@@ -1329,7 +1332,7 @@ def _check_unsigned(
     progress: Progress | None,
     trust: TrustStore,
     signature: _Signature | None = None,
-) -> tuple[CheckReport, list[_Outcome]]:
+) -> tuple[CheckReport, list[ImageOutcome]]:
     """A disc without a usable discmaker manifest: structure and consistency checks, and
     each image judged by the watermark it may still carry.
 
@@ -1407,7 +1410,9 @@ def _with_record_uids(
     return replace(verdict, series_uid=uid) if uid and not verdict.series_uid else verdict
 
 
-def _removed_signature(outcomes: Sequence[_Outcome], trusted: frozenset[bytes]) -> Finding | None:
+def _removed_signature(
+    outcomes: Sequence[ImageOutcome], trusted: frozenset[bytes]
+) -> Finding | None:
     """Step (1) on a disc without DISCSIG/: images discmaker wrote (a watermark, its private
     block or its implementation UID) say a signature was there and was removed."""
     if not any(o.made_by_discmaker for o in outcomes):
@@ -1590,7 +1595,7 @@ def _check_loose_files(
     workers: int,
     progress: Progress | None,
     trust: TrustStore,
-) -> tuple[CheckReport, list[_Outcome]]:
+) -> tuple[CheckReport, list[ImageOutcome]]:
     """DICOM files without a DICOMDIR: each judged as an image with no DICOMDIR record, and
     the set checked for one patient and each study under one Patient ID.
 
@@ -1685,7 +1690,7 @@ def _sealer(trust: TrustStore, key_ids: set[bytes]) -> Signer | None:
     return _signer(found.certificate, trusted=True, signed_at=None)  # a watermark has no time
 
 
-def _loose_notes(outcomes: Sequence[_Outcome], files: str, signer: Signer | None) -> list[str]:
+def _loose_notes(outcomes: Sequence[ImageOutcome], files: str, signer: Signer | None) -> list[str]:
     """What the watermarks of loose files prove, and what they cannot."""
     ok = sum(o.verdict.status is ImageStatus.OK for o in outcomes)
     who = f"{signer.subject} (in your trust store)" if signer else "a sender in your trust store"
@@ -1985,4 +1990,4 @@ def tamper_thumbnails(
     return out
 
 
-__all__ = ["check_and_restore", "check_disc", "check_set", "tamper_thumbnails"]
+__all__ = ["ImageOutcome", "check_and_restore", "check_disc", "check_set", "tamper_thumbnails"]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from discmaker.check.verify import Progress, _Outcome, check_and_restore
+from discmaker.check.verify import ImageOutcome, Progress, check_and_restore
 from discmaker.crypto.trust import TrustStore
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import CHECK_NOT_VERIFIABLE, UsageError
@@ -479,7 +479,7 @@ def import_disc(
 def _send_verified(
     run: _Run,
     report: CheckReport,
-    outcomes: Sequence[_Outcome],
+    outcomes: Sequence[ImageOutcome],
     log_file: Path,
     *,
     dry_run: bool,

@@ -859,31 +859,6 @@ def _cmd_import(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
-def _sender_certificate(source: Path) -> Any:
-    """The certificate in a file, or the signer's certificate on a disc, ISO image or drive."""
-    from discmaker.disc.source import open_source
-    from discmaker.format.manifest import SIGNER_PATH
-
-    is_file = source.is_file()
-    if is_file:
-        with open(source, "rb") as fp:
-            fp.seek(16 * 2048 + 1)
-            is_iso = fp.read(5) == b"CD001"
-        if not is_iso:
-            return signing.load_certificate(source)
-    if not source.exists():
-        raise errors.UsageError(f"{source} does not exist; give a certificate file or a disc")
-    with open_source(source) as disc:
-        try:
-            data = disc.read_bytes(SIGNER_PATH, limit=64 * 1024)
-        except errors.DiscError as exc:
-            raise errors.UsageError(
-                f"{source} carries no sender certificate ({SIGNER_PATH}): it is not a signed "
-                f"discmaker disc ({exc}). Ask the sender for their certificate file."
-            ) from exc
-    return signing.load_certificate_bytes(data)
-
-
 def _trust_store(paths: Sequence[Path] | None) -> Any:
     from discmaker.crypto.trust import TrustStore
 
@@ -891,11 +866,12 @@ def _trust_store(paths: Sequence[Path] | None) -> Any:
 
 
 def cmd_trust(args: argparse.Namespace, console: Console) -> int:
+    from discmaker.check.sender import sender_certificate
     from discmaker.crypto.trust import TrustStore
 
     store = TrustStore.default()
     if args.trust_command == "add":
-        certificate = _sender_certificate(args.cert)
+        certificate = sender_certificate(args.cert)
         subject, fingerprint = signing.subject_text(certificate), signing.fingerprint(certificate)
         console.print(Text.assemble("Sender      ", (plain(subject), "bold")))
         console.print(Text(f"Fingerprint {fingerprint}"), soft_wrap=True)

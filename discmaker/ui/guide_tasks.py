@@ -627,18 +627,9 @@ def _may_trust(report: CheckReport) -> bool:
     )
 
 
-def _disc_certificate(source: Path) -> Any:
-    """The signer certificate the disc carries (DISCSIG/SIGNER.PEM), read as hostile input."""
-    from discmaker.disc.source import open_source
-    from discmaker.format.manifest import SIGNER_PATH
-
-    with open_source(source) as disc:
-        data = disc.read_bytes(SIGNER_PATH, limit=64 * 1024)
-    return signing.load_certificate_bytes(data)
-
-
 def _trust_sender(session: Session, source: Path, report: CheckReport, store: Any) -> bool:
     """Offer to trust the disc's sender; True when they were added to the user's store."""
+    from discmaker.check.sender import sender_certificate
     from discmaker.crypto.trust import TrustedSigner
 
     session.console.print()
@@ -649,7 +640,7 @@ def _trust_sender(session: Session, source: Path, report: CheckReport, store: An
     ):
         session.say("Not trusted. Nothing was changed.")
         return False
-    certificate = _disc_certificate(source)
+    certificate = sender_certificate(source)
     signer = TrustedSigner.from_certificate(certificate)
     if report.signer is None or signer.fingerprint != report.signer.fingerprint:
         # The disc in the drive is not the one just checked (or it changed): trust nothing.
