@@ -264,6 +264,8 @@ def test_an_unreachable_pacs_is_exit_69_with_advice(
     code, out = _cli(_import_args(disc_folder, to, centre, log))
     assert code == IMPORT_UNREACHABLE == 69, out
     assert "No DICOM answer from 127.0.0.1" in out and "nothing listens on port" in out
+    # the advice names the address as given, in words the guided workflow's user knows too
+    assert f"in the PACS address ({to})" in " ".join(out.split()) and "--to" not in out
     lines = _log_lines(log)
     assert [line.get("outcome") for line in lines] == ["unreachable"]
 

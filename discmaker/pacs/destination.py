@@ -85,8 +85,8 @@ class Destination:
             host, colon, port = rest[: close + 1], rest[close + 1 : close + 2], rest[close + 2 :]
         if not at or not colon or not port.isdigit():
             raise UsageError(
-                f"--to {text!r} is not AET@HOST:PORT. Give the PACS's AE title, host and DICOM "
-                "port, e.g. PACS@pacs.hospital.local:104."
+                f"The PACS address {text!r} is not AET@HOST:PORT. Give the PACS's AE title, host "
+                "and DICOM port, e.g. PACS@pacs.hospital.local:104."
             )
         return cls(aet=aet, host=host, port=int(port))
 

@@ -100,8 +100,8 @@ def _warning_message(code: int) -> str:
 class Tls:
     """DICOM over TLS (PS3.15 Annex B, the BCP 195 profile's TLS 1.2 or later): the PACS's
     certificate is verified against ``ca_file`` (default: this computer's trusted CAs) and
-    must name the host in ``--to``; ``cert_file``/``key_file`` are ours, for a PACS that asks
-    its senders for a certificate."""
+    must name the host in the PACS address; ``cert_file``/``key_file`` are ours, for a PACS
+    that asks its senders for a certificate."""
 
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -139,12 +139,13 @@ def _refusal(destination: Destination, calling_aet: str, assoc: _PynetAssociatio
             return (
                 f"The PACS at {where} refused the connection: it does not know our AE title "
                 f"{calling_aet!r}. Ask the PACS administrator to register {calling_aet!r} (this "
-                "computer) as a DICOM sender, or give the title it knows with --aet."
+                "computer) as a DICOM sender, or set this computer's AE title to the one it knows."
             )
         if source == 1 and diagnostic == 7:
             return (
                 f"The DICOM service at {where} refused the connection: it is not called "
-                f"{destination.aet!r}. Check the PACS's AE title (capitals matter) in --to."
+                f"{destination.aet!r}. Check the PACS's AE title (capitals matter) in the PACS "
+                f"address ({destination})."
             )
         if source == 3 or (source == 2 and diagnostic == 2):
             return (
@@ -161,8 +162,9 @@ def _refusal(destination: Destination, calling_aet: str, assoc: _PynetAssociatio
             f"administrator whether {calling_aet!r} may send images to {destination.aet!r}."
         )
     return (
-        f"No DICOM answer from {where}. Check the host name and port in --to, that the PACS "
-        "is running, and ask IT whether a firewall blocks that port."
+        f"No DICOM answer from {where}. Check the host name and port in the PACS address "
+        f"({destination}), that the PACS is running, and ask IT whether a firewall blocks that "
+        "port."
     )
 
 
@@ -175,23 +177,25 @@ def _probe(destination: Destination, timeout: float) -> None:
             pass
     except socket.gaierror as exc:
         raise DestinationError(
-            f"The host name {destination.host!r} is unknown here. Check its spelling in --to, "
-            "or use the PACS's IP address."
+            f"The host name {destination.host!r} is unknown here. Check its spelling in the PACS "
+            f"address ({destination}), or use the PACS's IP address."
         ) from exc
     except ConnectionRefusedError as exc:
         raise DestinationError(
             f"No DICOM answer from {where}: nothing listens on port {destination.port} of "
-            f"{destination.host}. Check the port in --to and that the PACS is running."
+            f"{destination.host}. Check the port in the PACS address ({destination}) and that the "
+            "PACS is running."
         ) from exc
     except TimeoutError as exc:
         raise DestinationError(
-            f"No DICOM answer from {where} within {timeout:g} s. Check the host in --to, and "
-            "ask IT whether a firewall blocks that port."
+            f"No DICOM answer from {where} within {timeout:g} s. Check the host in the PACS "
+            f"address ({destination}), and ask IT whether a firewall blocks that port."
         ) from exc
     except OSError as exc:
         raise DestinationError(
             f"No DICOM answer from {where} ({exc.strerror or exc}). Check the host and port in "
-            "--to, that the PACS is running, and ask IT whether a firewall blocks that port."
+            f"the PACS address ({destination}), that the PACS is running, and ask IT whether a "
+            "firewall blocks that port."
         ) from exc
 
 
