@@ -72,6 +72,7 @@ from discmaker.format import manifest
 from discmaker.format.dicomdir import validate_fileset_id
 from discmaker.format.manifest import OmittedFile
 from discmaker.parallel import default_workers, run_jobs
+from discmaker.sharing import Shared
 from discmaker.templating import PatientSummary, SeriesSummary, StudySummary, as_context, render
 
 if TYPE_CHECKING:
@@ -692,7 +693,7 @@ def _prepare_and_index(
     skip = req.skip_unusable and not req.span
     writer = DicomdirWriter(fileset_id=disc.label, salt=run.timestamp.isoformat())
     indexing_seconds = 0.0  # step 4's share of the loop: placing and encoding the records
-    strings: dict[str, str] = {}  # one copy of each value many images share (names, UIDs)
+    strings = Shared()  # one copy of each value many images share (names, UIDs)
     ready = _prepare_each(
         disc.instances,
         work,
@@ -745,17 +746,11 @@ def _prepare_and_index(
     return prepared, file_ids, notes, tuple(omitted)
 
 
-def _kept(
-    p: Prepared, inst: InputInstance, notes: tuple[str, ...], strings: dict[str, str]
-) -> Prepared:
+def _kept(p: Prepared, inst: InputInstance, notes: tuple[str, ...], one: Shared) -> Prepared:
     """``p`` as the main process keeps it: without its DICOMDIR records (on the writer's tree
     now), and with one copy of each value it shares with other images (each worker result
     arrives with its own copies)."""
-
-    def one(value: str) -> str:
-        return strings.setdefault(value, value)
-
-    identity = p.identity.shared(strings)
+    identity = p.identity.shared(one)
     uid = identity["SOPInstanceUID"]
     return replace(
         p,

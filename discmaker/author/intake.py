@@ -24,6 +24,7 @@ from discmaker.diagnostics import captured_warnings
 from discmaker.errors import NoImagesError, StudyError, UnusableFileError
 from discmaker.format.identity import text_of
 from discmaker.format.manifest import OmittedFile
+from discmaker.sharing import Shared
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,9 @@ class InputInstance:
         """The file, as found."""
         return Path(self.file)
 
-    def shared(self, strings: dict[str, str]) -> InputInstance:
-        """The same instance, with the one equal string of ``strings`` (added if new) for
-        each value many instances share: UIDs of class, study and series, Patient ID,
-        modality, transfer syntax."""
-
-        def one(value: str) -> str:
-            return strings.setdefault(value, value)
-
+    def shared(self, one: Shared) -> InputInstance:
+        """The same instance, with each value many instances share (UIDs of class, study and
+        series, Patient ID, modality, transfer syntax) as ``one`` holds it."""
         return replace(
             self,
             sop_class_uid=one(self.sop_class_uid),
@@ -313,7 +309,7 @@ def scan(
             "Choose the folder that holds the exported study."
         )
 
-    strings: dict[str, str] = {}  # one copy of each value the instances share
+    strings = Shared()  # one copy of each value the instances share
     ordered = tuple(i.shared(strings) for i in sorted(instances.values(), key=lambda i: i.sort_key))
     patients = {i.patient_key for i in ordered}
     if len(patients) > 1 and not allow_mixed_patients:

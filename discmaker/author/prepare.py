@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,8 +30,7 @@ from discmaker.crypto import signing
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import UnusableFileError
 from discmaker.format.identity import (
-    IDENTITY_KEYWORDS,
-    INSTANCE_KEYWORDS,
+    Identity,
     identity_attributes,
     identity_digest,
 )
@@ -40,37 +39,6 @@ from discmaker.format.manifest import OmittedFile
 from discmaker.format.sealed import header_block
 from discmaker.watermark.engine import UnsupportedPixelsError, WatermarkCapacityError
 from discmaker.watermark.seal import seal_dataset
-
-_IDENTITY_INDEX = {keyword: n for n, keyword in enumerate(IDENTITY_KEYWORDS)}
-
-
-class Identity(Mapping[str, str]):
-    """An image's identity attributes (every keyword of IDENTITY_KEYWORDS), held as a tuple:
-    the main process keeps one per image until the manifest, and a dict costs ~1 KiB more."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: tuple[str, ...]) -> None:
-        self._values = values
-
-    def __getitem__(self, keyword: str) -> str:
-        return self._values[_IDENTITY_INDEX[keyword]]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(IDENTITY_KEYWORDS)
-
-    def __len__(self) -> int:
-        return len(IDENTITY_KEYWORDS)
-
-    def shared(self, strings: dict[str, str]) -> Identity:
-        """The same values, those of the patient, study, series and image geometry the one
-        equal string of ``strings`` (added if new); an instance's own are kept as they are."""
-        return Identity(
-            tuple(
-                v if k in INSTANCE_KEYWORDS else strings.setdefault(v, v)
-                for k, v in zip(IDENTITY_KEYWORDS, self._values, strict=True)
-            )
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +216,7 @@ def _prepared(
         work_path=job.work_path,
         records=None,
         invented=invented,
-        identity=Identity(tuple(attrs[k] for k in IDENTITY_KEYWORDS)),
+        identity=Identity.of(attrs),
         identity_sha256=identity_digest(attrs).hex(),
         watermark=status,
         watermark_reason=reason,

@@ -45,7 +45,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +106,7 @@ from discmaker.models import (
     StudySummary,
 )
 from discmaker.parallel import run_jobs
+from discmaker.sharing import Shared
 from discmaker.watermark.engine import UnsupportedPixelsError
 from discmaker.watermark.pixels import decoded_size
 from discmaker.watermark.seal import UnsealResult, unseal_dataset
@@ -659,7 +659,7 @@ def _check_images(
         workers=workers,
     )
     out: list[ImageOutcome] = []
-    shared: dict[object, object] = {}
+    shared = Shared()
     try:
         for n, (job, outcome) in enumerate(zip(jobs, results, strict=True), 1):
             out.append(_compact(outcome, job, shared))
@@ -678,16 +678,12 @@ def _check_images(
     return out
 
 
-def _compact(outcome: ImageOutcome, job: _Job, shared: dict[object, object]) -> ImageOutcome:
+def _compact(outcome: ImageOutcome, job: _Job, one: Shared) -> ImageOutcome:
     """``outcome`` as kept until the report: what every image of a series repeats (its
     series, the sealing key, the usual reasons) once, and its path and SOP Instance UID as
     the job already holds them. An outcome comes unpickled from a worker, all its strings
     new: a 3,000-image disc would otherwise keep 3,000 copies of each."""
     v = outcome.verdict
-
-    def one(value: Any) -> Any:
-        return shared.setdefault(value, value)
-
     entry_uid = job.entry.sop_instance_uid if job.entry is not None else None
     verdict = replace(
         v,

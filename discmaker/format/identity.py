@@ -22,10 +22,12 @@ are written in decimal; an absent or empty element is the empty string. The text
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from discmaker.sharing import Shared
 
 FORMAT = "discmaker-identity-v1"
 
@@ -47,6 +49,49 @@ IMAGE_KEYWORDS = (
 IDENTITY_KEYWORDS: tuple[str, ...] = (
     PATIENT_KEYWORDS + STUDY_KEYWORDS + SERIES_KEYWORDS + INSTANCE_KEYWORDS + IMAGE_KEYWORDS
 )
+
+_IDENTITY_INDEX = {keyword: n for n, keyword in enumerate(IDENTITY_KEYWORDS)}
+
+
+class Identity(Mapping[str, str]):
+    """An image's identity attributes (every keyword of IDENTITY_KEYWORDS, in that order),
+    held as a tuple: the author's main process and the checker keep one per image, and a
+    dict of the 23 keywords costs 600 bytes more."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        if len(values) != len(IDENTITY_KEYWORDS):
+            raise ValueError(f"an identity has {len(IDENTITY_KEYWORDS)} values, not {len(values)}")
+        self._values = values
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, str]) -> Identity:
+        """The identity whose values are ``attrs``' (which must hold every keyword)."""
+        return cls(tuple(attrs[k] for k in IDENTITY_KEYWORDS))
+
+    def __getitem__(self, keyword: str) -> str:
+        return self._values[_IDENTITY_INDEX[keyword]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(IDENTITY_KEYWORDS)
+
+    def __len__(self) -> int:
+        return len(IDENTITY_KEYWORDS)
+
+    def __repr__(self) -> str:
+        return f"Identity({dict(self)!r})"
+
+    def shared(self, pool: Shared) -> Identity:
+        """The same values, those of the patient, study, series and image geometry as
+        ``pool`` holds them; an instance's own are kept as they are."""
+        return Identity(
+            tuple(
+                v if k in INSTANCE_KEYWORDS else pool(v)
+                for k, v in zip(IDENTITY_KEYWORDS, self._values, strict=True)
+            )
+        )
+
 
 # The watermark carries a truncated digest: 128 bits keep second preimages out of reach while
 # leaving room in small frames. The manifest stores the full hex digest.
@@ -117,6 +162,7 @@ __all__ = [
     "SERIES_KEYWORDS",
     "STUDY_KEYWORDS",
     "WATERMARK_DIGEST_BYTES",
+    "Identity",
     "canonical_text",
     "differing_keywords",
     "element_text",

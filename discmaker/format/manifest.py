@@ -25,6 +25,7 @@ from discmaker.format.identity import (
     PATIENT_KEYWORDS,
     SERIES_KEYWORDS,
     STUDY_KEYWORDS,
+    Identity,
 )
 
 FORMAT = "discmaker-manifest"
@@ -407,7 +408,7 @@ def parse(data: bytes) -> Manifest:
                             sop_class_uid=_req(img, "sop_class_uid", str, where),
                             sop_instance_uid=_req(img, "sop_instance_uid", str, where),
                             transfer_syntax=_req(img, "transfer_syntax", str, where),
-                            identity={k: identity[k] for k in IDENTITY_KEYWORDS},
+                            identity=Identity.of(identity),
                             identity_sha256=_req(img, "identity_sha256", str, where),
                             watermark=_req(wm, "status", str, where),
                             watermark_reason=_req(wm, "reason", str, where),
