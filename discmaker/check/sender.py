@@ -21,8 +21,9 @@ def sender_certificate(source: Path) -> x509.Certificate:
     """The certificate in the file ``source``, or the signer's certificate (DISCSIG/SIGNER.PEM)
     on the disc, ISO image or folder ``source``, read as hostile input.
 
-    Raises :class:`UsageError` when ``source`` does not exist or carries no certificate, and
-    :class:`DiscError` when the certificate it carries cannot be read.
+    Raises :class:`UsageError` when ``source`` does not exist or carries no certificate,
+    :class:`KeyFileError` when a file is not a certificate (a private key above all), and
+    :class:`DiscError` when the certificate a disc carries cannot be read.
     """
     if source.is_file():
         try:
