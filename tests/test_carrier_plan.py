@@ -95,6 +95,20 @@ def test_plan_exists_when_only_small_shards_fit() -> None:
     assert max(count.values()) == 1
 
 
+def test_plan_prefers_slots_cheap_only_for_a_larger_k() -> None:
+    """Slots that hold a k >= 6 shard cheaply (ROI carriers in a narrow band of air) beat
+    slots that hold any shard at a high cost (whole boxes over anatomy). The planner used to
+    order slots by their k = 4 cost alone and took a costly one (ct_slice(0): 7 % of the
+    changed values in the body)."""
+    cheap = [0, 2, 5, 7, 8, 10, 13, 15]
+    costs = np.full((16, 15), 1e6)
+    costs[cheap, :5] = np.inf
+    costs[cheap, 5:] = 100.0
+    plan = plan_carriers(costs, (4, 4), 1)
+    assert plan is not None and plan.cost < 1e6
+    assert set(plan.carriers) <= set(cheap) and plan.k >= 6
+
+
 @pytest.mark.parametrize("sigma", [50.0, 100.0, 200.0])
 def test_noisy_15bit_cr_carries(sigma: float) -> None:
     _check(noisy_cr(sigma))
@@ -155,13 +169,15 @@ def test_capacity_plan_never_reports_enough_capacity() -> None:
     "load",
     [
         pytest.param(lambda: ct_slice(3), id="ct-512-12HU"),
+        pytest.param(lambda: ct_slice(0), id="ct-512-12HU-slice0"),
+        pytest.param(lambda: ct_slice(2), id="ct-512-12HU-slice2"),
         pytest.param(lambda: mr_slice(3), id="mr-256"),
     ],
 )
 def test_background_frame_keeps_the_body_untouched(load: Callable[[], Dataset]) -> None:
     """>= 15 % background: no changed value inside the body mask (ring headers included).
-    (Not every noisy frame gets there: ct_slice(0)'s air cannot hold all shards, one carrier
-    then uses its whole box; see docs/WATERMARK.md.)"""
+    (ct_slice(0) and (2) did not before the planner searched slot orders by larger k: one
+    carrier used its whole box. Not every noisy frame gets there; see docs/WATERMARK.md.)"""
     ds = load()
     fmt = pixel_format(ds)
     before, after = _check(ds)

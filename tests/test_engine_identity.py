@@ -481,10 +481,16 @@ def _plan_reference(costs: np.ndarray, grid: tuple[int, int], planes: int) -> se
     nwin = 1 + max(max(w) for w in wins)
     best: seal._Plan | None = None
     rank = seal._rank(costs, min(kmax, 4) - 1)
+    by_k: list[list[int]] = []
+    for k in seal._K_ORDERS:
+        if k <= kmax:
+            order = seal._rank(costs[:, k - 1 : k], 0)
+            if order and order not in by_k:
+                by_k.append(order)
     for m in range(1, min(nslots, 4 * planes) + 1):
         seen: set[tuple[int, ...]] = set()
-        for first in rank[: seal._STARTS]:
-            order = seal._greedy([first, *rank], wins, nb, nwin, m)
+        for cands in [[first, *rank] for first in rank[: seal._STARTS]] + by_k:
+            order = seal._greedy(cands, wins, nb, nwin, m)
             if len(order) <= m or tuple(order) in seen:
                 continue
             seen.add(tuple(order))

@@ -84,6 +84,7 @@ _SIG = 64
 _SEARCH_BUDGET = 256  # decode attempts when some CRC-valid shards are inconsistent
 _STARTS = 6  # carrier plans: greedy runs per parity, each from another cheap first carrier
 _K_MAX = 32  # data shards at most (more only adds per-carrier overhead)
+_K_ORDERS = (6, 8, 11, 16, 23, 32)  # planner: k past 4 whose slot order is searched as well
 _SIDE_BITS = HEADER_BITS + 24  # per carrier: ring header + its saved LSBs + CRC-24 (+ length)
 
 Status = Literal[
@@ -661,11 +662,18 @@ def plan_carriers(
     wins = _windows(grid)
     nwin = 1 + max(max(w) for w in wins)
     rank = _rank(costs, min(kmax, 4) - 1)
+    # and the slots by their cost at a few larger k: a slot that holds only a larger k's shards
+    # cheaply (a ROI carrier in a narrow band of air) is near the front of that k's order,
+    # where `rank` put it behind every slot holding k = 4 at any cost (a whole box of anatomy)
+    by_k = [_rank(costs[:, k - 1 : k], 0) for k in _K_ORDERS if k <= kmax]
+    by_k = [list(o) for o in dict.fromkeys(tuple(o) for o in by_k if o)]  # (often the same)
     tried: list[tuple[int, list[int]]] = []  # (m, carriers in order), as the search meets them
     for m in range(1, min(nslots, 4 * planes) + 1):
         seen: set[tuple[int, ...]] = set()
-        for first in rank[:_STARTS]:  # greedy from a few different first carriers
-            order = _greedy([first, *rank], wins, nb, nwin, m)
+        starts = [[first, *rank] for first in rank[:_STARTS]]  # a few different first carriers
+        starts += by_k
+        for cands in starts:
+            order = _greedy(cands, wins, nb, nwin, m)
             if len(order) <= m:
                 continue
             key = tuple(order)
