@@ -22,10 +22,14 @@ are written in decimal; an absent or empty element is the empty string. The text
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterator, Mapping
 
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 
 from discmaker.sharing import Shared
 
@@ -111,17 +115,75 @@ def element_text(value: object) -> str:
     return str(value).rstrip(" \x00").lstrip(" ")
 
 
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # one value each, leading spaces kept by pydicom
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"}
+)  # backslash-separated values, each stripped of spaces (pydicom, then element_text)
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+
+
+def raw_element_text(raw: RawDataElement, *, keep_leading: bool = False) -> str | None:
+    """:func:`element_text` of an element pydicom has not converted yet, read straight from
+    its bytes (about 5x faster than pydicom's conversion); None where only that conversion
+    gives the text exactly (sequences, non-ASCII text, ambiguous or unknown VRs), so both
+    ways always agree (tests compare them on every test file of pydicom and pydicom-data).
+
+    Binary values are ``sha256:<hex>`` of their bytes (empty when there are none): the sealed
+    header's rule, the only caller that reads them. ``keep_leading``: ST, LT and UT keep their
+    leading spaces (the sealed header's rule too; element_text strips them).
+    """
+    vr = raw.VR
+    if vr == "UN":  # pydicom reads UN as the dictionary's VR when it knows the tag
+        return None
+    if vr is None:
+        try:
+            vr = str(dictionary_VR(raw.tag))
+        except KeyError:
+            return None
+    data = raw.value if isinstance(raw.value, bytes) else b"" if raw.value is None else None
+    if data is None:
+        return None
+    if vr in _BINARY_VRS:
+        return "sha256:" + hashlib.sha256(data).hexdigest() if data else ""
+    fmt = _NUMBER_FORMATS.get(vr)
+    if fmt is not None:
+        size = struct.calcsize(fmt)
+        if len(data) % size:
+            return None
+        order = "<" if raw.is_little_endian else ">"
+        values = struct.unpack(f"{order}{len(data) // size}{fmt}", data)
+        return "\\".join(str(v) for v in values)
+    if not data.isascii() or b"\x1b" in data:
+        return None
+    text = data.decode("ascii")
+    if vr in _TEXT_VRS:
+        text = text.rstrip(" \x00")
+        return text if keep_leading else text.lstrip(" ")
+    if vr in _STRING_VRS:
+        return "\\".join(v.rstrip(" \x00").lstrip(" ") for v in text.split("\\"))
+    return None
+
+
 def text_of(ds: Dataset, keyword: str) -> str:
     """The element ``keyword`` of ``ds`` as canonical text; empty when absent."""
     return element_text(ds.get(keyword))
 
 
+_IDENTITY_TAGS: tuple[tuple[str, BaseTag], ...] = tuple((k, Tag(k)) for k in IDENTITY_KEYWORDS)
+
+
 def identity_attributes(ds: Dataset) -> dict[str, str]:
-    """The identity attributes of ``ds`` as canonical text, in canonical order."""
+    """The identity attributes of ``ds`` as canonical text, in canonical order.
+
+    An element pydicom has not converted yet is read from its bytes where that gives the
+    same text (:func:`raw_element_text`), and left unconverted."""
     attrs: dict[str, str] = {}
-    for keyword in IDENTITY_KEYWORDS:
-        value = ds.get(keyword)
-        text = element_text(value)
+    for keyword, tag in _IDENTITY_TAGS:
+        raw = ds.get_item(tag)
+        text = raw_element_text(raw) if isinstance(raw, RawDataElement) else None
+        if text is None:
+            text = element_text(ds.get(tag).value) if raw is not None else ""
         if keyword == "NumberOfFrames" and text == "":
             text = "1"  # absent means one frame (PS3.3 C.7.6.6)
         attrs[keyword] = text
@@ -168,6 +230,7 @@ __all__ = [
     "element_text",
     "identity_attributes",
     "identity_digest",
+    "raw_element_text",
     "text_of",
     "watermark_digest",
 ]

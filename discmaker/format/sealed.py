@@ -35,17 +35,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from discmaker.format.identity import element_text
+from discmaker.format.identity import element_text, raw_element_text
 
 FORMAT = "discmaker-header-v1"
 DIGEST_BYTES = 16
@@ -289,45 +287,6 @@ _MAX_DEPTH = 32  # past the checker's own bound (format.reading.MAX_NESTING): ne
 
 
 _TEXT_VRS = frozenset({"ST", "LT", "UT"})  # one value each; leading spaces are significant
-_STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"}
-)  # backslash-separated values, each stripped of spaces (pydicom, then element_text)
-_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
-
-
-def _raw_text(raw: RawDataElement) -> str | None:
-    """The canonical value text of an element pydicom has not converted, straight from its
-    bytes; None where only pydicom's conversion gives it exactly (sequences, non-ASCII text,
-    ambiguous or unknown VRs), so both ways always give the same text (a property test)."""
-    vr = raw.VR
-    if vr == "UN":  # pydicom reads UN as the dictionary's VR when it knows the tag
-        return None
-    if vr is None:
-        try:
-            vr = str(dictionary_VR(raw.tag))
-        except KeyError:
-            return None
-    data = raw.value if isinstance(raw.value, bytes) else b"" if raw.value is None else None
-    if data is None:
-        return None
-    if vr in _BINARY_VRS:
-        return "sha256:" + hashlib.sha256(data).hexdigest() if data else ""
-    fmt = _NUMBER_FORMATS.get(vr)
-    if fmt is not None:
-        size = struct.calcsize(fmt)
-        if len(data) % size:
-            return None
-        order = "<" if raw.is_little_endian else ">"
-        values = struct.unpack(f"{order}{len(data) // size}{fmt}", data)
-        return "\\".join(str(v) for v in values)
-    if not data.isascii() or b"\x1b" in data:
-        return None
-    text = data.decode("ascii")
-    if vr in _TEXT_VRS:
-        return text.rstrip(" \x00")
-    if vr in _STRING_VRS:
-        return "\\".join(v.rstrip(" \x00").lstrip(" ") for v in text.split("\\"))
-    return None
 
 
 def _escaped(text: str) -> str:
@@ -396,7 +355,7 @@ def _element_lines(ds: Dataset, tag: BaseTag, name: str) -> list[str]:
     text is always made and still differs from what was sealed."""
     raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement):  # not converted yet: read its bytes, if that is exact
-        text = _raw_text(raw)
+        text = raw_element_text(raw, keep_leading=True)
         if text is not None:
             return [f"{name}={_escaped(text)}"] if text else []
     try:
