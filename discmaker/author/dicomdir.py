@@ -278,12 +278,13 @@ def header_for_record(ds: Dataset) -> tuple[Dataset, tuple[str, ...]]:
     placeholders for type 1 keys left empty.
 
     The copy shares the elements of ``ds``; each one it changes is replaced, never edited,
-    so the image (already encoded, or still to be) keeps every value as it came.
+    so the image (already encoded, or still to be) keeps every value as it came. What
+    ``ds`` holds unconverted is converted only in the copy, and only what the records use.
     """
     hdr = Dataset()
-    for elem in ds:
-        if elem.tag != PIXEL_DATA and elem.tag.group != 0x0002:
-            hdr.add(elem)
+    for tag in ds.keys():  # noqa: SIM118 (iterating ``ds`` converts every element)
+        if tag != PIXEL_DATA and tag >> 16 != 0x0002:
+            hdr[tag] = ds.get_item(tag)  # an element not converted yet is converted in hdr
     hdr.file_meta = ds.file_meta
     _sr_record_keys(hdr)
     invented = list(conform_record_keys(hdr))
