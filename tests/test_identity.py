@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.data import get_testdata_files
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
@@ -94,6 +94,18 @@ def test_padding_is_removed_the_same_way_from_bytes() -> None:
     assert expected["PatientID"] == "0042" and expected["PatientName"] == "DOE^JANE\\DOE^J"
     for syntax in (None, ImplicitVRLittleEndian, ExplicitVRBigEndian):
         assert identity_attributes(dcmread(io.BytesIO(_file(ds, syntax)))) == expected
+
+
+def test_an_identity_element_declared_binary_reads_the_same_both_ways() -> None:
+    """A file may declare Patient Name OB (explicit VR): read raw, converted, or from the
+    dataset in memory, the identity is the same (the raw path leaves binary to pydicom)."""
+    ds = ct_slice(0, rows=32, cols=32)
+    ds[0x00100010] = DataElement(0x00100010, "OB", b"DOE^JOHN")
+    expected = identity_attributes(ds)
+    assert expected["PatientName"] == "DOE^JOHN"
+    data = _file(ds)
+    assert identity_attributes(dcmread(io.BytesIO(data))) == expected
+    assert identity_attributes(_converted(dcmread(io.BytesIO(data)))) == expected
 
 
 def test_identity_leaves_plain_elements_unconverted() -> None:

@@ -355,7 +355,7 @@ def _element_lines(ds: Dataset, tag: BaseTag, name: str) -> list[str]:
     text is always made and still differs from what was sealed."""
     raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement):  # not converted yet: read its bytes, if that is exact
-        text = raw_element_text(raw, keep_leading=True)
+        text = raw_element_text(raw, sealed=True)
         if text is not None:
             return [f"{name}={_escaped(text)}"] if text else []
     try:
