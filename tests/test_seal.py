@@ -259,6 +259,16 @@ def test_unseal_does_not_modify_dataset() -> None:
     assert ds.PixelData == sealed
 
 
+def test_unseal_without_restore_verifies_the_same() -> None:
+    """A check that writes no originals asks for no restored bytes: same verdict, none made."""
+    ds, _ = sealed_512()
+    full = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB})
+    bare = unseal_dataset(ds, headers={4: IDENT}, public_keys={KID: PUB}, restore=False)
+    assert full.status == bare.status == "ok" and full.restored_pixel_data is not None
+    assert bare.restored_pixel_data is None
+    assert (bare.key_id, bare.regions, bare.version) == (full.key_id, full.regions, full.version)
+
+
 def test_too_small_frame_raises_with_numbers() -> None:
     ds = make_ds((16, 16), bs=12)
     before = ds.PixelData

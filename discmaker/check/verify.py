@@ -447,7 +447,8 @@ def _unseal(
 ) -> UnsealResult:
     """The watermark read against this header (as each watermark version seals it)."""
     headers = {3: watermark_digest(attrs), 4: header_block(ds)}
-    res = unseal_dataset(ds, headers=headers, public_keys=context.keys)
+    restore = image.job.restore_to is not None  # else no original is written
+    res = unseal_dataset(ds, headers=headers, public_keys=context.keys, restore=restore)
     image.regions = tuple(Region(r.frame, r.row0, r.col0, r.row1, r.col1) for r in res.regions)
     return res
 

@@ -338,12 +338,12 @@ def group_text(ds: Dataset, group: Group) -> bytes:
     Only the elements of the group are converted: absent keywords cost a dictionary lookup.
     """
     lines = [f"{FORMAT} {group.name}"]
+    tags = ds.keys()  # the tags only: iterating a Dataset converts every element
     for keyword, tag in _tags(group):
-        if tag in ds:
+        if tag in tags:  # (a dict lookup; ``tag in ds`` makes a Tag of it first)
             lines.extend(_element_lines(ds, tag, keyword))
     if group.tag_groups:
         wanted = frozenset(group.tag_groups)
-        tags = ds.keys()  # the tags only: iterating a Dataset converts every element
         for tag in sorted(t for t in tags if t >> 16 in wanted and (t >> 16) % 2 == 0):
             lines.extend(_element_lines(ds, tag, f"{tag >> 16:04X}{tag & 0xFFFF:04X}"))
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -1236,8 +1236,12 @@ def unseal_dataset(
     *,
     headers: Mapping[int, bytes],
     public_keys: Mapping[bytes, Ed25519PublicKey],
+    restore: bool = True,
 ) -> UnsealResult:
     """Verify and restore the watermark of ``ds`` without modifying it.
+
+    ``restore``: also give the restored Pixel Data bytes (when the status is "ok" or
+    "identity-mismatch"); a check that writes no originals spares that copy of the pixels.
 
     ``headers`` maps each watermark version to the header the image should carry as that
     version seals it (v3: the identity digest, v4: the header block); a frame sealed for
@@ -1306,7 +1310,9 @@ def unseal_dataset(
         status = "identity-mismatch"
     else:
         status = "ok"
-    restored = _pixel_bytes(ds, arr, layout) if status in ("ok", "identity-mismatch") else None
+    restored = None
+    if restore and status in ("ok", "identity-mismatch"):
+        restored = _pixel_bytes(ds, arr, layout)
     foreign = tuple(
         f
         for f, fr in enumerate(frames)
