@@ -135,6 +135,7 @@ GENERATED: list[tuple[str, Callable[[], Dataset]]] = [
     ("gen CT 512 s16 pad, noise-free", lambda: synthetic_ct(0.0)),
     ("gen CT 512 s16 pad, noise 2 HU", lambda: synthetic_ct(2.0)),
     ("gen CT 512 s16 pad, noise 6 HU", lambda: synthetic_ct(6.0)),
+    ("sample ct_slice(0) 512 s12 pad, 12 HU", lambda: ct_slice(0)),
     ("sample ct_slice(3) 512 s12 pad, 12 HU", lambda: ct_slice(3)),
     ("sample ct_slice(3) 256 s12 pad, 12 HU", lambda: ct_slice(3, rows=256, cols=256)),
     ("sample mr_slice(3) 256 u12", lambda: mr_slice(3)),

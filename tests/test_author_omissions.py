@@ -3,9 +3,11 @@ list a clinic without discmaker can use, and the label PDF from the command line
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,43 @@ def test_skip_unusable_json_names_the_omissions(
     assert doc["images"] == 3
     assert {o["file"] for o in doc["omitted"]} == {"cut.dcm", "report.dcm"}
     assert doc["label_pdf"] is None
+
+
+def _undecodable_name(study: Path) -> Path:
+    """A slice whose Patient Name pydicom cannot decode under its character set (ISO 2022
+    IR 87 with an empty first component group: pydicom raises IndexError on it)."""
+    ds = dcmread(sorted(p for p in study.rglob("*") if p.is_file())[0])
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SpecificCharacterSet = "ISO 2022 IR 87"
+    ds.PatientName = "XXXX"
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # pydicom: some values do not encode under ISO 2022 IR 87
+        warnings.simplefilter("ignore")
+        ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    assert data.count(b"PN\x04\x00XXXX") == 1
+    path = study / "name.dcm"
+    path.write_bytes(data.replace(b"PN\x04\x00XXXX", b"PN\x02\x00=A"))
+    return path
+
+
+def test_an_undecodable_name_is_named_not_an_internal_error(run_author, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The file is refused at intake, naming the attribute and the character set (it used to
+    end in "Internal error (IndexError)" while the images were prepared)."""
+    study = tmp_path / "export"
+    write_sample_study(study, ct_slices=2, ct_size=64, mr_slices=0)
+    _undecodable_name(study)
+    code, _, err = run_author(study, out=tmp_path / "disc", extra=("--format", "folder"))
+    assert code == errors.EX_DATAERR
+    assert "name.dcm" in "".join(err.split()) and "Patient's Name (0010,0010)" in err, err
+    assert "ISO 2022 IR 87" in err and "Internal error" not in err
+    code, stdout, _ = run_author(
+        study, out=tmp_path / "disc2", extra=("--format", "folder", "--skip-unusable")
+    )
+    assert code == errors.AUTHOR_OMISSIONS
+    assert "name.dcm: its Patient's Name" in " ".join(stdout.split())
+    assert len(parse((tmp_path / "disc2" / MANIFEST_PATH).read_bytes()).images) == 2
 
 
 def test_nothing_usable_is_still_an_error(run_author, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -291,6 +291,29 @@ def test_placeholders_and_adjustments_are_listed_once_and_the_image_is_not_chang
     assert ds == before and ds.StudyID == "" and ds.StudyDate == "garbage"
 
 
+def test_a_read_image_keeps_its_elements_unconverted() -> None:
+    """The copy for the records takes the image's elements as read: an element the records
+    use is converted in the copy only (the image then writes its own bytes as they came),
+    and the adjusted values are the same as from a converted image."""
+    import io
+
+    from pydicom.dataelem import RawDataElement
+
+    buf = io.BytesIO()
+    _image(StudyDate="garbage", StudyDescription="CT THORAX\x00").save_as(
+        buf, enforce_file_format=True
+    )
+    raw = dcmread(io.BytesIO(buf.getvalue()))
+    hdr, invented = header_for_record(raw)
+    assert all(isinstance(raw.get_item(t), RawDataElement) for t in raw.keys())  # noqa: SIM118
+    converted = dcmread(io.BytesIO(buf.getvalue()))
+    for elem in converted:
+        _ = elem.value
+    want, want_invented = header_for_record(converted)
+    assert invented == want_invented == ("StudyDate",)
+    assert (hdr.StudyDate, hdr.StudyDescription) == (want.StudyDate, want.StudyDescription)
+
+
 def test_sr_record_keys_do_not_change_the_document() -> None:
     item = Dataset()
     item.RelationshipType = "HAS CONCEPT MOD"

@@ -3,7 +3,7 @@
 Each instance's records are made where the instance is prepared (a worker process): a
 *header-only* copy of it, with its record keys made to conform
 (:mod:`discmaker.author.record_keys`) and placeholders for the few type 1 record keys an image
-may legally leave empty (:data:`discmaker.author.intake.INVENTED_DEFAULTS`), goes through
+may legally leave empty (:data:`discmaker.author.record_keys.INVENTED_DEFAULTS`), goes through
 pydicom's own record makers (``pydicom.fileset.DIRECTORY_RECORDERS``) exactly as
 ``FileSet.add`` would use them, and pydicom encodes each as its sequence item there. What
 crosses to the main process is only those bytes: :class:`InstanceRecords`. The PATIENT, STUDY
@@ -48,8 +48,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
-from discmaker.author.intake import INVENTED_DEFAULTS
-from discmaker.author.record_keys import conform_record_keys
+from discmaker.author.record_keys import INVENTED_DEFAULTS, conform_record_keys
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import StudyError
 from discmaker.format.dicomdir import record_keys, validate_fileset_id

@@ -12,17 +12,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Literal
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_description
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
 from discmaker.author.normalise import LOSSLESS_SYNTAXES, expected_pixel_bytes
+from discmaker.author.record_keys import INVENTED_DEFAULTS, RECORD_KEYWORDS
 from discmaker.diagnostics import captured_warnings
 from discmaker.errors import NoImagesError, StudyError, UnusableFileError
-from discmaker.format.identity import text_of
+from discmaker.format.identity import IDENTITY_KEYWORDS, text_of
 from discmaker.format.manifest import OmittedFile
 from discmaker.sharing import Shared
 
@@ -39,19 +41,6 @@ REQUIRED = (
     ("(0020,000D)", "StudyInstanceUID"),
     ("(0020,000E)", "SeriesInstanceUID"),
     ("(0008,0060)", "Modality"),
-)
-
-# Type 1 in DICOMDIR records but type 2 (may be empty) in images. When an image leaves them
-# empty, the DICOMDIR record alone gets a documented placeholder (as `dcmmkdir +I` does); the
-# image itself is never changed, and the manifest lists what was invented. See README.
-INVENTED_DEFAULTS = MappingProxyType(
-    {
-        "StudyDate": "19000101",
-        "StudyTime": "000000",
-        "StudyID": "0",
-        "SeriesNumber": "0",
-        "InstanceNumber": "0",
-    }
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -233,6 +222,30 @@ def _describe(path: Path, relative: str) -> InputInstance | Literal["dicomdir", 
     return found
 
 
+# Every header text a later step reads (identity, DICOMDIR records, the preview): decoded here,
+# so a value pydicom cannot decode is this file's problem, named, before any work is done.
+_DECODED = tuple(
+    dict.fromkeys(IDENTITY_KEYWORDS + RECORD_KEYWORDS + ("StudyDescription", "SeriesDescription"))
+)
+
+
+def _check_decodable(ds: Dataset, path: Path) -> None:
+    for keyword in _DECODED:
+        try:
+            text_of(ds, keyword)  # (plain ASCII is read from its bytes: no conversion to fail)
+        except Exception as exc:  # pydicom on text its character set cannot decode
+            charset = ds.get_item(0x00080005)
+            named = f" ({charset.value!r})" if charset is not None else ""
+            tag = Tag(keyword)
+            raise UnusableFileError(
+                str(path),
+                f"its {dictionary_description(tag)} ({tag.group:04X},{tag.element:04X}) cannot "
+                f"be decoded with its Specific Character Set{named} ({type(exc).__name__})",
+                "Correct the value in the source system and export the study again, or leave "
+                "the file out.",
+            ) from exc
+
+
 def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "other"]:
     ds = read_header(path)
     meta = getattr(ds, "file_meta", None)
@@ -248,6 +261,7 @@ def _describe_unguarded(path: Path) -> InputInstance | Literal["dicomdir", "othe
                 f"{tag} {keyword} is missing or empty, and the DICOMDIR needs it",
                 "Fix the file in the source system, or leave it out.",
             )
+    _check_decodable(ds, path)
     ts = text_of(meta, "TransferSyntaxUID") if meta is not None else ""
     size = path.stat().st_size
     return InputInstance(

@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from pydicom.datadict import dictionary_VM
@@ -30,8 +31,20 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from discmaker.author.intake import INVENTED_DEFAULTS
 from discmaker.format.identity import element_text
+
+# Type 1 in DICOMDIR records but type 2 (may be empty) in images. When an image leaves them
+# empty, the DICOMDIR record alone gets a documented placeholder (as `dcmmkdir +I` does); the
+# image itself is never changed, and the manifest lists what was invented. See README.
+INVENTED_DEFAULTS = MappingProxyType(
+    {
+        "StudyDate": "19000101",
+        "StudyTime": "000000",
+        "StudyID": "0",
+        "SeriesNumber": "0",
+        "InstanceNumber": "0",
+    }
+)
 
 # Every key, other than a sequence, that pydicom's FileSet (3.0, ``fileset._define_*``) copies
 # from an instance into one of its records (PATIENT, STUDY, SERIES, then the leaf record
@@ -102,7 +115,7 @@ MAX_LENGTH = {"CS": 16, "IS": 12, "LO": 64, "PN": 64, "SH": 16, "ST": 1024}  # P
 # When a date, time or number cannot be read as one at all, the record still gets a value
 # where the image had one: some record types require it (type 1), and an empty value there
 # would stop pydicom from making the record. These are the placeholders of
-# :data:`discmaker.author.intake.INVENTED_DEFAULTS`, by VR.
+# :data:`INVENTED_DEFAULTS`, by VR.
 UNREADABLE = {
     "DA": INVENTED_DEFAULTS["StudyDate"],
     "TM": INVENTED_DEFAULTS["StudyTime"],
@@ -298,4 +311,10 @@ _RULES: dict[str, Rule] = {
 }
 
 
-__all__ = ["MAX_LENGTH", "RECORD_KEYWORDS", "UNREADABLE", "conform_record_keys"]
+__all__ = [
+    "INVENTED_DEFAULTS",
+    "MAX_LENGTH",
+    "RECORD_KEYWORDS",
+    "UNREADABLE",
+    "conform_record_keys",
+]

@@ -17,12 +17,17 @@ Each value is the element's value as text with DICOM padding (trailing spaces an
 leading spaces for numbers) removed; multiple values are joined with a backslash; integers
 are written in decimal; an absent or empty element is the empty string. The text is UTF-8
 (pydicom has already decoded the Specific Character Set). The digest is SHA-256 of that text.
+
+Elements pydicom has not converted yet are read from their bytes where that gives the same text
+(:func:`raw_element_text`: ASCII text without escape sequences, which pydicom decodes alike
+under every character set, and binary numbers), about 8x faster than its conversion.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import struct
 from collections.abc import Iterator, Mapping
 
@@ -118,17 +123,26 @@ def element_text(value: object) -> str:
 
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _TEXT_VRS = frozenset({"ST", "LT", "UT"})  # one value each, leading spaces kept by pydicom
-_STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"}
-)  # backslash-separated values, each stripped of spaces (pydicom, then element_text)
+# backslash-separated values, each stripped of spaces (pydicom, then element_text). Not PN:
+# pydicom drops empty trailing component groups ("DOE^JOHN==") and, under some ISO 2022
+# character sets, fails on values plain ASCII would give.
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UC", "UI"})
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+# pydicom adds 65536 to a negative first value of these (its LUT descriptor fix)
+_LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+# control characters: pydicom strips them from the ends of UI, IS, DS and AE values
+_CONTROL = re.compile(rb"[\x01-\x1f\x7f]")
+# an IS value pydicom keeps as written: a float past it ("1.50" -> 1.5, 2^53 + 1 -> 2^53)
+_PLAIN_IS = re.compile(r"[+-]?[0-9]{1,15}")
 
 
 def raw_element_text(raw: RawDataElement, *, sealed: bool = False) -> str | None:
     """:func:`element_text` of an element pydicom has not converted yet, read straight from
-    its bytes (about 5x faster than pydicom's conversion); None where only that conversion
-    gives the text exactly (sequences, non-ASCII text, ambiguous or unknown VRs), so both
-    ways always agree (tests compare them on every test file of pydicom and pydicom-data).
+    its bytes (about 5x faster than pydicom's conversion); None wherever only that conversion
+    gives the text exactly: sequences, non-ASCII or control characters, person names, IS
+    values that are not plain integers, LUT descriptors, ambiguous or unknown VRs. Both ways
+    agree (tests compare them on every test file of pydicom and pydicom-data and on crafted
+    values of every VR).
 
     ``sealed``: the rules of the sealed header (:mod:`discmaker.format.sealed`) where they
     differ: binary values are ``sha256:<hex>`` of their bytes (empty when there are none), and
@@ -137,7 +151,7 @@ def raw_element_text(raw: RawDataElement, *, sealed: bool = False) -> str | None
     whichever way it was read).
     """
     vr = raw.VR
-    if vr == "UN":  # pydicom reads UN as the dictionary's VR when it knows the tag
+    if vr == "UN" or raw.tag in _LUT_DESCRIPTORS:  # (pydicom reads UN as the dictionary VR)
         return None
     if vr is None:
         try:
@@ -153,21 +167,23 @@ def raw_element_text(raw: RawDataElement, *, sealed: bool = False) -> str | None
         return "sha256:" + hashlib.sha256(data).hexdigest() if data else ""
     fmt = _NUMBER_FORMATS.get(vr)
     if fmt is not None:
+        fmt = ("<" if raw.is_little_endian else ">") + fmt  # standard sizes (UL, SL: 4 bytes)
         size = struct.calcsize(fmt)
         if len(data) % size:
             return None
-        order = "<" if raw.is_little_endian else ">"
-        values = struct.unpack(f"{order}{len(data) // size}{fmt}", data)
-        return "\\".join(str(v) for v in values)
+        return "\\".join(str(v[0]) for v in struct.iter_unpack(fmt, data))
     if not data.isascii() or b"\x1b" in data:
         return None
     text = data.decode("ascii")
     if vr in _TEXT_VRS:
         text = text.rstrip(" \x00")
         return text if sealed else text.lstrip(" ")
-    if vr in _STRING_VRS:
-        return "\\".join(v.rstrip(" \x00").lstrip(" ") for v in text.split("\\"))
-    return None
+    if vr not in _STRING_VRS or _CONTROL.search(data):
+        return None
+    values = [v.rstrip(" \x00").lstrip(" ") for v in text.split("\\")]
+    if vr == "IS" and not all(_PLAIN_IS.fullmatch(v) for v in values if v):
+        return None
+    return "\\".join(values)
 
 
 @functools.cache
