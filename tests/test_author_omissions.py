@@ -153,7 +153,7 @@ def test_an_undecodable_name_is_named_not_an_internal_error(run_author, tmp_path
     code, _, err = run_author(study, out=tmp_path / "disc", extra=("--format", "folder"))
     assert code == errors.EX_DATAERR
     assert "name.dcm" in "".join(err.split()) and "Patient's Name (0010,0010)" in err, err
-    assert "ISO 2022 IR 87" in err and "Internal error" not in err
+    assert "(ISO 2022 IR 87)" in err and "Internal error" not in err
     code, stdout, _ = run_author(
         study, out=tmp_path / "disc2", extra=("--format", "folder", "--skip-unusable")
     )

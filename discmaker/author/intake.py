@@ -234,8 +234,11 @@ def _check_decodable(ds: Dataset, path: Path) -> None:
         try:
             text_of(ds, keyword)  # (plain ASCII is read from its bytes: no conversion to fail)
         except Exception as exc:  # pydicom on text its character set cannot decode
-            charset = ds.get_item(0x00080005)
-            named = f" ({charset.value!r})" if charset is not None else ""
+            try:
+                charset = text_of(ds, "SpecificCharacterSet")
+            except Exception:  # (as undecodable as the value)
+                charset = ""
+            named = f" ({charset})" if charset else ""
             tag = Tag(keyword)
             raise UnusableFileError(
                 str(path),
