@@ -43,7 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from discmaker.format.identity import element_text, raw_element_text
+from discmaker.format.identity import BINARY_VRS, TEXT_VRS, element_text, raw_element_text
 
 FORMAT = "discmaker-header-v1"
 DIGEST_BYTES = 16
@@ -282,11 +282,7 @@ GROUPS: tuple[Group, ...] = (
 
 GROUP_NAMES = tuple(g.name for g in GROUPS)
 BLOCK_BYTES = DIGEST_BYTES + TAG_BYTES * len(GROUPS)
-_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _MAX_DEPTH = 32  # past the checker's own bound (format.reading.MAX_NESTING): never reached there
-
-
-_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # one value each; leading spaces are significant
 
 
 def _escaped(text: str) -> str:
@@ -295,11 +291,11 @@ def _escaped(text: str) -> str:
 
 
 def _value_text(elem: DataElement) -> str:
-    if elem.VR in _BINARY_VRS:
+    if elem.VR in BINARY_VRS:
         value = elem.value
         data = value if isinstance(value, bytes) else b""
         return "sha256:" + hashlib.sha256(data).hexdigest() if data else ""
-    if elem.VR in _TEXT_VRS and isinstance(elem.value, str):
+    if elem.VR in TEXT_VRS and isinstance(elem.value, str):
         text = elem.value.rstrip(" \x00")
     else:
         text = element_text(elem.value)
